@@ -1,0 +1,97 @@
+"""Columnar (structure-of-arrays) entry storage, grown by doubling."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+N_SPECTRAL = 6
+
+
+def column_spec(shape: tuple, dim: int, store_certainty: bool) -> dict:
+    """name -> (per-entry shape, dtype) for a pool of tensors of ``shape``."""
+    rows, cols = shape[0], shape[1]
+    layers = shape[2] if len(shape) == 4 else 1
+    channels = shape[-1]
+    spec = {
+        "tensors": (tuple(shape), np.float32),
+        "embeddings": ((dim,), np.float32),
+        "chroma": ((channels,), np.float32),
+        "spectral": ((N_SPECTRAL,), np.float32),
+        "energy": ((), np.float64),
+        "coherence": ((), np.float64),
+        "violation": ((), np.float64),
+        "labels": ((), np.int32),
+        "utility": ((), np.float64),
+        "util_mean": ((), np.float64),
+        "util_count": ((), np.int64),
+        "usage": ((), np.int64),
+        "timestamp": ((), np.float64),
+        "ids": ((), np.int64),
+        "alive": ((), np.bool_),
+    }
+    if store_certainty:
+        spec["certainty"] = ((rows, cols, layers), np.float32)
+    return spec
+
+
+class ColumnStore:
+    """Preallocated per-entry columns; ``capacity`` rows, grown by doubling up to ``max_rows``."""
+
+    def __init__(self, spec: dict, max_rows: int, initial: int = 16):
+        self.spec = spec
+        self.max_rows = max_rows
+        self.capacity = 0
+        self.columns: dict[str, np.ndarray] = {}
+        self.entry_bytes = int(sum(np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
+                                   for shape, dt in spec.values()))
+        self._allocate(min(initial, max_rows))
+
+    def _allocate(self, capacity: int) -> None:
+        new = {}
+        for name, (shape, dtype) in self.spec.items():
+            arr = np.zeros((capacity, *shape), dtype=dtype)
+            if name == "labels":
+                arr[:] = -1
+            old = self.columns.get(name)
+            if old is not None:
+                arr[: self.capacity] = old
+            new[name] = arr
+        # swap in all at once: a failed allocation above leaves the store as it was
+        self.columns = new
+        self.capacity = capacity
+
+    def plan_capacity(self, rows_needed: int) -> int:
+        cap = max(self.capacity, 1)
+        while cap < rows_needed:
+            cap *= 2
+        return min(cap, self.max_rows) if rows_needed <= self.max_rows else rows_needed
+
+    def ensure_capacity(self, rows_needed: int) -> None:
+        if rows_needed > self.capacity:
+            self._allocate(self.plan_capacity(rows_needed))
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["columns"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def live_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.columns["alive"])
+
+    def free_slots(self, n: int) -> np.ndarray:
+        """The ``n`` lowest free slots (deterministic placement)."""
+        return np.flatnonzero(~self.columns["alive"])[:n]
+
+    @property
+    def allocated_bytes(self) -> int:
+        return int(sum(a.nbytes for a in self.columns.values()))
+
+    def fingerprint(self) -> str:
+        """A digest of every column (for "nothing changed" checks)."""
+        h = hashlib.sha256()
+        for name in sorted(self.columns):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(self.columns[name]).tobytes())
+        return h.hexdigest()

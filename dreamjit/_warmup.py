@@ -1,0 +1,44 @@
+"""Compile (or load from numba's cache) every kernel, on tiny inputs."""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+logger = logging.getLogger("dreamjit")
+
+
+def warmup(shape=(8, 8, 2, 3), dim: int = 64) -> float:
+    """Compile or load every kernel now, so the first real call is fast.
+
+    Runs the public paths once on tiny float32 inputs of ``shape`` (rows,
+    cols, layers, C) and embedding length ``dim``. Returns the seconds taken.
+
+    Examples
+    --------
+    >>> import dreamjit as dj
+    >>> seconds = dj.warmup()
+    """
+    from .config import PoolConfig
+    from .diversity import maximal_marginal_relevance
+    from .features import evaluate_batch
+    from .pool import DreamPool
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    tensors = rng.random((4, *shape), dtype=np.float32)
+    results = evaluate_batch(tensors)
+    pool = DreamPool(PoolConfig(max_size=3, embedding_dim=dim, memory_budget_mb=None))
+    pool.add_batch(tensors, results, labels=[0, 1, 0, 1], utilities=[0.1, 0.2, 0.3, 0.4],
+                   only_coherent=False)
+    pool.record_feedback(pool.ids()[:1], 0.5)
+    pool.retrieve_similar(tensors[0], k=2)
+    pool.retrieve_similar(tensors[0], k=2, label=0)
+    for name in ("retrieve_soft", "retrieve_diverse"):
+        if hasattr(pool, name):
+            getattr(pool, name)(tensors[0], k=2)
+    maximal_marginal_relevance(rng.random(dim), rng.random((5, dim)), k=2)
+    seconds = time.perf_counter() - start
+    logger.info("dreamjit warmup took %.2f s", seconds)
+    return seconds

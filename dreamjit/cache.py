@@ -1,0 +1,87 @@
+"""LRU cache of query embeddings with precision-tolerant keys."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+__all__ = ["QueryCache"]
+
+
+def _rounded(arr) -> bytes:
+    if arr is None:
+        return b"-"
+    # +0.0 folds -0.0 into 0.0 so both round to the same key
+    return (np.round(np.asarray(arr, dtype=np.float64), 3) + 0.0).tobytes()
+
+
+class QueryCache:
+    """Maps query features, rounded to 1e-3, to their embedding (LRU).
+
+    The key also holds the mapper's identity, so two pools with different
+    projections never share entries. A hit returns the stored embedding
+    (read-only) without recomputing it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dreamjit.cache import QueryCache
+    >>> c = QueryCache(capacity=2)
+    >>> key = c.key(("m",), np.array([0.1, 0.2, 0.3]), None, None, None)
+    >>> c.get(key) is None
+    True
+    >>> _ = c.put(key, np.ones(4, np.float32))
+    >>> c.get(key).shape, c.stats()
+    ((4,), (1, 1, 0.5))
+    """
+
+    def __init__(self, capacity: int = 128):
+        self.capacity = int(capacity)
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(mapper_key, chroma, spectral, label, utility) -> tuple:
+        util = None if utility is None else round(float(utility), 3) + 0.0
+        return (mapper_key, _rounded(chroma), _rounded(spectral), label, util)
+
+    def get(self, key):
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key, embedding: np.ndarray) -> np.ndarray:
+        value = np.array(embedding, dtype=np.float32, copy=True)
+        value.setflags(write=False)
+        if self.capacity <= 0:
+            return value
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+        return value
+
+    def stats(self) -> tuple:
+        """``(hits, misses, hit_rate)``."""
+        total = self.hits + self.misses
+        return (self.hits, self.misses, self.hits / total if total else 0.0)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self):
+        return len(self._data)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(v.nbytes for v in self._data.values()))

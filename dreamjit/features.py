@@ -1,0 +1,314 @@
+"""Tensor descriptors: spectral features, chroma signature and the reference evaluator.
+
+Tensors are ``(rows, cols, layers, C)`` arrays, or ``(rows, cols, C)`` for one
+layer; they are validated once here and computed on by the kernels in
+:mod:`dreamjit.kernels` as float32 (sums run in float64).
+"""
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ._validate import as_float, as_float_array, as_tensor, as_tensor_batch, check_shape
+from .errors import InvalidParameterError
+from .kernels.chroma import chroma_one
+from .kernels.evaluate import evaluate_batch as _evaluate_batch
+from .kernels.evaluate import evaluate_one as _evaluate_one
+from .kernels.spectral import N_FEATURES, spectral_batch, spectral_one
+
+__all__ = [
+    "SpectralFeatures",
+    "SolverResult",
+    "spectral_features",
+    "spectral_features_batch",
+    "chroma_signature",
+    "evaluate",
+    "evaluate_batch",
+]
+
+
+@dataclass(frozen=True)
+class SpectralFeatures:
+    """Spectral features of a tensor (the mean over its channels).
+
+    Per channel, the layer mean is de-meaned, windowed with a periodic Hann
+    window and Fourier transformed; ``P = |F|**2 / (rows*cols)`` is its power
+    and ``r`` the radial frequency, 1.0 at one axis' Nyquist frequency.
+
+    Attributes
+    ----------
+    entropy : float
+        Shannon entropy of ``P / sum(P)`` divided by ``ln(rows*cols)``, in [0, 1].
+    low_band_energy, mid_band_energy, high_band_energy : float
+        Fractions of the power at ``r < 1/3``, ``1/3 <= r < 2/3`` and ``r >= 2/3``.
+    dominant_frequency : float
+        ``r`` at the largest ``P``.
+    mean_psd : float
+        Mean of ``P``.
+
+    Notes
+    -----
+    A flat channel (total power below 1e-12) contributes 0 to every feature
+    but ``mean_psd``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dreamjit as dj
+    >>> f = dj.SpectralFeatures.from_array(np.arange(6))
+    >>> f.mid_band_energy
+    2.0
+    >>> f.as_array()
+    array([0., 1., 2., 3., 4., 5.], dtype=float32)
+    """
+
+    entropy: float
+    low_band_energy: float
+    mid_band_energy: float
+    high_band_energy: float
+    dominant_frequency: float
+    mean_psd: float
+
+    def as_array(self) -> np.ndarray:
+        """The six features as float32 (6,), in field order (the kernels' order)."""
+        return np.array(astuple(self), dtype=np.float32)
+
+    @classmethod
+    def from_array(cls, a) -> "SpectralFeatures":
+        """Build from a length-6 array in field order (e.g. a row of
+        :func:`spectral_features_batch`)."""
+        arr = as_float_array(a, "a", dtype=np.float64, ndim=1)
+        check_shape(arr, "a", (N_FEATURES,))
+        return cls(*(float(v) for v in arr))
+
+
+class SolverResult(NamedTuple):
+    """The evaluator's scores of one tensor.
+
+    Attributes
+    ----------
+    energy : float
+        Total-variation plus saturation energy (lower is smoother), >= 0.
+    coherence : float
+        Colour balance and hue consistency, at most 1 (higher is better).
+    violation : float
+        Fraction-like measure of out-of-range values, oversaturation and
+        jumps, in [0, 1].
+    """
+
+    energy: float
+    coherence: float
+    violation: float
+
+
+def spectral_features(tensor) -> SpectralFeatures:
+    """Spectral features of one tensor.
+
+    Parameters
+    ----------
+    tensor : array_like
+        ``(rows, cols, layers, C)`` or ``(rows, cols, C)``, finite real values.
+
+    Returns
+    -------
+    SpectralFeatures
+
+    Raises
+    ------
+    DimensionMismatchError
+        If the tensor is not 3-d or 4-d.
+    InvalidParameterError
+        If it holds NaN/inf or is not a real numeric array.
+    EmptyCollectionError
+        If it is empty.
+
+    See Also
+    --------
+    spectral_features_batch : the same for many tensors at once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dreamjit as dj
+    >>> flat = np.full((8, 8, 3), 0.5)
+    >>> dj.spectral_features(flat).entropy
+    0.0
+    >>> stripes = np.zeros((8, 8, 1))
+    >>> stripes[:, ::2] = 1.0
+    >>> f = dj.spectral_features(stripes)
+    >>> round(f.dominant_frequency, 6), round(f.high_band_energy, 6)
+    (1.0, 1.0)
+    """
+    t4, _ = as_tensor(tensor, "tensor")
+    return SpectralFeatures.from_array(spectral_one(t4))
+
+
+def spectral_features_batch(tensors) -> np.ndarray:
+    """Spectral features of a batch of tensors, in one parallel kernel call.
+
+    Parameters
+    ----------
+    tensors : array_like
+        ``(n, rows, cols, layers, C)`` or ``(n, rows, cols, C)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(n, 6)``; columns in :class:`SpectralFeatures` field order.
+
+    Raises
+    ------
+    DimensionMismatchError, InvalidParameterError, EmptyCollectionError
+        As :func:`spectral_features`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dreamjit as dj
+    >>> rng = np.random.default_rng(0)
+    >>> feats = dj.spectral_features_batch(rng.random((5, 16, 16, 2, 3)))
+    >>> feats.shape, feats.dtype
+    ((5, 6), dtype('float32'))
+    >>> bool(np.allclose(feats[:, 1:4].sum(axis=1), 1.0))
+    True
+    """
+    t5, _ = as_tensor_batch(tensors, "tensors")
+    return spectral_batch(t5)
+
+
+def chroma_signature(tensor, certainty=None) -> np.ndarray:
+    """Per-channel mean of a tensor, optionally weighted by a certainty map.
+
+    Parameters
+    ----------
+    tensor : array_like
+        ``(rows, cols, layers, C)`` or ``(rows, cols, C)``.
+    certainty : array_like, optional
+        Weights ``(rows, cols, layers)`` (``(rows, cols)`` for a 3-d tensor),
+        finite and >= 0. Gives ``sum(w * x) / sum(w)`` per channel; if all
+        weights are 0 the plain mean is returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(C,)``.
+
+    Raises
+    ------
+    DimensionMismatchError
+        If the tensor is not 3-d or 4-d, or ``certainty`` has the wrong shape.
+    InvalidParameterError
+        If an input holds NaN/inf, is not real numeric, or a weight is negative.
+    EmptyCollectionError
+        If an input is empty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dreamjit as dj
+    >>> t = np.zeros((2, 2, 3))
+    >>> t[0, 0] = [1.0, 0.5, 0.0]
+    >>> dj.chroma_signature(t)
+    array([0.25 , 0.125, 0.   ], dtype=float32)
+    >>> w = np.array([[1.0, 0.0], [0.0, 0.0]])
+    >>> dj.chroma_signature(t, certainty=w)
+    array([1. , 0.5, 0. ], dtype=float32)
+    """
+    t4, shape = as_tensor(tensor, "tensor")
+    if certainty is None:
+        return chroma_one(t4, np.empty((0, 0, 0), dtype=np.float32), False)
+    want = shape[:-1]  # (rows, cols, layers) or (rows, cols)
+    w = as_float_array(certainty, "certainty", ndim=len(want))
+    check_shape(w, "certainty", want)
+    if (w < 0).any():
+        raise InvalidParameterError("certainty", certainty, "weights >= 0")
+    return chroma_one(t4, w.reshape(t4.shape[:3]), True)
+
+
+def evaluate(tensor, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> SolverResult:
+    """Score one RGB tensor with the reference evaluator.
+
+    Parameters
+    ----------
+    tensor : array_like
+        ``(rows, cols, layers, 3)`` or ``(rows, cols, 3)``, RGB nominally in [0, 1].
+    lambda_tv : float, default 1.0
+        Weight of the total variation (sum of neighbour RGB distances), >= 0.
+    lambda_sat : float, default 0.1
+        Weight of the mean squared deviation of saturation from 0.5, >= 0.
+
+    Returns
+    -------
+    SolverResult
+        ``energy = lambda_tv*TV + lambda_sat*mean((sat - 0.5)**2)``;
+        ``coherence = 0.6*balance + 0.4*hue_consistency``; ``violation`` in
+        [0, 1] from values outside [0, 1], saturation above 0.95 and neighbour
+        jumps above 0.3.
+
+    Raises
+    ------
+    DimensionMismatchError
+        If the tensor is not 3-d/4-d or does not have 3 channels.
+    InvalidParameterError
+        If it holds NaN/inf or is not real numeric, or a lambda is negative or
+        not finite.
+    EmptyCollectionError
+        If it is empty.
+
+    See Also
+    --------
+    evaluate_batch : many tensors in one parallel call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dreamjit as dj
+    >>> dj.evaluate(np.full((4, 4, 3), 0.5))
+    SolverResult(energy=0.025, coherence=1.0, violation=0.0)
+    """
+    t4, _ = as_tensor(tensor, "tensor", channels=3)
+    lt, ls = _lambdas(lambda_tv, lambda_sat)
+    out = np.empty(3)
+    _evaluate_one(t4, lt, ls, out)
+    return SolverResult(float(out[0]), float(out[1]), float(out[2]))
+
+
+def evaluate_batch(tensors, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> np.ndarray:
+    """Score a batch of RGB tensors in one parallel kernel call.
+
+    Parameters
+    ----------
+    tensors : array_like
+        ``(n, rows, cols, layers, 3)`` or ``(n, rows, cols, 3)``.
+    lambda_tv, lambda_sat : float
+        As in :func:`evaluate`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(n, 3)``: columns energy, coherence, violation.
+
+    Raises
+    ------
+    DimensionMismatchError, InvalidParameterError, EmptyCollectionError
+        As :func:`evaluate`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dreamjit as dj
+    >>> batch = np.stack([np.full((4, 4, 3), 0.5), np.zeros((4, 4, 3))])
+    >>> dj.evaluate_batch(batch)
+    array([[0.025, 1.   , 0.   ],
+           [0.025, 0.4  , 0.   ]])
+    """
+    t5, _ = as_tensor_batch(tensors, "tensors", channels=3)
+    lt, ls = _lambdas(lambda_tv, lambda_sat)
+    return _evaluate_batch(t5, lt, ls)
+
+
+def _lambdas(lambda_tv, lambda_sat):
+    return (as_float(lambda_tv, "lambda_tv", minimum=0.0),
+            as_float(lambda_sat, "lambda_sat", minimum=0.0))

@@ -1,0 +1,511 @@
+"""Embedding indexes over the pool's column store: exact and NN-descent.
+
+Both share one protocol; every index works in *slots* of the store (the pool
+maps slots to ids) and always reads ``store.embeddings`` / ``store.alive``
+afresh, because the store replaces those arrays when it grows.
+
+``ExactIndex`` scans the live rows with the njit top-k kernel.
+
+``NNDescentIndex`` holds a sealed search graph over a snapshot of the live
+embeddings (built by pynndescent, imported lazily, off the query path), a
+tombstone mask for graph rows removed since, and an exactly searched delta of
+slots added since. The graph is walked by our own njit kernel
+(:mod:`dreamjit.kernels.graph`), so queries never touch pynndescent: no query
+compile in the main process, and the walk starts from a fixed seeded set of
+pivots, which covers graphs that split into disconnected components.
+
+Builds run in a persistent worker process by default (``builder="process"``):
+pynndescent's numba calls hold the GIL for hundreds of milliseconds, which in
+a thread stalls every query of the process (measured in
+``scripts/measure_ann.py``). The worker is shared by all indexes of the
+process, so its compile cost is paid once.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from .kernels.cosine import topk_dot, topk_dot_batch
+from .kernels.graph import ann_search, ann_search_batch, knn_to_csr, relabel_csr, tombstones
+
+__all__ = ["ExactIndex", "NNDescentIndex"]
+
+logger = logging.getLogger("dreamjit")
+
+_EMPTY_I = np.empty(0, dtype=np.int64)
+_EMPTY_S = np.empty(0, dtype=np.float32)
+
+
+def _as_query(q) -> np.ndarray:
+    return np.ascontiguousarray(q, dtype=np.float32)
+
+
+def _live_mask(store, mask):
+    alive = store.alive
+    if mask is None:
+        return alive
+    return np.logical_and(np.asarray(mask, dtype=np.bool_)[: alive.shape[0]], alive)
+
+
+class ExactIndex:
+    """Exact top-k by dot product over the store's live (and masked) rows."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def add(self, slots) -> None:
+        """Nothing to do: the scan reads the store."""
+
+    def remove(self, slots) -> None:
+        """Nothing to do: the scan reads ``store.alive``."""
+
+    def rebuild(self, block: bool = False) -> None:
+        """Nothing to rebuild."""
+
+    def maybe_rebuild(self) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self._store.alive))
+
+    @property
+    def nbytes(self) -> int:
+        return 0
+
+    def bytes_bound(self, n_entries: int) -> int:
+        return 0
+
+    def search(self, q, k, mask=None):
+        """``(slots int64, scores float32)`` of the best ``min(k, #candidates)``, best first."""
+        k = int(k)
+        if k <= 0:
+            return _EMPTY_I.copy(), _EMPTY_S.copy()
+        store = self._store
+        return topk_dot(store.embeddings, _as_query(q), _live_mask(store, mask), k)
+
+    def search_batch(self, Q, k, mask=None):
+        """Per query row: ``(slots (m, k), scores (m, k))`` padded with -1 / -inf."""
+        store = self._store
+        Q = np.ascontiguousarray(Q, dtype=np.float32).reshape(-1, store.embeddings.shape[1])
+        return topk_dot_batch(store.embeddings, Q, _live_mask(store, mask), max(int(k), 0))
+
+
+# ----------------------------------------------------------------- graph building
+
+def _build_csr(X, n_neighbors, seed, graph, max_degree, n_jobs):
+    """pynndescent k-NN graph of the unit rows ``X`` -> (indptr int64, indices int32)."""
+    import pynndescent  # lazy: ~2 s import, never on ``import dreamjit``
+
+    nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=n_neighbors, random_state=seed,
+                                n_jobs=n_jobs, low_memory=True)
+    if graph == "knn":
+        nbrs, dists = nnd.neighbor_graph
+        return knn_to_csr(np.ascontiguousarray(nbrs), np.ascontiguousarray(dists), max_degree)
+    nnd.prepare()
+    sg = nnd._search_graph  # pruned, symmetrised; vertices in pynndescent's tree order
+    return relabel_csr(sg.indptr.astype(np.int64), sg.indices.astype(np.int64),
+                       np.asarray(nnd._vertex_order, dtype=np.int64), max_degree)
+
+
+def _write_msg(fp, header: dict, arrays=()) -> None:
+    fp.write((json.dumps(header) + "\n").encode())
+    for a in arrays:
+        np.lib.format.write_array(fp, np.ascontiguousarray(a), allow_pickle=False)
+    fp.flush()
+
+
+def _read_msg(fp, n_arrays: int):
+    line = fp.readline()
+    if not line:
+        raise EOFError("build worker closed its pipe")
+    header = json.loads(line)
+    if not header.get("ok", True):
+        return header, []
+    return header, [np.lib.format.read_array(fp, allow_pickle=False) for _ in range(n_arrays)]
+
+
+def _worker_main() -> None:
+    """Build loop of the worker process: one build request in, one graph out."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the protocol
+    inp = sys.stdin.buffer
+    while True:
+        try:
+            req, (X,) = _read_msg(inp, 1)
+        except EOFError:
+            return
+        t0 = time.perf_counter()
+        try:
+            indptr, indices = _build_csr(X, req["n_neighbors"], req["seed"], req["graph"],
+                                         req["max_degree"], req["n_jobs"])
+        except Exception as exc:  # report, keep serving
+            _write_msg(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        _write_msg(out, {"ok": True, "seconds": time.perf_counter() - t0}, (indptr, indices))
+
+
+class _Worker:
+    """The persistent build process (spawned on first use, shared by all indexes)."""
+
+    _instance = None
+    _guard = threading.Lock()
+
+    def __init__(self):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        self.log = tempfile.TemporaryFile()
+        code = "from dreamjit.index import _worker_main; _worker_main()"
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, env=env)
+        self.lock = threading.Lock()
+        logger.info("started NN-descent build worker (pid %d)", self.proc.pid)
+
+    @classmethod
+    def get(cls) -> "_Worker":
+        with cls._guard:
+            if cls._instance is None or cls._instance.proc.poll() is not None:
+                cls._instance = cls()
+            return cls._instance
+
+    def build(self, X, request: dict):
+        with self.lock:
+            try:
+                _write_msg(self.proc.stdin, request, (X,))
+                header, arrays = _read_msg(self.proc.stdout, 2)
+            except (OSError, EOFError, ValueError) as exc:
+                self.log.seek(0)
+                tail = self.log.read()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"build worker failed: {exc}; stderr: {tail}") from None
+        if not header["ok"]:
+            raise RuntimeError(header["error"])
+        return arrays
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except Exception:  # pragma: no cover - best effort at exit
+            self.proc.kill()
+
+    @classmethod
+    def shutdown(cls) -> None:
+        with cls._guard:
+            if cls._instance is not None:
+                cls._instance.close()
+                cls._instance = None
+
+
+atexit.register(_Worker.shutdown)
+
+
+# ------------------------------------------------------------------ NN-descent
+
+class _Graph:
+    """A sealed search graph; row ``r`` is store slot ``rows[r]`` (ascending)."""
+
+    __slots__ = ("rows", "indptr", "indices", "pivots", "dead", "n_dead")
+
+    def __init__(self, rows, indptr, indices, pivots, dead):
+        self.rows, self.indptr, self.indices, self.pivots = rows, indptr, indices, pivots
+        self.dead = dead
+        self.n_dead = int(np.count_nonzero(dead))
+
+    @property
+    def arrays(self):
+        return (self.rows, self.indptr, self.indices, self.pivots, self.dead)
+
+
+class NNDescentIndex:
+    """Approximate top-k: a sealed NN-descent graph + exact delta + tombstones.
+
+    Parameters
+    ----------
+    store : ColumnStore-like
+        Has ``embeddings`` (cap, d) float32 unit rows, ``alive``, ``ids``.
+    n_neighbors : int
+        k of the NN-descent graph; the search graph keeps at most
+        ``round(1.5 * n_neighbors)`` edges per row.
+    n_search_trees : int
+        Accepted for config compatibility; pynndescent 0.7 ignores it (the
+        pivots replace the search trees).
+    epsilon : float
+        Walk slack: a candidate is expanded while its distance is within
+        ``1 + epsilon`` of the ef-th best.
+    overfetch : float
+        The walk keeps ``ef = max(min_ef, ceil(overfetch * k))`` results.
+    rebuild_fraction : float
+        Rebuild once the delta or the tombstones exceed this share of the graph.
+    n_pivots : int
+        Entry points (a seeded sample of rows, scored exactly per query).
+    mask_share : float
+        A mask holding less than this share of the live entries is served by
+        an exact masked scan instead of a filtered walk.
+    builder : {"process", "thread"}
+        Where pynndescent runs: a persistent worker process, or a thread.
+    """
+
+    def __init__(self, store, n_neighbors=30, n_search_trees=1, epsilon=0.1, overfetch=4.0,
+                 rebuild_fraction=0.1, seed=0, background=True, n_pivots=1024, min_ef=64,
+                 mask_share=0.05, graph="search", builder="process", min_build=256,
+                 n_jobs=None):
+        self._store = store
+        self.n_neighbors = int(n_neighbors)
+        self.n_search_trees = n_search_trees
+        self.epsilon = float(epsilon)
+        self.overfetch = float(overfetch)
+        self.rebuild_fraction = float(rebuild_fraction)
+        self.seed = int(seed)
+        self.background = bool(background)
+        self.n_pivots = int(n_pivots)
+        self.min_ef = int(min_ef)
+        self.mask_share = float(mask_share)
+        self.graph_kind = graph
+        self.builder = builder
+        self.min_build = max(int(min_build), 2 * self.n_neighbors + 2)
+        self.n_jobs = n_jobs
+        self.max_degree = int(round(1.5 * self.n_neighbors))
+        self._state = (None, _EMPTY_I)  # (graph or None, delta slots): replaced atomically
+        self._lock = threading.RLock()
+        self._thread = None
+        self._pending = None
+        self.last_build_seconds = None
+
+    # ------------------------------------------------------------ bookkeeping
+    def __len__(self) -> int:
+        self._poll()
+        graph, delta = self._state
+        if graph is None:
+            return int(np.count_nonzero(self._store.alive))
+        return graph.rows.shape[0] - graph.n_dead + delta.shape[0]
+
+    @property
+    def ready(self) -> bool:
+        """Whether a graph is in use (else queries are exact scans)."""
+        self._poll()
+        return self._state[0] is not None
+
+    @property
+    def building(self) -> bool:
+        self._poll()
+        return self._thread is not None
+
+    @property
+    def n_tombstones(self) -> int:
+        graph = self._state[0]
+        return 0 if graph is None else graph.n_dead
+
+    @property
+    def n_delta(self) -> int:
+        return self._state[1].shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Exact bytes of the arrays this index holds (graph, row map, pivots, masks, delta)."""
+        self._poll()
+        graph, delta = self._state
+        arrays = (delta,) if graph is None else graph.arrays + (delta,)
+        return int(sum(a.nbytes for a in arrays))
+
+    def per_entry_bound(self) -> int:
+        """Bytes per entry: twice a graph row (tombstones stay <= half the rows) + a delta slot."""
+        row = 8 + 4 * self.max_degree + 8 + 8 + 1  # rows, indices, indptr, pivots, dead
+        return 2 * row + 8 + 8  # + delta slot, + indptr's extra element (n >= 1)
+
+    def bytes_bound(self, n_entries: int) -> int:
+        """An upper bound of :attr:`nbytes` while the index covers ``n_entries`` live entries.
+
+        Holds because a graph with more than half its rows dead is dropped.
+        """
+        return max(int(n_entries), 0) * self.per_entry_bound()
+
+    # ------------------------------------------------------------ updates
+    def add(self, slots) -> None:
+        """Slots just written (alive) in the store go to the delta."""
+        self._poll()
+        slots = np.unique(np.asarray(slots, dtype=np.int64).ravel())
+        with self._lock:
+            graph, delta = self._state
+            if graph is None or slots.size == 0:
+                return
+            self._kill_rows(graph, slots)  # a rewritten slot holds a new id
+            new = slots[~np.isin(slots, delta)]
+            if new.size:
+                self._state = (graph, np.concatenate([delta, new]))
+
+    def remove(self, slots) -> None:
+        """Slots just marked dead in the store: tombstone graph rows, drop delta slots."""
+        self._poll()
+        slots = np.unique(np.asarray(slots, dtype=np.int64).ravel())
+        with self._lock:
+            graph, delta = self._state
+            if graph is None or slots.size == 0:
+                return
+            self._kill_rows(graph, slots)
+            keep = ~np.isin(delta, slots)
+            self._state = (graph, delta if keep.all() else delta[keep])
+            if 2 * graph.n_dead > graph.rows.shape[0]:
+                logger.info("NN-descent graph more than half tombstones: dropped, exact scans "
+                            "until the rebuild")
+                self._state = (None, _EMPTY_I)
+
+    @staticmethod
+    def _kill_rows(graph, slots):
+        pos = np.searchsorted(graph.rows, slots)
+        pos = pos[pos < graph.rows.shape[0]]
+        hit = pos[np.isin(graph.rows[pos], slots)]
+        if hit.size:
+            graph.dead[hit] = True
+            graph.n_dead = int(np.count_nonzero(graph.dead))
+
+    def needs_rebuild(self) -> bool:
+        graph, delta = self._state
+        if graph is None:
+            return int(np.count_nonzero(self._store.alive)) >= self.min_build
+        limit = self.rebuild_fraction * graph.rows.shape[0]
+        return graph.n_dead > limit or delta.shape[0] > limit
+
+    def maybe_rebuild(self) -> bool:
+        """Start a rebuild if the delta or the tombstones passed ``rebuild_fraction``."""
+        if self.building or not self.needs_rebuild():
+            return False
+        self.rebuild(block=not self.background)
+        return True
+
+    # ------------------------------------------------------------ building
+    def rebuild(self, block: bool = False) -> None:
+        """Build a new graph over the live entries (in the background unless ``block``)."""
+        with self._lock:
+            if self._thread is None:
+                store = self._store
+                slots = np.flatnonzero(store.alive)
+                if slots.shape[0] < self.min_build:
+                    logger.info("NN-descent: %d live entries, below %d: exact scans",
+                                slots.shape[0], self.min_build)
+                    return
+                snap = (slots, store.ids[slots].copy(),
+                        np.ascontiguousarray(store.embeddings[slots]))
+                self._thread = threading.Thread(target=self._run_build, args=(snap,),
+                                                name="dreamjit-nndescent", daemon=True)
+                self._thread.start()
+        if block or not self.background:
+            self.wait()
+
+    def _run_build(self, snap) -> None:
+        slots, ids, X = snap
+        t0 = time.perf_counter()
+        request = {"n_neighbors": self.n_neighbors, "seed": self.seed, "graph": self.graph_kind,
+                   "max_degree": self.max_degree, "n_jobs": self.n_jobs}
+        try:
+            if self.builder == "process":
+                indptr, indices = _Worker.get().build(X, request)
+            else:
+                indptr, indices = _build_csr(X, self.n_neighbors, self.seed, self.graph_kind,
+                                             self.max_degree, self.n_jobs)
+        except Exception as exc:
+            logger.warning("NN-descent build of %d entries failed: %s", slots.shape[0], exc)
+            self._pending = ("failed", None)
+            return
+        rng = np.random.default_rng(self.seed)
+        n = slots.shape[0]
+        pivots = np.sort(rng.choice(n, size=min(n, self.n_pivots), replace=False))
+        self.last_build_seconds = time.perf_counter() - t0
+        logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)", n,
+                    self.last_build_seconds, indices.shape[0])
+        self._pending = ("ok", (slots, ids, np.asarray(indptr, np.int64),
+                                np.asarray(indices, np.int32), pivots.astype(np.int64)))
+
+    def _poll(self) -> None:
+        """Install a finished build (in the caller's thread, so the store is read consistently)."""
+        if self._pending is None:
+            return
+        with self._lock:
+            if self._pending is None:
+                return
+            status, payload = self._pending
+            self._pending = None
+            self._thread = None
+            if status != "ok":
+                return
+            slots, ids, indptr, indices, pivots = payload
+            store = self._store
+            alive = store.alive
+            dead = tombstones(slots, ids, alive, store.ids)
+            live = np.flatnonzero(alive)
+            delta = np.setdiff1d(live, slots[~dead], assume_unique=True)
+            graph = _Graph(slots, indptr, indices, pivots, dead)
+            if 2 * graph.n_dead > slots.shape[0]:
+                logger.info("new NN-descent graph already more than half stale: not used")
+                self._state = (None, _EMPTY_I)
+                return
+            self._state = (graph, delta.astype(np.int64))
+            logger.debug("NN-descent graph swapped in: %d rows, %d tombstones, %d delta",
+                         slots.shape[0], graph.n_dead, delta.shape[0])
+
+    def wait(self, timeout=None) -> bool:
+        """Wait for a running build and swap it in; False if still building after ``timeout``."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                return False
+        self._poll()
+        return True
+
+    # ------------------------------------------------------------ queries
+    def _ef(self, k: int) -> int:
+        return max(self.min_ef, int(np.ceil(self.overfetch * k)), k)
+
+    def search(self, q, k, mask=None):
+        """``(slots int64, scores float32)``: the best ``min(k, #candidates)``, best first.
+
+        ``mask`` (cap,) bool restricts the candidates (intersected with
+        ``alive``). Always returns ``min(k, #masked live)`` hits.
+        """
+        k = int(k)
+        self._poll()
+        store = self._store
+        if k <= 0:
+            return _EMPTY_I.copy(), _EMPTY_S.copy()
+        q = _as_query(q)
+        m = _live_mask(store, mask)
+        graph, delta = self._state
+        n_live = len(self)
+        n_cand = n_live if mask is None else int(np.count_nonzero(m))
+        if graph is None or k >= n_cand or n_cand < self.mask_share * n_live:
+            return topk_dot(store.embeddings, q, m, k)
+        idx, sc = ann_search(store.embeddings, graph.rows, graph.indptr, graph.indices,
+                             graph.dead, m, graph.pivots, delta, q, k, self._ef(k), self.epsilon)
+        if idx.shape[0] < k:  # the walk found too few masked rows: exact
+            return topk_dot(store.embeddings, q, m, k)
+        return idx, sc
+
+    def search_batch(self, Q, k, mask=None):
+        """Per query row: ``(slots (m, k), scores (m, k))`` padded with -1 / -inf."""
+        k = max(int(k), 0)
+        self._poll()
+        store = self._store
+        Q = np.ascontiguousarray(Q, dtype=np.float32).reshape(-1, store.embeddings.shape[1])
+        m = _live_mask(store, mask)
+        graph, delta = self._state
+        n_live = len(self)
+        n_cand = n_live if mask is None else int(np.count_nonzero(m))
+        if graph is None or k == 0 or k >= n_cand or n_cand < self.mask_share * n_live:
+            return topk_dot_batch(store.embeddings, Q, m, k)
+        idx, sc, counts = ann_search_batch(store.embeddings, graph.rows, graph.indptr,
+                                           graph.indices, graph.dead, m, graph.pivots, delta,
+                                           Q, k, self._ef(k), self.epsilon)
+        for t in np.flatnonzero(counts < k):
+            i, s = topk_dot(store.embeddings, Q[t], m, k)
+            idx[t, : i.shape[0]] = i
+            sc[t, : s.shape[0]] = s
+        return idx, sc

@@ -1,0 +1,476 @@
+"""Dot-product and cosine top-k kernels over float32 rows.
+
+Every score is a dot product accumulated in float64 in plain sequential order
+(``s += float64(x[j]) * float64(q[j])`` for ``j = 0 .. d-1``, no FMA), so the
+single-query and batch kernels give bit-identical scores for the same row and
+query. Ranking is by score descending, ties to the lower row index.
+
+Top-k keeps a size-k min-heap while it streams the rows once (no full sort,
+no n-sized temporaries). Without ``fastmath`` LLVM cannot vectorise a float64
+reduction, so the single-query kernels interleave four rows to hide the add
+latency; the batch kernel vectorises across queries instead (a tile of
+queries is held transposed, one float64 accumulator per (row, query)).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel, parallel_kernel, prange
+
+__all__ = [
+    "normalize_rows",
+    "topk_dot",
+    "topk_dot_all",
+    "topk_dot_parallel",
+    "topk_cosine",
+    "topk_dot_batch",
+    "pairwise_dispersion",
+    "rows_transposed",
+    "dots_transposed",
+]
+
+# queries per batch tile: the tile's (d, tile) float64 block stays in L2; the
+# accumulator loop over the tile is long enough to vectorise well (measured)
+_QUERY_TILE = 128
+_TILE_BYTES = 65536
+# topk_dot_parallel: rows per chunk (below this one thread is as fast) and a
+# cap on chunks (each costs a k-sized heap and a merge)
+_PAR_CHUNK_ROWS = 16384
+_PAR_MAX_CHUNKS = 64
+
+
+# --------------------------------------------------------------------------- heap
+# A min-heap of the best rows seen so far, "smallest" = worst: lower score, or
+# equal score and higher index. The root is the row that leaves first.
+
+@kernel
+def _worse(s_a, i_a, s_b, i_b):
+    return s_a < s_b or (s_a == s_b and i_a > i_b)
+
+
+@kernel
+def _sift_down(hs, hi, size, pos, s, i):
+    """Place (s, i) at ``pos`` and sift it down within ``hs[:size]``."""
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
+            c += 1
+        if _worse(hs[c], hi[c], s, i):
+            hs[pos] = hs[c]
+            hi[pos] = hi[c]
+            pos = c
+        else:
+            break
+    hs[pos] = s
+    hi[pos] = i
+
+
+@kernel
+def _heap_offer(hs, hi, size, s, i):
+    """Offer (s, i) to a heap of capacity ``len(hs)`` holding ``size``; return the new size."""
+    if size < hs.shape[0]:
+        pos = size
+        while pos > 0:  # sift up
+            parent = (pos - 1) // 2
+            if _worse(s, i, hs[parent], hi[parent]):
+                hs[pos] = hs[parent]
+                hi[pos] = hi[parent]
+                pos = parent
+            else:
+                break
+        hs[pos] = s
+        hi[pos] = i
+        return size + 1
+    if _worse(hs[0], hi[0], s, i):
+        _sift_down(hs, hi, size, 0, s, i)
+    return size
+
+
+@kernel
+def _heap_sort_into(hs, hi, size, out_i, out_s):
+    """Empty the heap into ``out_i``/``out_s`` best first (heap is destroyed)."""
+    for end in range(size - 1, -1, -1):
+        out_i[end] = hi[0]
+        out_s[end] = hs[0]
+        if end > 0:  # move the last leaf to the root and restore the heap
+            _sift_down(hs, hi, end, 0, hs[end], hi[end])
+
+
+@kernel
+def _heap_result(hs, hi, size):
+    out_i = np.empty(size, dtype=np.int64)
+    out_s64 = np.empty(size, dtype=np.float64)
+    _heap_sort_into(hs, hi, size, out_i, out_s64)
+    return out_i, out_s64.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- rows
+
+@kernel
+def _to_f64(v):
+    out = np.empty(v.shape[0], dtype=np.float64)
+    for j in range(v.shape[0]):
+        out[j] = v[j]
+    return out
+
+
+@kernel
+def _dot64(x, q64):
+    s = 0.0
+    for j in range(q64.shape[0]):
+        s += np.float64(x[j]) * q64[j]
+    return s
+
+
+@kernel
+def rows_transposed(X):
+    """``X`` (n, d) as a C-contiguous float32 ``(d, n)`` copy, for :func:`dots_transposed`."""
+    n, d = X.shape
+    XT = np.empty((d, n), dtype=np.float32)
+    for i in range(n):
+        for j in range(d):
+            XT[j, i] = X[i, j]
+    return XT
+
+
+@kernel
+def dots_transposed(XT, v64, out):
+    """``out[i] = dot(X[i], v64)`` for every row, from ``XT = rows_transposed(X)``.
+
+    Same sequential float64 order as :func:`topk_dot`, but the inner loop runs
+    over rows, so it vectorises (no reduction); four ``j`` per pass over
+    ``out`` to cut its loads and stores, without changing the order of adds.
+    """
+    d, n = XT.shape
+    out[:] = 0.0
+    j = 0
+    while j + 4 <= d:
+        r0 = XT[j]
+        r1 = XT[j + 1]
+        r2 = XT[j + 2]
+        r3 = XT[j + 3]
+        c0 = v64[j]
+        c1 = v64[j + 1]
+        c2 = v64[j + 2]
+        c3 = v64[j + 3]
+        for i in range(n):
+            out[i] = (((out[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
+                      + np.float64(r2[i]) * c2) + np.float64(r3[i]) * c3
+        j += 4
+    while j < d:
+        r0 = XT[j]
+        c0 = v64[j]
+        for i in range(n):
+            out[i] += np.float64(r0[i]) * c0
+        j += 1
+
+
+@kernel
+def normalize_rows(X):
+    """A float32 copy of ``X`` (n, d) with unit rows; zero rows stay zero."""
+    n, d = X.shape
+    out = np.zeros((n, d), dtype=np.float32)
+    for i in range(n):
+        ss = 0.0
+        for j in range(d):
+            v = np.float64(X[i, j])
+            ss += v * v
+        if ss > 0.0:
+            norm = np.sqrt(ss)
+            for j in range(d):
+                out[i, j] = np.float64(X[i, j]) / norm
+    return out
+
+
+@kernel
+def _topk_dot_range(X, q64, mask, use_mask, start, stop, hs, hi):
+    """Offer rows ``start <= i < stop`` (selected by ``mask`` if ``use_mask``) to the
+    empty heap ``hs``/``hi`` (capacity >= 1); return its size."""
+    d = X.shape[1]
+    cap = hs.shape[0]
+    size = 0
+    thr = -np.inf  # heap root once full: a row must beat it to enter
+    i = start
+    while i + 4 <= stop:
+        # four consecutive rows as four independent float64 chains, so the adds
+        # overlap; a quad with no selected row is skipped (sparse masks)
+        if use_mask and not (mask[i] or mask[i + 1] or mask[i + 2] or mask[i + 3]):
+            i += 4
+            continue
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for j in range(d):
+            qj = q64[j]
+            s0 += np.float64(X[i, j]) * qj
+            s1 += np.float64(X[i + 1, j]) * qj
+            s2 += np.float64(X[i + 2, j]) * qj
+            s3 += np.float64(X[i + 3, j]) * qj
+        # rows come in index order, so an equal score never displaces (ties to lower index);
+        # the threshold test is written out here: a tuple-returning helper cost 40%
+        for r, s in ((0, s0), (1, s1), (2, s2), (3, s3)):
+            if s > thr and (not use_mask or mask[i + r]):
+                size = _heap_offer(hs, hi, size, s, i + r)
+                if size == cap:
+                    thr = hs[0]
+        i += 4
+    while i < stop:
+        if not use_mask or mask[i]:
+            s = _dot64(X[i], q64)
+            if s > thr:
+                size = _heap_offer(hs, hi, size, s, i)
+                if size == cap:
+                    thr = hs[0]
+        i += 1
+    return size
+
+
+@kernel
+def _topk_dot_serial(X, q, mask, use_mask, n, k):
+    cap = min(k, n) if k > 0 else 0
+    hs = np.empty(cap, dtype=np.float64)
+    hi = np.empty(cap, dtype=np.int64)
+    size = 0
+    if cap > 0:
+        size = _topk_dot_range(X, _to_f64(q), mask, use_mask, 0, n, hs, hi)
+    return _heap_result(hs, hi, size)
+
+
+@kernel
+def topk_dot(X, q, mask, k):
+    """Best ``min(k, mask.sum())`` rows of ``X`` by ``dot(X[i], q)``, masked rows only.
+
+    Returns ``(indices int64, scores float32)``, score descending, ties to the
+    lower index. ``X`` (n, d) float32, ``q`` (d,) float32, ``mask`` (n,) bool.
+    """
+    return _topk_dot_serial(X, q, mask, True, X.shape[0], k)
+
+
+@kernel
+def topk_dot_all(X, q, n, k):
+    """:func:`topk_dot` over the first ``n`` rows of ``X``, no mask (a few % faster)."""
+    return _topk_dot_serial(X, q, np.empty(0, dtype=np.bool_), False, min(n, X.shape[0]), k)
+
+
+@parallel_kernel
+def topk_dot_parallel(X, q, mask, k):
+    """:func:`topk_dot` with the rows split in chunks over threads; same result.
+
+    Each chunk keeps its own heap; the chunk heaps are merged with the full
+    (score, index) order, so ties still go to the lower index. Worth it from
+    roughly ``_PAR_CHUNK_ROWS`` rows up.
+    """
+    n = X.shape[0]
+    cap = min(k, n) if k > 0 else 0
+    nchunks = max(1, min(_PAR_MAX_CHUNKS, n // _PAR_CHUNK_ROWS))
+    hs = np.empty((nchunks, cap), dtype=np.float64)
+    hi = np.empty((nchunks, cap), dtype=np.int64)
+    sizes = np.zeros(nchunks, dtype=np.int64)
+    if cap > 0:
+        q64 = _to_f64(q)
+        for c in prange(nchunks):
+            start = c * n // nchunks
+            stop = (c + 1) * n // nchunks
+            sizes[c] = _topk_dot_range(X, q64, mask, True, start, stop, hs[c], hi[c])
+    fs = np.empty(cap, dtype=np.float64)
+    fi = np.empty(cap, dtype=np.int64)
+    size = 0
+    for c in range(nchunks):
+        for r in range(sizes[c]):
+            size = _heap_offer(fs, fi, size, hs[c, r], hi[c, r])
+    return _heap_result(fs, fi, size)
+
+
+@kernel
+def topk_cosine(X, q, mask, k):
+    """:func:`topk_dot` with cosine scores ``dot / (|x| |q|)``; zero row or query scores 0.
+
+    Rows are not assumed unit (small-C chroma signatures); norms are float64.
+    """
+    n, d = X.shape
+    cap = min(k, n) if k > 0 else 0
+    hs = np.empty(cap, dtype=np.float64)
+    hi = np.empty(cap, dtype=np.int64)
+    size = 0
+    if cap == 0:
+        return _heap_result(hs, hi, 0)
+    q64 = _to_f64(q)
+    qn = np.sqrt(_dot64(q64, q64))
+    for i in range(n):
+        if not mask[i]:
+            continue
+        dot = 0.0
+        ss = 0.0
+        for j in range(d):
+            v = np.float64(X[i, j])
+            dot += v * q64[j]
+            ss += v * v
+        s = 0.0
+        if ss > 0.0 and qn > 0.0:
+            s = dot / (np.sqrt(ss) * qn)
+        size = _heap_offer(hs, hi, size, s, i)
+    return _heap_result(hs, hi, size)
+
+
+@kernel
+def _selected_rows(mask):
+    count = 0
+    for i in range(mask.shape[0]):
+        if mask[i]:
+            count += 1
+    rows = np.empty(count, dtype=np.int64)
+    count = 0
+    for i in range(mask.shape[0]):
+        if mask[i]:
+            rows[count] = i
+            count += 1
+    return rows
+
+
+@kernel
+def _offer_tile(acc, r, rows, ridx, hs, hi, sizes, thr, q0):
+    """Offer row ``rows[ridx]`` (accumulators ``acc[r]``) to every query heap of a tile."""
+    row = rows[ridx]
+    for t in range(acc.shape[1]):
+        s = acc[r, t]
+        if s > thr[t]:  # index order again: an equal score never displaces
+            sizes[t] = _heap_offer(hs[t], hi[t], sizes[t], s, row)
+            if sizes[t] == hs.shape[1]:
+                thr[t] = hs[t, 0]
+
+
+@parallel_kernel
+def topk_dot_batch(X, Q, mask, k):
+    """:func:`topk_dot` for each row of ``Q`` (m, d), in parallel over query tiles.
+
+    Returns ``(indices (m, k) int64, scores (m, k) float32)``. Row ``t`` holds
+    query ``t``'s best ``min(k, mask.sum())`` rows best first; the rest of the
+    row is padded with index -1 and score -inf. Scores are bit-identical to
+    :func:`topk_dot` for the same query.
+    """
+    n, d = X.shape
+    m = Q.shape[0]
+    kout = max(k, 0)
+    out_i = np.full((m, kout), -1, dtype=np.int64)
+    out_s = np.full((m, kout), -np.inf, dtype=np.float32)
+    rows = _selected_rows(mask)
+    nsel = rows.shape[0]
+    cap = min(kout, nsel)
+    if cap == 0 or m == 0:
+        return out_i, out_s
+    # up to _QUERY_TILE queries per tile, but >= 8 tiles (when m allows) so
+    # threads stay busy; tile size changes speed only, never results
+    tile = min(_QUERY_TILE, max(8, _TILE_BYTES // (8 * max(d, 1))), max(8, (m + 7) // 8))
+    ntiles = (m + tile - 1) // tile
+    for ti in prange(ntiles):
+        q0 = ti * tile
+        qt = min(tile, m - q0)
+        # the tile's queries transposed, so the inner loop runs over queries and vectorises
+        QT = np.empty((d, qt), dtype=np.float64)
+        for t in range(qt):
+            for j in range(d):
+                QT[j, t] = Q[q0 + t, j]
+        hs = np.empty((qt, cap), dtype=np.float64)
+        hi = np.empty((qt, cap), dtype=np.int64)
+        sizes = np.zeros(qt, dtype=np.int64)
+        thr = np.full(qt, -np.inf)
+        acc = np.empty((4, qt), dtype=np.float64)
+        r0 = 0
+        while r0 + 4 <= nsel:  # four rows at a time share each load of QT
+            acc[:, :] = 0.0
+            x0 = X[rows[r0]]
+            x1 = X[rows[r0 + 1]]
+            x2 = X[rows[r0 + 2]]
+            x3 = X[rows[r0 + 3]]
+            a0 = acc[0]
+            a1 = acc[1]
+            a2 = acc[2]
+            a3 = acc[3]
+            j = 0
+            while j + 2 <= d:  # two j per pass: half the accumulator loads/stores, same order
+                v0 = np.float64(x0[j])
+                v1 = np.float64(x1[j])
+                v2 = np.float64(x2[j])
+                v3 = np.float64(x3[j])
+                u0 = np.float64(x0[j + 1])
+                u1 = np.float64(x1[j + 1])
+                u2 = np.float64(x2[j + 1])
+                u3 = np.float64(x3[j + 1])
+                qa = QT[j]
+                qb = QT[j + 1]
+                for t in range(qt):
+                    wa = qa[t]
+                    wb = qb[t]
+                    a0[t] = (a0[t] + v0 * wa) + u0 * wb
+                    a1[t] = (a1[t] + v1 * wa) + u1 * wb
+                    a2[t] = (a2[t] + v2 * wa) + u2 * wb
+                    a3[t] = (a3[t] + v3 * wa) + u3 * wb
+                j += 2
+            if j < d:
+                v0 = np.float64(x0[j])
+                v1 = np.float64(x1[j])
+                v2 = np.float64(x2[j])
+                v3 = np.float64(x3[j])
+                qa = QT[j]
+                for t in range(qt):
+                    wa = qa[t]
+                    a0[t] += v0 * wa
+                    a1[t] += v1 * wa
+                    a2[t] += v2 * wa
+                    a3[t] += v3 * wa
+            for r in range(4):
+                _offer_tile(acc, r, rows, r0 + r, hs, hi, sizes, thr, q0)
+            r0 += 4
+        while r0 < nsel:
+            a0 = acc[0]
+            a0[:] = 0.0
+            x0 = X[rows[r0]]
+            for j in range(d):
+                v0 = np.float64(x0[j])
+                qj = QT[j]
+                for t in range(qt):
+                    a0[t] += v0 * qj[t]
+            _offer_tile(acc, 0, rows, r0, hs, hi, sizes, thr, q0)
+            r0 += 1
+        best = np.empty(cap, dtype=np.float64)
+        for t in range(qt):
+            _heap_sort_into(hs[t], hi[t], sizes[t], out_i[q0 + t], best)
+            for c in range(sizes[t]):
+                out_s[q0 + t, c] = best[c]
+    return out_i, out_s
+
+
+@kernel
+def pairwise_dispersion(X):
+    """Mean over pairs ``i < j`` of ``1 - cosine(X[i], X[j])``; 0.0 for fewer than 2 rows.
+
+    A zero row has cosine 0 with everything. Uses
+    ``sum_{i != j} u_i . u_j = |sum u|^2 - sum |u|^2`` over unit rows ``u``:
+    O(n d) instead of O(n^2 d), all in float64.
+    """
+    n, d = X.shape
+    if n < 2:
+        return 0.0
+    total = np.zeros(d)
+    self_sq = 0.0
+    for i in range(n):
+        ss = 0.0
+        for j in range(d):
+            v = np.float64(X[i, j])
+            ss += v * v
+        if ss > 0.0:
+            inv = 1.0 / np.sqrt(ss)
+            uu = 0.0
+            for j in range(d):
+                u = np.float64(X[i, j]) * inv
+                total[j] += u
+                uu += u * u
+            self_sq += uu
+    cross = 0.0
+    for j in range(d):
+        cross += total[j] * total[j]
+    cross -= self_sq
+    return 1.0 - cross / (n * (n - 1.0))

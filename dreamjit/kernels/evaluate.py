@@ -1,0 +1,127 @@
+"""The reference evaluator for RGB tensors: energy, coherence and violation.
+
+A tensor is ``(rows, cols, layers, 3)`` float32; a *cell* is one (row, col,
+layer) position with its RGB vector. Per cell: saturation
+``(max - min) / max`` (0 when max < 1e-6) and HSV hue in degrees (0 when
+max - min < 1e-6). Neighbour pairs are each cell with its next row and its next
+column in the same layer.
+
+- ``energy = lambda_tv * TV + lambda_sat * mean((sat - 0.5)**2)``, TV the sum
+  of the Euclidean RGB distances over neighbour pairs;
+- ``coherence = 0.6 * balance + 0.4 * hue_consistency``, balance
+  ``1 - sum_c |mean_c - 0.5| / 1.5``, hue consistency
+  ``1 - min(circstd_deg(hue) / 180, 1)`` with ``circstd = sqrt(-2 ln R)``;
+- ``violation = min(1, (cells outside [0, 1] + sum max(0, sat - 0.95)
+  + 0.5 * pairs farther apart than 0.3) / cells)``.
+
+All sums run in float64.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._jit import kernel, parallel_kernel, prange
+
+__all__ = ["evaluate_one", "evaluate_batch"]
+
+EPS = 1e-6
+JUMP = 0.3  # neighbour distance counted as a violation
+SAT_LIMIT = 0.95
+
+
+@kernel
+def _hue_degrees(r, g, b, mx, d):
+    """HSV hue in [0, 360) of a cell with ``max = mx`` and ``max - min = d >= EPS``."""
+    if mx == r:
+        h = 60.0 * (g - b) / d
+    elif mx == g:
+        h = 60.0 * ((b - r) / d + 2.0)
+    else:
+        h = 60.0 * ((r - g) / d + 4.0)
+    if h < 0.0:
+        h += 360.0
+    if h >= 360.0:  # -tiny + 360 rounds to 360
+        h -= 360.0
+    return h
+
+
+@kernel
+def _pair(t, i, j, k, ni, nj):
+    # Euclidean RGB distance between cell (i, j, k) and (ni, nj, k)
+    dr = np.float64(t[i, j, k, 0]) - np.float64(t[ni, nj, k, 0])
+    dg = np.float64(t[i, j, k, 1]) - np.float64(t[ni, nj, k, 1])
+    db = np.float64(t[i, j, k, 2]) - np.float64(t[ni, nj, k, 2])
+    return math.sqrt(dr * dr + dg * dg + db * db)
+
+
+@kernel
+def evaluate_one(t, lambda_tv, lambda_sat, out):
+    """Write ``(energy, coherence, violation)`` of one RGB tensor ``t`` into ``out`` (3,)."""
+    rows, cols, layers = t.shape[0], t.shape[1], t.shape[2]
+    cells = rows * cols * layers
+    sum_r = 0.0
+    sum_g = 0.0
+    sum_b = 0.0
+    sat_dev = 0.0
+    sat_excess = 0.0
+    hue_cos = 0.0
+    hue_sin = 0.0
+    outside = 0
+    tv = 0.0
+    jumps = 0
+    for i in range(rows):
+        for j in range(cols):
+            for k in range(layers):
+                r = np.float64(t[i, j, k, 0])
+                g = np.float64(t[i, j, k, 1])
+                b = np.float64(t[i, j, k, 2])
+                sum_r += r
+                sum_g += g
+                sum_b += b
+                mx = max(r, g, b)
+                d = mx - min(r, g, b)
+                sat = d / mx if mx >= EPS else 0.0
+                sat_dev += (sat - 0.5) * (sat - 0.5)
+                if sat > SAT_LIMIT:
+                    sat_excess += sat - SAT_LIMIT
+                if d >= EPS:
+                    h = math.radians(_hue_degrees(r, g, b, mx, d))
+                    hue_cos += math.cos(h)
+                    hue_sin += math.sin(h)
+                else:
+                    hue_cos += 1.0  # hue 0
+                if (r < 0.0 or r > 1.0) or (g < 0.0 or g > 1.0) or (b < 0.0 or b > 1.0):
+                    outside += 1
+                if i + 1 < rows:
+                    dist = _pair(t, i, j, k, i + 1, j)
+                    tv += dist
+                    if dist > JUMP:
+                        jumps += 1
+                if j + 1 < cols:
+                    dist = _pair(t, i, j, k, i, j + 1)
+                    tv += dist
+                    if dist > JUMP:
+                        jumps += 1
+    out[0] = lambda_tv * tv + lambda_sat * (sat_dev / cells)
+    balance = 1.0 - (abs(sum_r / cells - 0.5) + abs(sum_g / cells - 0.5)
+                     + abs(sum_b / cells - 0.5)) / 1.5
+    R = min(max(math.sqrt(hue_cos * hue_cos + hue_sin * hue_sin) / cells, 0.0), 1.0)
+    if R > 0.0:
+        std_deg = math.degrees(math.sqrt(-2.0 * math.log(R)))
+        consistency = 1.0 - min(std_deg / 180.0, 1.0)
+    else:
+        consistency = 0.0  # no mean direction: infinite spread
+    out[1] = 0.6 * balance + 0.4 * consistency
+    out[2] = min(1.0, (outside + sat_excess + 0.5 * jumps) / cells)
+
+
+@parallel_kernel
+def evaluate_batch(tensors, lambda_tv, lambda_sat):
+    """Evaluate ``(n, rows, cols, layers, 3)`` float32 -> float64 (n, 3): energy, coherence, violation."""
+    n = tensors.shape[0]
+    out = np.empty((n, 3))
+    for i in prange(n):
+        evaluate_one(tensors[i], lambda_tv, lambda_sat, out[i])
+    return out

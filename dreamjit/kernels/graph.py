@@ -1,0 +1,350 @@
+"""Graph-search kernels for the NN-descent index.
+
+The index keeps a sealed search graph in CSR form (``indptr``, ``indices``)
+whose row ``r`` is the entry in store slot ``rows[r]`` (``rows`` ascending),
+plus a ``dead`` row mask (tombstones) and an exactly searched ``delta`` of
+slots added since the build. Vectors are always read from the store's
+``embeddings`` (cap, d), so every score is exact.
+
+Scores are dot products accumulated in float64 in plain sequential order,
+exactly as in :mod:`dreamjit.kernels.cosine`, so a hit has the same score
+whichever index found it. Ranking: score descending, ties to the lower slot.
+
+Search is best-first over the graph, started from *all* pivots (a fixed
+seeded sample of rows, scored exactly): far pivots are never expanded because
+they lie beyond the stopping bound, and every graph component holding a
+close pivot is explored, which covers search graphs that split into
+disconnected components on clustered data.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel, parallel_kernel, prange
+
+__all__ = ["ann_search", "ann_search_batch", "slots_topk", "knn_to_csr", "relabel_csr",
+           "tombstones"]
+
+
+@kernel
+def _dot(x, q64):
+    s = 0.0
+    for j in range(q64.shape[0]):
+        s += np.float64(x[j]) * q64[j]
+    return s
+
+
+# --------------------------------------------------------------- "worst-first" heap
+# hs/hi: a min-heap whose root is the worst kept item (lower score, or equal
+# score and higher id), so a better item replaces the root.
+
+@kernel
+def _worse(s_a, i_a, s_b, i_b):
+    return s_a < s_b or (s_a == s_b and i_a > i_b)
+
+
+@kernel
+def _down(hs, hi, size, pos, s, i):
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
+            c += 1
+        if _worse(hs[c], hi[c], s, i):
+            hs[pos] = hs[c]
+            hi[pos] = hi[c]
+            pos = c
+        else:
+            break
+    hs[pos] = s
+    hi[pos] = i
+
+
+@kernel
+def _offer(hs, hi, size, s, i):
+    """Offer (s, i) to a worst-first heap of capacity ``len(hs)``; return the new size."""
+    if size < hs.shape[0]:
+        pos = size
+        while pos > 0:
+            parent = (pos - 1) // 2
+            if _worse(s, i, hs[parent], hi[parent]):
+                hs[pos] = hs[parent]
+                hi[pos] = hi[parent]
+                pos = parent
+            else:
+                break
+        hs[pos] = s
+        hi[pos] = i
+        return size + 1
+    if _worse(hs[0], hi[0], s, i):
+        _down(hs, hi, size, 0, s, i)
+    return size
+
+
+@kernel
+def _drain(hs, hi, size, out_i, out_s):
+    """Empty the heap into ``out_i``/``out_s`` best first."""
+    for end in range(size - 1, -1, -1):
+        out_i[end] = hi[0]
+        out_s[end] = np.float32(hs[0])
+        if end > 0:
+            _down(hs, hi, end, 0, hs[end], hi[end])
+
+
+# --------------------------------------------------------- "best-first" candidates
+# cs/ci: a max-heap by score (the candidate to expand next at the root); grows.
+
+@kernel
+def _cand_push(cs, ci, size, s, i):
+    if size == cs.shape[0]:
+        ncs = np.empty(2 * size, dtype=np.float64)
+        nci = np.empty(2 * size, dtype=np.int64)
+        ncs[:size] = cs[:size]
+        nci[:size] = ci[:size]
+        cs = ncs
+        ci = nci
+    pos = size
+    while pos > 0:
+        parent = (pos - 1) // 2
+        if cs[parent] < s:
+            cs[pos] = cs[parent]
+            ci[pos] = ci[parent]
+            pos = parent
+        else:
+            break
+    cs[pos] = s
+    ci[pos] = i
+    return cs, ci, size + 1
+
+
+@kernel
+def _cand_pop(cs, ci, size):
+    """Remove the root; return the new size (the caller read ``cs[0], ci[0]`` first)."""
+    size -= 1
+    if size > 0:
+        s = cs[size]
+        i = ci[size]
+        pos = 0
+        while True:
+            c = 2 * pos + 1
+            if c >= size:
+                break
+            if c + 1 < size and cs[c + 1] > cs[c]:
+                c += 1
+            if cs[c] > s:
+                cs[pos] = cs[c]
+                ci[pos] = ci[c]
+                pos = c
+            else:
+                break
+        cs[pos] = s
+        ci[pos] = i
+    return size
+
+
+# ------------------------------------------------------------------- one query
+
+@kernel
+def _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon,
+                 out_i, out_s):
+    """Graph + delta top-k of one query into ``out_i``/``out_s`` (length k); returns the count.
+
+    The graph part keeps the ``ef`` best valid rows (not dead, ``mask`` at
+    their slot) while it walks; a candidate is expanded while its distance
+    ``1 - score`` is within ``(1 + epsilon)`` times the ef-th best distance.
+    Dead rows are walked through but never returned.
+    """
+    n = rows.shape[0]
+    q64 = np.empty(q.shape[0], dtype=np.float64)
+    for j in range(q.shape[0]):
+        q64[j] = q[j]
+    fs = np.empty(k, dtype=np.float64)   # final heap, ids are slots
+    fi = np.empty(k, dtype=np.int64)
+    fsize = 0
+    if n > 0 and pivots.shape[0] > 0:
+        scale = 1.0 + epsilon
+        ef = max(ef, k)
+        rs = np.empty(ef, dtype=np.float64)  # ef best valid rows (ids are rows)
+        ri = np.empty(ef, dtype=np.int64)
+        rsize = 0
+        visited = np.zeros(n, dtype=np.bool_)
+        cs = np.empty(max(64, 2 * pivots.shape[0]), dtype=np.float64)
+        ci = np.empty(cs.shape[0], dtype=np.int64)
+        csize = 0
+        for p in range(pivots.shape[0]):
+            r = pivots[p]
+            if visited[r]:
+                continue
+            visited[r] = True
+            s = _dot(X[rows[r]], q64)
+            cs, ci, csize = _cand_push(cs, ci, csize, s, r)
+            if not dead[r] and mask[rows[r]]:
+                rsize = _offer(rs, ri, rsize, s, r)
+        while csize > 0:
+            s = cs[0]
+            r = ci[0]
+            csize = _cand_pop(cs, ci, csize)
+            if rsize == ef and 1.0 - s > scale * (1.0 - rs[0]):
+                break
+            for e in range(indptr[r], indptr[r + 1]):
+                v = indices[e]
+                if visited[v]:
+                    continue
+                visited[v] = True
+                sv = _dot(X[rows[v]], q64)
+                if rsize < ef or 1.0 - sv <= scale * (1.0 - rs[0]):
+                    cs, ci, csize = _cand_push(cs, ci, csize, sv, v)
+                    if not dead[v] and mask[rows[v]]:
+                        rsize = _offer(rs, ri, rsize, sv, v)
+        for t in range(rsize):  # rows ascend with slots, so tie order is kept
+            fsize = _offer(fs, fi, fsize, rs[t], rows[ri[t]])
+    for t in range(delta.shape[0]):
+        slot = delta[t]
+        if mask[slot]:
+            fsize = _offer(fs, fi, fsize, _dot(X[slot], q64), slot)
+    _drain(fs, fi, fsize, out_i, out_s)
+    return fsize
+
+
+@kernel
+def ann_search(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon):
+    """Top-k slots of one query: ``(slots int64, scores float32)``, best first.
+
+    Fewer than ``k`` come back when the walk and the delta hold fewer valid
+    entries; the caller then falls back to an exact scan.
+    """
+    out_i = np.empty(k, dtype=np.int64)
+    out_s = np.empty(k, dtype=np.float32)
+    m = _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon,
+                     out_i, out_s)
+    return out_i[:m].copy(), out_s[:m].copy()
+
+
+@parallel_kernel
+def ann_search_batch(X, rows, indptr, indices, dead, mask, pivots, delta, Q, k, ef, epsilon):
+    """:func:`ann_search` per row of ``Q``; ``(m, k)`` padded with -1 / -inf, plus counts."""
+    m = Q.shape[0]
+    out_i = np.full((m, k), -1, dtype=np.int64)
+    out_s = np.full((m, k), -np.inf, dtype=np.float32)
+    counts = np.zeros(m, dtype=np.int64)
+    for t in prange(m):
+        counts[t] = _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, Q[t], k,
+                                 ef, epsilon, out_i[t], out_s[t])
+    return out_i, out_s, counts
+
+
+@kernel
+def slots_topk(X, slots, q, k):
+    """Exact top-k among ``slots`` (ascending): ``(slots, scores float32)``, best first."""
+    q64 = np.empty(q.shape[0], dtype=np.float64)
+    for j in range(q.shape[0]):
+        q64[j] = q[j]
+    cap = min(k, slots.shape[0])
+    hs = np.empty(cap, dtype=np.float64)
+    hi = np.empty(cap, dtype=np.int64)
+    size = 0
+    for t in range(slots.shape[0]):
+        size = _offer(hs, hi, size, _dot(X[slots[t]], q64), slots[t])
+    out_i = np.empty(size, dtype=np.int64)
+    out_s = np.empty(size, dtype=np.float32)
+    _drain(hs, hi, size, out_i, out_s)
+    return out_i, out_s
+
+
+# -------------------------------------------------------------- graph assembly
+
+@kernel
+def tombstones(rows, snap_ids, alive, ids):
+    """Row r is dead if its slot is no longer alive or now holds another id."""
+    n = rows.shape[0]
+    dead = np.zeros(n, dtype=np.bool_)
+    for r in range(n):
+        s = rows[r]
+        dead[r] = (s >= alive.shape[0]) or (not alive[s]) or ids[s] != snap_ids[r]
+    return dead
+
+
+@kernel
+def relabel_csr(indptr, indices, order, max_degree):
+    """CSR of vertex ``order[a]`` <- vertex ``a``, rows truncated to ``max_degree``.
+
+    pynndescent's search graph is stored in its tree order (vertex ``a`` is
+    snapshot row ``order[a]``); this gives it back in snapshot-row order.
+    """
+    n = order.shape[0]
+    deg = np.zeros(n + 1, dtype=np.int64)
+    for a in range(n):
+        deg[order[a] + 1] = min(indptr[a + 1] - indptr[a], max_degree)
+    new_ptr = np.cumsum(deg)
+    new_idx = np.empty(new_ptr[n], dtype=np.int32)
+    for a in range(n):
+        r = order[a]
+        base = new_ptr[r]
+        for t in range(new_ptr[r + 1] - base):
+            new_idx[base + t] = order[indices[indptr[a] + t]]
+    return new_ptr, new_idx
+
+
+@kernel
+def knn_to_csr(nbrs, dists, max_degree):
+    """Symmetrised k-NN graph: forward edges plus reverse ones, closest first, capped.
+
+    ``nbrs`` (n, K) int (-1 = none), ``dists`` (n, K). Self loops and
+    duplicates are dropped; each row keeps at most ``max_degree`` edges.
+    """
+    n, kk = nbrs.shape
+    indeg = np.zeros(n + 1, dtype=np.int64)
+    for u in range(n):
+        for t in range(kk):
+            v = nbrs[u, t]
+            if v >= 0 and v != u:
+                indeg[v + 1] += 1
+    rptr = np.cumsum(indeg)
+    rsrc = np.empty(rptr[n], dtype=np.int64)
+    rdist = np.empty(rptr[n], dtype=np.float64)
+    fill = rptr[:n].copy()
+    for u in range(n):
+        for t in range(kk):
+            v = nbrs[u, t]
+            if v >= 0 and v != u:
+                rsrc[fill[v]] = u
+                rdist[fill[v]] = dists[u, t]
+                fill[v] += 1
+    deg = np.zeros(n + 1, dtype=np.int64)
+    tmp_i = np.empty(kk + n, dtype=np.int64)
+    tmp_d = np.empty(kk + n, dtype=np.float64)
+    out_idx = np.empty(n * max_degree, dtype=np.int32)
+    for u in range(n):
+        c = 0
+        for t in range(kk):
+            v = nbrs[u, t]
+            if v >= 0 and v != u:
+                tmp_i[c] = v
+                tmp_d[c] = dists[u, t]
+                c += 1
+        for e in range(rptr[u], rptr[u + 1]):
+            tmp_i[c] = rsrc[e]
+            tmp_d[c] = rdist[e]
+            c += 1
+        order = np.argsort(tmp_d[:c], kind="mergesort")
+        m = 0
+        for t in range(c):
+            v = tmp_i[order[t]]
+            dup = False
+            for z in range(m):
+                if out_idx[u * max_degree + z] == v:
+                    dup = True
+                    break
+            if not dup:
+                out_idx[u * max_degree + m] = v
+                m += 1
+                if m == max_degree:
+                    break
+        deg[u + 1] = m
+    ptr = np.cumsum(deg)
+    idx = np.empty(ptr[n], dtype=np.int32)
+    for u in range(n):
+        for t in range(deg[u + 1]):
+            idx[ptr[u] + t] = out_idx[u * max_degree + t]
+    return ptr, idx

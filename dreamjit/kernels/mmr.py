@@ -1,0 +1,157 @@
+"""Greedy maximal marginal relevance (MMR) kernels.
+
+Similarity is cosine, computed inside from the raw float32 rows: dot products
+accumulate in float64 and are divided by the product of the float64 norms; a
+zero query or zero candidate has similarity 0 with everything (as LangChain's
+``maximal_marginal_relevance`` does). The first pick is the most relevant
+candidate; each later pick maximises
+``lambda_ * relevance[i] - (1 - lambda_) * redundancy[i]``, ties to the lower
+index. :func:`mmr_standard` keeps redundancy as a running max over all picks,
+so each step costs one pass of dot products against the newest pick only:
+O(n k d) in all.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel
+from .cosine import dots_transposed, rows_transposed
+
+__all__ = ["mmr_standard", "mmr_fast"]
+
+
+@kernel
+def _cosines_to(CT, norms, v64, vnorm, out):
+    """``out[i] = cos(row i, v)`` with zero rows or a zero ``v`` giving 0."""
+    dots_transposed(CT, v64, out)
+    for i in range(out.shape[0]):
+        den = norms[i] * vnorm
+        out[i] = out[i] / den if den > 0.0 else 0.0
+
+
+@kernel
+def _row_f64(X, p, out):
+    for j in range(X.shape[1]):
+        out[j] = X[p, j]
+
+
+@kernel
+def _norms(X):
+    n, d = X.shape
+    out = np.empty(n)
+    for i in range(n):
+        ss = 0.0
+        for j in range(d):
+            v = np.float64(X[i, j])
+            ss += v * v
+        out[i] = np.sqrt(ss)
+    return out
+
+
+@kernel
+def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
+    """Shared body. Stops early when no unchosen candidate has relevance
+    ``>= min_similarity``; redundancy uses every pick when
+    ``sample_size <= 0 or >= k``, else the first pick plus the latest
+    ``sample_size - 1`` picks."""
+    n, d = cands.shape
+    kk = min(k, n) if k > 0 else 0
+    out_i = np.empty(kk, dtype=np.int64)
+    out_s = np.empty(kk, dtype=np.float32)
+    if kk == 0:
+        return out_i, out_s
+    CT = rows_transposed(cands)  # rows along the inner loop, so dot passes vectorise
+    norms = _norms(cands)
+    q64 = np.empty(d)
+    for j in range(d):
+        q64[j] = query[j]
+    rel = np.empty(n)
+    _cosines_to(CT, norms, q64, np.sqrt(np.sum(q64 * q64)), rel)
+    lam = np.float64(lambda_)
+    sampled = 0 < sample_size < kk
+    window = sample_size - 1 if sampled else 0  # latest picks kept besides the first
+    # sampled redundancy cannot be a running max (old picks leave the sample), so
+    # keep each sampled pick's similarity row: the first, plus a ring of `window`
+    first_sims = np.empty(n if sampled else 0)
+    ring = np.empty((window, n))
+    chosen = np.zeros(n, dtype=np.bool_)
+    maxsim = np.full(n, -np.inf)
+    sims = np.empty(n)
+    cp = np.empty(d)
+    count = 0
+    while count < kk:
+        if min_similarity > -np.inf:  # early termination: nothing relevant enough is left
+            top = -np.inf
+            for i in range(n):
+                if not chosen[i] and rel[i] > top:
+                    top = rel[i]
+            if top < min_similarity:
+                break
+        best = -1
+        best_v = -np.inf
+        if count == 0:
+            for i in range(n):
+                if best < 0 or rel[i] > best_v:
+                    best = i
+                    best_v = rel[i]
+        else:
+            for i in range(n):
+                if chosen[i]:
+                    continue
+                v = lam * rel[i] - (1.0 - lam) * maxsim[i]
+                if best < 0 or v > best_v:
+                    best = i
+                    best_v = v
+        out_i[count] = best
+        out_s[count] = best_v
+        chosen[best] = True
+        count += 1
+        if count == kk:
+            break
+        _row_f64(cands, best, cp)
+        _cosines_to(CT, norms, cp, norms[best], sims)
+        if not sampled:
+            for i in range(n):
+                if sims[i] > maxsim[i]:
+                    maxsim[i] = sims[i]
+        else:
+            if count == 1:
+                first_sims[:] = sims
+            elif window > 0:
+                ring[(count - 2) % window] = sims
+            # sample = first pick + the latest `window` picks (all picks while few)
+            held = min(count - 1, window)
+            maxsim[:] = first_sims
+            for r in range(held):
+                row = ring[r]
+                for i in range(n):
+                    if row[i] > maxsim[i]:
+                        maxsim[i] = row[i]
+    return out_i[:count].copy(), out_s[:count].copy()
+
+
+@kernel
+def mmr_standard(query, cands, k, lambda_):
+    """Greedy MMR: ``min(k, n)`` picks of the rows of ``cands`` for ``query``.
+
+    Parameters: ``query`` (d,) float32, ``cands`` (n, d) float32, ``k`` int,
+    ``lambda_`` float in [0, 1] (1 = relevance only). Returns
+    ``(indices int64, scores float32)`` in pick order; the first score is the
+    pick's relevance, later ones the MMR value that won the step. Picks match
+    LangChain's ``maximal_marginal_relevance``.
+    """
+    return _mmr(query, cands, k, lambda_, -np.inf, 0)
+
+
+@kernel
+def mmr_fast(query, cands, k, lambda_, min_similarity, sample_size):
+    """Approximate MMR: early termination plus a sampled redundancy term.
+
+    Stops (returning fewer than ``k``) once no unchosen candidate has
+    relevance ``>= min_similarity`` (-inf, or anything below -1, disables
+    this). Redundancy is the max similarity to a deterministic sample of the
+    picks: the first pick plus the latest ``sample_size - 1`` picks;
+    ``sample_size <= 0`` or ``>= k`` uses every pick, and then (with
+    termination disabled) the result equals :func:`mmr_standard` exactly.
+    """
+    return _mmr(query, cands, k, lambda_, np.float64(min_similarity), sample_size)

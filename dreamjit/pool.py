@@ -1,0 +1,532 @@
+"""``DreamPool``: the memory-bounded pool of scored tensors."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+
+from ._storage import ColumnStore, column_spec
+from ._validate import as_float, as_float_array, as_int, as_k, as_label, as_tensor_batch
+from .config import EVICTION_POLICIES, PoolConfig
+from .embedding import EmbeddingMapper
+from .errors import (DimensionMismatchError, EmptyCollectionError, InvalidConfigError,
+                     InvalidParameterError, MemoryExceededError)
+from .features import SolverResult
+from .kernels.budget import admission_plan, entries_to_evict
+from .kernels.cosine import normalize_rows
+from .kernels.spectral import describe_batch
+from .results import DreamEntry, Hits
+from .retrieval import RetrievalMixin
+
+__all__ = ["DreamPool"]
+
+logger = logging.getLogger("dreamjit")
+
+
+class _Batch:
+    """A validated, fully computed batch, ready to commit."""
+
+    __slots__ = ("shape", "tensors", "certainty", "results", "labels", "utility",
+                 "embeddings", "chroma", "spectral", "user_embeddings")
+
+
+class DreamPool(RetrievalMixin):
+    """An in-process, memory-bounded pool of scored tensors ("dreams").
+
+    Parameters
+    ----------
+    config : PoolConfig, optional
+        Settings; ``PoolConfig()`` defaults when omitted.
+    **overrides
+        Settings to change from ``config`` (e.g. ``DreamPool(max_size=50)``).
+
+    Examples
+    --------
+    >>> import numpy as np, dreamjit as dj
+    >>> pool = dj.DreamPool(dj.PoolConfig(max_size=10))
+    >>> t = np.full((4, 4, 3), 0.5, np.float32)
+    >>> eid = pool.add(t, dj.SolverResult(1.0, 0.9, 0.0), label=1)
+    >>> len(pool), eid in pool, pool[eid].label
+    (1, True, 1)
+    """
+
+    def __init__(self, config: PoolConfig | None = None, **overrides):
+        if config is None:
+            config = PoolConfig(**overrides)
+        elif not isinstance(config, PoolConfig):
+            raise InvalidConfigError("config", config, "a PoolConfig or None")
+        elif overrides:
+            config = config.replace(**overrides)
+        self.config = config
+        self._lock = threading.RLock()
+        self._store: ColumnStore | None = None
+        self._shape: tuple | None = None
+        self._mapper: EmbeddingMapper | None = None
+        self._embedding_mode: str | None = None  # "mapper" or "user", fixed by the first add
+        self._slot_of: dict[int, int] = {}
+        self._next_id = 0
+        self._evicted = 0
+        self._init_retrieval()
+        if config.tensor_shape is not None:
+            self._setup(config.tensor_shape)
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self, shape: tuple) -> None:
+        cfg = self.config
+        spec = column_spec(shape, cfg.embedding_dim, cfg.store_certainty)
+        self._store = ColumnStore(spec, cfg.max_size)
+        self._shape = tuple(shape)
+        self._mapper = EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1],
+                                       cfg.embedding_weights, cfg.label_buckets)
+        self._reset_index()
+
+    @property
+    def tensor_shape(self) -> tuple | None:
+        """The per-entry tensor shape (None until the first add)."""
+        return self._shape
+
+    @property
+    def entry_bytes(self) -> int:
+        """Logical bytes one entry costs (its storage rows plus its share of the index)."""
+        if self._store is None:
+            return 0
+        return self._store.entry_bytes + self._index_bytes_per_entry()
+
+    # ------------------------------------------------------------------ adding
+    def add(self, tensor, result, label=None, utility=None, embedding=None, certainty=None) -> int:
+        """Store one tensor with its solver result; returns its id.
+
+        The entry may be evicted again at once only by later adds. Raises
+        :class:`MemoryExceededError` if one entry is larger than the budget.
+        """
+        batch = self._prepare(tensor, [result], [label], [utility],
+                              None if embedding is None else [embedding],
+                              None if certainty is None else [certainty], single=True)
+        return int(self._commit(batch)[0])
+
+    def add_if_coherent(self, tensor, result, label=None, utility=None, embedding=None,
+                        certainty=None) -> int | None:
+        """Store the tensor only if ``result.coherence >= coherence_threshold``.
+
+        Returns the new id, or None (nothing stored) below the threshold.
+        """
+        res = _as_results([result], 1, "result")
+        if res[0, 1] < self.config.coherence_threshold:
+            # validate the rest anyway, so bad input is reported the same either way
+            self._prepare(tensor, [result], [label], [utility],
+                          None if embedding is None else [embedding],
+                          None if certainty is None else [certainty], single=True, compute=False)
+            return None
+        return self.add(tensor, result, label=label, utility=utility, embedding=embedding,
+                        certainty=certainty)
+
+    def add_batch(self, tensors, results=None, labels=None, utilities=None, embeddings=None,
+                  certainties=None, only_coherent=True) -> np.ndarray:
+        """Store a batch; returns the int64 ids of the entries stored.
+
+        ``results`` is a sequence of :class:`SolverResult` or an ``(n, 3)``
+        array (energy, coherence, violation); None evaluates the tensors with
+        :func:`dreamjit.evaluate_batch`. With ``only_coherent`` only entries
+        at or above ``coherence_threshold`` are stored. The batch is planned as
+        sequential adds: if it overfills the pool, earlier entries (its own
+        included) are evicted by policy, and their ids are not returned.
+        """
+        if results is None:
+            from .features import evaluate_batch
+
+            t5, _ = as_tensor_batch(tensors, "tensors", channels=3)
+            results = evaluate_batch(t5)
+        batch = self._prepare(tensors, results, labels, utilities, embeddings, certainties,
+                              only_coherent=bool(only_coherent))
+        if batch is None:
+            return np.empty(0, dtype=np.int64)
+        return self._commit(batch)
+
+    def _prepare(self, tensors, results, labels, utilities, embeddings, certainties,
+                 single=False, only_coherent=False, compute=True):
+        """Validate everything, then compute features; nothing is stored here."""
+        name = "tensor" if single else "tensors"
+        if single:
+            arr = as_float_array(tensors, name, ndim=(3, 4))
+            t5, shape = as_tensor_batch(arr[None], name)
+        else:
+            t5, shape = as_tensor_batch(tensors, name)
+        n = t5.shape[0]
+        expected = self._shape if self._shape is not None else self.config.tensor_shape
+        if expected is not None and shape != expected:
+            raise DimensionMismatchError(name, tensors if single else t5,
+                                         f"tensor shape {expected} (the pool's), got {shape}")
+        res = _as_results(results, n, "result" if single else "results")
+        lab = _as_labels(labels, n, "label" if single else "labels")
+        util = _as_utilities(utilities, n, "utility" if single else "utilities")
+        cert = self._as_certainty(certainties, t5, shape, "certainty" if single else "certainties")
+        emb = self._as_embeddings(embeddings, n, "embedding" if single else "embeddings")
+        self._check_fits(shape)
+        if only_coherent:
+            keep = res[:, 1] >= self.config.coherence_threshold
+            if not keep.any():
+                return None
+            if not keep.all():
+                t5, res, lab, util = t5[keep], res[keep], lab[keep], util[keep]
+                cert = cert[keep] if cert is not None else None
+                emb = emb[keep] if emb is not None else None
+        if not compute:
+            return None
+        b = _Batch()
+        b.shape, b.tensors, b.results, b.labels, b.utility = shape, t5, res, lab, util
+        b.certainty = cert
+        b.user_embeddings = emb is not None
+        cert_in = cert if cert is not None else np.empty((0, 0, 0, 0), np.float32)
+        b.spectral, b.chroma = describe_batch(t5, cert_in, cert is not None)
+        if emb is not None:
+            b.embeddings = normalize_rows(emb)
+        else:
+            mapper = self._mapper or EmbeddingMapper(
+                self.config.embedding_dim, self.config.seed, shape[-1],
+                self.config.embedding_weights, self.config.label_buckets)
+            b.embeddings = mapper.embed(b.chroma, b.spectral, lab, util)
+        return b
+
+    def _as_certainty(self, certainties, t5, shape, name):
+        if certainties is None:
+            return None
+        if not self.config.store_certainty:
+            raise InvalidParameterError(name, certainties,
+                                        "None (this pool was configured with store_certainty=False)")
+        cert = as_float_array(certainties, name, ndim=(3, 4) if len(shape) == 4 else (3,))
+        want = (t5.shape[0],) + t5.shape[1:4]
+        cert = cert.reshape(cert.shape[0], *cert.shape[1:3], -1) if cert.ndim == 3 else cert
+        if cert.shape != want:
+            raise DimensionMismatchError(name, cert, f"shape {want[1:]} per entry (rows, cols, layers)")
+        if (cert < 0).any():
+            raise InvalidParameterError(name, cert, "certainties >= 0")
+        return cert
+
+    def _as_embeddings(self, embeddings, n, name):
+        mode = self._embedding_mode
+        if embeddings is None:
+            if mode == "user":
+                raise InvalidParameterError(name, None, "an embedding for every entry "
+                                            "(this pool stores user embeddings)")
+            return None
+        if mode == "mapper":
+            raise InvalidParameterError(name, embeddings, "None (this pool computes its own embeddings)")
+        emb = as_float_array(embeddings, name, ndim=2)
+        dim = self.config.embedding_dim
+        if emb.shape != (n, dim):
+            raise DimensionMismatchError(name, emb, f"{n} vectors of length embedding_dim={dim}")
+        return emb
+
+    def _check_fits(self, shape):
+        budget = self.config.budget_bytes
+        if budget is None:
+            return
+        if self._store is not None:
+            entry = self.entry_bytes
+        else:
+            spec = column_spec(shape, self.config.embedding_dim, self.config.store_certainty)
+            entry = ColumnStore(spec, 1, initial=0).entry_bytes
+        if entry > budget:
+            raise MemoryExceededError("tensor", shape, f"an entry of at most {budget} bytes "
+                                      f"(memory_budget_mb={self.config.memory_budget_mb}); "
+                                      f"one entry takes {entry} bytes")
+
+    def _entry_limit(self) -> int:
+        """Most live entries allowed: max_size and the budget's share for entries."""
+        cfg = self.config
+        budget = cfg.budget_bytes
+        if budget is None:
+            return cfg.max_size
+        entry = self.entry_bytes
+        room = int(cfg.eviction_threshold * budget) - self._index_fixed_bytes()
+        by_budget = max(room // entry, 1)  # an entry that fits the whole budget is always admitted
+        return int(min(cfg.max_size, by_budget))
+
+    def _eviction_keys(self, slots: np.ndarray, batch: _Batch | None) -> np.ndarray:
+        policy = self.config.eviction
+        if policy == "oldest":
+            n = slots.shape[0] + (0 if batch is None else batch.results.shape[0])
+            return np.zeros(n)
+        if policy == "lowest_coherence":
+            old = self._store.coherence[slots]
+            new = batch.results[:, 1]
+        else:
+            old = self._store.util_mean[slots]
+            new = np.where(np.isnan(batch.utility), 0.0, batch.utility)
+        return np.concatenate([old, new])
+
+    def _commit(self, b: _Batch) -> np.ndarray:
+        with self._lock:
+            if self._store is None:
+                self._setup(b.shape)
+            store = self._store
+            m = b.tensors.shape[0]
+            new_ids = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
+            live = store.live_slots()
+            n_live = live.shape[0]
+            limit = self._entry_limit()
+            keep = np.ones(m, dtype=np.bool_)
+            evict = live[:0]
+            if n_live + m > limit:
+                live = live[np.argsort(store.ids[live], kind="stable")]
+                keys = self._eviction_keys(live, b)
+                ids = np.concatenate([store.ids[live], new_ids])
+                gone = admission_plan(keys, ids, n_live, limit)
+                evict, keep = live[gone[:n_live]], ~gone[n_live:]
+            n_keep = int(keep.sum())
+            store.ensure_capacity(n_live - evict.shape[0] + n_keep)  # may raise: nothing changed yet
+            if evict.shape[0]:
+                self._remove_slots(evict)
+            slots = store.free_slots(n_keep)
+            self._write(slots, b, keep, new_ids[keep])
+            self._next_id += m
+            if self._embedding_mode is None:
+                self._embedding_mode = "user" if b.user_embeddings else "mapper"
+            self._after_add(slots)
+            return new_ids[keep]
+
+    def _write(self, slots, b: _Batch, keep, ids):
+        s = self._store
+        s.tensors.reshape(s.capacity, *b.tensors.shape[1:])[slots] = b.tensors[keep]
+        if b.certainty is not None:
+            s.certainty[slots] = b.certainty[keep]
+        elif "certainty" in s.columns:
+            s.certainty[slots] = 1.0
+        s.embeddings[slots] = b.embeddings[keep]
+        s.chroma[slots] = b.chroma[keep]
+        s.spectral[slots] = b.spectral[keep]
+        s.energy[slots], s.coherence[slots], s.violation[slots] = b.results[keep].T
+        s.labels[slots] = b.labels[keep]
+        util = b.utility[keep]
+        given = ~np.isnan(util)
+        s.utility[slots] = util
+        s.util_mean[slots] = np.where(given, util, 0.0)
+        s.util_count[slots] = given
+        s.usage[slots] = 0
+        s.timestamp[slots] = time.time()
+        s.ids[slots] = ids
+        s.alive[slots] = True
+        self._slot_of.update(zip(ids.tolist(), slots.tolist()))
+
+    def _remove_slots(self, slots: np.ndarray) -> None:
+        s = self._store
+        for eid in s.ids[slots].tolist():
+            del self._slot_of[eid]
+        s.alive[slots] = False
+        self._evicted += int(slots.shape[0])
+        self._after_remove(slots)
+        logger.debug("evicted %d entries (policy %s)", slots.shape[0], self.config.eviction)
+
+    # ------------------------------------------------------------------ feedback
+    def record_feedback(self, ids, utilities) -> int:
+        """Fold utilities into each entry's running mean utility.
+
+        ``utilities`` is one number or one per id. Ids that were issued but
+        have since been evicted are skipped; returns how many were updated.
+        """
+        id_arr = np.atleast_1d(np.asarray(ids))
+        if id_arr.size == 0:
+            raise EmptyCollectionError("ids", ids, "at least one id")
+        if id_arr.dtype.kind not in "iu" or id_arr.ndim != 1:
+            raise InvalidParameterError("ids", ids, "a sequence of integer entry ids")
+        u = as_float_array(utilities, "utilities", dtype=np.float64, ndim=(0, 1))
+        u = np.broadcast_to(u, id_arr.shape) if u.ndim == 0 else u
+        if u.shape != id_arr.shape:
+            raise DimensionMismatchError("utilities", u, f"one utility or {id_arr.shape[0]} of them")
+        with self._lock:
+            bad = (id_arr < 0) | (id_arr >= self._next_id)
+            if bad.any():
+                raise InvalidParameterError("ids", int(id_arr[bad][0]),
+                                            f"an id issued by this pool (0 <= id < {self._next_id})")
+            slots = np.array([self._slot_of.get(i, -1) for i in id_arr.tolist()], dtype=np.int64)
+            live = slots >= 0
+            slots, u = slots[live], u[live]
+            if slots.size == 0:
+                return 0
+            s = self._store
+            total = np.zeros(s.capacity)
+            count = np.zeros(s.capacity, dtype=np.int64)
+            np.add.at(total, slots, u)
+            np.add.at(count, slots, 1)
+            touched = np.flatnonzero(count)
+            n_old = s.util_count[touched]
+            s.util_mean[touched] = (s.util_mean[touched] * n_old + total[touched]) / (n_old + count[touched])
+            s.util_count[touched] = n_old + count[touched]
+            return int(slots.size)
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def __contains__(self, eid) -> bool:
+        try:
+            return int(eid) in self._slot_of
+        except (TypeError, ValueError):
+            return False
+
+    def _slot(self, eid) -> int:
+        try:
+            return self._slot_of[int(eid)]
+        except (KeyError, TypeError, ValueError):
+            raise KeyError(eid) from None
+
+    def __getitem__(self, eid) -> DreamEntry:
+        with self._lock:
+            slot = self._slot(eid)
+            s = self._store
+            label = int(s.labels[slot])
+            util = float(s.utility[slot])
+            return DreamEntry(
+                id=int(s.ids[slot]), tensor=s.tensors[slot].copy(),
+                certainty=s.certainty[slot].copy() if "certainty" in s.columns else None,
+                result=SolverResult(float(s.energy[slot]), float(s.coherence[slot]),
+                                    float(s.violation[slot])),
+                chroma=s.chroma[slot].copy(), label=None if label < 0 else label,
+                utility=None if np.isnan(util) else util, util_mean=float(s.util_mean[slot]),
+                usage_count=int(s.usage[slot]), timestamp=float(s.timestamp[slot]),
+                spectral=s.spectral[slot].copy(), embedding=s.embeddings[slot].copy())
+
+    def ids(self) -> np.ndarray:
+        """Live ids, oldest first."""
+        with self._lock:
+            if self._store is None:
+                return np.empty(0, dtype=np.int64)
+            return np.sort(self._store.ids[self._store.live_slots()])
+
+    def __iter__(self):
+        for eid in self.ids().tolist():
+            if eid in self:
+                yield self[eid]
+
+    def _gather(self, column: str, ids) -> np.ndarray:
+        with self._lock:
+            slots = np.array([self._slot(i) for i in np.asarray(ids).tolist()], dtype=np.int64)
+            if self._store is None:
+                return np.empty((0, *(self._shape or ())), np.float32)
+            return self._store.columns[column][slots].copy()
+
+    # ------------------------------------------------------------------ stats
+    def used_bytes(self) -> int:
+        """Logical bytes in use: live entries' storage rows plus index arrays."""
+        if self._store is None:
+            return 0
+        return len(self) * self._store.entry_bytes + self._index_nbytes()
+
+    def memory_budget_stats(self) -> tuple:
+        """``(current_mb, max_mb, usage_ratio, count)``; max_mb is None when unbounded."""
+        with self._lock:
+            used = self.used_bytes()
+            budget = self.config.budget_bytes
+            ratio = used / budget if budget else 0.0
+            return (used / 2**20, self.config.memory_budget_mb, ratio, len(self))
+
+    def stats(self) -> dict:
+        """Counts, means of the solver results, label counts and bytes."""
+        with self._lock:
+            s = self._store
+            live = s.live_slots() if s is not None else np.empty(0, np.int64)
+            out = {"count": int(live.shape[0]), "next_id": self._next_id, "evicted": self._evicted,
+                   "capacity": 0 if s is None else s.capacity,
+                   "bytes_used": self.used_bytes(),
+                   "bytes_allocated": 0 if s is None else s.allocated_bytes + self._index_nbytes(),
+                   "entry_bytes": self.entry_bytes, "tensor_shape": self._shape}
+            for col in ("energy", "coherence", "violation"):
+                out[f"mean_{col}"] = float(s.columns[col][live].mean()) if live.size else float("nan")
+            labels, counts = np.unique(s.labels[live], return_counts=True) if live.size else ([], [])
+            out["label_counts"] = {int(lab): int(c) for lab, c in zip(labels, counts) if lab >= 0}
+            out["unlabeled"] = int(sum(c for lab, c in zip(labels, counts) if lab < 0))
+            out.update(self._index_stats())
+            return out
+
+    def _check_invariants(self) -> None:
+        """Raise CriticalStateError if the bookkeeping disagrees with storage."""
+        s = self._store
+        problems = []
+        if s is not None:
+            live = s.live_slots()
+            if live.shape[0] != len(self._slot_of):
+                problems.append(f"{live.shape[0]} live slots but {len(self._slot_of)} mapped ids")
+            ids = s.ids[live]
+            if np.unique(ids).shape[0] != ids.shape[0]:
+                problems.append("duplicate live ids")
+            if ids.size and ids.max() >= self._next_id:
+                problems.append("an id at or above the id counter")
+            if any(self._slot_of.get(int(i)) != int(sl) for i, sl in zip(ids, live)):
+                problems.append("slot map disagrees with the ids column")
+        budget = self.config.budget_bytes
+        if budget is not None and self.used_bytes() > budget:
+            problems.append(f"{self.used_bytes()} bytes used of a {budget} byte budget")
+        if len(self) > self.config.max_size:
+            problems.append(f"{len(self)} entries above max_size {self.config.max_size}")
+        if problems:
+            from .errors import CriticalStateError
+
+            raise CriticalStateError("pool", repr(self), "consistent bookkeeping",
+                                     detail="; ".join(problems))
+
+    def fingerprint(self) -> str:
+        """Digest of all storage and bookkeeping (equal before/after a refused call)."""
+        with self._lock:
+            base = self._store.fingerprint() if self._store is not None else ""
+            return f"{base}:{self._next_id}:{len(self._slot_of)}:{self._evicted}:{self._embedding_mode}"
+
+    def __repr__(self):
+        return (f"DreamPool(count={len(self)}, max_size={self.config.max_size}, "
+                f"shape={self._shape}, eviction={self.config.eviction!r})")
+
+
+def _as_results(results, n, name) -> np.ndarray:
+    """``(n, 3)`` float64 energy/coherence/violation from results in any accepted form."""
+    if isinstance(results, np.ndarray) and results.dtype.kind != "O":
+        arr = as_float_array(results, name, dtype=np.float64, ndim=(1, 2))
+        arr = arr.reshape(-1, 3) if arr.ndim == 1 and arr.shape[0] == 3 and n == 1 else arr
+    else:
+        try:
+            seq = list(results)
+        except TypeError:
+            raise InvalidParameterError(name, results, "SolverResult(s) or an (n, 3) array") from None
+        rows = []
+        for r in seq:
+            if all(hasattr(r, a) for a in ("energy", "coherence", "violation")):
+                r = (r.energy, r.coherence, r.violation)
+            rows.append(r)
+        arr = as_float_array(rows, name, dtype=np.float64, ndim=2, allow_empty=True)
+    if arr.ndim != 2 or arr.shape != (n, 3):
+        raise DimensionMismatchError(name, arr, f"{n} results of (energy, coherence, violation)")
+    return arr
+
+
+def _as_labels(labels, n, name) -> np.ndarray:
+    if labels is None:
+        return np.full(n, -1, dtype=np.int32)
+    if isinstance(labels, np.ndarray):
+        seq = labels.tolist() if labels.dtype.kind in "iu" else None
+        if seq is None:
+            raise InvalidParameterError(name, labels, "integer labels >= 0 (or None)")
+    else:
+        seq = list(labels) if isinstance(labels, (list, tuple)) else None
+        if seq is None:
+            raise InvalidParameterError(name, labels, "a sequence of integer labels >= 0 (or None)")
+    if len(seq) != n:
+        raise DimensionMismatchError(name, labels, f"{n} labels")
+    out = [-1 if (lab is None or (isinstance(labels, np.ndarray) and lab == -1)) else as_label(lab, name)
+           for lab in seq]
+    return np.array(out, dtype=np.int32)
+
+
+def _as_utilities(utilities, n, name) -> np.ndarray:
+    if utilities is None:
+        return np.full(n, np.nan)
+    if isinstance(utilities, np.ndarray):
+        arr = as_float_array(utilities, name, dtype=np.float64, ndim=1, allow_empty=True)
+    else:
+        try:
+            seq = list(utilities)
+        except TypeError:
+            raise InvalidParameterError(name, utilities, "a sequence of finite utilities (or None)") from None
+        arr = np.array([np.nan if u is None else as_float(u, name) for u in seq], dtype=np.float64)
+    if arr.shape != (n,):
+        raise DimensionMismatchError(name, arr, f"{n} utilities")
+    return arr

@@ -1,0 +1,91 @@
+"""Retrieval queries."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validate import as_float
+
+__all__ = ["Query", "RetrievalMode", "RetrievalWeights"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to look for. Every field is optional; missing feature groups are
+    left out of the query embedding.
+
+    Parameters
+    ----------
+    chroma : array_like (C,), optional
+        Chroma signature (per-channel mean colour).
+    label : int, optional
+        Class label; retrieval prefers (soft) or requires (hard) it.
+    spectral : array_like (6,), optional
+        Spectral features, as from :func:`dreamjit.spectral_features`.
+    utility : float, optional
+        Utility to aim for.
+    embedding : array_like (dim,), optional
+        The user's own query vector (pools filled with user embeddings).
+
+    Examples
+    --------
+    >>> from dreamjit import Query
+    >>> Query(chroma=[1.0, 0.0, 0.0], label=2).label
+    2
+    """
+
+    chroma: object = None
+    label: int | None = None
+    spectral: object = None
+    utility: float | None = None
+    embedding: object = None
+
+    @classmethod
+    def from_tensor(cls, tensor, label=None, utility=None, certainty=None) -> "Query":
+        """A query carrying a tensor's chroma signature and spectral features."""
+        from .features import chroma_signature, spectral_features
+
+        return cls(chroma=chroma_signature(tensor, certainty=certainty),
+                   spectral=np.asarray(spectral_features(tensor).as_array()),
+                   label=label, utility=utility)
+
+
+class RetrievalMode(enum.Enum):
+    """Which retrieval ``DreamPool.retrieve`` runs."""
+
+    HARD = "hard"      # exact cosine on chroma signatures
+    SOFT = "soft"      # embedding + index + hybrid rerank
+    HYBRID = "hybrid"  # both, merged by id, best score first
+
+
+@dataclass(frozen=True)
+class RetrievalWeights:
+    """Weights of the hybrid rerank used by ``retrieve_soft``.
+
+    ``score = alpha*similarity + beta*utility + gamma*class_match``, then a
+    greedy re-order by ``lambda_*score - delta*max_similarity_to_chosen``.
+    Every weight must be in [0, 1].
+
+    Examples
+    --------
+    >>> from dreamjit import RetrievalWeights
+    >>> RetrievalWeights(beta=0.5).beta
+    0.5
+    """
+
+    alpha: float = 0.65
+    beta: float = 0.20
+    gamma: float = 0.10
+    delta: float = 0.05
+    lambda_: float = 0.7
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = as_float(getattr(self, f.name), f.name, minimum=0.0, maximum=1.0)
+            object.__setattr__(self, f.name, value)
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.alpha, self.beta, self.gamma, self.delta, self.lambda_], np.float64)

@@ -1,0 +1,332 @@
+"""Retrieval methods of :class:`~dreamjit.DreamPool`: hard, soft, diverse, hybrid.
+
+Also owns the pool's indexes: the exact index always, the NN-descent index
+once the pool reaches ``ann_threshold`` live entries (built in the
+background; queries never wait for a build).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ._validate import as_float, as_float_array, as_int, as_k, as_label
+from .cache import QueryCache
+from .errors import DimensionMismatchError, InvalidParameterError
+from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
+from .kernels.hybrid import hybrid_rerank
+from .kernels.mmr import mmr_fast, mmr_standard
+from .query import Query, RetrievalMode, RetrievalWeights
+from .results import Hits
+
+__all__ = ["RetrievalMixin"]
+
+logger = logging.getLogger("dreamjit")
+
+_DEFAULT_WEIGHTS = RetrievalWeights()
+
+
+def candidate_count(k: int) -> int:
+    """How many index candidates the rerank and MMR stages look at."""
+    return max(4 * k, 32)
+
+
+class RetrievalMixin:
+    """Index bookkeeping and retrieval; mixed into ``DreamPool``."""
+
+    # ------------------------------------------------------------ index hooks
+    def _init_retrieval(self):
+        self._exact = None
+        self._ann = None
+        self._cache = QueryCache(self.config.query_cache_size)
+
+    def _reset_index(self):
+        from .index import ExactIndex
+
+        self._exact = ExactIndex(self._store)
+        self._ann = None
+        # the ANN index's per-entry byte bound depends only on its parameters
+        self._ann_entry_bound = int(self._make_ann().bytes_bound(1)) if self.config.use_ann else 0
+
+    def _ann_possible(self) -> bool:
+        """Whether this pool can ever reach ann_threshold (then index bytes are reserved)."""
+        cfg = self.config
+        if not cfg.use_ann or self._store is None:
+            return False
+        budget = cfg.budget_bytes
+        cap = cfg.max_size if budget is None else min(
+            cfg.max_size, int(cfg.eviction_threshold * budget) // self._store.entry_bytes)
+        return cap >= cfg.ann_threshold
+
+    def _make_ann(self):
+        from .index import NNDescentIndex
+
+        cfg = self.config
+        return NNDescentIndex(self._store, n_neighbors=cfg.ann_n_neighbors,
+                              n_search_trees=cfg.ann_n_search_trees, epsilon=cfg.ann_epsilon,
+                              overfetch=cfg.ann_overfetch, rebuild_fraction=cfg.ann_rebuild_fraction,
+                              seed=cfg.seed, background=cfg.ann_background)
+
+    def _index_bytes_per_entry(self) -> int:
+        return self._ann_entry_bound if self._ann_possible() else 0
+
+    def _index_fixed_bytes(self) -> int:
+        return 0
+
+    def _index_nbytes(self) -> int:
+        exact = self._exact.nbytes if self._exact is not None else 0
+        return exact + (self._ann.nbytes if self._ann is not None else 0)
+
+    def _index_len(self) -> int:
+        return len(self._exact) if self._exact is not None else 0
+
+    def _after_add(self, slots):
+        self._exact.add(slots)
+        if self._ann is not None:
+            self._ann.add(slots)
+            self._ann.maybe_rebuild()
+        elif self.config.use_ann and len(self) >= self.config.ann_threshold:
+            logger.info("pool reached %d entries: building the NN-descent index", len(self))
+            self._ann = self._make_ann()
+            self._ann.rebuild(block=not self.config.ann_background)
+
+    def _after_remove(self, slots):
+        self._exact.remove(slots)
+        if self._ann is not None:
+            self._ann.remove(slots)
+            self._ann.maybe_rebuild()
+
+    def _index_stats(self) -> dict:
+        ann = self._ann
+        return {"index": "ann" if self._use_ann_now() else "exact",
+                "ann_ready": bool(ann is not None and ann.ready),
+                "ann_building": bool(ann is not None and ann.building),
+                "index_bytes": self._index_nbytes()}
+
+    def _use_ann_now(self) -> bool:
+        return (self._ann is not None and self._ann.ready
+                and len(self) >= self.config.ann_threshold)
+
+    def _search(self, q, k, mask=None):
+        """Top-k slots by embedding similarity from the index in use."""
+        index = self._ann if self._use_ann_now() else self._exact
+        return index.search(q, k, mask)
+
+    def rebuild_index(self, block: bool = False) -> None:
+        """Rebuild the NN-descent index now (in the background unless ``block``).
+
+        Below ``ann_threshold`` (or with ``use_ann=False``) there is nothing to
+        rebuild: the exact index is always current.
+        """
+        with self._lock:
+            if self._ann is None:
+                if not (self.config.use_ann and len(self) >= self.config.ann_threshold):
+                    return
+                self._ann = self._make_ann()
+            ann = self._ann
+            ann.rebuild(block=False)
+        if block:
+            ann.wait()
+
+    # ------------------------------------------------------------ queries
+    def _chroma_query(self, query, name="chroma") -> np.ndarray:
+        """A chroma vector from a Query, a tensor or a vector."""
+        if isinstance(query, Query):
+            if query.chroma is None:
+                raise InvalidParameterError(name, query, "a Query with chroma set")
+            query = query.chroma
+        arr = as_float_array(query, name, ndim=(1, 3, 4))
+        if arr.ndim > 1:
+            from .features import chroma_signature
+
+            arr = chroma_signature(arr)
+        channels = self._shape[-1] if self._shape is not None else arr.shape[0]
+        if arr.shape[0] != channels:
+            raise DimensionMismatchError(name, arr, f"{channels} values (one per channel)")
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _as_query(self, query, name="query") -> Query:
+        if isinstance(query, Query):
+            return query
+        arr = as_float_array(query, name, ndim=(1, 3, 4))
+        if arr.ndim > 1:
+            return Query.from_tensor(arr)
+        if self._embedding_mode == "user":
+            return Query(embedding=arr)
+        return Query(chroma=arr)
+
+    def _query_embedding(self, query, name="query"):
+        """``(unit embedding float32 (dim,), label or -1)`` for any accepted query."""
+        q = self._as_query(query, name)
+        label = as_label(q.label, "label")
+        dim = self.config.embedding_dim
+        if q.embedding is not None:
+            v = as_float_array(q.embedding, "embedding", ndim=1)
+            if v.shape[0] != dim:
+                raise DimensionMismatchError("embedding", v, f"length embedding_dim={dim}")
+            if self._embedding_mode == "mapper":
+                raise InvalidParameterError("embedding", v, "no embedding: this pool computes its own "
+                                            "(query with a tensor, chroma or Query fields)")
+            return normalize_rows(v[None])[0], -1 if label is None else label
+        if self._embedding_mode == "user":
+            raise InvalidParameterError(name, query, "a query embedding (this pool stores user embeddings)")
+        channels = self._shape[-1] if self._shape is not None else None
+        chroma = None if q.chroma is None else as_float_array(q.chroma, "chroma", ndim=1)
+        if chroma is not None and channels is not None and chroma.shape[0] != channels:
+            raise DimensionMismatchError("chroma", chroma, f"{channels} values (one per channel)")
+        spectral = None if q.spectral is None else as_float_array(q.spectral, "spectral", ndim=1)
+        if spectral is not None and spectral.shape[0] != 6:
+            raise DimensionMismatchError("spectral", spectral, "6 spectral features")
+        utility = as_float(q.utility, "utility", allow_none=True)
+        if chroma is None and spectral is None and label is None and utility is None:
+            raise InvalidParameterError(name, q, "a query with at least one of chroma, spectral, "
+                                        "label, utility or embedding")
+        if self._mapper is None:  # empty pool: nothing to embed against
+            return None, -1 if label is None else label
+        key = QueryCache.key(self._mapper.key, chroma, spectral, label, utility)
+        emb = self._cache.get(key)
+        if emb is None:
+            c = np.zeros((1, channels), np.float32) if chroma is None else chroma[None]
+            s = np.zeros((1, 6), np.float32) if spectral is None else spectral[None]
+            present = (chroma is not None, spectral is not None, label is not None, utility is not None)
+            emb = self._cache.put(key, self._mapper.embed(
+                c, s, np.array([-1 if label is None else label], np.int32),
+                np.array([np.nan if utility is None else utility]), present)[0])
+        return emb, -1 if label is None else label
+
+    def _candidates(self, q, k):
+        slots, sims = self._search(q, candidate_count(k))
+        return slots, sims
+
+    def retrieve_similar(self, chroma, k=None, label=None) -> Hits:
+        """Hard retrieval: exact cosine similarity of chroma signatures.
+
+        Parameters
+        ----------
+        chroma : array_like (C,), tensor or Query
+            The colour signature to match (a tensor is reduced to its signature).
+        k : int, optional
+            Hits wanted (default ``retrieval_limit``); fewer if the pool has fewer.
+        label : int, optional
+            Only entries with this label.
+        """
+        q = self._chroma_query(chroma)
+        k = as_k(k, default=self.config.retrieval_limit)
+        label = as_label(label)
+        if label is None and isinstance(chroma, Query):
+            label = as_label(chroma.label)
+        with self._lock:
+            if self._store is None or len(self) == 0:
+                return Hits([], [], self)
+            s = self._store
+            mask = s.alive if label is None else s.alive & (s.labels == label)
+            slots, scores = topk_cosine(s.chroma, q, mask, k)
+            return self._finish(slots, scores)
+
+    def retrieve_soft(self, query, k=None, weights=None) -> Hits:
+        """Soft retrieval: embedding -> index candidates -> hybrid rerank.
+
+        The index returns ``max(4k, 32)`` candidates by embedding similarity;
+        they are reranked by ``alpha*similarity + beta*utility +
+        gamma*class_match`` with a duplicate penalty (see
+        :class:`RetrievalWeights`). Scores are the rerank values.
+        """
+        k = as_k(k, default=self.config.retrieval_limit)
+        if weights is None:
+            weights = _DEFAULT_WEIGHTS
+        elif not isinstance(weights, RetrievalWeights):
+            raise InvalidParameterError("weights", weights, "a RetrievalWeights or None")
+        with self._lock:
+            q, label = self._query_embedding(query)
+            if q is None or len(self) == 0:
+                return Hits([], [], self)
+            slots, sims = self._candidates(q, k)
+            s = self._store
+            w = weights
+            order, scores = hybrid_rerank(sims, s.util_mean[slots], s.labels[slots], label,
+                                          np.ascontiguousarray(s.embeddings[slots]), w.alpha, w.beta,
+                                          w.gamma, w.delta, w.lambda_, k)
+            return self._finish(slots[order], scores)
+
+    def retrieve_diverse(self, query, k=None, lambda_=0.5, fast=False, min_similarity=None,
+                         sample_size=None) -> Hits:
+        """Diverse retrieval: greedy maximal marginal relevance over the soft candidates.
+
+        ``lambda_`` trades relevance (1) against diversity (0). ``fast=True``
+        stops early once no candidate's relevance reaches ``min_similarity``
+        (default 0.0) and compares against a sample of ``sample_size``
+        (default 8) chosen entries instead of all of them.
+        """
+        k = as_k(k, default=self.config.retrieval_limit)
+        lambda_ = as_float(lambda_, "lambda_", minimum=0.0, maximum=1.0)
+        if not isinstance(fast, bool):
+            raise InvalidParameterError("fast", fast, "True or False")
+        min_sim = as_float(0.0 if min_similarity is None else min_similarity, "min_similarity",
+                           minimum=-1.0, maximum=1.0)
+        sample = as_int(8 if sample_size is None else sample_size, "sample_size", minimum=0)
+        with self._lock:
+            q, _ = self._query_embedding(query)
+            if q is None or len(self) == 0:
+                return Hits([], [], self)
+            slots, _ = self._candidates(q, k)
+            cands = np.ascontiguousarray(self._store.embeddings[slots])
+            if fast:
+                order, scores = mmr_fast(q, cands, k, lambda_, min_sim, sample)
+            else:
+                order, scores = mmr_standard(q, cands, k, lambda_)
+            return self._finish(slots[order], scores)
+
+    def retrieve(self, query, k=None, mode=RetrievalMode.SOFT) -> Hits:
+        """Retrieve by ``mode``: HARD (chroma cosine), SOFT (hybrid rerank) or
+        HYBRID (both merged by id, each id with its best score, best first)."""
+        if isinstance(mode, str):
+            try:
+                mode = RetrievalMode(mode.lower())
+            except ValueError:
+                mode = None
+        if not isinstance(mode, RetrievalMode):
+            raise InvalidParameterError("mode", mode, "a RetrievalMode (HARD, SOFT or HYBRID)")
+        if mode is RetrievalMode.HARD:
+            return self.retrieve_similar(query, k=k)
+        if mode is RetrievalMode.SOFT:
+            return self.retrieve_soft(query, k=k)
+        k = as_k(k, default=self.config.retrieval_limit)
+        q = self._as_query(query)
+        with self._lock:
+            soft = self.retrieve_soft(q, k=k)
+            hard = self.retrieve_similar(q, k=k) if q.chroma is not None else Hits([], [], self)
+            ids = np.concatenate([hard.ids, soft.ids])
+            scores = np.concatenate([hard.scores, soft.scores])
+            order = np.lexsort((ids, -scores))  # best score first, ties to the lower id
+            ids, scores = ids[order], scores[order]
+            _, first = np.unique(ids, return_index=True)
+            keep = np.sort(first)[:k]
+            return Hits(ids[keep], scores[keep], self)
+
+    def diversity_stats(self, hits: Hits | None = None) -> dict:
+        """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
+        embeddings, over the pool or over ``hits``."""
+        with self._lock:
+            if self._store is None:
+                return {"count": 0, "chroma_dispersion": 0.0, "embedding_dispersion": 0.0}
+            if hits is None:
+                slots = self._store.live_slots()
+            elif isinstance(hits, Hits):
+                slots = np.array([self._slot(i) for i in hits.ids.tolist()], dtype=np.int64)
+            else:
+                raise InvalidParameterError("hits", hits, "a Hits or None")
+            s = self._store
+            return {"count": int(slots.shape[0]),
+                    "chroma_dispersion": float(pairwise_dispersion(np.ascontiguousarray(s.chroma[slots]))),
+                    "embedding_dispersion": float(pairwise_dispersion(
+                        np.ascontiguousarray(s.embeddings[slots])))}
+
+    def query_cache_stats(self) -> tuple:
+        """``(hits, misses, hit_rate)`` of the query-embedding cache."""
+        return self._cache.stats()
+
+    def _finish(self, slots, scores) -> Hits:
+        """Hits for slots; counts the usage of each returned entry."""
+        s = self._store
+        s.usage[slots] += 1
+        return Hits(s.ids[slots], scores, self)

@@ -1,0 +1,53 @@
+"""Plain-Python references for the budget kernels and the pool's bookkeeping."""
+import math
+
+
+def eviction_order(keys, ids):
+    return sorted(range(len(keys)), key=lambda i: (keys[i], ids[i]))
+
+
+def admission_plan(keys, ids, n_existing, limit):
+    """Sequential adds: before each new one, evict min (key, id) while full."""
+    members = list(range(n_existing))
+    gone = [False] * len(keys)
+    for pos in range(n_existing, len(keys)):
+        while len(members) >= limit:
+            victim = min(members, key=lambda i: (keys[i], ids[i]))
+            members.remove(victim)
+            gone[victim] = True
+        members.append(pos)
+    return gone
+
+
+def entries_to_evict(used, incoming, entry, target, live):
+    excess = used + incoming - target
+    return 0 if excess <= 0 else min(math.ceil(excess / entry), live)
+
+
+class PoolModel:
+    """What a pool must hold after a sequence of adds: ids and eviction only."""
+
+    def __init__(self, limit, policy):
+        self.limit, self.policy = limit, policy
+        self.entries = {}  # id -> (coherence, util_mean)
+        self.next_id = 0
+
+    def key(self, eid):
+        coherence, util = self.entries[eid]
+        return {"oldest": 0.0, "lowest_coherence": coherence, "lowest_utility": util}[self.policy]
+
+    def add(self, coherence, utility=None):
+        while len(self.entries) >= self.limit:
+            victim = min(self.entries, key=lambda i: (self.key(i), i))
+            del self.entries[victim]
+        eid = self.next_id
+        self.next_id += 1
+        self.entries[eid] = (coherence, 0.0 if utility is None else utility)
+        return eid
+
+    def feedback(self, eid, u, counts):
+        if eid in self.entries:
+            c, m = self.entries[eid]
+            n = counts.get(eid, 0)
+            self.entries[eid] = (c, (m * n + u) / (n + 1))
+            counts[eid] = n + 1
