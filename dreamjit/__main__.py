@@ -37,7 +37,7 @@ def demo(n: int = 2000, seed: int = 0, k: int = 3) -> int:
     results = [dj.evaluate(t) for t in tensors]
     timings.append((f"dj.evaluate x {n}", time.perf_counter() - t0))
 
-    pool = dj.DreamPool(dj.PoolConfig(max_size=max(n // 2, 1), seed=seed))
+    pool = dj.DreamPool(dj.PoolConfig(max_size=max(n // 4, 1), seed=seed))
     labels = (np.arange(n) % 4).tolist()
     t0 = time.perf_counter()
     ids = pool.add_batch(tensors, results, labels=labels, only_coherent=True)
@@ -76,6 +76,26 @@ def demo(n: int = 2000, seed: int = 0, k: int = 3) -> int:
     return 0
 
 
+def inspect(path: str) -> int:
+    from dreamjit.errors import DreamError
+    from dreamjit.io import read_header
+
+    try:
+        header = read_header(path)
+    except (DreamError, OSError) as exc:
+        print(f"{path}: integrity FAILED: {exc}")
+        return 1
+    cfg = header["config"]
+    rows = [("format_version", header["format_version"]), ("entries", header["count"]),
+            ("next_id", header["next_id"]), ("evicted so far", header["evicted"]),
+            ("tensor_shape", header["tensor_shape"]), ("embedding_mode", header["embedding_mode"]),
+            ("arrays checked", len(header["checksums"])), ("integrity", header["integrity"])]
+    rows += [(f"config.{key}", value) for key, value in sorted(cfg.items())]
+    print(f"{path}")
+    print(_table(rows, ["field", "value"]))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dreamjit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,7 +103,11 @@ def main(argv=None) -> int:
     p_demo.add_argument("--n", type=int, default=2000, help="tensors to generate (default 2000)")
     p_demo.add_argument("--seed", type=int, default=0, help="the one seed (default 0)")
     p_demo.add_argument("--k", type=int, default=3, help="hits per query (default 3)")
+    p_inspect = sub.add_parser("inspect", help="print a saved pool's header, counts and integrity")
+    p_inspect.add_argument("file")
     args = parser.parse_args(argv)
+    if args.command == "inspect":
+        return inspect(args.file)
     if args.command == "demo":
         if args.n < 1:
             parser.error("--n must be >= 1")

@@ -72,7 +72,7 @@ def maximal_marginal_relevance(query_vec, candidate_vecs, k=4, lambda_=0.5):
     >>> idx, scores = dj.maximal_marginal_relevance(query, cands, k=2, lambda_=0.5)
     >>> idx.tolist()   # row 1 nearly repeats row 0, so row 2 comes second
     [0, 2]
-    >>> np.round(scores, 3).tolist()
+    >>> [round(float(s), 3) for s in scores]
     [0.898, 0.172]
     >>> idx, _ = dj.maximal_marginal_relevance(query, cands, k=2, lambda_=1.0)
     >>> idx.tolist()   # relevance only

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+from .errors import DimensionMismatchError
 from .kernels.cosine import topk_dot, topk_dot_batch
 from .kernels.graph import ann_search, ann_search_batch, knn_to_csr, relabel_csr, tombstones
 
@@ -45,8 +46,20 @@ _EMPTY_I = np.empty(0, dtype=np.int64)
 _EMPTY_S = np.empty(0, dtype=np.float32)
 
 
-def _as_query(q) -> np.ndarray:
-    return np.ascontiguousarray(q, dtype=np.float32)
+def _as_query(q, store) -> np.ndarray:
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    dim = store.embeddings.shape[1]
+    if q.shape != (dim,):
+        raise DimensionMismatchError("q", q, f"shape ({dim},)")
+    return q
+
+
+def _as_queries(Q, store) -> np.ndarray:
+    Q = np.ascontiguousarray(Q, dtype=np.float32)
+    dim = store.embeddings.shape[1]
+    if Q.ndim != 2 or Q.shape[1] != dim:
+        raise DimensionMismatchError("Q", Q, f"shape (m, {dim})")
+    return Q
 
 
 def _live_mask(store, mask):
@@ -90,12 +103,12 @@ class ExactIndex:
         if k <= 0:
             return _EMPTY_I.copy(), _EMPTY_S.copy()
         store = self._store
-        return topk_dot(store.embeddings, _as_query(q), _live_mask(store, mask), k)
+        return topk_dot(store.embeddings, _as_query(q, store), _live_mask(store, mask), k)
 
     def search_batch(self, Q, k, mask=None):
         """Per query row: ``(slots (m, k), scores (m, k))`` padded with -1 / -inf."""
         store = self._store
-        Q = np.ascontiguousarray(Q, dtype=np.float32).reshape(-1, store.embeddings.shape[1])
+        Q = _as_queries(Q, store)
         return topk_dot_batch(store.embeddings, Q, _live_mask(store, mask), max(int(k), 0))
 
 
@@ -117,20 +130,40 @@ def _build_csr(X, n_neighbors, seed, graph, max_degree, n_jobs):
 
 
 def _write_msg(fp, header: dict, arrays=()) -> None:
+    """One JSON line (with each array's dtype and shape) then the raw array bytes."""
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    header = dict(header, arrays=[[a.dtype.str, list(a.shape)] for a in arrays])
     fp.write((json.dumps(header) + "\n").encode())
     for a in arrays:
-        np.lib.format.write_array(fp, np.ascontiguousarray(a), allow_pickle=False)
+        fp.write(memoryview(a).cast("B"))
     fp.flush()
 
 
-def _read_msg(fp, n_arrays: int):
+def _read_exact(fp, n: int) -> bytes:
+    chunks, left = [], n
+    while left:
+        chunk = fp.read(left)
+        if not chunk:
+            raise EOFError("build worker closed its pipe")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_msg(fp):
     line = fp.readline()
     if not line:
         raise EOFError("build worker closed its pipe")
     header = json.loads(line)
-    if not header.get("ok", True):
-        return header, []
-    return header, [np.lib.format.read_array(fp, allow_pickle=False) for _ in range(n_arrays)]
+    arrays = []
+    for dtype, shape in header.pop("arrays"):
+        dt = np.dtype(dtype)
+        if dt.hasobject:
+            raise ValueError("object arrays are refused")
+        count = int(np.prod(shape, dtype=np.int64))
+        arrays.append(np.frombuffer(_read_exact(fp, count * dt.itemsize), dtype=dt)
+                      .reshape(shape).copy())
+    return header, arrays
 
 
 def _worker_main() -> None:
@@ -140,7 +173,7 @@ def _worker_main() -> None:
     inp = sys.stdin.buffer
     while True:
         try:
-            req, (X,) = _read_msg(inp, 1)
+            req, (X,) = _read_msg(inp)
         except EOFError:
             return
         t0 = time.perf_counter()
@@ -158,6 +191,7 @@ class _Worker:
 
     _instance = None
     _guard = threading.Lock()
+    closing = False  # set at interpreter exit: no thread fallback then
 
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,7 +215,7 @@ class _Worker:
         with self.lock:
             try:
                 _write_msg(self.proc.stdin, request, (X,))
-                header, arrays = _read_msg(self.proc.stdout, 2)
+                header, arrays = _read_msg(self.proc.stdout)
             except (OSError, EOFError, ValueError) as exc:
                 self.log.seek(0)
                 tail = self.log.read()[-2000:].decode(errors="replace")
@@ -199,6 +233,7 @@ class _Worker:
 
     @classmethod
     def shutdown(cls) -> None:
+        cls.closing = True
         with cls._guard:
             if cls._instance is not None:
                 cls._instance.close()
@@ -245,8 +280,9 @@ class NNDescentIndex:
         The walk keeps ``ef = max(min_ef, ceil(overfetch * k))`` results.
     rebuild_fraction : float
         Rebuild once the delta or the tombstones exceed this share of the graph.
-    n_pivots : int
-        Entry points (a seeded sample of rows, scored exactly per query).
+    n_pivots : int or None
+        Entry points (a seeded sample of rows, scored exactly per query);
+        None: ``ceil(4 sqrt(n))`` for a graph of n rows.
     mask_share : float
         A mask holding less than this share of the live entries is served by
         an exact masked scan instead of a filtered walk.
@@ -254,8 +290,8 @@ class NNDescentIndex:
         Where pynndescent runs: a persistent worker process, or a thread.
     """
 
-    def __init__(self, store, n_neighbors=30, n_search_trees=1, epsilon=0.1, overfetch=4.0,
-                 rebuild_fraction=0.1, seed=0, background=True, n_pivots=1024, min_ef=64,
+    def __init__(self, store, n_neighbors=30, n_search_trees=1, epsilon=0.1, overfetch=2.0,
+                 rebuild_fraction=0.1, seed=0, background=True, n_pivots=None, min_ef=40,
                  mask_share=0.05, graph="search", builder="process", min_build=256,
                  n_jobs=None):
         self._store = store
@@ -266,7 +302,7 @@ class NNDescentIndex:
         self.rebuild_fraction = float(rebuild_fraction)
         self.seed = int(seed)
         self.background = bool(background)
-        self.n_pivots = int(n_pivots)
+        self.n_pivots = None if n_pivots is None else int(n_pivots)
         self.min_ef = int(min_ef)
         self.mask_share = float(mask_share)
         self.graph_kind = graph
@@ -406,9 +442,16 @@ class NNDescentIndex:
         request = {"n_neighbors": self.n_neighbors, "seed": self.seed, "graph": self.graph_kind,
                    "max_degree": self.max_degree, "n_jobs": self.n_jobs}
         try:
+            indptr = None
             if self.builder == "process":
-                indptr, indices = _Worker.get().build(X, request)
-            else:
+                try:
+                    indptr, indices = _Worker.get().build(X, request)
+                except RuntimeError as exc:
+                    if _Worker.closing:
+                        raise
+                    logger.warning("NN-descent build worker failed (%s): building in a thread",
+                                   exc)
+            if indptr is None:
                 indptr, indices = _build_csr(X, self.n_neighbors, self.seed, self.graph_kind,
                                              self.max_degree, self.n_jobs)
         except Exception as exc:
@@ -417,7 +460,8 @@ class NNDescentIndex:
             return
         rng = np.random.default_rng(self.seed)
         n = slots.shape[0]
-        pivots = np.sort(rng.choice(n, size=min(n, self.n_pivots), replace=False))
+        n_piv = self.n_pivots or int(np.ceil(4.0 * np.sqrt(n)))
+        pivots = np.sort(rng.choice(n, size=min(n, n_piv), replace=False))
         self.last_build_seconds = time.perf_counter() - t0
         logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)", n,
                     self.last_build_seconds, indices.shape[0])
@@ -476,7 +520,7 @@ class NNDescentIndex:
         store = self._store
         if k <= 0:
             return _EMPTY_I.copy(), _EMPTY_S.copy()
-        q = _as_query(q)
+        q = _as_query(q, store)
         m = _live_mask(store, mask)
         graph, delta = self._state
         n_live = len(self)
@@ -494,7 +538,7 @@ class NNDescentIndex:
         k = max(int(k), 0)
         self._poll()
         store = self._store
-        Q = np.ascontiguousarray(Q, dtype=np.float32).reshape(-1, store.embeddings.shape[1])
+        Q = _as_queries(Q, store)
         m = _live_mask(store, mask)
         graph, delta = self._state
         n_live = len(self)

@@ -466,6 +466,19 @@ class DreamPool(RetrievalMixin):
             raise CriticalStateError("pool", repr(self), "consistent bookkeeping",
                                      detail="; ".join(problems))
 
+    def save(self, path) -> str:
+        """Write the pool to one ``.npz`` file, atomically (see :mod:`dreamjit.io`)."""
+        from .io import save_pool
+
+        return save_pool(self, path)
+
+    @classmethod
+    def load(cls, path) -> "DreamPool":
+        """Read a pool written by :meth:`save`; any damage raises ``IndexCorruptedError``."""
+        from .io import load_pool
+
+        return load_pool(cls, path)
+
     def fingerprint(self) -> str:
         """Digest of all storage and bookkeeping (equal before/after a refused call)."""
         with self._lock:

@@ -17,7 +17,7 @@ NAMED_COLOURS = {
 
 
 def smooth_tensors(n: int, shape=(32, 32, 4, 3), seed: int = 0, smoothness: float = 3.0,
-                   noise: float = 0.6) -> np.ndarray:
+                   noise: float = 0.3) -> np.ndarray:
     """``n`` spatially smoothed random tensors in [0, 1], float32.
 
     Each tensor is a random base colour plus Gaussian noise smoothed over

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
-from .cosine import dots_transposed, rows_transposed
+from .cosine import _dot64, dots_transposed, rows_transposed
 
 __all__ = ["mmr_standard", "mmr_fast"]
 
@@ -36,16 +36,16 @@ def _row_f64(X, p, out):
 
 
 @kernel
-def _norms(X):
-    n, d = X.shape
-    out = np.empty(n)
-    for i in range(n):
-        ss = 0.0
-        for j in range(d):
-            v = np.float64(X[i, j])
-            ss += v * v
-        out[i] = np.sqrt(ss)
-    return out
+def _norms_t(CT):
+    """Row norms from the transposed rows: sequential float64 sums, vectorised over rows."""
+    d, n = CT.shape
+    ss = np.zeros(n)
+    for j in range(d):
+        r = CT[j]
+        for i in range(n):
+            v = np.float64(r[i])
+            ss[i] += v * v
+    return np.sqrt(ss)
 
 
 @kernel
@@ -61,12 +61,12 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
     if kk == 0:
         return out_i, out_s
     CT = rows_transposed(cands)  # rows along the inner loop, so dot passes vectorise
-    norms = _norms(cands)
+    norms = _norms_t(CT)
     q64 = np.empty(d)
     for j in range(d):
         q64[j] = query[j]
     rel = np.empty(n)
-    _cosines_to(CT, norms, q64, np.sqrt(np.sum(q64 * q64)), rel)
+    _cosines_to(CT, norms, q64, np.sqrt(_dot64(q64, q64)), rel)  # sequential, as the rows
     lam = np.float64(lambda_)
     sampled = 0 < sample_size < kk
     window = sample_size - 1 if sampled else 0  # latest picks kept besides the first
@@ -111,9 +111,9 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
         _row_f64(cands, best, cp)
         _cosines_to(CT, norms, cp, norms[best], sims)
         if not sampled:
-            for i in range(n):
-                if sims[i] > maxsim[i]:
-                    maxsim[i] = sims[i]
+            for i in range(n):  # a select, not a branch: vectorises
+                v = sims[i]
+                maxsim[i] = v if v > maxsim[i] else maxsim[i]
         else:
             if count == 1:
                 first_sims[:] = sims
@@ -125,8 +125,8 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
             for r in range(held):
                 row = ring[r]
                 for i in range(n):
-                    if row[i] > maxsim[i]:
-                        maxsim[i] = row[i]
+                    v = row[i]
+                    maxsim[i] = v if v > maxsim[i] else maxsim[i]
     return out_i[:count].copy(), out_s[:count].copy()
 
 
