@@ -377,6 +377,7 @@ class NNDescentIndex:
             new = slots[~np.isin(slots, delta)]
             if new.size:
                 self._state = (graph, np.concatenate([delta, new]))
+            self._drop_if_stale(graph)
 
     def remove(self, slots) -> None:
         """Slots just marked dead in the store: tombstone graph rows, drop delta slots."""
@@ -389,10 +390,14 @@ class NNDescentIndex:
             self._kill_rows(graph, slots)
             keep = ~np.isin(delta, slots)
             self._state = (graph, delta if keep.all() else delta[keep])
-            if 2 * graph.n_dead > graph.rows.shape[0]:
-                logger.info("NN-descent graph more than half tombstones: dropped, exact scans "
-                            "until the rebuild")
-                self._state = (None, _EMPTY_I)
+            self._drop_if_stale(graph)
+
+    def _drop_if_stale(self, graph) -> None:
+        """Keep tombstones <= half the graph rows (what :meth:`bytes_bound` relies on)."""
+        if 2 * graph.n_dead > graph.rows.shape[0]:
+            logger.info("NN-descent graph more than half tombstones: dropped, exact scans "
+                        "until the rebuild")
+            self._state = (None, _EMPTY_I)
 
     @staticmethod
     def _kill_rows(graph, slots):

@@ -41,7 +41,7 @@ def _checksum(arr: np.ndarray) -> str:
 def save_pool(pool, path) -> str:
     """Write ``pool`` to ``path`` atomically; returns the path written."""
     path = os.fspath(path)
-    with pool._lock:
+    with pool._lock.read():
         store = pool._store
         arrays = {}
         if store is not None:

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from ._rwlock import RWLock
 from ._storage import ColumnStore, column_spec
 from ._validate import as_float, as_float_array, as_int, as_k, as_label, as_tensor_batch
 from .config import EVICTION_POLICIES, PoolConfig
@@ -14,6 +15,7 @@ from .embedding import EmbeddingMapper
 from .errors import (DimensionMismatchError, EmptyCollectionError, InvalidConfigError,
                      InvalidParameterError, MemoryExceededError)
 from .features import SolverResult
+from .kernels._jit import THREADSAFE_PARALLEL
 from .kernels.budget import admission_plan, entries_to_evict
 from .kernels.cosine import normalize_rows
 from .kernels.spectral import describe_batch
@@ -60,7 +62,8 @@ class DreamPool(RetrievalMixin):
         elif overrides:
             config = config.replace(**overrides)
         self.config = config
-        self._lock = threading.RLock()
+        self._lock = RWLock(shared_reads=THREADSAFE_PARALLEL)
+        self._usage_lock = threading.Lock()  # readers count usage concurrently
         self._store: ColumnStore | None = None
         self._shape: tuple | None = None
         self._mapper: EmbeddingMapper | None = None
@@ -258,7 +261,8 @@ class DreamPool(RetrievalMixin):
         return np.concatenate([old, new])
 
     def _commit(self, b: _Batch) -> np.ndarray:
-        with self._lock:
+        with self._lock.write():
+            self._recheck(b)  # another thread may have fixed the shape or mode since validation
             if self._store is None:
                 self._setup(b.shape)
             store = self._store
@@ -286,6 +290,14 @@ class DreamPool(RetrievalMixin):
                 self._embedding_mode = "user" if b.user_embeddings else "mapper"
             self._after_add(slots)
             return new_ids[keep]
+
+    def _recheck(self, b: _Batch) -> None:
+        if self._shape is not None and b.shape != self._shape:
+            raise DimensionMismatchError("tensors", b.shape, f"tensor shape {self._shape} (the pool's)")
+        mode = "user" if b.user_embeddings else "mapper"
+        if self._embedding_mode not in (None, mode):
+            raise InvalidParameterError("embeddings", mode, f"{self._embedding_mode} embeddings, "
+                                        "as every earlier entry of this pool")
 
     def _write(self, slots, b: _Batch, keep, ids):
         s = self._store
@@ -335,7 +347,7 @@ class DreamPool(RetrievalMixin):
         u = np.broadcast_to(u, id_arr.shape) if u.ndim == 0 else u
         if u.shape != id_arr.shape:
             raise DimensionMismatchError("utilities", u, f"one utility or {id_arr.shape[0]} of them")
-        with self._lock:
+        with self._lock.write():
             bad = (id_arr < 0) | (id_arr >= self._next_id)
             if bad.any():
                 raise InvalidParameterError("ids", int(id_arr[bad][0]),
@@ -373,7 +385,7 @@ class DreamPool(RetrievalMixin):
             raise KeyError(eid) from None
 
     def __getitem__(self, eid) -> DreamEntry:
-        with self._lock:
+        with self._lock.read():
             slot = self._slot(eid)
             s = self._store
             label = int(s.labels[slot])
@@ -390,7 +402,7 @@ class DreamPool(RetrievalMixin):
 
     def ids(self) -> np.ndarray:
         """Live ids, oldest first."""
-        with self._lock:
+        with self._lock.read():
             if self._store is None:
                 return np.empty(0, dtype=np.int64)
             return np.sort(self._store.ids[self._store.live_slots()])
@@ -401,7 +413,7 @@ class DreamPool(RetrievalMixin):
                 yield self[eid]
 
     def _gather(self, column: str, ids) -> np.ndarray:
-        with self._lock:
+        with self._lock.read():
             slots = np.array([self._slot(i) for i in np.asarray(ids).tolist()], dtype=np.int64)
             if self._store is None:
                 return np.empty((0, *(self._shape or ())), np.float32)
@@ -416,7 +428,7 @@ class DreamPool(RetrievalMixin):
 
     def memory_budget_stats(self) -> tuple:
         """``(current_mb, max_mb, usage_ratio, count)``; max_mb is None when unbounded."""
-        with self._lock:
+        with self._lock.read():
             used = self.used_bytes()
             budget = self.config.budget_bytes
             ratio = used / budget if budget else 0.0
@@ -424,7 +436,7 @@ class DreamPool(RetrievalMixin):
 
     def stats(self) -> dict:
         """Counts, means of the solver results, label counts and bytes."""
-        with self._lock:
+        with self._lock.read():
             s = self._store
             live = s.live_slots() if s is not None else np.empty(0, np.int64)
             out = {"count": int(live.shape[0]), "next_id": self._next_id, "evicted": self._evicted,
@@ -481,7 +493,7 @@ class DreamPool(RetrievalMixin):
 
     def fingerprint(self) -> str:
         """Digest of all storage and bookkeeping (equal before/after a refused call)."""
-        with self._lock:
+        with self._lock.read():
             base = self._store.fingerprint() if self._store is not None else ""
             return f"{base}:{self._next_id}:{len(self._slot_of)}:{self._evicted}:{self._embedding_mode}"
 

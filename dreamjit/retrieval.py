@@ -118,7 +118,7 @@ class RetrievalMixin:
         Below ``ann_threshold`` (or with ``use_ann=False``) there is nothing to
         rebuild: the exact index is always current.
         """
-        with self._lock:
+        with self._lock.write():
             if self._ann is None:
                 if not (self.config.use_ann and len(self) >= self.config.ann_threshold):
                     return
@@ -215,7 +215,7 @@ class RetrievalMixin:
         label = as_label(label)
         if label is None and isinstance(chroma, Query):
             label = as_label(chroma.label)
-        with self._lock:
+        with self._lock.read():
             if self._store is None or len(self) == 0:
                 return Hits([], [], self)
             s = self._store
@@ -236,7 +236,7 @@ class RetrievalMixin:
             weights = _DEFAULT_WEIGHTS
         elif not isinstance(weights, RetrievalWeights):
             raise InvalidParameterError("weights", weights, "a RetrievalWeights or None")
-        with self._lock:
+        with self._lock.read():
             q, label = self._query_embedding(query)
             if q is None or len(self) == 0:
                 return Hits([], [], self)
@@ -264,7 +264,7 @@ class RetrievalMixin:
         min_sim = as_float(0.0 if min_similarity is None else min_similarity, "min_similarity",
                            minimum=-1.0, maximum=1.0)
         sample = as_int(8 if sample_size is None else sample_size, "sample_size", minimum=0)
-        with self._lock:
+        with self._lock.read():
             q, _ = self._query_embedding(query)
             if q is None or len(self) == 0:
                 return Hits([], [], self)
@@ -292,7 +292,7 @@ class RetrievalMixin:
             return self.retrieve_soft(query, k=k)
         k = as_k(k, default=self.config.retrieval_limit)
         q = self._as_query(query)
-        with self._lock:
+        with self._lock.read():
             soft = self.retrieve_soft(q, k=k)
             hard = self.retrieve_similar(q, k=k) if q.chroma is not None else Hits([], [], self)
             ids = np.concatenate([hard.ids, soft.ids])
@@ -306,7 +306,7 @@ class RetrievalMixin:
     def diversity_stats(self, hits: Hits | None = None) -> dict:
         """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
         embeddings, over the pool or over ``hits``."""
-        with self._lock:
+        with self._lock.read():
             if self._store is None:
                 return {"count": 0, "chroma_dispersion": 0.0, "embedding_dispersion": 0.0}
             if hits is None:
@@ -328,5 +328,6 @@ class RetrievalMixin:
     def _finish(self, slots, scores) -> Hits:
         """Hits for slots; counts the usage of each returned entry."""
         s = self._store
-        s.usage[slots] += 1
+        with self._usage_lock:
+            np.add.at(s.usage, slots, 1)
         return Hits(s.ids[slots], scores, self)

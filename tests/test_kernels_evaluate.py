@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import reference_features as ref
-from dreamjit.kernels.evaluate import _hue_degrees, evaluate_batch, evaluate_one
+from dreamjit.kernels.evaluate import evaluate_batch, evaluate_one, hue_direction
 
 
 def f32(a):
@@ -25,11 +25,13 @@ def check(t, lambda_tv=1.0, lambda_sat=0.1):
     got = run_one(t, lambda_tv, lambda_sat)
     # atol 1e-7: sqrt(-2 ln R) has an infinite slope at R == 1, so a single-hue tensor's
     # coherence carries summation-order rounding up to ~1e-9 (energy/violation are far tighter)
-    np.testing.assert_allclose(got, ref.evaluate_ref(t, lambda_tv, lambda_sat), rtol=1e-9, atol=1e-7)
+    want = ref.evaluate_ref(t, lambda_tv, lambda_sat)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-7)
     return got
 
 
-@pytest.mark.parametrize("shape", [(8, 8, 2), (1, 1, 1), (1, 9, 1), (9, 1, 2), (5, 7, 3), (2, 2, 1)])
+@pytest.mark.parametrize("shape", [(8, 8, 2), (1, 1, 1), (1, 9, 1), (9, 1, 2), (5, 7, 3),
+                                   (2, 2, 1)])
 def test_random_tensors_match_reference(shape, rng):
     check(rng.random(shape + (3,)))
 
@@ -69,7 +71,8 @@ def test_gray_image_has_full_hue_consistency():
     assert got[1] == pytest.approx(0.6 * balance + 0.4)
 
 
-@pytest.mark.parametrize("rgb", [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.2, 0.4, 0.9), (0.9, 0.8, 0.1)])
+@pytest.mark.parametrize("rgb", [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.2, 0.4, 0.9),
+                                 (0.9, 0.8, 0.1)])
 def test_single_hue_image_has_consistency_one(rgb):
     scale = np.linspace(0.2, 1.0, 20).reshape(4, 5, 1, 1)
     t = scale * np.array(rgb)  # one hue, many values
@@ -95,21 +98,29 @@ def test_zero_tensor():
 
 @pytest.mark.parametrize("rgb", [(1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1), (1, 0, 1),
                                  (0.3, 0.2, 0.1), (0.1, 0.2, 0.3), (1.0, 1.0 - 1e-7, 0.5),
-                                 (0.5, 0.5, 0.49)])
-def test_hue_matches_colorsys(rgb):
+                                 (0.5, 0.5, 0.49), (1.0, 0.5, 0.5 + 1e-12), (-0.5, 2.0, 0.3)])
+def test_hue_direction_matches_colorsys(rgb):
     r, g, b = (float(v) for v in rgb)
+    mx, mn = max(r, g, b), min(r, g, b)
+    c, s = hue_direction(r, g, b, mx, mx - mn)
+    want = math.radians(ref.hue_degrees_ref(r, g, b))
+    assert c == pytest.approx(math.cos(want), abs=1e-14)
+    assert s == pytest.approx(math.sin(want), abs=1e-14)
+    if 0.0 <= mn and mx <= 1.0:
+        h = 2 * math.pi * colorsys.rgb_to_hsv(r, g, b)[0]
+        assert (c, s) == pytest.approx((math.cos(h), math.sin(h)), abs=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.tuples(*[st.floats(-1.0, 2.0)] * 3))
+def test_hue_direction_property(rgb):
+    r, g, b = rgb
     mx, mn = max(rgb), min(rgb)
-    got = _hue_degrees(r, g, b, float(mx), float(mx - mn))
-    want = colorsys.rgb_to_hsv(r, g, b)[0] * 360.0
-    assert 0.0 <= got < 360.0
-    assert min(abs(got - want), 360.0 - abs(got - want)) < 1e-9
-    assert got == pytest.approx(ref.hue_degrees_ref(r, g, b), abs=1e-9)
-
-
-def test_hue_never_reaches_360():
-    # max == r with g slightly below b: -tiny + 360 rounds to 360 and must wrap to 0
-    r, g, b = 1.0, 0.5, 0.5 + 1e-17
-    assert 0.0 <= _hue_degrees(r, g, b, r, r - g) < 360.0
+    if mx - mn < 1e-6:
+        return
+    c, s = hue_direction(r, g, b, mx, mx - mn)
+    want = math.radians(ref.hue_degrees_ref(r, g, b))
+    assert (c, s) == pytest.approx((math.cos(want), math.sin(want)), abs=1e-14)
 
 
 @pytest.mark.parametrize("n", [1, 3, 17])
@@ -133,12 +144,14 @@ def test_reference_circular_std_matches_scipy(hues):
 def test_reference_circular_std_matches_scipy_known():
     assert ref.circular_std_degrees_ref([10.0, 10.0, 10.0]) == pytest.approx(0.0, abs=1e-5)
     spread = [0.0, 30.0, 60.0, 350.0]
-    assert ref.circular_std_degrees_ref(spread) == pytest.approx(ref.circular_std_degrees_scipy(spread))
+    want = ref.circular_std_degrees_scipy(spread)
+    assert ref.circular_std_degrees_ref(spread) == pytest.approx(want)
 
 
 @settings(max_examples=20, deadline=None)
 @given(rows=st.integers(1, 6), cols=st.integers(1, 6), layers=st.integers(1, 3),
-       seed=st.integers(0, 2**32 - 1), lo=st.sampled_from([0.0, -0.2]), hi=st.sampled_from([1.0, 1.3]),
+       seed=st.integers(0, 2**32 - 1), lo=st.sampled_from([0.0, -0.2]),
+       hi=st.sampled_from([1.0, 1.3]),
        lambda_tv=st.floats(0.0, 5.0), lambda_sat=st.floats(0.0, 5.0))
 def test_evaluate_property(rows, cols, layers, seed, lo, hi, lambda_tv, lambda_sat):
     rng = np.random.default_rng(seed)

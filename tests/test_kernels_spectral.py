@@ -60,7 +60,8 @@ def test_half_grids_cover_full_spectrum(rows, cols):
     assert np.all(np.diff(band) >= 0)
     assert cuts.tolist() == [int((band == 0).sum()), int((band <= 1).sum())]
     mirror = ((rows - k) % rows) * cols + (cols - l) % cols
-    assert np.array_equal(order, np.where(mult == 2, np.minimum(k * cols + l, mirror), k * cols + l))
+    own = k * cols + l
+    assert np.array_equal(order, np.where(mult == 2, np.minimum(own, mirror), own))
 
 
 def test_log_into_accuracy(rng):
@@ -138,7 +139,8 @@ def test_spectral_features_are_in_range(rng):
     assert got[4] >= 0.0 and got[5] > 0.0
 
 
-@pytest.mark.parametrize("shape", [(8, 8, 2, 3), (5, 7, 1, 1), (1, 1, 1, 3), (1, 9, 2, 3), (9, 1, 1, 2)])
+@pytest.mark.parametrize("shape", [(8, 8, 2, 3), (5, 7, 1, 1), (1, 1, 1, 3), (1, 9, 2, 3),
+                                   (9, 1, 1, 2)])
 @pytest.mark.parametrize("value", [0.0, 0.37, -2.5])
 def test_flat_and_degenerate_tensors_are_zero(shape, value):
     # a flat channel, and any 1-row/1-col tensor (the n == 1 Hann window is [0]), has no power
@@ -221,7 +223,8 @@ def test_feature_names_order():
 
 @settings(max_examples=25, deadline=None)
 @given(rows=st.integers(1, 9), cols=st.integers(1, 9), layers=st.integers(1, 3),
-       C=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1e-3, 1.0, 50.0]))
+       C=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
+       scale=st.sampled_from([1e-3, 1.0, 50.0]))
 def test_spectral_property(rows, cols, layers, C, seed, scale):
     t = f32(np.random.default_rng(seed).normal(0.0, scale, (rows, cols, layers, C)))
     got = check_one(t)

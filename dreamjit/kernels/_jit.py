@@ -7,7 +7,28 @@ results must match the references in ``tests/reference.py``.
 """
 from __future__ import annotations
 
+import importlib
+import os
+
+import numba
 from numba import njit, prange  # noqa: F401  (prange re-exported for kernels)
+
+
+def _threadsafe_layer_available() -> bool:
+    for module in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
+        try:
+            importlib.import_module(module)
+            return True
+        except ImportError:
+            pass
+    return False
+
+
+#: True when parallel kernels may be launched from several threads at once
+#: (numba's tbb or omp layer; its fallback "workqueue" layer is not thread-safe)
+THREADSAFE_PARALLEL = _threadsafe_layer_available()
+if THREADSAFE_PARALLEL and "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"
 
 KERNEL_OPTIONS = {"cache": True, "nogil": True}
 PARALLEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}

