@@ -41,7 +41,8 @@ def as_float_array(value, name: str, *, dtype=np.float32, ndim=None, finite=True
         raise EmptyCollectionError(name, arr, "a non-empty array")
     if finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidParameterError(name, arr, "finite values (no NaN or inf)")
-    out = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d (ascontiguousarray would not)
+    with np.errstate(over="ignore"):  # too-large values are reported just below
+        out = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d (ascontiguousarray would not)
     if finite and dtype in (np.float32, np.dtype(np.float32)) and arr.dtype.kind == "f" \
             and arr.dtype.itemsize > 4 and not np.isfinite(out).all():
         raise InvalidParameterError(name, arr, "values within float32 range")
