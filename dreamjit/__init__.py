@@ -19,7 +19,9 @@ from .errors import (
 from .features import (SolverResult, SpectralFeatures, chroma_signature, evaluate, evaluate_batch,
                        spectral_features, spectral_features_batch)
 from .pool import DreamPool
-from .query import Query
+from .cache import QueryCache
+from .index import ExactIndex, NNDescentIndex
+from .query import Query, RetrievalMode, RetrievalWeights
 from .results import DreamEntry, Hit, Hits
 from ._warmup import warmup
 
@@ -28,8 +30,9 @@ logging.getLogger("dreamjit").addHandler(logging.NullHandler())
 __version__ = "0.1.0"
 
 __all__ = [
-    "DreamPool", "PoolConfig", "Query", "Hits", "Hit", "DreamEntry", "SolverResult",
-    "SpectralFeatures", "EmbeddingMapper",
+    "DreamPool", "PoolConfig", "Query", "RetrievalMode", "RetrievalWeights", "Hits", "Hit",
+    "DreamEntry", "SolverResult", "SpectralFeatures", "EmbeddingMapper", "QueryCache",
+    "ExactIndex", "NNDescentIndex",
     "evaluate", "evaluate_batch", "spectral_features", "spectral_features_batch",
     "chroma_signature", "maximal_marginal_relevance", "warmup",
     "DreamError", "DimensionMismatchError", "IndexNotBuiltError", "CapacityExceededError",

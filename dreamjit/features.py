@@ -81,7 +81,7 @@ class SpectralFeatures:
         :func:`spectral_features_batch`)."""
         arr = as_float_array(a, "a", dtype=np.float64, ndim=1)
         check_shape(arr, "a", (N_FEATURES,))
-        return cls(*(float(v) for v in arr))
+        return cls(*arr.tolist())
 
 
 class SolverResult(NamedTuple):
@@ -142,7 +142,7 @@ def spectral_features(tensor) -> SpectralFeatures:
     (1.0, 1.0)
     """
     t4, _ = as_tensor(tensor, "tensor")
-    return SpectralFeatures.from_array(spectral_one(t4))
+    return SpectralFeatures(*spectral_one(t4).tolist())  # kernel output: no re-validation
 
 
 def spectral_features_batch(tensors) -> np.ndarray:

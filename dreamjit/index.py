@@ -314,6 +314,7 @@ class NNDescentIndex:
         self._lock = threading.RLock()
         self._thread = None
         self._pending = None
+        self._failures = 0  # consecutive failed builds; 3 stop automatic rebuilds
         self.last_build_seconds = None
 
     # ------------------------------------------------------------ bookkeeping
@@ -417,7 +418,7 @@ class NNDescentIndex:
 
     def maybe_rebuild(self) -> bool:
         """Start a rebuild if the delta or the tombstones passed ``rebuild_fraction``."""
-        if self.building or not self.needs_rebuild():
+        if self.building or self._failures >= 3 or not self.needs_rebuild():
             return False
         self.rebuild(block=not self.background)
         return True
@@ -459,19 +460,22 @@ class NNDescentIndex:
             if indptr is None:
                 indptr, indices = _build_csr(X, self.n_neighbors, self.seed, self.graph_kind,
                                              self.max_degree, self.n_jobs)
-        except Exception as exc:
+            n = slots.shape[0]
+            rng = np.random.default_rng(self.seed)
+            n_piv = self.n_pivots or int(np.ceil(4.0 * np.sqrt(n)))
+            pivots = np.sort(rng.choice(n, size=min(n, n_piv), replace=False)).astype(np.int64)
+            payload = (slots, ids, np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
+                       pivots)
+        except BaseException as exc:  # never leave ``building`` stuck
             logger.warning("NN-descent build of %d entries failed: %s", slots.shape[0], exc)
+            self._failures += 1
             self._pending = ("failed", None)
             return
-        rng = np.random.default_rng(self.seed)
-        n = slots.shape[0]
-        n_piv = self.n_pivots or int(np.ceil(4.0 * np.sqrt(n)))
-        pivots = np.sort(rng.choice(n, size=min(n, n_piv), replace=False))
+        self._failures = 0
         self.last_build_seconds = time.perf_counter() - t0
         logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)", n,
-                    self.last_build_seconds, indices.shape[0])
-        self._pending = ("ok", (slots, ids, np.asarray(indptr, np.int64),
-                                np.asarray(indices, np.int32), pivots.astype(np.int64)))
+                    self.last_build_seconds, payload[3].shape[0])
+        self._pending = ("ok", payload)
 
     def _poll(self) -> None:
         """Install a finished build (in the caller's thread, so the store is read consistently)."""

@@ -460,9 +460,11 @@ def topk_dot_batch(X, Q, mask, k):
     cap = min(kout, nsel)
     if cap == 0 or m == 0:
         return out_i, out_s
-    # up to _QUERY_TILE queries per tile, but >= 8 tiles (when m allows) so
-    # threads stay busy; tile size changes speed only, never results
-    tile = min(_QUERY_TILE, max(8, _TILE_BYTES // (8 * max(d, 1))), max(8, (m + 7) // 8))
+    # up to _QUERY_TILE queries per tile, but about 8 tiles (when m allows) so
+    # threads stay busy; a multiple of 16 so the vectorised loop over the tile
+    # has no scalar tail. Tile size changes speed only, never results.
+    tile = min(_QUERY_TILE, _TILE_BYTES // (8 * max(d, 1)), ((m + 7) // 8 + 15) // 16 * 16)
+    tile = max(tile // 16 * 16, 16)
     ntiles = (m + tile - 1) // tile
     for ti in prange(ntiles):
         q0 = ti * tile
