@@ -3,31 +3,35 @@
 A solver or training loop evaluates a state, keeps the good ones in a
 :class:`DreamPool`, and later retrieves stored states that are similar to (or
 usefully diverse from) a query, to seed its next run.
+
+Public names are loaded on first use (PEP 562), so ``import dreamjit`` stays
+cheap: numba and the kernels load when a name that needs them is first touched.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 
-from .config import PoolConfig
-from .diversity import maximal_marginal_relevance
-from .embedding import EmbeddingMapper
 from .errors import (
     CapacityExceededError, CriticalStateError, DimensionMismatchError, DreamError,
     EmptyCollectionError, FeatureUnavailableError, IndexCorruptedError, IndexNotBuiltError,
     InvalidConfigError, InvalidParameterError, MemoryExceededError,
 )
-from .features import (SolverResult, SpectralFeatures, chroma_signature, evaluate, evaluate_batch,
-                       spectral_features, spectral_features_batch)
-from .pool import DreamPool
-from .cache import QueryCache
-from .index import ExactIndex, NNDescentIndex
-from .query import Query, RetrievalMode, RetrievalWeights
-from .results import DreamEntry, Hit, Hits
-from ._warmup import warmup
 
 logging.getLogger("dreamjit").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_LAZY = {
+    "DreamPool": "pool", "PoolConfig": "config", "Query": "query", "RetrievalMode": "query",
+    "RetrievalWeights": "query", "Hits": "results", "Hit": "results", "DreamEntry": "results",
+    "SolverResult": "features", "SpectralFeatures": "features", "evaluate": "features",
+    "evaluate_batch": "features", "spectral_features": "features",
+    "spectral_features_batch": "features", "chroma_signature": "features",
+    "EmbeddingMapper": "embedding", "QueryCache": "cache", "ExactIndex": "index",
+    "NNDescentIndex": "index", "maximal_marginal_relevance": "diversity", "warmup": "_warmup",
+}
 
 __all__ = [
     "DreamPool", "PoolConfig", "Query", "RetrievalMode", "RetrievalWeights", "Hits", "Hit",
@@ -39,3 +43,16 @@ __all__ = [
     "InvalidConfigError", "EmptyCollectionError", "InvalidParameterError", "IndexCorruptedError",
     "MemoryExceededError", "FeatureUnavailableError", "CriticalStateError",
 ]
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dreamjit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

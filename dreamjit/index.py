@@ -15,10 +15,12 @@ compile in the main process, and the walk starts from a fixed seeded set of
 pivots, which covers graphs that split into disconnected components.
 
 Builds run in a persistent worker process by default (``builder="process"``):
-pynndescent's numba calls hold the GIL for hundreds of milliseconds, which in
-a thread stalls every query of the process (measured in
-``scripts/measure_ann.py``). The worker is shared by all indexes of the
-process, so its compile cost is paid once.
+in a thread, the first build of a process (pynndescent compiling, ~40 s)
+delayed queries from the main thread by 250 ms at p99 (1e5 entries), while
+the worker process kept p99 at 15 ms (``scripts/measure_ann.py gil``). The
+worker is spawned on the first build, shared by every index of the process
+(its compile is paid once), and talks over pipes: arrays go as raw bytes
+with a JSON header, nothing is pickled.
 """
 from __future__ import annotations
 
@@ -240,7 +242,13 @@ class _Worker:
                 cls._instance = None
 
 
+def _forget_worker_in_child() -> None:
+    _Worker._instance = None  # a forked child starts its own worker when it needs one
+
+
 atexit.register(_Worker.shutdown)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_worker_in_child)
 
 
 # ------------------------------------------------------------------ NN-descent
@@ -288,12 +296,16 @@ class NNDescentIndex:
         an exact masked scan instead of a filtered walk.
     builder : {"process", "thread"}
         Where pynndescent runs: a persistent worker process, or a thread.
+    exact_batch_below : int
+        ``search_batch`` scans exactly below this many candidates: the batch
+        scan vectorises across queries, so it wins up to a larger size than
+        single queries do.
     """
 
     def __init__(self, store, n_neighbors=30, n_search_trees=1, epsilon=0.1, overfetch=2.0,
                  rebuild_fraction=0.1, seed=0, background=True, n_pivots=None, min_ef=40,
                  mask_share=0.05, graph="search", builder="process", min_build=256,
-                 n_jobs=None):
+                 exact_batch_below=30_000, n_jobs=None):
         self._store = store
         self.n_neighbors = int(n_neighbors)
         self.n_search_trees = n_search_trees
@@ -305,6 +317,7 @@ class NNDescentIndex:
         self.n_pivots = None if n_pivots is None else int(n_pivots)
         self.min_ef = int(min_ef)
         self.mask_share = float(mask_share)
+        self.exact_batch_below = int(exact_batch_below)
         self.graph_kind = graph
         self.builder = builder
         self.min_build = max(int(min_build), 2 * self.n_neighbors + 2)
@@ -552,7 +565,8 @@ class NNDescentIndex:
         graph, delta = self._state
         n_live = len(self)
         n_cand = n_live if mask is None else int(np.count_nonzero(m))
-        if graph is None or k == 0 or k >= n_cand or n_cand < self.mask_share * n_live:
+        if (graph is None or k == 0 or k >= n_cand or n_cand < self.mask_share * n_live
+                or n_cand < self.exact_batch_below):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(store.embeddings, graph.rows, graph.indptr,
                                            graph.indices, graph.dead, m, graph.pivots, delta,

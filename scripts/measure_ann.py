@@ -17,7 +17,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -164,16 +163,19 @@ def section_table(params):
 
 
 def section_crossover(params):
-    print("\n== crossover: single-query q/s, exact vs ANN (mixture, k=10 and k=32) ==")
-    print(f"{'n':>8}{'exact':>9}{'ann':>9}{'exact32':>9}{'ann32':>9}{'recall':>8}")
-    for n in (1_000, 2_000, 3_000, 5_000, 10_000, 20_000, 50_000):
-        X, Q = mixture(n, nq=500)
+    print("\n== crossover: q/s exact vs ANN (mixture; single queries k=10 and k=32, "
+          "search_batch of 1000 k=32) ==")
+    print(f"{'n':>8}{'exact':>9}{'ann':>9}{'exact32':>9}{'ann32':>9}{'recall':>8}"
+          f"{'ex batch':>10}{'ann batch':>10}")
+    for n in (1_000, 2_000, 3_000, 5_000, 10_000, 20_000, 30_000, 50_000):
+        X, Q = mixture(n, nq=1000)
         store = ArrayStore(X)
         ex = ExactIndex(store)
-        ann = make_ann(store, **params)
+        ann = make_ann(store, **dict(params, exact_batch_below=0))
         ann.rebuild(block=True)
         print(f"{n:>8}{qps(ex, Q):>9.0f}{qps(ann, Q):>9.0f}{qps(ex, Q, 32):>9.0f}"
-              f"{qps(ann, Q, 32):>9.0f}{recall(ann, store, Q):>8.4f}", flush=True)
+              f"{qps(ann, Q, 32):>9.0f}{recall(ann, store, Q[:300]):>8.4f}"
+              f"{batch_qps(ex, Q, 32):>10.0f}{batch_qps(ann, Q, 32):>10.0f}", flush=True)
 
 
 def section_gil(params, n=100_000, period=0.02):
@@ -258,8 +260,8 @@ def section_mask(params, n=100_000):
         for q in Q:
             ann.search(q, 10, mask)
         t_ann = time.perf_counter() - t0
-        print(f"share {share:5.3f}: exact {Q.shape[0] / t_ex:7.0f} q/s  walk {Q.shape[0] / t_ann:7.0f}"
-              f" q/s  recall {recall(ann, store, Q, 10, mask):.4f}", flush=True)
+        print(f"share {share:5.3f}: exact {Q.shape[0] / t_ex:7.0f} q/s  "
+              f"walk {Q.shape[0] / t_ann:7.0f} q/s  recall {recall(ann, store, Q, 10, mask):.4f}", flush=True)
 
 
 def section_params(params):

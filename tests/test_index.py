@@ -98,7 +98,7 @@ def fake_builder(monkeypatch):
 
 
 def small_ann(store, **kw):
-    kw = {"n_neighbors": 10, "builder": "thread", "min_build": 16, **kw}
+    kw = {"n_neighbors": 10, "builder": "thread", "min_build": 16, "exact_batch_below": 0, **kw}
     return NNDescentIndex(store, **kw)
 
 
