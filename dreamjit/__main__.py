@@ -103,11 +103,17 @@ def main(argv=None) -> int:
     p_demo.add_argument("--n", type=int, default=2000, help="tensors to generate (default 2000)")
     p_demo.add_argument("--seed", type=int, default=0, help="the one seed (default 0)")
     p_demo.add_argument("--k", type=int, default=3, help="hits per query (default 3)")
+    p_bench = sub.add_parser("bench", help="time dreamjit against the peers installed here")
+    p_bench.add_argument("--quick", action="store_true", help="small sizes, a few repeats")
     p_inspect = sub.add_parser("inspect", help="print a saved pool's header, counts and integrity")
     p_inspect.add_argument("file")
     args = parser.parse_args(argv)
     if args.command == "inspect":
         return inspect(args.file)
+    if args.command == "bench":
+        from dreamjit.bench import main as bench_main
+
+        return bench_main(["--quick"] if args.quick else [])
     if args.command == "demo":
         if args.n < 1:
             parser.error("--n must be >= 1")

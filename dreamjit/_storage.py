@@ -7,6 +7,13 @@ import numpy as np
 
 N_SPECTRAL = 6
 
+#: columns stored column-major, shape (per-entry size, capacity): the exact
+#: index scans ``embeddings_t`` across entries, which vectorises (4x faster
+#: than row-major dot products without fastmath)
+TRANSPOSED = frozenset({"embeddings_t"})
+#: columns recomputed from others on load (never written to files)
+DERIVED = frozenset({"embeddings_t"})
+
 
 def column_spec(shape: tuple, dim: int, store_certainty: bool) -> dict:
     """name -> (per-entry shape, dtype) for a pool of tensors of ``shape``."""
@@ -16,6 +23,7 @@ def column_spec(shape: tuple, dim: int, store_certainty: bool) -> dict:
     spec = {
         "tensors": (tuple(shape), np.float32),
         "embeddings": ((dim,), np.float32),
+        "embeddings_t": ((dim,), np.float32),
         "chroma": ((channels,), np.float32),
         "spectral": ((N_SPECTRAL,), np.float32),
         "energy": ((), np.float64),
@@ -50,12 +58,16 @@ class ColumnStore:
     def _allocate(self, capacity: int) -> None:
         new = {}
         for name, (shape, dtype) in self.spec.items():
-            arr = np.zeros((capacity, *shape), dtype=dtype)
+            transposed = name in TRANSPOSED
+            arr = np.zeros((*shape, capacity) if transposed else (capacity, *shape), dtype=dtype)
             if name == "labels":
                 arr[:] = -1
             old = self.columns.get(name)
             if old is not None:
-                arr[: self.capacity] = old
+                if transposed:
+                    arr[..., : self.capacity] = old
+                else:
+                    arr[: self.capacity] = old
             new[name] = arr
         # swap in all at once: a failed allocation above leaves the store as it was
         self.columns = new
@@ -76,6 +88,12 @@ class ColumnStore:
             return self.__dict__["columns"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def set_embeddings(self, slots, rows) -> None:
+        """Write embedding rows and their column-major copy together."""
+        self.columns["embeddings"][slots] = rows
+        if "embeddings_t" in self.columns:
+            self.columns["embeddings_t"][:, slots] = np.asarray(rows).T
 
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.columns["alive"])

@@ -37,7 +37,8 @@ import time
 import numpy as np
 
 from .errors import DimensionMismatchError
-from .kernels.cosine import topk_dot, topk_dot_batch
+from .kernels.cosine import (topk_dot, topk_dot_batch, topk_dot_columns,
+                             topk_dot_columns_parallel)
 from .kernels.graph import ann_search, ann_search_batch, knn_to_csr, relabel_csr, tombstones
 
 __all__ = ["ExactIndex", "NNDescentIndex"]
@@ -62,6 +63,20 @@ def _as_queries(Q, store) -> np.ndarray:
     if Q.ndim != 2 or Q.shape[1] != dim:
         raise DimensionMismatchError("Q", Q, f"shape (m, {dim})")
     return Q
+
+
+#: rows from which the exact scan splits over threads (below, launch costs dominate)
+PARALLEL_SCAN_ROWS = 65536
+
+
+def exact_topk(store, q, mask, k):
+    """Exact top-k over ``mask``: the column-major copy when the store keeps one."""
+    cols = getattr(store, "columns", {}).get("embeddings_t")
+    if cols is None:
+        return topk_dot(store.embeddings, q, mask, k)
+    if cols.shape[1] >= PARALLEL_SCAN_ROWS:
+        return topk_dot_columns_parallel(cols, q, mask, k)
+    return topk_dot_columns(cols, q, mask, k)
 
 
 def _live_mask(store, mask):
@@ -105,7 +120,7 @@ class ExactIndex:
         if k <= 0:
             return _EMPTY_I.copy(), _EMPTY_S.copy()
         store = self._store
-        return topk_dot(store.embeddings, _as_query(q, store), _live_mask(store, mask), k)
+        return exact_topk(store, _as_query(q, store), _live_mask(store, mask), k)
 
     def search_batch(self, Q, k, mask=None):
         """Per query row: ``(slots (m, k), scores (m, k))`` padded with -1 / -inf."""
@@ -278,9 +293,6 @@ class NNDescentIndex:
     n_neighbors : int
         k of the NN-descent graph; the search graph keeps at most
         ``round(1.5 * n_neighbors)`` edges per row.
-    n_search_trees : int
-        Accepted for config compatibility; pynndescent 0.7 ignores it (the
-        pivots replace the search trees).
     epsilon : float
         Walk slack: a candidate is expanded while its distance is within
         ``1 + epsilon`` of the ef-th best.
@@ -302,13 +314,12 @@ class NNDescentIndex:
         single queries do.
     """
 
-    def __init__(self, store, n_neighbors=30, n_search_trees=1, epsilon=0.1, overfetch=2.0,
+    def __init__(self, store, n_neighbors=30, epsilon=0.1, overfetch=2.0,
                  rebuild_fraction=0.1, seed=0, background=True, n_pivots=None, min_ef=40,
                  mask_share=0.05, graph="search", builder="process", min_build=256,
                  exact_batch_below=30_000, n_jobs=None):
         self._store = store
         self.n_neighbors = int(n_neighbors)
-        self.n_search_trees = n_search_trees
         self.epsilon = float(epsilon)
         self.overfetch = float(overfetch)
         self.rebuild_fraction = float(rebuild_fraction)
@@ -548,11 +559,11 @@ class NNDescentIndex:
         n_live = len(self)
         n_cand = n_live if mask is None else int(np.count_nonzero(m))
         if graph is None or k >= n_cand or n_cand < self.mask_share * n_live:
-            return topk_dot(store.embeddings, q, m, k)
+            return exact_topk(store, q, m, k)
         idx, sc = ann_search(store.embeddings, graph.rows, graph.indptr, graph.indices,
                              graph.dead, m, graph.pivots, delta, q, k, self._ef(k), self.epsilon)
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
-            return topk_dot(store.embeddings, q, m, k)
+            return exact_topk(store, q, m, k)
         return idx, sc
 
     def search_batch(self, Q, k, mask=None):

@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from ._storage import column_spec
+from ._storage import DERIVED, column_spec
 from .config import PoolConfig
 from .errors import DreamError, IndexCorruptedError
 
@@ -47,7 +47,8 @@ def save_pool(pool, path) -> str:
         if store is not None:
             live = store.live_slots()
             live = live[np.argsort(store.ids[live], kind="stable")]
-            arrays = {name: np.ascontiguousarray(col[live]) for name, col in store.columns.items()}
+            arrays = {name: np.ascontiguousarray(col[live]) for name, col in store.columns.items()
+                      if name not in DERIVED}
         header = {
             "magic": MAGIC, "format_version": FORMAT_VERSION,
             "config": pool.config.to_dict(),
@@ -164,7 +165,9 @@ def load_pool(cls, path):
             pool._setup(shape)
         pool._next_id, pool._evicted, pool._embedding_mode = next_id, evicted, mode
         return pool
-    spec = column_spec(shape, config.embedding_dim, config.store_certainty)
+    spec = {name: value for name, value in
+            column_spec(shape, config.embedding_dim, config.store_certainty).items()
+            if name not in DERIVED}
     if set(spec) != set(arrays):
         raise _corrupt(path, f"columns {sorted(spec)}", f"found {sorted(arrays)}")
     for name, (row_shape, dtype) in spec.items():
@@ -190,6 +193,7 @@ def load_pool(cls, path):
     store.ensure_capacity(count)
     for name, arr in arrays.items():
         store.columns[name][:count] = arr
+    store.embeddings_t[:, :count] = arrays["embeddings"].T
     slots = np.arange(count, dtype=np.int64)
     pool._slot_of = dict(zip(ids.tolist(), slots.tolist()))
     pool._next_id, pool._evicted, pool._embedding_mode = next_id, evicted, mode

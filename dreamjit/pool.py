@@ -306,7 +306,7 @@ class DreamPool(RetrievalMixin):
             s.certainty[slots] = b.certainty[keep]
         elif "certainty" in s.columns:
             s.certainty[slots] = 1.0
-        s.embeddings[slots] = b.embeddings[keep]
+        s.set_embeddings(slots, b.embeddings[keep])
         s.chroma[slots] = b.chroma[keep]
         s.spectral[slots] = b.spectral[keep]
         s.energy[slots], s.coherence[slots], s.violation[slots] = b.results[keep].T

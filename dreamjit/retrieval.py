@@ -63,7 +63,7 @@ class RetrievalMixin:
 
         cfg = self.config
         return NNDescentIndex(self._store, n_neighbors=cfg.ann_n_neighbors,
-                              n_search_trees=cfg.ann_n_search_trees, epsilon=cfg.ann_epsilon,
+                              n_pivots=cfg.ann_n_pivots, epsilon=cfg.ann_epsilon,
                               overfetch=cfg.ann_overfetch, rebuild_fraction=cfg.ann_rebuild_fraction,
                               seed=cfg.seed, background=cfg.ann_background)
 

@@ -143,13 +143,13 @@ def test_exact_mask_and_empty(rng):
 def test_exact_on_column_store(rng):
     store = ColumnStore(column_spec((2, 2, 3), DIM, False), 64)
     store.ensure_capacity(40)
-    store.embeddings[:40] = unit(rng, 40)
+    store.set_embeddings(np.arange(40), unit(rng, 40))
     store.alive[:40] = True
     index = ExactIndex(store)
     q = unit(rng, 1)[0]
     np.testing.assert_array_equal(index.search(q, 7)[0], brute(store, q, 7)[0])
     store.ensure_capacity(60)  # arrays replaced: the index must read them afresh
-    store.embeddings[40:60] = unit(rng, 20)
+    store.set_embeddings(np.arange(40,60), unit(rng, 20))
     store.alive[40:60] = True
     np.testing.assert_array_equal(index.search(q, 7)[0], brute(store, q, 7)[0])
 

@@ -1,0 +1,1 @@
+"""asv benchmarks of dreamjit, with its peers side by side (see ``common.py``)."""

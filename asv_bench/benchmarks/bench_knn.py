@@ -1,0 +1,466 @@
+"""k-NN: the pool's exact and NN-descent paths next to numpy, faiss, pynndescent and hnswlib.
+
+Data: unit rows of a 64-d Gaussian mixture (``common.unit_mixture``), top-10.
+Pool benchmarks fill a pool with user embeddings and (1, 1, 3) tensors, so it
+holds little besides the embeddings, and query with ``dj.Query(embedding=v)``.
+Single-query benchmarks cycle through ``N_CYCLE_QUERIES`` queries. The pool
+has no public batch retrieval yet, so the batch group times the exact index's
+``search_batch`` (the ``topk_dot_batch`` kernel) directly.
+
+Targets (issue 4), all at n = 1e5:
+
+* ``ExactPool.time_retrieve_soft`` <= numpy/2 (``NumpyBrute.time_query``),
+  <= faiss/1.5 (``FaissFlat.time_query``, one thread), and
+  <= 1.2 x ``Bandwidth.time_stream_1thread`` (the same bytes read once);
+* ``ExactBatch.time_search_batch`` <= ``FaissBatch.time_search_batch`` / 1.2;
+* ``AnnPool.time_retrieve_soft`` <= ``ExactPool.time_retrieve_soft`` / 10 with
+  ``AnnPool.track_recall_index`` >= 0.95, and ``AnnPool.time_index_search``
+  <= 1.1 x ``PynndescentRaw.time_query_matched`` (pynndescent at recall >= 0.95).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .common import (BATCH_SIZES, DIM, EXACT_SIZES, HNSW_EF_CONSTRUCTION, HNSW_M, K, KNN_SIZES,
+                     N_BATCH_QUERIES, N_CYCLE_QUERIES, N_RECALL_QUERIES, NN_NEIGHBORS,
+                     RECALL_TARGET, SEED, ann_pool, blas_one_thread, build_ann_graphs, cycler,
+                     embedding_pool, exact_truth, numpy_topk, numpy_topk_batch, pool_ann_index,
+                     recall_at_k, require, require_ann, stream_sum, stream_sum_parallel,
+                     unit_mixture, unit_queries)
+
+
+def _queries(m=N_CYCLE_QUERIES):
+    import dreamjit as dj
+
+    Q = unit_queries(max(m, N_CYCLE_QUERIES))
+    return Q, cycler(Q[:m]), cycler(dj.Query(embedding=q) for q in Q[:m])
+
+
+# ============================================================================ exact: dreamjit
+
+class ExactPool:
+    """Exact top-10 through the pool (``use_ann=False``): public retrieval and the raw index."""
+
+    params = [EXACT_SIZES]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        self.pool = embedding_pool(unit_mixture(n), use_ann=False)
+        self.index = self.pool._exact  # the pool's ExactIndex (no public accessor)
+        _, self.vectors, self.queries = _queries()
+        for _ in range(3):  # compile or load every kernel with the timed dtypes and shapes
+            q = next(self.queries)
+            self.pool.retrieve_soft(q, k=K)
+            self.pool.retrieve_diverse(q, k=K)
+            self.pool.retrieve_diverse(q, k=K, fast=True)
+            self.index.search(next(self.vectors), K)
+
+    def time_retrieve_soft(self, n):
+        """pool.retrieve_soft: embedding -> exact index (40 candidates) -> hybrid rerank -> 10."""
+        self.pool.retrieve_soft(next(self.queries), k=K)
+
+    def time_index_search(self, n):
+        """The exact index alone: top-10 slots by dot product over the live rows."""
+        self.index.search(next(self.vectors), K)
+
+    def time_retrieve_diverse(self, n):
+        """pool.retrieve_diverse: exact candidates + standard MMR."""
+        self.pool.retrieve_diverse(next(self.queries), k=K)
+
+    def time_retrieve_diverse_fast(self, n):
+        """pool.retrieve_diverse(fast=True): exact candidates + approximate MMR."""
+        self.pool.retrieve_diverse(next(self.queries), k=K, fast=True)
+
+
+class Bandwidth:
+    """The memory-bandwidth bound: read the bytes of ``n`` x 64 float32 embeddings once.
+
+    ``time_stream_1thread`` bounds a one-thread scan (``retrieve_soft`` below
+    the index's parallel threshold); ``time_stream_2threads`` bounds a scan on
+    every core. Up to ~1e5 rows (25.6 MB) the data fits this machine's 32 MB
+    L3, so the "bandwidth" there is the cache's.
+    """
+
+    params = [EXACT_SIZES]
+    param_names = ["n"]
+    timeout = 300
+
+    def setup(self, n):
+        self.flat = unit_mixture(n).reshape(-1)
+        stream_sum(self.flat)
+        stream_sum_parallel(self.flat)
+
+    def time_stream_1thread(self, n):
+        stream_sum(self.flat)
+
+    def time_stream_2threads(self, n):
+        stream_sum_parallel(self.flat)
+
+
+class ExactBatch:
+    """Exact top-10 of 1000 queries: the pool's exact index ``search_batch`` (parallel)."""
+
+    params = [BATCH_SIZES]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup(self, n):
+        self.pool = embedding_pool(unit_mixture(n), use_ann=False)
+        self.index = self.pool._exact
+        self.Q = unit_queries(N_BATCH_QUERIES)
+        self.index.search_batch(self.Q, K)
+
+    def time_search_batch(self, n):
+        self.index.search_batch(self.Q, K)
+
+
+# ============================================================================ exact: peers
+
+class NumpyBrute:
+    """numpy ``X @ q`` + argpartition + sort of the top 10 (BLAS with its default threads)."""
+
+    params = [EXACT_SIZES]
+    param_names = ["n"]
+    timeout = 300
+
+    def setup(self, n):
+        self.X = unit_mixture(n)
+        _, self.vectors, _ = _queries()
+        numpy_topk(self.X, next(self.vectors))
+
+    def time_query(self, n):
+        numpy_topk(self.X, next(self.vectors))
+
+
+class NumpyBruteOneThread(NumpyBrute):
+    """:class:`NumpyBrute` with BLAS limited to one thread (threadpoolctl)."""
+
+    def setup(self, n):
+        self._limit = blas_one_thread()
+        super().setup(n)
+
+    def teardown(self, n):
+        self._limit.restore_original_limits()
+
+
+class NumpyBatch:
+    """numpy ``Q @ X.T`` + argpartition + sort per query, 1000 queries."""
+
+    params = [BATCH_SIZES]
+    param_names = ["n"]
+    timeout = 300
+
+    def setup(self, n):
+        self.X = unit_mixture(n)
+        self.Q = unit_queries(N_BATCH_QUERIES)
+        numpy_topk_batch(self.X, self.Q[:2])
+
+    def time_search_batch(self, n):
+        numpy_topk_batch(self.X, self.Q)
+
+
+class FaissFlat:
+    """faiss ``IndexFlatIP``, one query, one thread (``omp_set_num_threads(1)``)."""
+
+    params = [EXACT_SIZES]
+    param_names = ["n"]
+    timeout = 300
+
+    def setup(self, n):
+        faiss = require("faiss")
+        faiss.omp_set_num_threads(1)
+        self.index = faiss.IndexFlatIP(DIM)
+        self.index.add(unit_mixture(n))
+        self.vectors = cycler(q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES))
+        self.index.search(next(self.vectors), K)
+
+    def time_query(self, n):
+        self.index.search(next(self.vectors), K)
+
+
+class FaissBatch:
+    """faiss ``IndexFlatIP``, 1000 queries, with 1 thread and with every core."""
+
+    params = [BATCH_SIZES, [1, os.cpu_count() or 1]]
+    param_names = ["n", "threads"]
+    timeout = 300
+
+    def setup(self, n, threads):
+        faiss = require("faiss")
+        faiss.omp_set_num_threads(threads)
+        self.index = faiss.IndexFlatIP(DIM)
+        self.index.add(unit_mixture(n))
+        self.Q = unit_queries(N_BATCH_QUERIES)
+        self.index.search(self.Q[:2], K)
+
+    def time_search_batch(self, n, threads):
+        self.index.search(self.Q, K)
+
+
+# ============================================================================ ANN: dreamjit
+
+class AnnPool:
+    """The pool's NN-descent path (graphs built once in ``setup_cache``).
+
+    Below the index's minimum build size (256 entries) there is no graph and
+    the "ANN" pool scans exactly.
+    """
+
+    params = [KNN_SIZES]
+    param_names = ["n"]
+    timeout = 600
+
+    def setup_cache(self):
+        try:
+            require_ann()
+        except NotImplementedError:
+            return None
+        return build_ann_graphs(KNN_SIZES)
+
+    setup_cache.timeout = 3600
+
+    def setup(self, graphs, n):
+        require_ann()
+        if graphs is None:
+            raise NotImplementedError("ANN graphs were not built")
+        self.X = unit_mixture(n)
+        self.pool = ann_pool(self.X, graphs.get(n))
+        self.ann = pool_ann_index(self.pool)
+        self.Q, self.vectors, self.queries = _queries(N_RECALL_QUERIES)
+        for _ in range(3):
+            q = next(self.queries)
+            self.pool.retrieve_soft(q, k=K)
+            self.pool.retrieve_diverse(q, k=K)
+            self.pool.retrieve_diverse(q, k=K, fast=True)
+            self.ann.search(next(self.vectors), K)
+
+    def time_retrieve_soft(self, graphs, n):
+        """pool.retrieve_soft through the NN-descent index (40 candidates) + hybrid rerank."""
+        self.pool.retrieve_soft(next(self.queries), k=K)
+
+    def time_index_search(self, graphs, n):
+        """The NN-descent index alone, top-10 (compare with raw pynndescent's query)."""
+        self.ann.search(next(self.vectors), K)
+
+    def time_retrieve_diverse(self, graphs, n):
+        self.pool.retrieve_diverse(next(self.queries), k=K)
+
+    def time_retrieve_diverse_fast(self, graphs, n):
+        self.pool.retrieve_diverse(next(self.queries), k=K, fast=True)
+
+    def track_recall_index(self, graphs, n):
+        """recall@10 of the index's top-10 against the exact top-10 (slot i is row i)."""
+        found = [self.ann.search(q, K)[0] for q in self.Q]
+        return recall_at_k(found, exact_truth(self.X, self.Q))
+
+    track_recall_index.unit = "recall@10"
+
+    def track_recall_soft(self, graphs, n):
+        """Overlap of ANN retrieve_soft's 10 ids with the exact pool's retrieve_soft ids."""
+        import dreamjit as dj
+
+        exact = embedding_pool(self.X, use_ann=False)
+        qs = [dj.Query(embedding=q) for q in self.Q]
+        return recall_at_k([self.pool.retrieve_soft(q, k=K).ids for q in qs],
+                           [exact.retrieve_soft(q, k=K).ids for q in qs])
+
+    track_recall_soft.unit = "recall@10"
+
+    def track_build_seconds(self, graphs, n):
+        """Seconds the pool's NN-descent build took (worker already compiled); 0: no graph."""
+        g = graphs.get(n)
+        return float(g["build_seconds"]) if g is not None and "build_seconds" in g else 0.0
+
+    track_build_seconds.unit = "seconds"
+
+
+class AnnQueryDuringBuild:
+    """"No query waits for an ANN build": retrieve_soft latency while the pool
+    builds its NN-descent graph in the background (fresh build worker, so the
+    build includes pynndescent's compile). Returns the 99th percentile in ms;
+    compare with ``ExactPool.time_retrieve_soft`` at the same n."""
+
+    timeout = 900
+    n = KNN_SIZES[-1]
+
+    def setup(self):
+        require_ann()
+        self.pool = embedding_pool(unit_mixture(self.n), use_ann=True, ann_threshold=self.n + 1)
+        self.pool.config = self.pool.config.replace(ann_threshold=1)
+        _, _, self.queries = _queries()
+        for _ in range(3):
+            self.pool.retrieve_soft(next(self.queries), k=K)
+
+    def track_query_p99_ms_during_build(self):
+        pool = self.pool
+        pool.rebuild_index(block=False)
+        lat = []
+        deadline = time.perf_counter() + 600
+        while not pool.stats()["ann_ready"] and time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            pool.retrieve_soft(next(self.queries), k=K)
+            lat.append(time.perf_counter() - t0)
+            time.sleep(0.001)
+        return float(np.percentile(lat, 99) * 1e3) if lat else 0.0
+
+    track_query_p99_ms_during_build.unit = "ms"
+
+
+# ============================================================================ ANN: peers
+
+def _calibrate(query_fn, knobs, Q, truth):
+    """The first knob value whose recall@10 reaches RECALL_TARGET (else the last)."""
+    recalls = {}
+    for knob in knobs:
+        recalls[knob] = recall_at_k(query_fn(Q, knob), truth)
+        if recalls[knob] >= RECALL_TARGET:
+            return knob, recalls
+    return knobs[-1], recalls
+
+
+class PynndescentRaw:
+    """Raw pynndescent (``NNDescent(...).query``) on the same data, one query per call.
+
+    ``*_default`` uses pynndescent's default ``epsilon=0.1``; ``*_matched``
+    the smallest epsilon (of a grid) with recall@10 >= 0.95, chosen in
+    ``setup_cache``, so speed is compared at matched recall.
+    """
+
+    params = [KNN_SIZES]
+    param_names = ["n"]
+    timeout = 600
+    EPSILONS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5)
+
+    def setup_cache(self):
+        try:
+            require_ann()
+            pynndescent = require("pynndescent")
+        except NotImplementedError:
+            return None
+        out = {}
+        Q = unit_queries(N_RECALL_QUERIES)
+        for n in KNN_SIZES:
+            X = unit_mixture(n)
+            t0 = time.perf_counter()
+            nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=min(NN_NEIGHBORS, n - 1),
+                                        random_state=SEED, low_memory=True)
+            nnd.prepare()
+            seconds = time.perf_counter() - t0
+            truth = exact_truth(X, Q)
+            eps, recalls = _calibrate(lambda Q_, e: nnd.query(Q_, K, epsilon=e)[0],
+                                      self.EPSILONS, Q, truth)
+            default = recalls.get(0.1)
+            out[n] = {"index": nnd, "epsilon": eps, "recall": recalls[eps],
+                      "recall_default": default, "build_seconds": seconds}
+        return out
+
+    setup_cache.timeout = 3600
+
+    def setup(self, cache, n):
+        require_ann()
+        require("pynndescent")
+        if cache is None:
+            raise NotImplementedError("pynndescent indexes were not built")
+        c = cache[n]
+        self.nnd, self.eps = c["index"], c["epsilon"]
+        self.vectors = cycler(q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES))
+        for _ in range(3):  # compiles pynndescent's search in this process
+            self.nnd.query(next(self.vectors), K, epsilon=self.eps)
+            self.nnd.query(next(self.vectors), K)
+
+    def time_query_matched(self, cache, n):
+        self.nnd.query(next(self.vectors), K, epsilon=self.eps)
+
+    def time_query_default(self, cache, n):
+        self.nnd.query(next(self.vectors), K)
+
+    def track_recall_matched(self, cache, n):
+        return float(cache[n]["recall"])
+
+    track_recall_matched.unit = "recall@10"
+
+    def track_recall_default(self, cache, n):
+        return float(cache[n]["recall_default"])
+
+    track_recall_default.unit = "recall@10"
+
+    def track_epsilon_matched(self, cache, n):
+        return float(self.eps)
+
+    track_epsilon_matched.unit = "epsilon"
+
+    def track_build_seconds(self, cache, n):
+        """NNDescent(...) + prepare() (the first size includes pynndescent's compile)."""
+        return float(cache[n]["build_seconds"])
+
+    track_build_seconds.unit = "seconds"
+
+
+class Hnswlib:
+    """hnswlib (M=16, ef_construction=200, inner product), one query, one thread.
+
+    ``ef`` is the smallest of a grid with recall@10 >= 0.95 (chosen in ``setup_cache``).
+    """
+
+    params = [KNN_SIZES]
+    param_names = ["n"]
+    timeout = 600
+    EFS = (10, 16, 24, 32, 48, 64, 100, 150, 200, 300, 400)
+
+    def setup_cache(self):
+        try:
+            require_ann()
+            hnswlib = require("hnswlib")
+        except NotImplementedError:
+            return None
+        out = {}
+        Q = unit_queries(N_RECALL_QUERIES)
+        for n in KNN_SIZES:
+            X = unit_mixture(n)
+            t0 = time.perf_counter()
+            index = hnswlib.Index(space="ip", dim=DIM)
+            index.init_index(max_elements=n, ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M,
+                             random_seed=SEED)
+            index.add_items(X, np.arange(n))
+            seconds = time.perf_counter() - t0
+            truth = exact_truth(X, Q)
+
+            def query(Q_, ef, index=index, n=n):
+                index.set_ef(max(ef, K))
+                return index.knn_query(Q_, k=min(K, n))[0]
+
+            ef, recalls = _calibrate(query, self.EFS, Q, truth)
+            out[n] = {"index": index, "ef": ef, "recall": recalls[ef], "build_seconds": seconds}
+        return out
+
+    setup_cache.timeout = 3600
+
+    def setup(self, cache, n):
+        require_ann()
+        require("hnswlib")
+        if cache is None:
+            raise NotImplementedError("hnswlib indexes were not built")
+        c = cache[n]
+        self.index = c["index"]
+        self.index.set_ef(max(c["ef"], K))
+        self.index.set_num_threads(1)
+        self.vectors = cycler(q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES))
+        self.k = min(K, n)
+        self.index.knn_query(next(self.vectors), k=self.k)
+
+    def time_query(self, cache, n):
+        self.index.knn_query(next(self.vectors), k=self.k)
+
+    def track_recall(self, cache, n):
+        return float(cache[n]["recall"])
+
+    track_recall.unit = "recall@10"
+
+    def track_ef(self, cache, n):
+        return float(cache[n]["ef"])
+
+    track_ef.unit = "ef"
