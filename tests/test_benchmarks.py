@@ -79,8 +79,7 @@ def _setup_cache(cls, name):
 
 def _run_one(owner, target, cache, params):
     """setup -> benchmark once -> teardown; True if run, False if setup skipped it."""
-    args = ((cache,) if cache[0] == "value" else ()) and (cache[1],)
-    args = tuple(args) + tuple(params)
+    args = ((cache[1],) if cache[0] == "value" else ()) + tuple(params)
     setup = getattr(owner, "setup", None)
     try:
         if setup is not None:
