@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import DIM, EMBED_BATCH, SEED, TENSOR_SHAPE, smooth_tensors, tensor_pool
+from .common import DIM, EMBED_BATCH, SEED, TENSOR_SHAPE, memo, smooth_tensors, tensor_pool
 
 
 def _features(n):
@@ -29,11 +29,12 @@ class Embedding:
         from dreamjit.kernels.spectral import describe_batch
 
         self.describe = describe_batch
-        self.T, self.chroma, self.spectral, self.labels, self.utility = _features(EMBED_BATCH)
+        self.T, self.chroma, self.spectral, self.labels, self.utility = memo(
+            ("features", EMBED_BATCH), lambda: _features(EMBED_BATCH))
         self.mapper = dj.EmbeddingMapper(dim=DIM, seed=SEED, channels=TENSOR_SHAPE[-1])
         self.one = (self.chroma[:1], self.spectral[:1], self.labels[:1], self.utility[:1])
         self.no_cert = np.empty((0, 0, 0, 0), np.float32)
-        self.pool = tensor_pool(self.T[:16], query_cache_size=0)
+        self.pool = memo(("Embedding.pool",), lambda: tensor_pool(self.T[:16], query_cache_size=0))
         self.query = dj.Query(chroma=self.chroma[0], spectral=self.spectral[0], label=1)
         for _ in range(2):
             self.time_embed_one()
@@ -62,7 +63,8 @@ class NumpyEmbed:
     def setup(self):
         import dreamjit as dj
 
-        _, self.chroma, self.spectral, self.labels, self.utility = _features(EMBED_BATCH)
+        _, self.chroma, self.spectral, self.labels, self.utility = memo(
+            ("features", EMBED_BATCH), lambda: _features(EMBED_BATCH))
         self.mapper = m = dj.EmbeddingMapper(dim=DIM, seed=SEED, channels=TENSOR_SHAPE[-1])
         ours = m.embed(self.chroma, self.spectral, self.labels, self.utility)
         np.testing.assert_allclose(self._numpy(), ours, rtol=1e-4, atol=1e-5)

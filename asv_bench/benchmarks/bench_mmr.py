@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import (MMR_CANDIDATES, MMR_KS, MMR_LAMBDA, require, unit_mixture, unit_queries)
+from .common import MMR_CANDIDATES, MMR_KS, MMR_LAMBDA, memo, require, unit_mixture, unit_queries
 
 FAST_MIN_SIMILARITY = 0.0   # the pool's retrieve_diverse(fast=True) defaults
 FAST_SAMPLE_SIZE = 8
@@ -79,12 +79,16 @@ class MMRLangChain:
 
         utils = require("langchain_core.vectorstores.utils")
         self.mmr = utils.maximal_marginal_relevance
+        self.q, self.C = memo(("MMRLangChain", k), lambda: self._checked(dj, k))
+
+    def _checked(self, dj, k):
         q, C = _data()
-        self.q, self.C = q.astype(np.float64), C.astype(np.float64)  # same values, float64 math
-        theirs = list(self.mmr(self.q, self.C, lambda_mult=MMR_LAMBDA, k=k))
+        q64, C64 = q.astype(np.float64), C.astype(np.float64)  # same values, float64 math
+        theirs = list(self.mmr(q64, C64, lambda_mult=MMR_LAMBDA, k=k))
         ours = dj.maximal_marginal_relevance(q, C, k=k, lambda_=MMR_LAMBDA)[0].tolist()
         if theirs != ours:
             raise AssertionError(f"MMR picks differ at k={k}: dreamjit {ours} vs LangChain {theirs}")
+        return q64, C64
 
     def time_langchain(self, k):
         self.mmr(self.q, self.C, lambda_mult=MMR_LAMBDA, k=k)

@@ -112,6 +112,30 @@ def blas_one_thread():
     return threadpoolctl.threadpool_limits(1, user_api="blas")
 
 
+# ----------------------------------------------------------------------------- memo
+# asv (asv_runner >= 0.3) re-runs ``setup`` before every timed sample when a
+# benchmark has one, so setups fetch their (deterministic) state from this
+# per-process memo: the first call builds it, later ones are a dict lookup.
+# asv runs each benchmark in its own process, so nothing leaks between them.
+_MEMO: dict = {}
+
+
+def memo(key, build):
+    """``build()`` once per process and ``key``; the same object afterwards."""
+    try:
+        return _MEMO[key]
+    except KeyError:
+        value = _MEMO[key] = build()
+        return value
+
+
+def forget(prefix=None) -> None:
+    """Drop memoised state (all of it, or keys whose first item is ``prefix``)."""
+    for key in list(_MEMO):
+        if prefix is None or (isinstance(key, tuple) and key and key[0] == prefix):
+            del _MEMO[key]
+
+
 # ----------------------------------------------------------------------------- data
 def unit_mixture(n: int, d: int = DIM, seed: int = SEED, stream: int = 1,
                  chunk: int = 100_000) -> np.ndarray:

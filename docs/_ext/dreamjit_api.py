@@ -1,9 +1,9 @@
 """The ``dreamjit-api`` directive: API reference sections generated from ``dreamjit.__all__``.
 
-Usage in a page (MyST)::
+Usage in a reStructuredText page (the generated autodoc directives are
+reStructuredText, so the page must be one too)::
 
-    ```{dreamjit-api} pool
-    ```
+    .. dreamjit-api:: pool
 
 Every public name of ``dreamjit.__all__`` belongs to exactly one group: the
 names listed in ``GROUPS``, the ``errors`` group (the ``DreamError``
@@ -96,8 +96,8 @@ class DreamjitAPI(SphinxDirective):
         if missing:
             raise self.error(f"names not in dreamjit.__all__: {missing}")
         if not names:
-            return []
-        lines = [".. autosummary::", ""] + [f"   dreamjit.{n}" for n in names] + [""]
+            return [nodes.paragraph(text="None: every public name is placed in a group above.")]
+        lines = [".. currentmodule:: dreamjit", "", ".. autosummary::", ""] + [f"   {n}" for n in names] + [""]
         for n in names:
             lines += _entry(n, public[n]) + [""]
         container = nodes.container()

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .heap import heap_drain as _heap_sort_into
+from .heap import heap_offer as _heap_offer
+from .heap import sift_down as _sift_down
 from ._jit import kernel, parallel_kernel, prange
 
 __all__ = [
@@ -45,65 +48,6 @@ _PAR_MAX_CHUNKS = 64
 # topk_dot_columns: rows per block; its float64 dot products (64 KB) stay in L2
 # (the fastest of 2k..32k when measured)
 _COL_BLOCK = 8192
-
-
-# --------------------------------------------------------------------------- heap
-# A min-heap of the best rows seen so far, "smallest" = worst: lower score, or
-# equal score and higher index. The root is the row that leaves first.
-
-@kernel
-def _worse(s_a, i_a, s_b, i_b):
-    return s_a < s_b or (s_a == s_b and i_a > i_b)
-
-
-@kernel
-def _sift_down(hs, hi, size, pos, s, i):
-    """Place (s, i) at ``pos`` and sift it down within ``hs[:size]``."""
-    while True:
-        c = 2 * pos + 1
-        if c >= size:
-            break
-        if c + 1 < size and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
-            c += 1
-        if _worse(hs[c], hi[c], s, i):
-            hs[pos] = hs[c]
-            hi[pos] = hi[c]
-            pos = c
-        else:
-            break
-    hs[pos] = s
-    hi[pos] = i
-
-
-@kernel
-def _heap_offer(hs, hi, size, s, i):
-    """Offer (s, i) to a heap of capacity ``len(hs)`` holding ``size``; return the new size."""
-    if size < hs.shape[0]:
-        pos = size
-        while pos > 0:  # sift up
-            parent = (pos - 1) // 2
-            if _worse(s, i, hs[parent], hi[parent]):
-                hs[pos] = hs[parent]
-                hi[pos] = hi[parent]
-                pos = parent
-            else:
-                break
-        hs[pos] = s
-        hi[pos] = i
-        return size + 1
-    if _worse(hs[0], hi[0], s, i):
-        _sift_down(hs, hi, size, 0, s, i)
-    return size
-
-
-@kernel
-def _heap_sort_into(hs, hi, size, out_i, out_s):
-    """Empty the heap into ``out_i``/``out_s`` best first (heap is destroyed)."""
-    for end in range(size - 1, -1, -1):
-        out_i[end] = hi[0]
-        out_s[end] = hs[0]
-        if end > 0:  # move the last leaf to the root and restore the heap
-            _sift_down(hs, hi, end, 0, hs[end], hi[end])
 
 
 @kernel

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .heap import heap_drain as _drain
+from .heap import heap_offer as _offer
+from .heap import sift_down as _down
 from ._jit import kernel, parallel_kernel, prange
 
 __all__ = ["ann_search", "ann_search_batch", "knn_to_csr", "relabel_csr", "tombstones"]
@@ -66,64 +69,6 @@ def _score_slots(X, slots, m, q64, out):
     while t < m:
         out[t] = _dot(X[slots[t]], q64)
         t += 1
-
-
-# --------------------------------------------------------------- "worst-first" heap
-# hs/hi: a min-heap whose root is the worst kept item (lower score, or equal
-# score and higher id), so a better item replaces the root.
-
-@kernel
-def _worse(s_a, i_a, s_b, i_b):
-    return s_a < s_b or (s_a == s_b and i_a > i_b)
-
-
-@kernel
-def _down(hs, hi, size, pos, s, i):
-    while True:
-        c = 2 * pos + 1
-        if c >= size:
-            break
-        if c + 1 < size and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
-            c += 1
-        if _worse(hs[c], hi[c], s, i):
-            hs[pos] = hs[c]
-            hi[pos] = hi[c]
-            pos = c
-        else:
-            break
-    hs[pos] = s
-    hi[pos] = i
-
-
-@kernel
-def _offer(hs, hi, size, s, i):
-    """Offer (s, i) to a worst-first heap of capacity ``len(hs)``; return the new size."""
-    if size < hs.shape[0]:
-        pos = size
-        while pos > 0:
-            parent = (pos - 1) // 2
-            if _worse(s, i, hs[parent], hi[parent]):
-                hs[pos] = hs[parent]
-                hi[pos] = hi[parent]
-                pos = parent
-            else:
-                break
-        hs[pos] = s
-        hi[pos] = i
-        return size + 1
-    if _worse(hs[0], hi[0], s, i):
-        _down(hs, hi, size, 0, s, i)
-    return size
-
-
-@kernel
-def _drain(hs, hi, size, out_i, out_s):
-    """Empty the heap into ``out_i``/``out_s`` best first."""
-    for end in range(size - 1, -1, -1):
-        out_i[end] = hi[0]
-        out_s[end] = np.float32(hs[0])
-        if end > 0:
-            _down(hs, hi, end, 0, hs[end], hi[end])
 
 
 # --------------------------------------------------------- "best-first" candidates

@@ -1,0 +1,625 @@
+"""``python -m dreamjit bench [--quick]``: dreamjit next to its peers, on this machine.
+
+:func:`run` measures the performance targets of the project (exact and
+approximate k-NN, MMR, spectral features, ``add_batch`` throughput, start-up)
+against the peers that are installed here -- numpy, faiss, pynndescent,
+hnswlib, LangChain -- and returns one row per comparison; :func:`main`
+prints them as a table. Peers that are missing are skipped with a note.
+
+Every comparison is timed *interleaved*: the contenders take turns, round
+after round, and each reports the median of its rounds, so a burst of load
+from another process hits all of them alike. The asv suite in ``asv_bench/``
+measures the same things at more sizes.
+
+Only :func:`main` prints; :func:`run` logs progress to the ``dreamjit`` logger.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+__all__ = ["run", "main", "format_table"]
+
+logger = logging.getLogger("dreamjit")
+
+SEED = 0
+DIM = 64
+K = 10
+
+
+# ----------------------------------------------------------------------------- data and peers
+def _mixture(n, d=DIM, seed=SEED, stream=1, chunk=100_000):
+    """Unit float32 rows of a 100-centre Gaussian mixture (as in the asv suite)."""
+    centres = np.random.default_rng(seed).normal(size=(100, d))
+    out = np.empty((n, d), dtype=np.float32)
+    for c, start in enumerate(range(0, n, chunk)):
+        stop = min(n, start + chunk)
+        rng = np.random.default_rng([seed, stream, c])
+        x = centres[rng.integers(0, 100, stop - start)]
+        x += rng.normal(size=x.shape)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[start:stop] = x
+    return out
+
+
+def _results(n):
+    res = np.zeros((n, 3))
+    res[:, :2] = 1.0
+    return res
+
+
+def _embedding_pool(X, use_ann=False):
+    from .config import PoolConfig
+    from .pool import DreamPool
+
+    n = X.shape[0]
+    pool = DreamPool(PoolConfig(max_size=n, memory_budget_mb=None, use_ann=use_ann,
+                                ann_threshold=n + 1, embedding_dim=X.shape[1],
+                                tensor_shape=(1, 1, 3), seed=SEED, query_cache_size=0))
+    for s in range(0, n, 100_000):
+        m = min(n, s + 100_000) - s
+        pool.add_batch(np.full((m, 1, 1, 3), 0.5, np.float32), _results(m),
+                       embeddings=X[s:s + m], only_coherent=False)
+    if use_ann:
+        pool.config = pool.config.replace(ann_threshold=1)
+        pool.rebuild_index(block=True)
+    return pool
+
+
+def _numpy_topk(X, q, k=K):
+    s = X @ q
+    part = np.argpartition(-s, k - 1)[:k]
+    return part[np.argsort(-s[part], kind="stable")]
+
+
+def _numpy_topk_batch(X, Q, k=K):
+    S = Q @ X.T
+    part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(S, part, axis=1)
+    return np.take_along_axis(part, np.argsort(-top, axis=1, kind="stable"), axis=1)
+
+
+def _truth(X, Q, k=K):
+    out = np.empty((Q.shape[0], k), dtype=np.int64)
+    for s in range(0, Q.shape[0], 256):
+        S = Q[s:s + 256].astype(np.float64) @ X.astype(np.float64).T
+        out[s:s + 256] = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    return out
+
+
+def _recall(found, truth):
+    return float(np.mean([len(set(np.asarray(f).tolist()) & set(t.tolist())) / len(t)
+                          for f, t in zip(found, truth)]))
+
+
+def _spectral_numpy(tensors):
+    """Vectorised numpy/scipy spectral features (the peer of ``spectral_features_batch``)."""
+    import scipy.fft
+    import scipy.special
+
+    a = np.asarray(tensors, dtype=np.float32)
+    n, rows, cols, layers, C = a.shape
+    N = rows * cols
+    moved = np.moveaxis(a, 4, 1)
+    x = np.ascontiguousarray(moved[..., 0], dtype=np.float64)
+    for k in range(1, layers):
+        x += moved[..., k]
+    x /= layers
+    x -= x.reshape(n, C, N).mean(axis=2)[:, :, None, None]
+    hann = lambda m: 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(m) / m)  # noqa: E731
+    x *= hann(rows)[:, None] * hann(cols)[None, :]
+    F = scipy.fft.fft2(x)
+    P = F.real ** 2
+    P += F.imag ** 2
+    P /= N
+    P = P.reshape(n, C, N)
+    total = P.sum(axis=2)
+    flat = total < 1e-12
+    safe = np.where(flat, 1.0, total)
+    entropy = (scipy.special.entr(P).sum(axis=2) / safe + np.log(safe)) / math.log(N)
+    fy, fx = np.fft.fftfreq(rows), np.fft.fftfreq(cols)
+    r = (np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2) / 0.5).ravel()
+    bands = np.stack([r < 1 / 3, (r >= 1 / 3) & (r < 2 / 3), r >= 2 / 3], axis=1)
+    band = (P @ bands.astype(np.float64)) / safe[:, :, None]
+    dominant = r[np.argmax(P, axis=2)]
+    feats = np.concatenate([entropy[:, :, None], band, dominant[:, :, None],
+                            (total / N)[:, :, None]], axis=2)
+    feats[:, :, :5] = np.where(flat[:, :, None], 0.0, feats[:, :, :5])
+    return feats.mean(axis=1).astype(np.float32)
+
+
+def _optional(module):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+_STREAM = {}
+
+
+def _stream_kernels():
+    """njit float32 sums that only load every element once: the bandwidth bound."""
+    if not _STREAM:
+        from numba import njit, prange
+
+        def serial(flat):
+            s = np.float32(0.0)
+            for i in range(flat.shape[0]):
+                s += flat[i]
+            return s
+
+        def parallel(flat):
+            s = np.float32(0.0)
+            for i in prange(flat.shape[0]):
+                s += flat[i]
+            return s
+
+        _STREAM["serial"] = njit(nogil=True, fastmath=True)(serial)
+        _STREAM["parallel"] = njit(nogil=True, fastmath=True, parallel=True)(parallel)
+    return _STREAM["serial"], _STREAM["parallel"]
+
+
+# ----------------------------------------------------------------------------- timing
+def _per_call(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def race(fns: dict, rounds: int = 7, min_time: float = 0.02) -> dict:
+    """Median seconds per call of each function, timed interleaved.
+
+    Each function is warmed, then given a call count so one turn takes about
+    ``min_time``; the functions then take turns for ``rounds`` rounds (the
+    order rotating), and each reports the median of its turns.
+    """
+    number = {}
+    for name, fn in fns.items():
+        fn()
+        t = _per_call(fn, 1)
+        number[name] = max(1, min(100_000, int(min_time / max(t, 1e-7))))
+    times = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(_per_call(fns[name], number[name]))
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+# ----------------------------------------------------------------------------- rows
+def _row(group, case, ours, peer=None, theirs=None, target=None, need=None, higher=False,
+         note="", unit="time"):
+    """One comparison. ``ratio`` is ``theirs / ours`` for times and limits (how many
+    times faster dreamjit is), ``ours / theirs`` when ``higher`` (rates, recalls).
+    ``unit``: "time" (seconds per call), "seconds" (a duration), "rate", "recall"."""
+    ratio = None
+    if ours is not None and theirs is not None and ours > 0 and theirs > 0:
+        ratio = ours / theirs if higher else theirs / ours
+    met = None
+    if need is not None and ratio is not None:
+        met = bool(ratio >= need)
+    return {"group": group, "case": case, "dreamjit": ours, "peer": peer, "peer_value": theirs,
+            "ratio": ratio, "target": target, "met": met, "note": note, "unit": unit}
+
+
+def _exact_group(rows, n, n_batch, rounds):
+    from .query import Query
+
+    logger.info("bench: exact k-NN, n=%d", n)
+    X = _mixture(n)
+    Q = _mixture(max(n_batch, 64), stream=2)
+    pool = _embedding_pool(X)
+    index = pool._exact
+    queries = [Query(embedding=q) for q in Q[:64]]
+    it = {"i": 0}
+
+    def nxt():
+        it["i"] = (it["i"] + 1) % 64
+        return it["i"]
+
+    fns = {"retrieve_soft": lambda: pool.retrieve_soft(queries[nxt()], k=K),
+           "index.search": lambda: index.search(Q[nxt()], K),
+           "numpy": lambda: _numpy_topk(X, Q[nxt()])}
+    serial, parallel = _stream_kernels()
+    flat = X.reshape(-1)
+    fns["stream 1 thread"] = lambda: serial(flat)
+    fns["stream all threads"] = lambda: parallel(flat)
+    threadpoolctl = _optional("threadpoolctl")
+    faiss = _optional("faiss")
+    if faiss is not None:
+        flat_index = faiss.IndexFlatIP(DIM)
+        flat_index.add(X)
+        Q2 = [q[None, :].copy() for q in Q[:64]]
+
+        def faiss_one():
+            faiss.omp_set_num_threads(1)
+            flat_index.search(Q2[nxt()], K)
+
+        fns["faiss 1 thread"] = faiss_one
+    t = race(fns, rounds=rounds)
+    if threadpoolctl is not None:  # a second race with BLAS on one thread
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            t1 = race({"retrieve_soft": fns["retrieve_soft"],
+                       "numpy": lambda: _numpy_topk(X, Q[nxt()])}, rounds=rounds)
+        t["numpy 1 thread"] = t1["numpy"] * t["retrieve_soft"] / t1["retrieve_soft"]
+    ours = t["retrieve_soft"]
+    tag = f"n={n:.0e} d={DIM}".replace("+0", "")
+    rows.append(_row("exact top-10, 1 query", f"retrieve_soft {tag} vs numpy (BLAS default threads)",
+                     ours, "numpy X@q+argpartition", t["numpy"], ">= 2x", 2.0))
+    if "numpy 1 thread" in t:
+        rows.append(_row("exact top-10, 1 query", f"retrieve_soft {tag} vs numpy (BLAS 1 thread)",
+                         ours, "numpy, 1 thread", t["numpy 1 thread"]))
+    if "faiss 1 thread" in t:
+        rows.append(_row("exact top-10, 1 query", f"retrieve_soft {tag} vs faiss flat",
+                         ours, "faiss IndexFlatIP, 1 thread", t["faiss 1 thread"], ">= 1.5x", 1.5))
+    else:
+        rows.append(_row("exact top-10, 1 query", "vs faiss flat", ours, note="faiss not installed"))
+    bound = min(t["stream 1 thread"], t["stream all threads"])
+    rows.append(_row("exact top-10, 1 query", f"retrieve_soft {tag} vs bandwidth bound",
+                     ours, "read the embeddings once (best of 1 and all threads)", bound,
+                     "within 1.2x (ratio >= 0.83)", 1 / 1.2,
+                     note=f"1 thread {t['stream 1 thread'] * 1e3:.3f} ms, "
+                          f"all threads {t['stream all threads'] * 1e3:.3f} ms"))
+    rows.append(_row("exact top-10, 1 query", f"index.search {tag} (no rerank) vs faiss/bound",
+                     t["index.search"], "faiss 1 thread" if "faiss 1 thread" in t else None,
+                     t.get("faiss 1 thread"),
+                     note=f"bound ratio {bound / t['index.search']:.2f}"))
+
+    # a batch of queries: the pool has no batch retrieval yet -> the exact index's search_batch
+    Qb = Q[:n_batch]
+    fns = {"search_batch": lambda: index.search_batch(Qb, K),
+           "numpy": lambda: _numpy_topk_batch(X, Qb)}
+    if faiss is not None:
+        threads = os.cpu_count() or 1
+
+        def faiss_batch(th):
+            def f():
+                faiss.omp_set_num_threads(th)
+                flat_index.search(Qb, K)
+            return f
+
+        fns["faiss 1 thread"] = faiss_batch(1)
+        fns[f"faiss {threads} threads"] = faiss_batch(threads)
+    t = race(fns, rounds=max(3, rounds // 2), min_time=0.0)
+    case = f"ExactIndex.search_batch, {n_batch} queries, {tag}"
+    for name, value in t.items():
+        if name == "search_batch":
+            continue
+        need = 1.2 if name.startswith("faiss") else None
+        rows.append(_row("exact top-10, batch", f"{case} vs {name}", t["search_batch"],
+                         name, value, ">= 1.2x" if need else None, need))
+    return pool, X, Q
+
+
+def _ann_group(rows, n, X, Q, exact_pool, rounds):
+    from .query import Query
+
+    logger.info("bench: NN-descent, n=%d (builds the graph: about a minute)", n)
+    t0 = time.perf_counter()
+    pool = _embedding_pool(X, use_ann=True)
+    build = time.perf_counter() - t0
+    ann = pool._ann
+    if ann is None or not ann.ready:
+        rows.append(_row("ANN top-10", f"n={n}", None, note="no NN-descent graph was built"))
+        return
+    nq = min(1000, Q.shape[0])
+    truth = _truth(X, Q[:nq])
+    recall = _recall([ann.search(q, K)[0] for q in Q[:nq]], truth)
+    queries = [Query(embedding=q) for q in Q[:64]]
+    soft_recall = _recall([pool.retrieve_soft(q, k=K).ids for q in queries],
+                          [exact_pool.retrieve_soft(q, k=K).ids for q in queries])
+    it = {"i": 0}
+
+    def nxt():
+        it["i"] = (it["i"] + 1) % 64
+        return it["i"]
+
+    fns = {"ann retrieve_soft": lambda: pool.retrieve_soft(queries[nxt()], k=K),
+           "exact retrieve_soft": lambda: exact_pool.retrieve_soft(queries[nxt()], k=K),
+           "ann index.search": lambda: ann.search(Q[nxt()], K),
+           "exact index.search": lambda: exact_pool._exact.search(Q[nxt()], K),
+           "ann retrieve_diverse fast": lambda: pool.retrieve_diverse(queries[nxt()], k=K, fast=True),
+           "exact retrieve_diverse": lambda: exact_pool.retrieve_diverse(queries[nxt()], k=K)}
+    pynndescent = _optional("pynndescent")
+    nnd_note = "pynndescent not installed"
+    if pynndescent is not None:
+        nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=30, random_state=SEED,
+                                    low_memory=True)
+        nnd.prepare()
+        eps_used, nnd_recall = None, None
+        for eps in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5):
+            nnd_recall = _recall(nnd.query(Q[:nq], K, epsilon=eps)[0], truth)
+            eps_used = eps
+            if nnd_recall >= 0.95:
+                break
+        Q2 = [q[None, :].copy() for q in Q[:64]]
+        fns["pynndescent"] = lambda: nnd.query(Q2[nxt()], K, epsilon=eps_used)
+        nnd_note = f"pynndescent epsilon={eps_used}, recall@10 {nnd_recall:.3f}"
+    hnswlib = _optional("hnswlib")
+    if hnswlib is not None:
+        h = hnswlib.Index(space="ip", dim=DIM)
+        h.init_index(max_elements=n, ef_construction=200, M=16, random_seed=SEED)
+        h.add_items(X, np.arange(n))
+        for ef in (10, 16, 24, 32, 48, 64, 100, 150, 200, 300, 400):
+            h.set_ef(max(ef, K))
+            h_recall = _recall(h.knn_query(Q[:nq], k=K)[0], truth)
+            if h_recall >= 0.95:
+                break
+        h.set_num_threads(1)
+        Q2h = [q[None, :].copy() for q in Q[:64]]
+        fns["hnswlib"] = lambda: h.knn_query(Q2h[nxt()], k=K)
+    t = race(fns, rounds=rounds)
+    tag = f"n={n:.0e}".replace("+0", "")
+    rows.append(_row("ANN top-10", f"retrieve_soft ANN vs exact, {tag}", t["ann retrieve_soft"],
+                     "retrieve_soft exact", t["exact retrieve_soft"], ">= 10x", 10.0,
+                     note=f"graph build {build:.0f} s; retrieve_soft ids vs exact pool: "
+                          f"{soft_recall:.3f}"))
+    rows.append(_row("ANN top-10", f"index recall@10, {tag}", recall, "target", 0.95, ">= 0.95",
+                     1.0, higher=True, unit="recall"))
+    rows.append(_row("ANN top-10", f"index.search ANN vs exact, {tag}", t["ann index.search"],
+                     "exact index.search", t["exact index.search"]))
+    if "pynndescent" in t:
+        rows.append(_row("ANN top-10", f"index.search vs raw pynndescent at recall >= 0.95, {tag}",
+                         t["ann index.search"], "pynndescent query", t["pynndescent"],
+                         "within 10% (ratio >= 0.91)", 1 / 1.1, note=nnd_note))
+    else:
+        rows.append(_row("ANN top-10", "vs raw pynndescent", None, note=nnd_note))
+    if "hnswlib" in t:
+        rows.append(_row("ANN top-10", f"index.search vs hnswlib (M=16, 1 thread), {tag}",
+                         t["ann index.search"], "hnswlib knn_query", t["hnswlib"],
+                         note=f"hnswlib ef={ef}, recall@10 {h_recall:.3f}"))
+    rows.append(_row("seed claims", f"retrieve_diverse: ANN + fast MMR vs exact + standard, {tag}",
+                     t["ann retrieve_diverse fast"], "exact + standard MMR",
+                     t["exact retrieve_diverse"], "seed: ~150x combined"))
+
+
+def _mmr_group(rows, rounds):
+    from .diversity import maximal_marginal_relevance
+    from .kernels.mmr import mmr_fast, mmr_standard
+
+    logger.info("bench: MMR")
+    q = _mixture(1, stream=2)[0]
+    C = _mixture(1000)
+    k = 50
+    fns = {"dreamjit": lambda: maximal_marginal_relevance(q, C, k=k, lambda_=0.5),
+           "standard": lambda: mmr_standard(q, C, k, 0.5),
+           "fast": lambda: mmr_fast(q, C, k, 0.5, 0.0, 8)}
+    utils = _optional("langchain_core.vectorstores.utils")
+    same = None
+    if utils is not None:
+        q64, C64 = q.astype(np.float64), C.astype(np.float64)
+        theirs = list(utils.maximal_marginal_relevance(q64, C64, lambda_mult=0.5, k=k))
+        same = theirs == maximal_marginal_relevance(q, C, k=k, lambda_=0.5)[0].tolist()
+        fns["langchain"] = lambda: utils.maximal_marginal_relevance(q64, C64, lambda_mult=0.5, k=k)
+    t = race(fns, rounds=rounds, min_time=0.05)
+    if "langchain" in t:
+        rows.append(_row("MMR", "maximal_marginal_relevance k=50 of 1000 vs LangChain",
+                         t["dreamjit"], "langchain_core maximal_marginal_relevance", t["langchain"],
+                         ">= 200x, identical picks", 200.0,
+                         note="identical picks" if same else "PICKS DIFFER"))
+        if not same:
+            rows[-1]["met"] = False
+    else:
+        rows.append(_row("MMR", "vs LangChain", t["dreamjit"], note="langchain-core not installed"))
+    fast_picks = mmr_fast(q, C, k, 0.5, 0.0, 8)[0]
+    std_picks = set(mmr_standard(q, C, k, 0.5)[0].tolist())
+    rows.append(_row("seed claims", "MMR fast vs standard kernel, k=50 of 1000", t["fast"],
+                     "mmr_standard", t["standard"], "seed: 10x",
+                     note=f"fast returned {fast_picks.shape[0]} picks, "
+                          f"{len(std_picks & set(fast_picks.tolist()))} shared with standard"))
+
+
+def _spectral_group(rows, n_batch, rounds):
+    from .features import spectral_features_batch
+    from .synthetic import smooth_tensors
+
+    logger.info("bench: spectral features")
+    T = smooth_tensors(n_batch, shape=(32, 32, 4, 3), seed=SEED)
+    np.testing.assert_allclose(spectral_features_batch(T), _spectral_numpy(T), rtol=1e-4, atol=1e-5)
+    fns = {"dreamjit": lambda: spectral_features_batch(T), "numpy": lambda: _spectral_numpy(T)}
+    t = race(fns, rounds=rounds, min_time=0.0)
+    rows.append(_row("spectral features", f"spectral_features_batch {n_batch} x 32x32x4x3 vs numpy/scipy",
+                     t["dreamjit"], "vectorised numpy + scipy.fft (1 worker)", t["numpy"],
+                     ">= 8x", 8.0))
+
+
+def _add_group(rows, n_batch, rounds):
+    from .config import PoolConfig
+    from .pool import DreamPool
+    from .synthetic import smooth_tensors
+
+    logger.info("bench: add_batch")
+    T = smooth_tensors(n_batch, shape=(32, 32, 4, 3), seed=SEED)
+    res = _results(n_batch)
+    labels = (np.arange(n_batch) % 8).astype(np.int64)
+    util = np.random.default_rng(SEED).uniform(0, 1, n_batch)
+    probe = DreamPool(PoolConfig(max_size=4, memory_budget_mb=None))
+    probe.add(T[0], res[0])
+    budget = (4 * n_batch + 0.5) * probe.entry_bytes / 0.9 / 2**20
+    pool = DreamPool(PoolConfig(max_size=10**6, memory_budget_mb=budget, seed=SEED))
+    for _ in range(4):
+        pool.add_batch(T, res, labels=labels, utilities=util)
+    t = race({"add": lambda: pool.add_batch(T, res, labels=labels, utilities=util)},
+             rounds=rounds, min_time=0.0)
+    rate = n_batch / t["add"]
+    rows.append(_row("add_batch", f"add_batch {n_batch} x 32x32x4x3 (features, embeddings, budget, "
+                     "evicting)", rate, "target tensors/s", 20_000.0, ">= 20K tensors/s", 1.0,
+                     higher=True, note=f"{t['add'] * 1e3:.1f} ms per batch", unit="rate"))
+
+
+def _cache_group(rows, n, rounds):
+    from .config import PoolConfig
+    from .kernels.spectral import describe_batch
+    from .pool import DreamPool
+    from .query import Query
+    from .synthetic import smooth_tensors
+
+    logger.info("bench: query cache")
+    T = smooth_tensors(n, shape=(16, 16, 2, 3), seed=SEED)
+    spectral, chroma = describe_batch(T[:1], np.empty((0, 0, 0, 0), np.float32), False)
+    query = Query(chroma=chroma[0] * 0.97, spectral=spectral[0], label=3, utility=0.6)
+    pools = {}
+    for name, size in (("hit", 128), ("off", 0)):
+        pools[name] = DreamPool(PoolConfig(max_size=n, memory_budget_mb=None, use_ann=False,
+                                           query_cache_size=size, seed=SEED))
+        pools[name].add_batch(T, _results(n), labels=list(np.arange(n) % 8), only_coherent=False)
+    t = race({name: (lambda p=p: p.retrieve_soft(query, k=10)) for name, p in pools.items()},
+             rounds=rounds)
+    gain = 1.0 - t["hit"] / t["off"]
+    rows.append(_row("seed claims", f"query cache: repeated retrieve_soft, hit vs off, n={n}",
+                     t["hit"], "cache off", t["off"], "seed: 15% faster",
+                     note=f"{gain:.1%} less time per query"))
+
+
+_IMPORT = ("import json,time\nt0=time.perf_counter()\nimport dreamjit\nt1=time.perf_counter()\n"
+           "dreamjit.DreamPool\nprint(json.dumps([t1-t0, time.perf_counter()-t0]))")
+_FIRST = """
+import json, time
+t0 = time.perf_counter()
+import numpy as np
+import dreamjit as dj
+rng = np.random.default_rng(0)
+tensors = (0.5 + 0.1 * rng.standard_normal((64, 32, 32, 4, 3))).clip(0, 1).astype(np.float32)
+pool = dj.DreamPool(dj.PoolConfig(max_size=1000, seed=0))
+pool.add_batch(tensors, np.tile([1.0, 1.0, 0.0], (64, 1)), only_coherent=False)
+t1 = time.perf_counter()
+pool.retrieve_soft(tensors[0], k=3)
+print(json.dumps([time.perf_counter() - t0, time.perf_counter() - t1]))
+"""
+
+
+def _subprocess(code):
+    env = dict(os.environ)
+    env.pop("NUMBA_DISABLE_JIT", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _startup_group(rows, runs):
+    logger.info("bench: start-up (fresh processes)")
+    _subprocess(_FIRST)  # fills numba's cache if this is the first run here
+    imp = np.median([_subprocess(_IMPORT) for _ in range(runs)], axis=0)
+    first = np.median([_subprocess(_FIRST) for _ in range(runs)], axis=0)
+    rows.append(_row("start-up", "import dreamjit (fresh process)", float(imp[0]), "limit", 0.5,
+                     "<= 0.5 s", 1.0, unit="seconds",
+                     note=f"import + first use of dj.DreamPool: {imp[1]:.3f} s"))
+    rows.append(_row("start-up", "first retrieval, fresh process, warm numba cache", float(first[0]),
+                     "limit", 1.5, "<= 1.5 s", 1.0, unit="seconds",
+                     note=f"import + pool + add_batch(64) + retrieve_soft; the call itself "
+                          f"{first[1] * 1e3:.0f} ms"))
+
+
+def run(quick: bool = False) -> list:
+    """Measure every comparison; returns a list of row dicts.
+
+    Keys: ``group``, ``case``, ``dreamjit`` (seconds per call, or a rate/recall),
+    ``peer``, ``peer_value``, ``ratio`` (> 1: dreamjit ahead), ``target``,
+    ``met`` (True/False, None when no target), ``note``. ``quick`` uses
+    smaller sizes, fewer rounds, and skips the NN-descent group (its graph
+    build takes about a minute at 1e5 entries).
+    """
+    rounds = 5 if quick else 9
+    n = 20_000 if quick else 100_000
+    rows: list = []
+    exact_pool, X, Q = _exact_group(rows, n, 200 if quick else 1000, rounds)
+    if quick:
+        rows.append(_row("ANN top-10", "NN-descent group", None,
+                         note="skipped with --quick (the graph build takes ~1 min)"))
+    elif _optional("pynndescent") is None:
+        rows.append(_row("ANN top-10", "NN-descent group", None, note="pynndescent not installed"))
+    else:
+        _ann_group(rows, n, X, Q, exact_pool, rounds)
+    del exact_pool, X
+    _mmr_group(rows, rounds)
+    _spectral_group(rows, 200 if quick else 1000, rounds)
+    _add_group(rows, 200 if quick else 1000, rounds)
+    _cache_group(rows, 1000 if quick else 10_000, rounds)
+    _startup_group(rows, 3 if quick else 5)
+    return rows
+
+
+# ----------------------------------------------------------------------------- output
+def _fmt(value, unit):
+    if value is None:
+        return "-"
+    if unit == "rate":
+        return f"{value:,.0f}/s"
+    if unit == "recall":
+        return f"{value:.3f}"
+    if unit == "seconds":
+        return f"{value:.3f} s"
+    if value < 1e-4:
+        return f"{value * 1e6:.1f} us"
+    return f"{value * 1e3:.3f} ms"
+
+
+def format_table(rows) -> str:
+    """The rows as a plain-text table."""
+    headers = ["group", "case", "dreamjit", "peer", "peer value", "ratio", "target", "met", "note"]
+    cells = []
+    for r in rows:
+        met = {True: "yes", False: "NO", None: ""}[r["met"]]
+        cells.append([r["group"], r["case"], _fmt(r["dreamjit"], r["unit"]), r["peer"] or "",
+                      _fmt(r["peer_value"], r["unit"]),
+                      "-" if r["ratio"] is None else f"{r['ratio']:.2f}x", r["target"] or "", met,
+                      r["note"]])
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    import numba
+
+    return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus; "
+            f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
+
+
+def main(argv=None) -> int:
+    """CLI: ``python -m dreamjit bench [--quick] [--json FILE]``."""
+    parser = argparse.ArgumentParser(prog="python -m dreamjit bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, fewer rounds, no ANN group")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)  # progress on stderr, the table on stdout
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    try:
+        rows = run(quick=args.quick)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    print(f"dreamjit bench{' --quick' if args.quick else ''}: {_machine()}")
+    print("ratio > 1 means dreamjit is ahead (peer time / dreamjit time; rates and recalls: "
+          "dreamjit / reference); times are medians of interleaved rounds\n")
+    print(format_table(rows))
+    print(f"\n{time.perf_counter() - t0:.0f} s in all")
+    if args.json:
+        with open(args.json, "w") as fp:
+            json.dump({"machine": _machine(), "quick": args.quick, "rows": rows}, fp, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
