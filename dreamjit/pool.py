@@ -44,6 +44,18 @@ class DreamPool(RetrievalMixin):
     **overrides
         Settings to change from ``config`` (e.g. ``DreamPool(max_size=50)``).
 
+    Notes
+    -----
+    A pool is also a read-only container of its entries: ``len(pool)``,
+    ``eid in pool``, ``pool[eid]`` (a :class:`DreamEntry`; ``KeyError`` for
+    an id never issued or since evicted), ``pool.ids()`` (live ids, oldest
+    first) and ``iter(pool)`` (the entries, oldest first).
+
+    Every method is thread-safe. Reads (retrievals, lookups, statistics,
+    :meth:`save`) run concurrently; writes (adds, :meth:`record_feedback`,
+    :meth:`rebuild_index`) are exclusive, and a reader never sees a
+    half-applied write. A call that raises leaves the pool exactly as it was.
+
     Examples
     --------
     >>> import numpy as np, dreamjit as dj
@@ -99,10 +111,54 @@ class DreamPool(RetrievalMixin):
 
     # ------------------------------------------------------------------ adding
     def add(self, tensor, result, label=None, utility=None, embedding=None, certainty=None) -> int:
-        """Store one tensor with its solver result; returns its id.
+        """Store one tensor with its solver result, whatever its coherence.
 
-        The entry may be evicted again at once only by later adds. Raises
-        :class:`MemoryExceededError` if one entry is larger than the budget.
+        Parameters
+        ----------
+        tensor : array_like
+            ``(rows, cols, layers, C)`` or ``(rows, cols, C)``, finite; the
+            first add fixes the pool's tensor shape.
+        result : SolverResult or array_like of 3 floats
+            ``(energy, coherence, violation)``, e.g. from :func:`evaluate`.
+        label : int, optional
+            Class label, >= 0.
+        utility : float, optional
+            Initial utility; starts the running mean of :meth:`record_feedback`.
+        embedding : array_like, optional
+            The user's own vector of length ``embedding_dim``. The first add
+            decides: either every entry of the pool brings one, or none does
+            (the pool then computes embeddings from the entry's features).
+        certainty : array_like, optional
+            Per-cell weights ``(rows, cols, layers)``; needs ``store_certainty=True``.
+
+        Returns
+        -------
+        int
+            The new entry's id. Ids increase and are never reused.
+
+        Raises
+        ------
+        DimensionMismatchError
+            A shape differs from the pool's tensor shape or ``embedding_dim``.
+        InvalidParameterError
+            NaN/inf values, a wrong dtype, or a negative label.
+        MemoryExceededError
+            One entry is larger than the whole memory budget.
+
+        Notes
+        -----
+        Adding to a full pool first evicts entries by the ``eviction`` policy;
+        the new entry may be evicted again only by later adds.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool(max_size=2)
+        >>> t = np.full((4, 4, 3), 0.5, np.float32)
+        >>> [pool.add(t, dj.SolverResult(1.0, 0.9, 0.0)) for _ in range(3)]
+        [0, 1, 2]
+        >>> pool.ids().tolist(), pool.stats()["evicted"]
+        ([1, 2], 1)
         """
         batch = self._prepare(tensor, [result], [label], [utility],
                               None if embedding is None else [embedding],
@@ -113,7 +169,23 @@ class DreamPool(RetrievalMixin):
                         certainty=None) -> int | None:
         """Store the tensor only if ``result.coherence >= coherence_threshold``.
 
-        Returns the new id, or None (nothing stored) below the threshold.
+        Parameters are those of :meth:`add`; input is validated the same way
+        whether or not the tensor is stored.
+
+        Returns
+        -------
+        int or None
+            The new id, or None (nothing stored) below the threshold.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool(coherence_threshold=0.75)
+        >>> t = np.full((4, 4, 3), 0.5, np.float32)
+        >>> pool.add_if_coherent(t, dj.SolverResult(1.0, 0.5, 0.0)) is None
+        True
+        >>> pool.add_if_coherent(t, dj.SolverResult(1.0, 0.8, 0.0))
+        0
         """
         res = _as_results([result], 1, "result")
         if res[0, 1] < self.config.coherence_threshold:
@@ -129,12 +201,43 @@ class DreamPool(RetrievalMixin):
                   certainties=None, only_coherent=True) -> np.ndarray:
         """Store a batch; returns the int64 ids of the entries stored.
 
-        ``results`` is a sequence of :class:`SolverResult` or an ``(n, 3)``
-        array (energy, coherence, violation); None evaluates the tensors with
-        :func:`dreamjit.evaluate_batch`. With ``only_coherent`` only entries
-        at or above ``coherence_threshold`` are stored. The batch is planned as
-        sequential adds: if it overfills the pool, earlier entries (its own
-        included) are evicted by policy, and their ids are not returned.
+        Parameters
+        ----------
+        tensors : array_like
+            ``(n, rows, cols, layers, C)`` or ``(n, rows, cols, C)``.
+        results : sequence of SolverResult or array_like (n, 3), optional
+            Energy, coherence, violation per tensor; None evaluates the
+            tensors with :func:`dreamjit.evaluate_batch` (RGB tensors only).
+        labels, utilities : sequence, optional
+            One per tensor (None items for none).
+        embeddings : array_like (n, embedding_dim), optional
+            The user's own vectors (see :meth:`add`).
+        certainties : array_like (n, rows, cols, layers), optional
+            Needs ``store_certainty=True``.
+        only_coherent : bool, default True
+            Store only entries at or above ``coherence_threshold``.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+            Ids of the entries stored, in batch order.
+
+        Notes
+        -----
+        The batch is planned as sequential adds: if it overfills the pool,
+        earlier entries (its own included) are evicted by policy, and their
+        ids are not returned. The whole batch is validated before anything is
+        stored; a refused batch changes nothing.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(20, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(max_size=5)
+        >>> ids = pool.add_batch(tensors, only_coherent=False)
+        >>> ids.tolist(), len(pool)
+        ([15, 16, 17, 18, 19], 5)
         """
         if results is None:
             from .features import evaluate_batch
@@ -335,8 +438,33 @@ class DreamPool(RetrievalMixin):
     def record_feedback(self, ids, utilities) -> int:
         """Fold utilities into each entry's running mean utility.
 
-        ``utilities`` is one number or one per id. Ids that were issued but
-        have since been evicted are skipped; returns how many were updated.
+        Parameters
+        ----------
+        ids : int or sequence of int
+            Entry ids, e.g. ``hits.ids``.
+        utilities : float or sequence of float
+            One number for all ids, or one per id.
+
+        Returns
+        -------
+        int
+            How many ids were updated; ids that were issued but have since
+            been evicted are skipped.
+
+        Raises
+        ------
+        InvalidParameterError
+            An id this pool never issued, or a utility that is not finite.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool()
+        >>> eid = pool.add(np.full((4, 4, 3), 0.5), dj.SolverResult(1.0, 0.9, 0.0), utility=1.0)
+        >>> pool.record_feedback([eid], 0.0)
+        1
+        >>> pool[eid].util_mean
+        0.5
         """
         id_arr = np.atleast_1d(np.asarray(ids))
         if id_arr.size == 0:
@@ -401,7 +529,7 @@ class DreamPool(RetrievalMixin):
                 spectral=s.spectral[slot].copy(), embedding=s.embeddings[slot].copy())
 
     def ids(self) -> np.ndarray:
-        """Live ids, oldest first."""
+        """Live ids, oldest first (int64 array)."""
         with self._lock.read():
             if self._store is None:
                 return np.empty(0, dtype=np.int64)
@@ -427,7 +555,16 @@ class DreamPool(RetrievalMixin):
         return len(self) * self._store.entry_bytes + self._index_nbytes()
 
     def memory_budget_stats(self) -> tuple:
-        """``(current_mb, max_mb, usage_ratio, count)``; max_mb is None when unbounded."""
+        """Memory use against the budget.
+
+        Returns
+        -------
+        tuple
+            ``(current_mb, max_mb, usage_ratio, count)``: MiB in use (logical,
+            exact: live entries' storage rows plus index arrays), the budget in
+            MiB (None when unbounded), their ratio (0.0 when unbounded) and the
+            number of live entries.
+        """
         with self._lock.read():
             used = self.used_bytes()
             budget = self.config.budget_bytes
@@ -435,7 +572,19 @@ class DreamPool(RetrievalMixin):
             return (used / 2**20, self.config.memory_budget_mb, ratio, len(self))
 
     def stats(self) -> dict:
-        """Counts, means of the solver results, label counts and bytes."""
+        """Counts, means of the solver results, label counts, bytes and index state.
+
+        Returns
+        -------
+        dict
+            ``count``, ``next_id``, ``evicted`` (stored entries removed so
+            far), ``capacity``, ``bytes_used``, ``bytes_allocated``,
+            ``entry_bytes``, ``tensor_shape``, ``mean_energy``,
+            ``mean_coherence``, ``mean_violation``, ``label_counts`` (label ->
+            count), ``unlabeled``, and the index keys ``index`` ("exact" or
+            "ann", the one answering queries), ``ann_ready``, ``ann_building``
+            and ``index_bytes``.
+        """
         with self._lock.read():
             s = self._store
             live = s.live_slots() if s is not None else np.empty(0, np.int64)
@@ -479,14 +628,60 @@ class DreamPool(RetrievalMixin):
                                      detail="; ".join(problems))
 
     def save(self, path) -> str:
-        """Write the pool to one ``.npz`` file, atomically (see :mod:`dreamjit.io`)."""
+        """Write the pool to one ``.npz`` file, atomically.
+
+        The file holds a JSON header (format version, config, counters and a
+        checksum of every array) and the live storage columns; nothing is
+        pickled. It is written to a temporary file in the same directory,
+        fsynced, then moved over ``path`` with ``os.replace``, so ``path``
+        always holds a complete file. ``python -m dreamjit inspect FILE``
+        prints the header and checks the checksums.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write (conventionally ending in ``.npz``).
+
+        Returns
+        -------
+        str
+            The path written.
+
+        Examples
+        --------
+        >>> import os, tempfile, numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool()
+        >>> eid = pool.add(np.full((4, 4, 3), 0.5), dj.SolverResult(1.0, 0.9, 0.0), label=3)
+        >>> path = pool.save(os.path.join(tempfile.mkdtemp(), "pool.npz"))
+        >>> loaded = dj.DreamPool.load(path)
+        >>> loaded.ids().tolist(), loaded[eid].label
+        ([0], 3)
+        """
         from .io import save_pool
 
         return save_pool(self, path)
 
     @classmethod
     def load(cls, path) -> "DreamPool":
-        """Read a pool written by :meth:`save`; any damage raises ``IndexCorruptedError``."""
+        """Read a pool written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        DreamPool
+            An equal pool: same config, ids, entries and counters.
+
+        Raises
+        ------
+        IndexCorruptedError
+            Any damage: truncation, a checksum mismatch, a wrong format
+            version, inconsistent columns or counters.
+        FileNotFoundError
+            No file at ``path``.
+        """
         from .io import load_pool
 
         return load_pool(cls, path)
