@@ -25,7 +25,6 @@ version = release = dreamjit.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.mathjax",
     "numpydoc",
     "myst_nb",
     "dreamjit_api",  # docs/_ext/dreamjit_api.py: the API reference from dreamjit.__all__
@@ -58,7 +57,7 @@ numpydoc_xref_param_type = False
 numpydoc_validation_checks = set()
 
 # -- myst / myst-nb: execute every notebook on every build ---------------------
-myst_enable_extensions = ["colon_fence", "dollarmath"]
+myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
 nb_execution_mode = "force"
 nb_execution_raise_on_error = True

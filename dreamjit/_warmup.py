@@ -23,13 +23,18 @@ def warmup(shape=(8, 8, 2, 3), dim: int = 64) -> float:
     from .config import PoolConfig
     from .diversity import maximal_marginal_relevance
     from .features import evaluate_batch
+    from .kernels._jit import MIN_PARALLEL_ITEMS
     from .pool import DreamPool
 
     start = time.perf_counter()
     rng = np.random.default_rng(0)
-    tensors = rng.random((4, *shape), dtype=np.float32)
+    # batch kernels compile twice (serial below MIN_PARALLEL_ITEMS, prange above): warm both
+    big = rng.random((MIN_PARALLEL_ITEMS, *shape), dtype=np.float32)
+    tensors = big[:4]
     results = evaluate_batch(tensors)
-    pool = DreamPool(PoolConfig(max_size=3, embedding_dim=dim, memory_budget_mb=None))
+    pool = DreamPool(PoolConfig(max_size=3, embedding_dim=dim, memory_budget_mb=None,
+                                use_ann=False))
+    pool.add_batch(big, evaluate_batch(big), only_coherent=False)
     pool.add_batch(tensors, results, labels=[0, 1, 0, 1], utilities=[0.1, 0.2, 0.3, 0.4],
                    only_coherent=False)
     pool.record_feedback(pool.ids()[:1], 0.5)

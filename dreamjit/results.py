@@ -17,10 +17,36 @@ def _frozen(arr):
 
 @dataclass(frozen=True)
 class DreamEntry:
-    """A read-only snapshot of one stored entry.
+    """A read-only snapshot of one stored entry, as returned by ``pool[eid]``.
 
     Arrays are copies marked read-only: later changes to the pool do not
     show through, and the entry cannot change the pool.
+
+    Attributes
+    ----------
+    id : int
+        The entry id.
+    tensor : numpy.ndarray
+        The stored tensor (float32, the pool's tensor shape).
+    certainty : numpy.ndarray or None
+        Per-cell certainty, when the pool stores it.
+    result : SolverResult
+        Energy, coherence and violation given when it was added.
+    chroma : numpy.ndarray
+        Chroma signature (C,).
+    label : int or None
+    utility : float or None
+        The utility given when it was added.
+    util_mean : float
+        Running mean of the utilities (the initial one and all feedback).
+    usage_count : int
+        How many retrievals have returned this entry.
+    timestamp : float
+        ``time.time()`` when it was added.
+    spectral : numpy.ndarray
+        The six spectral features (see :class:`SpectralFeatures`).
+    embedding : numpy.ndarray
+        The unit embedding used by soft retrieval.
     """
 
     id: int
@@ -49,6 +75,8 @@ class DreamEntry:
 
 
 class Hit(NamedTuple):
+    """One retrieval result: ``(id, score)``, as yielded by iterating :class:`Hits`."""
+
     id: int
     score: float
 
@@ -58,6 +86,26 @@ class Hits:
 
     ``tensors()`` and ``entries()`` fetch the stored data on request; an id
     evicted since the retrieval raises ``KeyError``.
+
+    Attributes
+    ----------
+    ids : numpy.ndarray of int64, shape (k,)
+        Entry ids, best first (read-only).
+    scores : numpy.ndarray of float32, shape (k,)
+        The score of each id; its meaning depends on the retrieval method.
+
+    Examples
+    --------
+    >>> import numpy as np, dreamjit as dj
+    >>> pool = dj.DreamPool()
+    >>> for v in (0.2, 0.5, 0.8):
+    ...     _ = pool.add(np.full((4, 4, 3), v) * [1.0, 0.5, 0.25], dj.SolverResult(1.0, 0.9, 0.0))
+    >>> hits = pool.retrieve_similar([1.0, 0.5, 0.25], k=2)
+    >>> len(hits), hits.ids.dtype, hits.tensors().shape
+    (2, dtype('int64'), (2, 4, 4, 3))
+    >>> eid, score = hits[0]
+    >>> [e.id for e in hits.entries()] == hits.ids.tolist()
+    True
     """
 
     __slots__ = ("ids", "scores", "_pool")
@@ -71,6 +119,7 @@ class Hits:
         return int(self.ids.shape[0])
 
     def len(self) -> int:
+        """The number of hits (as ``len(hits)``)."""
         return len(self)
 
     def __iter__(self):
@@ -81,6 +130,7 @@ class Hits:
         return Hit(int(self.ids[i]), float(self.scores[i]))
 
     def entries(self) -> list:
+        """The hit entries as :class:`DreamEntry` snapshots, best first."""
         return [self._pool[i] for i in self.ids.tolist()]
 
     def tensors(self) -> np.ndarray:

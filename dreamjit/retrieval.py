@@ -116,7 +116,14 @@ class RetrievalMixin:
         """Rebuild the NN-descent index now (in the background unless ``block``).
 
         Below ``ann_threshold`` (or with ``use_ann=False``) there is nothing to
-        rebuild: the exact index is always current.
+        rebuild: the exact index is always current. Queries never wait for a
+        background build: they use the previous graph (or the exact index)
+        until the new one is ready.
+
+        Parameters
+        ----------
+        block : bool, default False
+            Wait until the new graph is built and in use.
         """
         with self._lock.write():
             if self._ann is None:
@@ -208,7 +215,32 @@ class RetrievalMixin:
         k : int, optional
             Hits wanted (default ``retrieval_limit``); fewer if the pool has fewer.
         label : int, optional
-            Only entries with this label.
+            Only entries with this label (a Query's label is used when omitted).
+
+        Returns
+        -------
+        Hits
+            Ids and cosine similarities, best first (ties to the lower id).
+
+        Raises
+        ------
+        DimensionMismatchError
+            ``chroma`` does not have one value per channel.
+        InvalidParameterError
+            NaN/inf values, ``k < 1``, or a Query without chroma.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> hits = pool.retrieve_similar([0.8, 0.3, 0.2], k=3)
+        >>> len(hits), bool(np.all(np.diff(hits.scores) <= 0))
+        (3, True)
+        >>> all(e.label == 1 for e in pool.retrieve_similar([0.8, 0.3, 0.2], k=3, label=1).entries())
+        True
         """
         q = self._chroma_query(chroma)
         k = as_k(k, default=self.config.retrieval_limit)
@@ -230,6 +262,36 @@ class RetrievalMixin:
         they are reranked by ``alpha*similarity + beta*utility +
         gamma*class_match`` with a duplicate penalty (see
         :class:`RetrievalWeights`). Scores are the rerank values.
+
+        Parameters
+        ----------
+        query : Query, tensor or array_like
+            A :class:`Query`; a tensor (as ``Query.from_tensor``); a chroma
+            vector; or, for a pool of user embeddings, the query vector (also
+            as ``Query(embedding=v)``).
+        k : int, optional
+            Hits wanted (default ``retrieval_limit``).
+        weights : RetrievalWeights, optional
+            The rerank weights; ``RetrievalWeights()`` when omitted.
+
+        Returns
+        -------
+        Hits
+            Ids and rerank values in pick order: the first pick's value is its
+            hybrid score, each later one ``lambda_*score - delta*max_similarity``
+            to the entries picked before it.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> probe = pool[ids[7]]
+        >>> hits = pool.retrieve_soft(dj.Query.from_tensor(probe.tensor, label=probe.label), k=3)
+        >>> int(hits.ids[0]) == int(ids[7])
+        True
         """
         k = as_k(k, default=self.config.retrieval_limit)
         if weights is None:
@@ -256,6 +318,41 @@ class RetrievalMixin:
         stops early once no candidate's relevance reaches ``min_similarity``
         (default 0.0) and compares against a sample of ``sample_size``
         (default 8) chosen entries instead of all of them.
+
+        Parameters
+        ----------
+        query : Query, tensor or array_like
+            As in :meth:`retrieve_soft`.
+        k : int, optional
+            Picks wanted (default ``retrieval_limit``).
+        lambda_ : float, default 0.5
+            In [0, 1]: 1 ranks by relevance only, 0 by diversity only (after
+            the first pick).
+        fast : bool, default False
+            Early stop and sampled comparisons, as above.
+
+        Returns
+        -------
+        Hits
+            Ids in pick order; scores as in
+            :func:`dreamjit.maximal_marginal_relevance` (the first pick's
+            cosine relevance, then the MMR value that won each later pick).
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> q = dj.Query.from_tensor(tensors[0])
+        >>> relevant = pool.retrieve_diverse(q, k=4, lambda_=1.0)
+        >>> diverse = pool.retrieve_diverse(q, k=4, lambda_=0.0)
+        >>> int(relevant.ids[0]) == int(diverse.ids[0])   # the first pick is the most relevant
+        True
+        >>> (pool.diversity_stats(diverse)["embedding_dispersion"]
+        ...  >= pool.diversity_stats(relevant)["embedding_dispersion"])
+        True
         """
         k = as_k(k, default=self.config.retrieval_limit)
         lambda_ = as_float(lambda_, "lambda_", minimum=0.0, maximum=1.0)
@@ -278,7 +375,41 @@ class RetrievalMixin:
 
     def retrieve(self, query, k=None, mode=RetrievalMode.SOFT) -> Hits:
         """Retrieve by ``mode``: HARD (chroma cosine), SOFT (hybrid rerank) or
-        HYBRID (both merged by id, each id with its best score, best first)."""
+        HYBRID (both merged by id, each id with its best score, best first).
+
+        Parameters
+        ----------
+        query : Query, tensor or array_like
+            As in :meth:`retrieve_soft`; HARD needs a chroma signature.
+        k : int, optional
+            Hits wanted (default ``retrieval_limit``).
+        mode : RetrievalMode or str, default RetrievalMode.SOFT
+            ``HARD`` calls :meth:`retrieve_similar`, ``SOFT`` calls
+            :meth:`retrieve_soft`; ``"hard"``, ``"soft"``, ``"hybrid"`` work too.
+
+        Returns
+        -------
+        Hits
+
+        Notes
+        -----
+        HYBRID compares scores of two kinds: chroma cosines from the hard
+        path and rerank values from the soft path.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> q = dj.Query.from_tensor(tensors[3])
+        >>> hard = pool.retrieve(q, k=3, mode=dj.RetrievalMode.HARD)
+        >>> hard.ids.tolist() == pool.retrieve_similar(q, k=3).ids.tolist()
+        True
+        >>> len(pool.retrieve(q, k=3, mode="hybrid"))
+        3
+        """
         if isinstance(mode, str):
             try:
                 mode = RetrievalMode(mode.lower())
@@ -305,7 +436,13 @@ class RetrievalMixin:
 
     def diversity_stats(self, hits: Hits | None = None) -> dict:
         """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
-        embeddings, over the pool or over ``hits``."""
+        embeddings, over the pool or over ``hits``.
+
+        Returns
+        -------
+        dict
+            ``count``, ``chroma_dispersion``, ``embedding_dispersion``.
+        """
         with self._lock.read():
             if self._store is None:
                 return {"count": 0, "chroma_dispersion": 0.0, "embedding_dispersion": 0.0}
@@ -322,7 +459,19 @@ class RetrievalMixin:
                         np.ascontiguousarray(s.embeddings[slots])))}
 
     def query_cache_stats(self) -> tuple:
-        """``(hits, misses, hit_rate)`` of the query-embedding cache."""
+        """``(hits, misses, hit_rate)`` of the query-embedding cache.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> _ = pool.retrieve_soft([0.5, 0.4, 0.3]); _ = pool.retrieve_soft([0.5, 0.4, 0.3])
+        >>> pool.query_cache_stats()
+        (1, 1, 0.5)
+        """
         return self._cache.stats()
 
     def _finish(self, slots, scores) -> Hits:

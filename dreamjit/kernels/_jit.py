@@ -7,8 +7,10 @@ results must match the references in ``tests/reference.py``.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import types
 
 import numba
 from numba import njit, prange  # noqa: F401  (prange re-exported for kernels)
@@ -44,8 +46,45 @@ def kernel(fn):
     return dispatcher
 
 
-def parallel_kernel(fn):
-    """Compile ``fn`` as a ``prange`` batch kernel."""
-    dispatcher = njit(**PARALLEL_OPTIONS)(fn)
-    REGISTRY.append(dispatcher)
-    return dispatcher
+#: batches smaller than this run the serial compile: a parallel launch costs
+#: microseconds on an idle machine but milliseconds when another process holds a core
+MIN_PARALLEL_ITEMS = 64
+
+
+class SizeDispatch:
+    """A batch kernel compiled twice: serial for small batches, ``prange`` for large.
+
+    ``size_arg`` is the position of the argument whose first axis is the batch.
+    Both compiles are cached (the serial one under its own name, so the two
+    never share a cache entry). Not callable from other kernels.
+    """
+
+    def __init__(self, fn, size_arg: int):
+        self.size_arg = size_arg
+        self.parallel = njit(**PARALLEL_OPTIONS)(fn)
+        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                    fn.__defaults__, fn.__closure__)
+        serial.__qualname__ = fn.__qualname__ + "_serial"
+        serial.__module__, serial.__doc__ = fn.__module__, fn.__doc__
+        self.serial = njit(**KERNEL_OPTIONS)(serial)
+        functools.update_wrapper(self, fn)
+        REGISTRY.extend([self.parallel, self.serial])
+
+    def __call__(self, *args):
+        big = args[self.size_arg].shape[0] >= MIN_PARALLEL_ITEMS
+        return (self.parallel if big else self.serial)(*args)
+
+
+def parallel_kernel(fn=None, *, size_arg=0):
+    """Compile ``fn`` as a ``prange`` batch kernel.
+
+    With ``size_arg=None`` it always runs in parallel (the caller decides);
+    otherwise small batches take a serial compile (see :class:`SizeDispatch`).
+    """
+    if fn is None:
+        return functools.partial(parallel_kernel, size_arg=size_arg)
+    if size_arg is None:
+        dispatcher = njit(**PARALLEL_OPTIONS)(fn)
+        REGISTRY.append(dispatcher)
+        return dispatcher
+    return SizeDispatch(fn, size_arg)

@@ -220,7 +220,7 @@ def _merge_heaps(hs, hi, sizes, cap):
     return _heap_result(fs, fi, size)
 
 
-@parallel_kernel
+@parallel_kernel(size_arg=None)
 def topk_dot_parallel(X, q, mask, k):
     """:func:`topk_dot` with the rows split in chunks over threads; same result.
 
@@ -308,7 +308,7 @@ def topk_dot_columns(XT, q, mask, k):
     return _heap_result(hs, hi, size)
 
 
-@parallel_kernel
+@parallel_kernel(size_arg=None)
 def topk_dot_columns_parallel(XT, q, mask, k):
     """:func:`topk_dot_columns` with the columns split in chunks over threads; same result."""
     n = XT.shape[1]
@@ -385,7 +385,7 @@ def _offer_tile(acc, r, rows, ridx, hs, hi, sizes, thr, q0):
                 thr[t] = hs[t, 0]
 
 
-@parallel_kernel
+@parallel_kernel(size_arg=1)
 def topk_dot_batch(X, Q, mask, k):
     """:func:`topk_dot` for each row of ``Q`` (m, d), in parallel over query tiles.
 

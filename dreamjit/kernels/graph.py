@@ -231,7 +231,7 @@ def ann_search(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, ep
     return out_i[:m].copy(), out_s[:m].copy()
 
 
-@parallel_kernel
+@parallel_kernel(size_arg=8)
 def ann_search_batch(X, rows, indptr, indices, dead, mask, pivots, delta, Q, k, ef, epsilon):
     """:func:`ann_search` per row of ``Q``; ``(m, k)`` padded with -1 / -inf, plus counts."""
     m = Q.shape[0]
