@@ -13,6 +13,7 @@ from dreamjit.errors import (DimensionMismatchError, DreamError, EmptyCollection
                              InvalidParameterError)
 
 from reference_retrieval import mmr_ref
+from props import examples
 
 
 def _data(rng, n=40, d=8):
@@ -160,7 +161,7 @@ def test_inputs_not_modified(rng):
     np.testing.assert_array_equal(C, C0)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(C=hnp.arrays(np.float64, st.tuples(st.integers(1, 10), st.integers(1, 4)),
                     elements=st.integers(-3, 3).map(float)),
        data=st.data())

@@ -10,6 +10,7 @@ from dreamjit.errors import (DimensionMismatchError, DreamError, EmptyCollection
                              InvalidParameterError)
 from dreamjit.features import (SolverResult, SpectralFeatures, chroma_signature, evaluate,
                                evaluate_batch, spectral_features, spectral_features_batch)
+from props import examples
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -259,7 +260,7 @@ def test_lambdas_accept_ints_and_numpy_scalars():
 
 # --- properties ----------------------------------------------------------------------------
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(rows=st.integers(1, 7), cols=st.integers(1, 7), layers=st.integers(0, 2),
        C=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
 def test_single_and_batch_agree(rows, cols, layers, C, seed):

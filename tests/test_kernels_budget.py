@@ -4,6 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 from dreamjit.kernels.budget import admission_plan, entries_to_evict, eviction_order
 import reference_pool as ref
+from props import examples
 
 
 def test_eviction_order_ties_by_id():
@@ -26,7 +27,7 @@ def test_entries_to_evict(used, incoming, entry, target, live):
         ref.entries_to_evict(used, incoming, entry, target, live)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.integers(0, 3), min_size=0, max_size=12),
        st.lists(st.integers(0, 3), min_size=1, max_size=12), st.integers(1, 6))
 def test_admission_plan_matches_sequential_model(old_keys, new_keys, limit):

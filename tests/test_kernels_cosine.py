@@ -20,6 +20,7 @@ from reference_retrieval import (
     dispersion_ref, normalize_rows_ref, seq_dots, topk_cosine_ref, topk_dot_batch_ref,
     topk_dot_ref, topk_from_scores,
 )
+from props import examples
 
 
 def _data(rng, n, d, dup=True):
@@ -288,7 +289,7 @@ small_ints = hnp.arrays(np.float32, st.tuples(st.integers(0, 24), st.integers(1,
                         elements=st.integers(-2, 2).map(float))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(X=small_ints, data=st.data())
 def test_topk_properties(X, data):
     n, d = X.shape
@@ -306,7 +307,7 @@ def test_topk_properties(X, data):
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(X=hnp.arrays(np.float32, st.tuples(st.integers(0, 300), st.integers(1, 70)),
                     elements=st.floats(-4, 4, width=32)),
        data=st.data())

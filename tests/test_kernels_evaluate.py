@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import reference_features as ref
 from dreamjit.kernels.evaluate import evaluate_batch, evaluate_one, hue_direction
+from props import examples
 
 
 def f32(a):
@@ -111,7 +112,7 @@ def test_hue_direction_matches_colorsys(rgb):
         assert (c, s) == pytest.approx((math.cos(h), math.sin(h)), abs=1e-12)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.tuples(*[st.floats(-1.0, 2.0)] * 3))
 def test_hue_direction_property(rgb):
     r, g, b = rgb
@@ -132,7 +133,7 @@ def test_batch_matches_single(n, rng):
         assert np.array_equal(got[i], run_one(t[i], 1.5, 0.2))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(st.lists(st.floats(0.0, 360.0, exclude_max=True), min_size=1, max_size=30))
 def test_reference_circular_std_matches_scipy(hues):
     a = ref.circular_std_degrees_ref(hues)
@@ -148,7 +149,7 @@ def test_reference_circular_std_matches_scipy_known():
     assert ref.circular_std_degrees_ref(spread) == pytest.approx(want)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(rows=st.integers(1, 6), cols=st.integers(1, 6), layers=st.integers(1, 3),
        seed=st.integers(0, 2**32 - 1), lo=st.sampled_from([0.0, -0.2]),
        hi=st.sampled_from([1.0, 1.3]),

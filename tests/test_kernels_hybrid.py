@@ -8,6 +8,7 @@ from hypothesis.extra import numpy as hnp
 from dreamjit.kernels.hybrid import hybrid_base_scores, hybrid_rerank
 
 from reference_retrieval import hybrid_base_ref, hybrid_rerank_ref
+from props import examples
 
 W = dict(alpha=0.65, beta=0.20, gamma=0.10, delta=0.05, lambda_=0.7)
 
@@ -101,7 +102,7 @@ def test_hybrid_empty_and_k():
     assert sorted(o.tolist()) == list(range(6))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(data=st.data(), m=st.integers(0, 15), d=st.integers(1, 4))
 def test_hybrid_properties(data, m, d):
     small = st.integers(-2, 2).map(float)

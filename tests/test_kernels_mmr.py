@@ -8,6 +8,7 @@ from hypothesis.extra import numpy as hnp
 from dreamjit.kernels.mmr import mmr_fast, mmr_standard
 
 from reference_retrieval import mmr_fast_ref, mmr_ref
+from props import examples
 
 LAMBDAS = [0.0, 0.5, 1.0]
 
@@ -148,7 +149,7 @@ def test_mmr_standard_bigger(rng):
 ints = st.integers(-2, 2).map(float)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(C=hnp.arrays(np.float32, st.tuples(st.integers(0, 12), st.integers(1, 4)), elements=ints),
        data=st.data())
 def test_mmr_properties(C, data):
@@ -165,7 +166,7 @@ def test_mmr_properties(C, data):
 
 
 @pytest.mark.slow
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(C=hnp.arrays(np.float32, st.tuples(st.integers(0, 80), st.integers(1, 20)),
                     elements=st.floats(-3, 3, width=32)),
        data=st.data())

@@ -10,6 +10,7 @@ from dreamjit.kernels.chroma import chroma_batch, chroma_one
 from dreamjit.kernels.spectral import (CHUNK, FEATURES, N_FEATURES, describe_batch, half_grids,
                                        hann_window, log_into, radius_grid, spectra_features,
                                        spectral_batch, spectral_one, window_2d)
+from props import examples
 
 RTOL, ATOL = 1e-5, 1e-6
 NO_W = np.empty((0, 0, 0), np.float32)
@@ -221,7 +222,7 @@ def test_feature_names_order():
                         "dominant_frequency", "mean_psd")
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(rows=st.integers(1, 9), cols=st.integers(1, 9), layers=st.integers(1, 3),
        C=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
        scale=st.sampled_from([1e-3, 1.0, 50.0]))
