@@ -592,7 +592,8 @@ class DreamPool(RetrievalMixin):
                    "capacity": 0 if s is None else s.capacity,
                    "bytes_used": self.used_bytes(),
                    "bytes_allocated": 0 if s is None else s.allocated_bytes + self._index_nbytes(),
-                   "entry_bytes": self.entry_bytes, "tensor_shape": self._shape}
+                   "entry_bytes": self.entry_bytes, "tensor_shape": self._shape,
+                   "parallel_reads": self._lock.shared_reads}
             for col in ("energy", "coherence", "violation"):
                 out[f"mean_{col}"] = float(s.columns[col][live].mean()) if live.size else float("nan")
             labels, counts = np.unique(s.labels[live], return_counts=True) if live.size else ([], [])

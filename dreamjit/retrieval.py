@@ -26,6 +26,26 @@ logger = logging.getLogger("dreamjit")
 _DEFAULT_WEIGHTS = RetrievalWeights()
 
 
+_NO_SLOTS = np.empty(0, dtype=np.int64)
+_NO_SCORES = np.empty(0, dtype=np.float32)
+#: the usual constant of reciprocal rank fusion (Cormack et al., 2009)
+RRF_K = 60
+
+
+def reciprocal_rank_fusion(lists, k: int):
+    """Fuse rankings of slots: ``score = sum(1 / (RRF_K + rank))`` with rank from 1;
+    returns the best ``k`` as ``(slots, scores float32)``, ties to the lower slot."""
+    if not lists or all(len(x) == 0 for x in lists):
+        return _NO_SLOTS, _NO_SCORES
+    slots = np.concatenate(lists)
+    ranks = np.concatenate([np.arange(1, len(x) + 1) for x in lists])
+    uniq, inverse = np.unique(slots, return_inverse=True)
+    fused = np.zeros(uniq.shape[0])
+    np.add.at(fused, inverse, 1.0 / (RRF_K + ranks))
+    order = np.lexsort((uniq, -fused))[:k]
+    return uniq[order], fused[order].astype(np.float32)
+
+
 def candidate_count(k: int) -> int:
     """How many index candidates the rerank and MMR stages look at."""
     return max(4 * k, 32)
@@ -248,12 +268,15 @@ class RetrievalMixin:
         if label is None and isinstance(chroma, Query):
             label = as_label(chroma.label)
         with self._lock.read():
-            if self._store is None or len(self) == 0:
-                return Hits([], [], self)
-            s = self._store
-            mask = s.alive if label is None else s.alive & (s.labels == label)
-            slots, scores = topk_cosine(s.chroma, q, mask, k)
-            return self._finish(slots, scores)
+            return self._finish(*self._hard(q, k, label))
+
+    def _hard(self, q, k, label):
+        """``(slots, cosines)`` of the hard path (validated inputs; no usage counted)."""
+        if self._store is None or len(self) == 0:
+            return _NO_SLOTS, _NO_SCORES
+        s = self._store
+        mask = s.alive if label is None else s.alive & (s.labels == label)
+        return topk_cosine(s.chroma, q, mask, k)
 
     def retrieve_soft(self, query, k=None, weights=None) -> Hits:
         """Soft retrieval: embedding -> index candidates -> hybrid rerank.
@@ -299,16 +322,20 @@ class RetrievalMixin:
         elif not isinstance(weights, RetrievalWeights):
             raise InvalidParameterError("weights", weights, "a RetrievalWeights or None")
         with self._lock.read():
-            q, label = self._query_embedding(query)
-            if q is None or len(self) == 0:
-                return Hits([], [], self)
-            slots, sims = self._candidates(q, k)
-            s = self._store
-            w = weights
-            order, scores = hybrid_rerank(sims, s.util_mean[slots], s.labels[slots], label,
-                                          np.ascontiguousarray(s.embeddings[slots]), w.alpha, w.beta,
-                                          w.gamma, w.delta, w.lambda_, k)
-            return self._finish(slots[order], scores)
+            return self._finish(*self._soft(query, k, weights))
+
+    def _soft(self, query, k, weights):
+        """``(slots, rerank values)`` of the soft path (no usage counted)."""
+        q, label = self._query_embedding(query)
+        if q is None or len(self) == 0:
+            return _NO_SLOTS, _NO_SCORES
+        slots, sims = self._candidates(q, k)
+        s = self._store
+        w = weights
+        order, scores = hybrid_rerank(sims, s.util_mean[slots], s.labels[slots], label,
+                                      np.ascontiguousarray(s.embeddings[slots]), w.alpha, w.beta,
+                                      w.gamma, w.delta, w.lambda_, k)
+        return slots[order], scores
 
     def retrieve_diverse(self, query, k=None, lambda_=0.5, fast=False, min_similarity=None,
                          sample_size=None) -> Hits:
@@ -375,7 +402,7 @@ class RetrievalMixin:
 
     def retrieve(self, query, k=None, mode=RetrievalMode.SOFT) -> Hits:
         """Retrieve by ``mode``: HARD (chroma cosine), SOFT (hybrid rerank) or
-        HYBRID (both merged by id, each id with its best score, best first).
+        HYBRID (both rankings fused by reciprocal rank, best first).
 
         Parameters
         ----------
@@ -393,8 +420,10 @@ class RetrievalMixin:
 
         Notes
         -----
-        HYBRID compares scores of two kinds: chroma cosines from the hard
-        path and rerank values from the soft path.
+        HYBRID fuses the two rankings by reciprocal rank (each entry scores
+        ``sum(1 / (60 + rank))`` over the hard and soft lists, ``2k`` deep),
+        because chroma cosines and rerank values are on different scales:
+        mixing raw scores would let the hard list win every time.
 
         Examples
         --------
@@ -423,16 +452,15 @@ class RetrievalMixin:
             return self.retrieve_soft(query, k=k)
         k = as_k(k, default=self.config.retrieval_limit)
         q = self._as_query(query)
+        hard_q = None if q.chroma is None else self._chroma_query(q)
+        label = as_label(q.label)
         with self._lock.read():
-            soft = self.retrieve_soft(q, k=k)
-            hard = self.retrieve_similar(q, k=k) if q.chroma is not None else Hits([], [], self)
-            ids = np.concatenate([hard.ids, soft.ids])
-            scores = np.concatenate([hard.scores, soft.scores])
-            order = np.lexsort((ids, -scores))  # best score first, ties to the lower id
-            ids, scores = ids[order], scores[order]
-            _, first = np.unique(ids, return_index=True)
-            keep = np.sort(first)[:k]
-            return Hits(ids[keep], scores[keep], self)
+            depth = 2 * k  # each list contributes beyond k, so agreement can lift an entry
+            lists = [self._soft(q, depth, _DEFAULT_WEIGHTS)[0]]
+            if hard_q is not None:
+                lists.append(self._hard(hard_q, depth, None)[0])
+            slots, fused = reciprocal_rank_fusion(lists, k)
+            return self._finish(slots, fused)
 
     def diversity_stats(self, hits: Hits | None = None) -> dict:
         """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
@@ -477,6 +505,8 @@ class RetrievalMixin:
     def _finish(self, slots, scores) -> Hits:
         """Hits for slots; counts the usage of each returned entry."""
         s = self._store
+        if len(slots) == 0:
+            return Hits(_NO_SLOTS, _NO_SCORES, self)
         with self._usage_lock:
             np.add.at(s.usage, slots, 1)
         return Hits(s.ids[slots], scores, self)

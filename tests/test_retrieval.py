@@ -104,8 +104,18 @@ def test_retrieve_modes(data):
     assert hard.ids.tolist() == pool.retrieve_similar(q, k=4).ids.tolist()
     assert soft.ids.tolist() == pool.retrieve_soft(q, k=4).ids.tolist()
     assert len(both) == 4 and len(set(both.ids.tolist())) == 4
-    assert set(both.ids.tolist()) <= set(hard.ids.tolist()) | set(soft.ids.tolist())
     assert (np.diff(both.scores) <= 0).all()
+    # reciprocal rank fusion of the 2k-deep hard and soft rankings, by hand
+    deep_hard = pool.retrieve_similar(q, k=8).ids.tolist()
+    deep_soft = pool.retrieve_soft(q, k=8).ids.tolist()
+    fused = {}
+    for ranking in (deep_soft, deep_hard):
+        for rank, eid in enumerate(ranking, start=1):
+            fused[eid] = fused.get(eid, 0.0) + 1.0 / (60 + rank)
+    slot = {eid: pool._slot(eid) for eid in fused}
+    want = sorted(fused, key=lambda e: (-fused[e], slot[e]))[:4]
+    assert both.ids.tolist() == want
+    np.testing.assert_allclose(both.scores, [fused[e] for e in want], rtol=1e-6)
     assert pool.retrieve(q, k=2, mode="soft").ids.tolist() == soft.ids[:2].tolist()
 
 

@@ -59,8 +59,18 @@ class ExactPool:
 
     @staticmethod
     def _build(n):
+        from dreamjit.kernels import cosine
+
         pool = embedding_pool(unit_mixture(n), use_ann=False)
         index = pool._exact  # the pool's ExactIndex (no public accessor)
+        store = pool._store
+        cols = store.columns.get("embeddings_t")
+        if cols is not None:  # the column-major copy the exact index scans
+            scans = (lambda q: cosine.topk_dot_columns(cols, q, store.alive, 4 * K),
+                     lambda q: cosine.topk_dot_columns_parallel(cols, q, store.alive, 4 * K))
+        else:
+            scans = (lambda q: cosine.topk_dot(store.embeddings, q, store.alive, 4 * K),
+                     lambda q: cosine.topk_dot_parallel(store.embeddings, q, store.alive, 4 * K))
         _, vectors, queries = _queries()
         for _ in range(3):  # compile or load every kernel with the timed dtypes and shapes
             q = next(queries)
@@ -68,7 +78,10 @@ class ExactPool:
             pool.retrieve_diverse(q, k=K)
             pool.retrieve_diverse(q, k=K, fast=True)
             index.search(next(vectors), K)
-        return {"pool": pool, "index": index, "vectors": vectors, "queries": queries}
+            scans[0](next(vectors))
+            scans[1](next(vectors))
+        return {"pool": pool, "index": index, "vectors": vectors, "queries": queries,
+                "scan_serial": scans[0], "scan_parallel": scans[1]}
 
     def time_retrieve_soft(self, n):
         """pool.retrieve_soft: embedding -> exact index (40 candidates) -> hybrid rerank -> 10."""
@@ -77,6 +90,14 @@ class ExactPool:
     def time_index_search(self, n):
         """The exact index alone: top-10 slots by dot product over the live rows."""
         self.index.search(next(self.vectors), K)
+
+    def time_scan_serial_k40(self, n):
+        """The one-thread scan kernel retrieve_soft's 40 candidates need (no Python layer)."""
+        self.scan_serial(next(self.vectors))
+
+    def time_scan_parallel_k40(self, n):
+        """The same scan split over every core (what the index uses from 65536 rows)."""
+        self.scan_parallel(next(self.vectors))
 
     def time_retrieve_diverse(self, n):
         """pool.retrieve_diverse: exact candidates + standard MMR."""
