@@ -14,9 +14,10 @@ __all__ = ["PoolConfig", "EVICTION_POLICIES"]
 EVICTION_POLICIES = {"oldest": 0, "lowest_coherence": 1, "lowest_utility": 2}
 
 #: default number of live entries at which the pool switches from the exact
-#: index to NN-descent: the measured crossover for the pool's candidate count
-#: (k >= 32) is about 4,000 entries (scripts/measure_ann.py crossover)
-DEFAULT_ANN_THRESHOLD = 5_000
+#: index to NN-descent. Through retrieve_soft (d=64, recall@10 1.0 both ways)
+#: ANN/exact speed was 1.0x at 2e4, 1.3x at 5e4, 1.7x at 1e5, 2.5x+ at 2e5
+#: (scripts/measure_crossover.py): below ~5e4 the graph is not worth its build.
+DEFAULT_ANN_THRESHOLD = 50_000
 
 
 @dataclass(frozen=True)
