@@ -26,13 +26,24 @@ def mixture(n, d=64, clusters=100, seed=0):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def run(n, nq=200, k=10):
-    X = mixture(n + nq)
+def digits():
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data.astype(np.float64)
+    X -= X.mean(0)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32)
+
+
+def run(n, nq=200, k=10, data=None):
+    X = mixture(n + nq) if data is None else data
+    n = X.shape[0] - nq
     base, queries = X[:n], X[n:]
+    d = X.shape[1]
     truth = np.argsort(-(base.astype(np.float64) @ queries.T.astype(np.float64)), axis=0)[:k].T
     out = {}
     for mode in ("exact", "ann"):
-        pool = dj.DreamPool(dj.PoolConfig(max_size=n, memory_budget_mb=None, embedding_dim=64,
+        pool = dj.DreamPool(dj.PoolConfig(max_size=n, memory_budget_mb=None, embedding_dim=d,
                                           use_ann=mode == "ann", ann_threshold=min(n, 5000)))
         pool.add_batch(np.zeros((n, 1, 1, 3), np.float32), np.tile([0, 1.0, 0], (n, 1)), embeddings=base)
         if mode == "ann":
@@ -53,10 +64,11 @@ def run(n, nq=200, k=10):
 
 
 def main(argv):
-    sizes = [int(float(a)) for a in argv] or [5_000, 20_000, 50_000, 100_000, 200_000]
+    sizes = [a if a == "digits" else int(float(a)) for a in argv] or \
+        [5_000, 20_000, 50_000, 100_000, 200_000]
     print(f"{'n':>8}  {'exact ms':>9} {'q/s':>7} {'recall':>6}   {'ann ms':>8} {'q/s':>7} {'recall':>6}  ann/exact")
     for n in sizes:
-        r = run(n)
+        r = run(0, nq=297, data=digits()) if n == "digits" else run(n)
         (em, eq, er), (am, aq, ar) = r["exact"], r["ann"]
         print(f"{n:>8}  {em * 1e3:9.3f} {eq:7.0f} {er:6.3f}   {am * 1e3:8.3f} {aq:7.0f} {ar:6.3f}  {aq / eq:8.2f}x",
               flush=True)
