@@ -160,13 +160,16 @@ def _stream_kernels():
                 s += flat[i]
             return s
 
-        def parallel(flat):
-            s = np.float32(0.0)
-            for i in prange(flat.shape[0]):
-                s += flat[i]
-            return s
+        serial_jit = njit(nogil=True, fastmath=True)(serial)
 
-        _STREAM["serial"] = njit(nogil=True, fastmath=True)(serial)
+        def parallel(flat):
+            n = flat.shape[0]
+            part = np.zeros(64, dtype=np.float32)
+            for c in prange(64):  # 64 chunks over the threads; each chunk vectorises
+                part[c] = serial_jit(flat[c * n // 64:(c + 1) * n // 64])
+            return part.sum()
+
+        _STREAM["serial"] = serial_jit
         _STREAM["parallel"] = njit(nogil=True, fastmath=True, parallel=True)(parallel)
     return _STREAM["serial"], _STREAM["parallel"]
 
