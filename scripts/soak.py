@@ -22,7 +22,7 @@ def rss_mb() -> float:
 
 
 def soak(n: int, budget_mb: float, shape=(8, 8, 3), batch: int = 1, seed: int = 0,
-         report_every: int = 0, policy: str = "lowest_utility") -> dict:
+         report_every: int = 0, policy: str = "lowest_utility", progress=None) -> dict:
     import dreamjit as dj
 
     pool = dj.DreamPool(dj.PoolConfig(max_size=10_000_000, memory_budget_mb=budget_mb,
@@ -54,6 +54,9 @@ def soak(n: int, budget_mb: float, shape=(8, 8, 3), batch: int = 1, seed: int = 
         done += m
         if report_every and done % report_every < block:
             rss.append((done, round(time.perf_counter() - t0, 2), round(rss_mb(), 1), len(pool)))
+            if progress:  # a line as it goes, so a cut-short run still says something
+                print(f"adds={done} s={rss[-1][1]} rss_mb={rss[-1][2]} count={len(pool)} "
+                      f"max_used_mb={max_used / 2**20:.3f}", file=progress, flush=True)
     pool._check_invariants()
     return {"adds": n, "budget_mb": budget_mb, "max_used_mb": max_used / 2**20,
             "max_usage_ratio": max_used / budget, "final_count": len(pool),
@@ -68,7 +71,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="adds per call (1 = single add)")
     parser.add_argument("--report-every", type=int, default=100_000)
     args = parser.parse_args(argv)
-    out = soak(args.n, args.budget_mb, batch=args.batch, report_every=args.report_every)
+    out = soak(args.n, args.budget_mb, batch=args.batch, report_every=args.report_every,
+               progress=sys.stderr)
     json.dump(out, sys.stdout, indent=1)
     print()
     return 0
