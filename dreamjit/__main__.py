@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     p_demo.add_argument("--k", type=int, default=3, help="hits per query (default 3)")
     p_bench = sub.add_parser("bench", help="time dreamjit against the peers installed here")
     p_bench.add_argument("--quick", action="store_true", help="small sizes, a few repeats")
+    p_bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p_inspect = sub.add_parser("inspect", help="print a saved pool's header, counts and integrity")
     p_inspect.add_argument("file")
     args = parser.parse_args(argv)
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from dreamjit.bench import main as bench_main
 
-        return bench_main(["--quick"] if args.quick else [])
+        return bench_main((["--quick"] if args.quick else []) + (["--json", args.json] if args.json else []))
     if args.command == "demo":
         if args.n < 1:
             parser.error("--n must be >= 1")

@@ -508,5 +508,5 @@ class RetrievalMixin:
         if len(slots) == 0:
             return Hits(_NO_SLOTS, _NO_SCORES, self)
         with self._usage_lock:
-            np.add.at(s.usage, slots, 1)
+            s.usage[slots] += 1  # slots of one result are distinct
         return Hits(s.ids[slots], scores, self)
