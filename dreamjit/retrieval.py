@@ -453,7 +453,7 @@ class RetrievalMixin:
         k = as_k(k, default=self.config.retrieval_limit)
         q = self._as_query(query)
         hard_q = None if q.chroma is None else self._chroma_query(q)
-        label = as_label(q.label)
+        as_label(q.label)  # refuse a bad label before any work
         with self._lock.read():
             depth = 2 * k  # each list contributes beyond k, so agreement can lift an entry
             lists = [self._soft(q, depth, _DEFAULT_WEIGHTS)[0]]

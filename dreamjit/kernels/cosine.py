@@ -20,7 +20,6 @@ import numpy as np
 
 from .heap import heap_drain as _heap_sort_into
 from .heap import heap_offer as _heap_offer
-from .heap import sift_down as _sift_down
 from ._jit import kernel, parallel_kernel, prange
 
 __all__ = [

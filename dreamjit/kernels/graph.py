@@ -22,7 +22,6 @@ import numpy as np
 
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
-from .heap import sift_down as _down
 from ._jit import kernel, parallel_kernel, prange
 
 __all__ = ["ann_search", "ann_search_batch", "knn_to_csr", "relabel_csr", "tombstones"]
