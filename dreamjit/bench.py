@@ -3,7 +3,7 @@
 :func:`run` measures the performance targets of the project (exact and
 approximate k-NN, MMR, spectral features, ``add_batch`` throughput, start-up)
 against the peers that are installed here -- numpy, faiss, pynndescent,
-hnswlib, LangChain -- and returns one row per comparison; :func:`main`
+hnswlib, LangChain -- and returns one row per comparison; the command line
 prints them as a table. Peers that are missing are skipped with a note.
 
 Every comparison is timed *interleaved*: the contenders take turns, round
@@ -11,11 +11,11 @@ after round, and each reports the median of its rounds, so a burst of load
 from another process hits all of them alike. The asv suite in ``asv_bench/``
 measures the same things at more sizes.
 
-Only :func:`main` prints; :func:`run` logs progress to the ``dreamjit`` logger.
+The library part never prints: :func:`run` logs progress to the ``dreamjit`` logger and the
+command line (``dreamjit.__main__``) prints the table.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-__all__ = ["run", "main", "format_table"]
+__all__ = ["run", "format_table", "machine_description"]
 
 logger = logging.getLogger("dreamjit")
 
@@ -334,7 +334,7 @@ def _cache_group(rows, n, rounds):
 _IMPORT = ("import json,time\nt0=time.perf_counter()\nimport dreamjit\nt1=time.perf_counter()\n"
            "dreamjit.DreamPool\nprint(json.dumps([t1-t0, time.perf_counter()-t0]))")
 _FIRST = """
-import json, time
+import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 import dreamjit as dj
@@ -344,7 +344,7 @@ pool = dj.DreamPool(dj.PoolConfig(max_size=1000, seed=0))
 pool.add_batch(tensors, np.tile([1.0, 1.0, 0.0], (64, 1)), only_coherent=False)
 t1 = time.perf_counter()
 pool.retrieve_soft(tensors[0], k=3)
-print(json.dumps([time.perf_counter() - t0, time.perf_counter() - t1]))
+sys.stdout.write(json.dumps([time.perf_counter() - t0, time.perf_counter() - t1]))
 """
 
 
@@ -433,40 +433,8 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def _machine() -> str:
+def machine_description() -> str:
     import numba
 
     return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus; "
             f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
-
-
-def main(argv=None) -> int:
-    """CLI: ``python -m dreamjit bench [--quick] [--json FILE]``."""
-    parser = argparse.ArgumentParser(prog="python -m dreamjit bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, fewer rounds, no ANN group")
-    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
-    args = parser.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)  # progress on stderr, the table on stdout
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    t0 = time.perf_counter()
-    try:
-        rows = run(quick=args.quick)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    print(f"dreamjit bench{' --quick' if args.quick else ''}: {_machine()}")
-    print("ratio > 1 means dreamjit is ahead (peer time / dreamjit time; rates and recalls: "
-          "dreamjit / reference); times are medians of interleaved rounds\n")
-    print(format_table(rows))
-    print(f"\n{time.perf_counter() - t0:.0f} s in all")
-    if args.json:
-        with open(args.json, "w") as fp:
-            json.dump({"machine": _machine(), "quick": args.quick, "rows": rows}, fp, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
