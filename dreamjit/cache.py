@@ -1,4 +1,4 @@
-"""LRU cache of query embeddings with precision-tolerant keys."""
+"""LRU cache of query embeddings, keyed by the exact query features."""
 from __future__ import annotations
 
 import threading
@@ -9,26 +9,29 @@ import numpy as np
 __all__ = ["QueryCache"]
 
 
-def _rounded(arr) -> bytes:
+def _exact(arr) -> bytes:
+    """The exact float32 bytes of a feature vector (what the embedding is computed from)."""
     if arr is None:
         return b"-"
-    # +0.0 folds -0.0 into 0.0 so both round to the same key
-    return (np.round(np.asarray(arr, dtype=np.float64), 3) + 0.0).tobytes()
+    # +0.0 folds -0.0 into 0.0: both embed identically
+    return (np.asarray(arr, dtype=np.float32) + np.float32(0.0)).tobytes()
 
 
 class QueryCache:
-    """Maps query features, rounded to 1e-3, to their embedding (LRU).
+    """Maps query features to their embedding (LRU).
 
-    The key also holds the mapper's identity, so two pools with different
-    projections never share entries. A hit returns the stored embedding
-    (read-only) without recomputing it.
+    Keys are the exact float32 bytes of the features (only -0.0 and 0.0 are
+    folded), so a hit is always the embedding the query would get, at any
+    scale (no rounding: 1e-4 and 3e-4 are different queries). The key also
+    holds the mapper's identity, so two pools with different projections
+    never share entries. A hit returns the stored embedding (read-only).
 
     Examples
     --------
     >>> import numpy as np
     >>> from dreamjit.cache import QueryCache
     >>> c = QueryCache(capacity=2)
-    >>> key = c.key(("m",), np.array([0.1, 0.2, 0.3]), None, None, None)
+    >>> key = c.key(("m",), np.array([0.1, 0.2, 0.3]), None, None, None, None)
     >>> c.get(key) is None
     True
     >>> _ = c.put(key, np.ones(4, np.float32))
@@ -44,9 +47,9 @@ class QueryCache:
         self.misses = 0
 
     @staticmethod
-    def key(mapper_key, chroma, spectral, label, utility) -> tuple:
-        util = None if utility is None else round(float(utility), 3) + 0.0
-        return (mapper_key, _rounded(chroma), _rounded(spectral), label, util)
+    def key(mapper_key, chroma, spectral, spatial, label, utility) -> tuple:
+        util = None if utility is None else float(utility) + 0.0
+        return (mapper_key, _exact(chroma), _exact(spectral), _exact(spatial), label, util)
 
     def get(self, key):
         with self._lock:

@@ -19,6 +19,10 @@ EVICTION_POLICIES = {"oldest": 0, "lowest_coherence": 1, "lowest_utility": 2}
 #: (scripts/measure_crossover.py): below ~5e4 the graph is not worth its build.
 DEFAULT_ANN_THRESHOLD = 50_000
 
+#: default weights of the embedding's feature groups (chroma, spectral, spatial,
+#: label, utility), chosen on photo patches (scripts/measure_retrieval_quality.py)
+DEFAULT_EMBEDDING_WEIGHTS = (1.0, 0.25, 2.0, 0.5, 0.25)
+
 
 @dataclass(frozen=True)
 class PoolConfig:
@@ -64,10 +68,15 @@ class PoolConfig:
     ann_background : bool
         Build off the query path (queries use the previous graph or the exact
         index meanwhile); False builds synchronously.
-    embedding_weights : tuple of 4 floats
-        Weights of the chroma, spectral, label and utility feature groups.
+    embedding_weights : tuple of 5 floats
+        Weights of the chroma, spectral, spatial, label and utility feature
+        groups of computed embeddings (see :class:`~dreamjit.EmbeddingMapper`).
+        A query ranks by the groups it has; the squared weights are the
+        groups' shares of the cosine.
     label_buckets : int
         Size of the label one-hot group of the embedding (label mod buckets).
+    spatial_grid : int
+        Side of the spatial thumbnail group (``spatial_grid**2 * C`` values).
 
     Examples
     --------
@@ -96,9 +105,10 @@ class PoolConfig:
     ann_overfetch: float = 2.0
     ann_rebuild_fraction: float = 0.1
     ann_background: bool = True
-    # embedding feature-group weights: chroma, spectral, label, utility
-    embedding_weights: tuple = field(default=(1.0, 0.5, 0.5, 0.25))
+    # embedding feature-group weights: chroma, spectral, spatial, label, utility
+    embedding_weights: tuple = field(default=DEFAULT_EMBEDDING_WEIGHTS)
     label_buckets: int = 16
+    spatial_grid: int = 4
 
     def __post_init__(self):
         def check_int(name, minimum, maximum=None):
@@ -125,6 +135,7 @@ class PoolConfig:
         if self.ann_n_pivots is not None:
             check_int("ann_n_pivots", 1)
         check_int("label_buckets", 1)
+        check_int("spatial_grid", 1, 64)
         check_float("coherence_threshold", 0.0, 1.0)
         check_float("eviction_threshold", 0.0, 1.0, exclusive_min=True)
         check_float("ann_epsilon", 0.0, None)
@@ -154,7 +165,7 @@ class PoolConfig:
 
     def _check_embedding_weights(self):
         w = self.embedding_weights
-        ok = isinstance(w, (tuple, list)) and len(w) == 4
+        ok = isinstance(w, (tuple, list)) and len(w) == 5
         if ok:
             try:
                 w = tuple(as_float(x, "embedding_weights", minimum=0.0) for x in w)
@@ -162,7 +173,7 @@ class PoolConfig:
                 ok = False
         if not ok:
             raise InvalidConfigError("embedding_weights", self.embedding_weights,
-                                     "4 finite weights >= 0 (chroma, spectral, label, utility)")
+                                     "5 finite weights >= 0 (chroma, spectral, spatial, label, utility)")
         object.__setattr__(self, "embedding_weights", w)
 
     @property

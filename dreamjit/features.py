@@ -24,6 +24,7 @@ __all__ = [
     "spectral_features",
     "spectral_features_batch",
     "chroma_signature",
+    "spatial_thumbnail",
     "evaluate",
     "evaluate_batch",
 ]
@@ -219,12 +220,61 @@ def chroma_signature(tensor, certainty=None) -> np.ndarray:
     t4, shape = as_tensor(tensor, "tensor")
     if certainty is None:
         return chroma_one(t4, np.empty((0, 0, 0), dtype=np.float32), False)
+    w = _as_certainty(certainty, shape)
+    return chroma_one(t4, w.reshape(t4.shape[:3]), True)
+
+
+def spatial_thumbnail(tensor, certainty=None, grid: int = 4) -> np.ndarray:
+    """A coarse picture of a tensor: its layer mean averaged over ``grid x grid`` areas.
+
+    This is the spatial group of computed embeddings: with ``certainty``,
+    each cell counts by its weight, so a partly observed tensor (weight 0
+    where unknown) gives nearly the thumbnail of the whole one; an area with
+    no weight at all takes the tensor's weighted mean colour.
+
+    Parameters
+    ----------
+    tensor : array_like
+        ``(rows, cols, layers, C)`` or ``(rows, cols, C)``.
+    certainty : array_like, optional
+        Weights ``(rows, cols, layers)`` (``(rows, cols)`` for a 3-d tensor), >= 0.
+    grid : int, default 4
+        Areas per side.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(grid * grid * C,)``, area-major then channel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dreamjit as dj
+    >>> t = np.zeros((4, 4, 1)); t[:2, :2] = 1.0
+    >>> dj.spatial_thumbnail(t, grid=2)
+    array([1., 0., 0., 0.], dtype=float32)
+    """
+    from ._validate import as_int
+    from .kernels.thumbnail import thumbnail_into
+
+    t4, shape = as_tensor(tensor, "tensor")
+    grid = as_int(grid, "grid", minimum=1, maximum=64)
+    out = np.empty(grid * grid * t4.shape[3])
+    if certainty is None:
+        thumbnail_into(t4, np.empty((0, 0, 0), dtype=np.float32), False, grid, out)
+    else:
+        w = _as_certainty(certainty, shape)
+        thumbnail_into(t4, w.reshape(t4.shape[:3]), True, grid, out)
+    return out.astype(np.float32)
+
+
+def _as_certainty(certainty, shape):
     want = shape[:-1]  # (rows, cols, layers) or (rows, cols)
     w = as_float_array(certainty, "certainty", ndim=len(want))
     check_shape(w, "certainty", want)
     if (w < 0).any():
         raise InvalidParameterError("certainty", certainty, "weights >= 0")
-    return chroma_one(t4, w.reshape(t4.shape[:3]), True)
+    return w
 
 
 def evaluate(tensor, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> SolverResult:

@@ -18,6 +18,7 @@ from .kernels._jit import THREADSAFE_PARALLEL
 from .kernels.budget import admission_plan
 from .kernels.cosine import normalize_rows
 from .kernels.spectral import describe_batch
+from .kernels.thumbnail import thumbnail_batch
 from ._pool_views import PoolViewsMixin
 from .retrieval import RetrievalMixin
 
@@ -92,8 +93,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         spec = column_spec(shape, cfg.embedding_dim, cfg.store_certainty)
         self._store = ColumnStore(spec, cfg.max_size)
         self._shape = tuple(shape)
-        self._mapper = EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1],
-                                       cfg.embedding_weights, cfg.label_buckets)
+        self._mapper = _make_mapper(cfg, shape)
         self._reset_index()
 
     @property
@@ -271,6 +271,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         self._check_fits(shape)
         if only_coherent:
             keep = res[:, 1] >= self.config.coherence_threshold
+            if compute and not keep.all():
+                logger.info("add_batch: %d of %d entries below coherence_threshold=%g, not stored",
+                            int(n - keep.sum()), n, self.config.coherence_threshold)
             if not keep.any():
                 return None
             if not keep.all():
@@ -288,10 +291,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         if emb is not None:
             b.embeddings = normalize_rows(emb)
         else:
-            mapper = self._mapper or EmbeddingMapper(
-                self.config.embedding_dim, self.config.seed, shape[-1],
-                self.config.embedding_weights, self.config.label_buckets)
-            b.embeddings = mapper.embed(b.chroma, b.spectral, lab, util)
+            mapper = self._mapper or _make_mapper(self.config, shape)
+            spatial = thumbnail_batch(t5, cert_in, cert is not None, mapper.grid)
+            b.embeddings = mapper.embed(b.chroma, b.spectral, lab, util, spatial=spatial)
         return b
 
     def _as_certainty(self, certainties, t5, shape, name):
@@ -388,6 +390,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             slots = store.free_slots(n_keep)
             self._write(slots, b, keep, new_ids[keep])
             self._next_id += m
+            self._evicted += m - n_keep  # admitted from this batch and evicted within it
             if self._embedding_mode is None:
                 self._embedding_mode = "user" if b.user_embeddings else "mapper"
             self._after_add(slots)
@@ -494,6 +497,11 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             s.util_mean[touched] = (s.util_mean[touched] * n_old + total[touched]) / (n_old + count[touched])
             s.util_count[touched] = n_old + count[touched]
             return int(slots.size)
+
+
+def _make_mapper(cfg: PoolConfig, shape: tuple) -> EmbeddingMapper:
+    return EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1], cfg.embedding_weights,
+                           cfg.label_buckets, cfg.spatial_grid)
 
 
 def _as_results(results, n, name) -> np.ndarray:

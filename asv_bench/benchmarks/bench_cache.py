@@ -63,6 +63,7 @@ class RawQueryCache:
         q = _query(T)
         self.chroma = np.asarray(q.chroma, np.float32)
         self.spectral = np.asarray(q.spectral, np.float32)
+        self.spatial = np.asarray(q.spatial, np.float32)
         self.mapper = dj.EmbeddingMapper(dim=64, seed=SEED, channels=PIPELINE_SHAPE[-1])
         self.QueryCache = QueryCache
         self.hot = QueryCache(128)
@@ -72,11 +73,13 @@ class RawQueryCache:
         self.time_miss()
 
     def _key(self):
-        return self.QueryCache.key(self.mapper.key, self.chroma, self.spectral, 3, 0.6)
+        return self.QueryCache.key(self.mapper.key, self.chroma, self.spectral, self.spatial,
+                                   3, 0.6)
 
     def _embed(self):
         return self.mapper.embed(self.chroma[None], self.spectral[None],
-                                 np.array([3], np.int32), np.array([0.6]))[0]
+                                 np.array([3], np.int32), np.array([0.6]),
+                                 spatial=self.spatial[None])[0]
 
     def time_hit(self):
         self.hot.get(self._key())
