@@ -16,10 +16,13 @@ from .common import PIPELINE_SHAPE, PIPELINE_SIZES, SEED, memo, smooth_tensors, 
 def _query(pool_tensors):
     import dreamjit as dj
     from dreamjit.kernels.spectral import describe_batch
+    from dreamjit.kernels.thumbnail import thumbnail_batch
 
     t = pool_tensors[:1]
     spectral, chroma = describe_batch(t, np.empty((0, 0, 0, 0), np.float32), False)
-    return dj.Query(chroma=chroma[0] * 0.97, spectral=spectral[0], label=3, utility=0.6)
+    spatial = thumbnail_batch(t, np.empty((0, 0, 0, 0), np.float32), False, 4)
+    return dj.Query(chroma=chroma[0] * 0.97, spectral=spectral[0], label=3, utility=0.6,
+                    spatial=spatial[0])
 
 
 class PoolQueryCache:
