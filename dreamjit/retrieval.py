@@ -191,6 +191,9 @@ class RetrievalMixin:
         channels = self._shape[-1] if self._shape is not None else arr.shape[0]
         if arr.shape[0] != channels:
             raise DimensionMismatchError(name, arr, f"{channels} values (one per channel)")
+        if not np.any(arr):
+            raise InvalidParameterError(name, arr, "a chroma signature with a direction (not all "
+                                        "zero: cosine similarity to it is undefined)")
         return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _as_query(self, query, name="query") -> Query:
@@ -215,6 +218,9 @@ class RetrievalMixin:
             if self._embedding_mode == "mapper":
                 raise InvalidParameterError("embedding", v, "no embedding: this pool computes its own "
                                             "(query with a tensor, chroma or Query fields)")
+            if not np.any(v):
+                raise InvalidParameterError("embedding", v, "a query vector with a direction "
+                                            "(not all zero)")
             return normalize_rows(v[None])[0], -1 if label is None else label
         if self._embedding_mode == "user":
             raise InvalidParameterError(name, query, "a query embedding (this pool stores user embeddings)")
@@ -247,9 +253,13 @@ class RetrievalMixin:
             sp = None if spatial is None else spatial[None]
             present = (chroma is not None, spectral is not None, spatial is not None,
                        label is not None, utility is not None)
-            emb = self._cache.put(key, self._mapper.embed(
-                c, s, np.array([-1 if label is None else label], np.int32),
-                np.array([np.nan if utility is None else utility]), present, spatial=sp)[0])
+            emb = self._mapper.embed(c, s, np.array([-1 if label is None else label], np.int32),
+                                     np.array([np.nan if utility is None else utility]), present,
+                                     spatial=sp)[0]
+            if not np.any(emb):
+                raise InvalidParameterError(name, q, "a query with a direction: its features "
+                                            "(e.g. an all-zero tensor or chroma) embed to zero")
+            emb = self._cache.put(key, emb)
         return emb, -1 if label is None else label
 
     def _candidates(self, q, k):
