@@ -30,6 +30,7 @@ MAX_EMBEDDING_DIM = 2**16
 MAX_LABEL_BUCKETS = 2**16
 MAX_ANN_NEIGHBORS = 2**12
 MAX_ANN_OVERFETCH = 1000.0
+MAX_ANN_EPSILON = 1000.0
 MAX_EMBEDDING_WEIGHT = 1e6
 #: most values in one tensor (rows * cols * layers * C)
 MAX_TENSOR_VALUES = 2**40
@@ -95,7 +96,8 @@ class PoolConfig:
         ``retrieval_limit``, ``ann_threshold``, ``query_cache_size`` and
         ``ann_n_pivots`` at most 2**40; ``embedding_dim`` and
         ``label_buckets`` at most 2**16; ``ann_n_neighbors`` at most 4096;
-        ``ann_overfetch`` at most 1000; ``memory_budget_mb`` at most 2**40;
+        ``ann_overfetch`` and ``ann_epsilon`` at most 1000;
+        ``memory_budget_mb`` at most 2**40;
         embedding weights at most 1e6; ``tensor_shape`` at most 2**40 values.
 
     Examples
@@ -155,7 +157,7 @@ class PoolConfig:
         check_int("label_buckets", 1, MAX_LABEL_BUCKETS)
         check_float("coherence_threshold", 0.0, 1.0)
         check_float("eviction_threshold", 0.0, 1.0, exclusive_min=True)
-        check_float("ann_epsilon", 0.0, None)
+        check_float("ann_epsilon", 0.0, MAX_ANN_EPSILON)
         check_float("ann_overfetch", 1.0, MAX_ANN_OVERFETCH)
         check_float("ann_rebuild_fraction", 0.0, 1.0, exclusive_min=True)
         for name in ("use_ann", "store_certainty", "ann_background"):

@@ -86,6 +86,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         self._evicted = 0
         self._init_retrieval()
         if config.tensor_shape is not None:
+            self._check_fits(config.tensor_shape)  # MemoryExceededError, not a failed allocation
             self._setup(config.tensor_shape)
 
     # ------------------------------------------------------------------ set-up
