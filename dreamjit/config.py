@@ -137,7 +137,8 @@ class PoolConfig:
             try:
                 value = as_int(value, name, minimum=minimum, maximum=maximum)
             except DreamError:
-                raise InvalidConfigError(name, value, f"an integer in [{minimum}, {maximum}]") from None
+                raise InvalidConfigError(name, value,
+                                         f"an integer in [{minimum}, {maximum}]") from None
             object.__setattr__(self, name, value)
 
         def check_float(name, lo, hi, exclusive_min=False):
@@ -184,8 +185,8 @@ class PoolConfig:
             ok = int(np.prod(shape, dtype=object)) <= MAX_TENSOR_VALUES
         if not ok:
             raise InvalidConfigError("tensor_shape", self.tensor_shape,
-                                     "None or a tuple (rows, cols, C) or (rows, cols, layers, C) of "
-                                     f"integers >= 1 with at most {MAX_TENSOR_VALUES} values in all")
+                                     "None or a tuple (rows, cols, C) or (rows, cols, layers, C) "
+                                     f"of integers >= 1, at most {MAX_TENSOR_VALUES} values in all")
         object.__setattr__(self, "tensor_shape", shape)
 
     def _check_embedding_weights(self):
@@ -193,8 +194,8 @@ class PoolConfig:
         ok = _is_vector(w) and len(w) == 4
         if ok:
             try:
-                w = tuple(as_float(x, "embedding_weights", minimum=0.0, maximum=MAX_EMBEDDING_WEIGHT)
-                          for x in w)
+                w = tuple(as_float(x, "embedding_weights", minimum=0.0,
+                                   maximum=MAX_EMBEDDING_WEIGHT) for x in w)
             except DreamError:
                 ok = False
         if not ok:
@@ -239,7 +240,8 @@ class PoolConfig:
             ``d`` is not a mapping, names an unknown setting, or holds a bad value.
         """
         if not isinstance(d, collections.abc.Mapping):
-            raise InvalidConfigError("config", d, "a mapping of PoolConfig settings (e.g. to_dict())")
+            raise InvalidConfigError("config", d,
+                                     "a mapping of PoolConfig settings (e.g. to_dict())")
         d = dict(d)
         _check_names(d)
         return cls(**d)  # tuple settings accept lists; __post_init__ validates every value

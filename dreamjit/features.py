@@ -344,7 +344,7 @@ def evaluate_batch(tensors, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> 
 
 
 def _refuse_integers(value, name):
-    """The evaluator reads RGB in [0, 1]: integer images (uint8 0..255, ...) must be scaled first."""
+    """The evaluator reads RGB in [0, 1]: integer images (uint8 0..255, ...) are refused."""
     if isinstance(value, (str, bytes)):
         return  # as_tensor reports these
     try:

@@ -50,7 +50,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
     A pool is also a read-only container of its entries: ``len(pool)``,
     ``eid in pool``, ``pool[eid]`` (a :class:`DreamEntry`; ``KeyError`` for
     an id never issued or since evicted), ``pool.ids()`` (live ids, oldest
-    first) and ``iter(pool)`` (the entries, oldest first).
+    first) and ``iter(pool)`` (the entries, oldest first). Ids are integers
+    (Python or numpy, any width); a bool, a float (even ``1.0``) or a string
+    is never an id: ``in`` gives False and ``pool[key]`` raises ``KeyError``.
 
     Every method is thread-safe. Reads (retrievals, lookups, statistics,
     :meth:`save`) run concurrently; writes (adds, :meth:`record_feedback`,
@@ -176,7 +178,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         """Store the tensor only if ``result.coherence >= coherence_threshold``.
 
         Parameters are those of :meth:`add`; input is validated the same way
-        whether or not the tensor is stored.
+        whether or not the tensor is stored, except for the checks on the
+        computed features (a tensor whose spectral power overflows float32),
+        which run only for tensors that are stored.
 
         Returns
         -------
@@ -496,7 +500,8 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         if id_arr.dtype.kind not in "iu" or id_arr.ndim != 1:
             raise InvalidParameterError("ids", ids, "a sequence of integer entry ids")
         if isinstance(utilities, (dict, set, frozenset)):
-            raise InvalidParameterError("utilities", utilities, "a finite utility or a sequence of them")
+            raise InvalidParameterError("utilities", utilities,
+                                        "a finite utility or a sequence of them")
         u = as_float_array(utilities, "utilities", dtype=np.float64, ndim=(0, 1))
         check_utility_range(u.reshape(-1), "utilities")
         u = np.broadcast_to(u, id_arr.shape) if u.ndim == 0 else u
@@ -547,7 +552,8 @@ def _as_labels(labels, n, name) -> np.ndarray:
         return np.full(n, -1, dtype=np.int32)
     if isinstance(labels, np.ndarray) and labels.dtype.kind != "O":
         if labels.dtype.kind not in "iu" or labels.ndim != 1:
-            raise InvalidParameterError(name, labels, "a 1-d array of integer labels >= 0 (-1 for none)")
+            raise InvalidParameterError(name, labels,
+                                        "a 1-d array of integer labels >= 0 (-1 for none)")
         seq = [None if lab == -1 else lab for lab in labels.tolist()]
     else:
         seq = as_sequence(labels, name, "a sequence of integer labels >= 0 (or None items)")
@@ -564,7 +570,8 @@ def _as_utilities(utilities, n, name) -> np.ndarray:
         check_utility_range(arr, name)
     else:
         seq = as_sequence(utilities, name, "a sequence of finite utilities (or None items)")
-        arr = np.array([np.nan if u is None else as_utility(u, name) for u in seq], dtype=np.float64)
+        arr = np.array([np.nan if u is None else as_utility(u, name) for u in seq],
+                       dtype=np.float64)
     if arr.shape != (n,):
         raise DimensionMismatchError(name, arr, f"{n} utilities")
     return arr

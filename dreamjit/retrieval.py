@@ -481,8 +481,8 @@ class RetrievalMixin:
             if hits is None:
                 slots = self._store.live_slots()
             elif isinstance(hits, Hits):
-                slots = np.array([self._slot_of[i] for i in hits.ids.tolist() if i in self._slot_of],
-                                 dtype=np.int64)
+                live = [i for i in hits.ids.tolist() if i in self._slot_of]  # evicted: skipped
+                slots = np.array([self._slot_of[i] for i in live], dtype=np.int64)
             else:
                 raise InvalidParameterError("hits", hits, "a Hits or None")
             s = self._store
