@@ -241,6 +241,24 @@ def test_huge_k_does_not_change_the_cache_more_than_a_small_k():
     assert np.array_equal(a._store.usage, b._store.usage)
 
 
+@pytest.mark.slow
+def test_huge_k_with_the_ann_index_in_use():
+    rng = np.random.default_rng(0)
+    n = 400
+    pool = dj.DreamPool(PoolConfig(max_size=2 * n, memory_budget_mb=None, ann_threshold=300,
+                                   ann_background=False, embedding_dim=8))
+    X = rng.random((n, 8)).astype(np.float32)
+    pool.add_batch(good_tensors(n), np.tile([1.0, 0.9, 0.0], (n, 1)), embeddings=X,
+                   only_coherent=False)
+    assert pool.stats()["index"] == "ann"
+    for k in (5, n - 1, 2**61, np.uint64(2**63), 2**70):
+        want = min(int(k), n)
+        assert len(pool.retrieve_soft(X[3], k=k)) == want
+        assert len(pool.retrieve_diverse(X[3], k=k)) == want
+        assert len(pool.retrieve(X[3], k=k, mode="hybrid")) == want
+    assert_invariants(pool)
+
+
 # ---------------------------------------------------------------- 3. typed errors
 
 def test_only_coherent_must_be_a_real_bool():
