@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validate import as_float, as_float_array, as_tensor, as_tensor_batch, check_shape
+from ._validate import F32_MAX, as_float, as_float_array, as_tensor, as_tensor_batch, check_shape
 from .errors import InvalidParameterError
 from .kernels.chroma import chroma_one
 from .kernels.evaluate import evaluate_batch as _evaluate_batch
@@ -27,6 +27,7 @@ __all__ = [
     "spatial_thumbnail",
     "evaluate",
     "evaluate_batch",
+    "check_spectral",
 ]
 
 
@@ -52,7 +53,11 @@ class SpectralFeatures:
     Notes
     -----
     A flat channel (total power below 1e-12) contributes 0 to every feature
-    but ``mean_psd``.
+    but ``mean_psd``. Features are computed in float64 and stored as
+    float32; ``mean_psd`` is at most ``4 * max|x - mean|**2``, so it fits
+    float32 for values up to about 9e18 in magnitude. A tensor whose
+    ``mean_psd`` would exceed the float32 range is refused with
+    :class:`~dreamjit.InvalidParameterError` rather than stored as inf.
 
     Examples
     --------
@@ -121,7 +126,9 @@ def spectral_features(tensor) -> SpectralFeatures:
     DimensionMismatchError
         If the tensor is not 3-d or 4-d.
     InvalidParameterError
-        If it holds NaN/inf or is not a real numeric array.
+        If it holds NaN/inf or is not a real numeric array, or if its
+        spectral power (``mean_psd``) overflows float32 (values beyond
+        about 9e18 in magnitude).
     EmptyCollectionError
         If it is empty.
 
@@ -143,7 +150,9 @@ def spectral_features(tensor) -> SpectralFeatures:
     (1.0, 1.0)
     """
     t4, _ = as_tensor(tensor, "tensor")
-    return SpectralFeatures(*spectral_one(t4).tolist())  # kernel output: no re-validation
+    feats = spectral_one(t4)
+    check_spectral(feats[None], "tensor", tensor)
+    return SpectralFeatures(*feats.tolist())
 
 
 def spectral_features_batch(tensors) -> np.ndarray:
@@ -176,7 +185,25 @@ def spectral_features_batch(tensors) -> np.ndarray:
     True
     """
     t5, _ = as_tensor_batch(tensors, "tensors")
-    return spectral_batch(t5)
+    feats = spectral_batch(t5)
+    check_spectral(feats, "tensors", tensors)
+    return feats
+
+
+def check_spectral(feats: np.ndarray, name: str, value) -> None:
+    """Refuse tensors whose spectral features (n, 6) overflowed their float32 storage.
+
+    Only ``mean_psd`` can: the kernels compute in float64, the other features
+    are bounded ratios. Raised before anything is stored, so a pool never
+    holds a feature it could not save and load back.
+    """
+    bad = ~np.isfinite(feats).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        where = f"tensor {i} of the batch: " if feats.shape[0] > 1 else ""
+        raise InvalidParameterError(
+            name, value, f"values whose spectral power fits float32 (mean_psd <= {F32_MAX:.4g}, "
+            "about |x - mean| <= 9e18)", detail=f"{where}mean_psd overflows float32")
 
 
 def chroma_signature(tensor, certainty=None) -> np.ndarray:
@@ -302,8 +329,10 @@ def evaluate(tensor, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> SolverR
     DimensionMismatchError
         If the tensor is not 3-d/4-d or does not have 3 channels.
     InvalidParameterError
-        If it holds NaN/inf or is not real numeric, or a lambda is negative or
-        not finite.
+        If it holds NaN/inf or is not real numeric, has an integer dtype
+        (scale to [0, 1] first, e.g. ``skimage.util.img_as_float(t)``), a
+        lambda is negative or not finite, or the energy would overflow
+        float64 (lambdas too large for the tensor).
     EmptyCollectionError
         If it is empty.
 
@@ -318,10 +347,12 @@ def evaluate(tensor, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> SolverR
     >>> dj.evaluate(np.full((4, 4, 3), 0.5))
     SolverResult(energy=0.025, coherence=1.0, violation=0.0)
     """
+    _refuse_integers(tensor, "tensor")
     t4, _ = as_tensor(tensor, "tensor", channels=3)
     lt, ls = _lambdas(lambda_tv, lambda_sat)
     out = np.empty(3)
     _evaluate_one(t4, lt, ls, out)
+    _check_scores(out[None], lt, ls)
     return SolverResult(float(out[0]), float(out[1]), float(out[2]))
 
 
@@ -354,9 +385,35 @@ def evaluate_batch(tensors, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> 
     array([[0.025, 1.   , 0.   ],
            [0.025, 0.4  , 0.   ]])
     """
+    _refuse_integers(tensors, "tensors")
     t5, _ = as_tensor_batch(tensors, "tensors", channels=3)
     lt, ls = _lambdas(lambda_tv, lambda_sat)
-    return _evaluate_batch(t5, lt, ls)
+    out = _evaluate_batch(t5, lt, ls)
+    _check_scores(out, lt, ls)
+    return out
+
+
+def _refuse_integers(value, name):
+    """The evaluator reads RGB in [0, 1]: integer images (uint8 0..255, ...) are refused."""
+    if isinstance(value, (str, bytes)):
+        return  # as_tensor reports these
+    try:
+        dtype = np.asarray(value).dtype
+    except Exception:
+        return  # as_tensor reports these
+    if dtype.kind in "iu":
+        raise InvalidParameterError(name, value, "a float tensor with RGB values in [0, 1]",
+                                    detail=f"got integer dtype {dtype}; scale to [0, 1] first, "
+                                    "e.g. skimage.util.img_as_float(t) or t / 255")
+
+
+def _check_scores(out, lambda_tv, lambda_sat):
+    """Energy is ``lambda_tv*TV + lambda_sat*sat_term``, both terms finite float64 for any
+    float32 tensor: only lambdas large enough to overflow the products can make it inf."""
+    if not np.isfinite(out).all():
+        raise InvalidParameterError("lambda_tv, lambda_sat", (lambda_tv, lambda_sat),
+                                    "weights small enough that the energy stays finite",
+                                    detail="the energy overflowed float64")
 
 
 def _lambdas(lambda_tv, lambda_sat):

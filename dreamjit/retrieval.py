@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 
-from ._validate import as_float, as_float_array, as_int, as_k, as_label
+from ._validate import MAX_ENTRIES, as_float, as_float_array, as_k, as_label
 from .cache import QueryCache
 from .errors import DimensionMismatchError, InvalidParameterError
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
@@ -47,8 +47,9 @@ def reciprocal_rank_fusion(lists, k: int, ids):
 
 
 def candidate_count(k: int, n: int) -> int:
-    """How many index candidates (of ``n`` live entries) the rerank and MMR stages look at."""
-    return min(max(4 * min(k, n), 32), n)
+    """How many index candidates (of ``n`` live entries) the rerank and MMR stages look at
+    (``k`` is clamped first, so the count always fits an int64 kernel argument)."""
+    return min(max(4 * min(int(k), n, MAX_ENTRIES), 32), n)
 
 
 def ranked_by_id(search, k: int, n: int, ids):
@@ -434,7 +435,7 @@ class RetrievalMixin:
             raise InvalidParameterError("fast", fast, "True or False")
         min_sim = as_float(0.0 if min_similarity is None else min_similarity, "min_similarity",
                            minimum=-1.0, maximum=1.0)
-        sample = as_int(8 if sample_size is None else sample_size, "sample_size", minimum=0)
+        sample = as_k(sample_size, "sample_size", default=8, minimum=0)
         with self._lock.read():
             q, _ = self._query_embedding(query)
             if q is None or len(self) == 0:
@@ -523,6 +524,9 @@ class RetrievalMixin:
         """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
         embeddings, over the pool or over ``hits``.
 
+        Ids of ``hits`` evicted since the retrieval are skipped: the statistics
+        cover the hits still in the pool, and ``count`` says how many.
+
         Returns
         -------
         dict
@@ -534,7 +538,8 @@ class RetrievalMixin:
             if hits is None:
                 slots = self._store.live_slots()
             elif isinstance(hits, Hits):
-                slots = np.array([self._slot(i) for i in hits.ids.tolist()], dtype=np.int64)
+                live = [i for i in hits.ids.tolist() if i in self._slot_of]  # evicted: skipped
+                slots = np.array([self._slot_of[i] for i in live], dtype=np.int64)
             else:
                 raise InvalidParameterError("hits", hits, "a Hits or None")
             s = self._store
