@@ -61,6 +61,23 @@ class QueryCache:
             self.hits += 1
             return value
 
+    def peek(self, key):
+        """The cached value (marked recently used) or None, without counting a hit or miss
+        (the caller counts with :meth:`count` once it knows the call succeeds)."""
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def count(self, hit: bool) -> None:
+        """Count one hit or miss."""
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
     def put(self, key, embedding: np.ndarray) -> np.ndarray:
         value = np.array(embedding, dtype=np.float32, copy=True)
         value.setflags(write=False)

@@ -247,8 +247,10 @@ class RetrievalMixin:
         if self._mapper is None:  # empty pool: nothing to embed against
             return None, -1 if label is None else label
         key = QueryCache.key(self._mapper.key, chroma, spectral, spatial, label, utility)
-        emb = self._cache.get(key)
-        if emb is None:
+        emb = self._cache.peek(key)
+        if emb is not None:
+            self._cache.count(hit=True)
+        else:
             c = np.zeros((1, channels), np.float32) if chroma is None else chroma[None]
             s = np.zeros((1, 6), np.float32) if spectral is None else spectral[None]
             sp = None if spatial is None else spatial[None]
@@ -261,6 +263,7 @@ class RetrievalMixin:
                 raise InvalidParameterError(name, q, "a query with a direction: its features "
                                             "(e.g. an all-zero tensor or chroma) embed to zero")
             emb = self._cache.put(key, emb)
+            self._cache.count(hit=False)
         return emb, -1 if label is None else label
 
     def _candidates(self, q, k):

@@ -27,7 +27,7 @@ def test_frozen():
     ("eviction", "random"), ("eviction", None), ("tensor_shape", (4, 4)), ("tensor_shape", (4, 0, 3)),
     ("tensor_shape", (4, 4, 3.0)), ("tensor_shape", "4x4x3"), ("retrieval_limit", 0),
     ("query_cache_size", -1), ("seed", -1), ("use_ann", 1), ("ann_threshold", 0),
-    ("embedding_weights", (1, 2)), ("embedding_weights", (1, 1, 1, -1)), ("label_buckets", 0),
+    ("embedding_weights", (1, 2)), ("embedding_weights", (1, 1, 1, 1, -1)), ("embedding_weights", (1, 1, 1, 1)), ("label_buckets", 0),
 ])
 def test_bad_values_raise_invalid_config(field, value):
     with pytest.raises(InvalidConfigError) as err:
@@ -75,7 +75,7 @@ def test_from_dict_raises_invalid_config(d):
 
 def test_config_round_trips_numpy_values():
     c = PoolConfig(max_size=np.uint16(7), tensor_shape=np.array([2, 2, 3]), seed=np.int8(3),
-                   use_ann=np.False_, embedding_weights=np.array([1.0, 0.5, 0.5, 0.25]))
+                   use_ann=np.False_, embedding_weights=np.array([1.0, 0.5, 2.0, 0.5, 0.25]))
     assert c.max_size == 7 and type(c.max_size) is int and c.tensor_shape == (2, 2, 3)
     assert c.use_ann is False and PoolConfig.from_dict(c.to_dict()) == c
     hash(c)
@@ -100,9 +100,10 @@ _CASES = (
     + [("tensor_shape", v) for v in _BAD_COMMON + [5, (4, 4), (4, 4, True), (4, 4, 3.0),
                                                    (4, 4, 1, 1, 3), (2**21, 2**21, 1), (4, -4, 3),
                                                    (4, 4, 2**70), np.array(3), "4x4x3", {4, 3}]]
-    + [("embedding_weights", v) for v in _BAD_COMMON + [None, (1, 2, 3), (1, 1, 1, -1),
-                                                        (1, 1, 1, float("nan")), (1e300, 1, 1, 1),
-                                                        (1, 1, 1, "1"), (1, 1, 1, True)]]
+    + [("embedding_weights", v) for v in _BAD_COMMON + [None, (1, 2, 3), (1, 1, 1, 1),
+                                                        (1, 1, 1, 1, -1), (1, 1, 1, 1, float("nan")),
+                                                        (1e300, 1, 1, 1, 1), (1, 1, 1, 1, "1"),
+                                                        (1, 1, 1, 1, True)]]
 )
 
 
@@ -120,4 +121,4 @@ def test_config_upper_bounds_are_accepted():
                embedding_dim=c.MAX_EMBEDDING_DIM, label_buckets=c.MAX_LABEL_BUCKETS,
                ann_n_neighbors=c.MAX_ANN_NEIGHBORS, ann_overfetch=c.MAX_ANN_OVERFETCH,
                memory_budget_mb=c.MAX_BUDGET_MB, seed=2**32 - 1,
-               embedding_weights=(c.MAX_EMBEDDING_WEIGHT,) * 4, tensor_shape=(2**20, 2**20, 1))
+               embedding_weights=(c.MAX_EMBEDDING_WEIGHT,) * 5, tensor_shape=(2**20, 2**20, 1))
