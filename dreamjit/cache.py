@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["QueryCache"]
+__all__ = ["QueryCache", "CacheStats"]
+
+
+class CacheStats(NamedTuple):
+    """Query-cache counters; unpacks as ``(hits, misses, hit_rate)``."""
+
+    hits: int
+    misses: int
+    hit_rate: float
 
 
 def _exact(arr) -> bytes:
@@ -35,8 +44,10 @@ class QueryCache:
     >>> c.get(key) is None
     True
     >>> _ = c.put(key, np.ones(4, np.float32))
-    >>> c.get(key).shape, c.stats()
+    >>> c.get(key).shape, tuple(c.stats())
     ((4,), (1, 1, 0.5))
+    >>> c.stats().hit_rate
+    0.5
     """
 
     def __init__(self, capacity: int = 128):
@@ -90,10 +101,11 @@ class QueryCache:
                 self._data.popitem(last=False)
         return value
 
-    def stats(self) -> tuple:
-        """``(hits, misses, hit_rate)``."""
-        total = self.hits + self.misses
-        return (self.hits, self.misses, self.hits / total if total else 0.0)
+    def stats(self) -> CacheStats:
+        """``CacheStats(hits, misses, hit_rate)`` (a named tuple)."""
+        with self._lock:
+            total = self.hits + self.misses
+            return CacheStats(self.hits, self.misses, self.hits / total if total else 0.0)
 
     def clear(self) -> None:
         with self._lock:

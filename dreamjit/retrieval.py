@@ -551,8 +551,9 @@ class RetrievalMixin:
                     "embedding_dispersion": float(pairwise_dispersion(
                         np.ascontiguousarray(s.embeddings[slots])))}
 
-    def query_cache_stats(self) -> tuple:
-        """``(hits, misses, hit_rate)`` of the query-embedding cache.
+    def query_cache_stats(self):
+        """Counters of the query-embedding cache: a named tuple ``CacheStats(hits,
+        misses, hit_rate)`` that unpacks as ``(hits, misses, hit_rate)``.
 
         Examples
         --------
@@ -563,7 +564,7 @@ class RetrievalMixin:
         >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
         >>> _ = pool.retrieve_soft([0.5, 0.4, 0.3]); _ = pool.retrieve_soft([0.5, 0.4, 0.3])
         >>> pool.query_cache_stats()
-        (1, 1, 0.5)
+        CacheStats(hits=1, misses=1, hit_rate=0.5)
         """
         return self._cache.stats()
 
