@@ -230,11 +230,16 @@ def _read_exact(fp, n: int, what: str) -> bytes:
     return data
 
 
-def _nesting(text: bytes, openers=b"[{(", closers=b"]})") -> int:
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}()")))
+
+
+def _nesting(text: bytes) -> int:
     """Deepest bracket nesting in ``text`` (an over-estimate if strings hold brackets)."""
-    arr = np.frombuffer(text, dtype=np.uint8)
-    step = np.isin(arr, list(openers)).astype(np.int64) - np.isin(arr, list(closers))
-    return int(np.cumsum(step).max()) if arr.size else 0
+    kept = np.frombuffer(text.translate(None, _NOT_BRACKETS), dtype=np.uint8)
+    if not kept.size:
+        return 0
+    step = np.where((kept == ord("[")) | (kept == ord("{")) | (kept == ord("(")), 1, -1)
+    return int(np.cumsum(step).max())
 
 
 def _members(zf, archive_size: int) -> dict:
@@ -350,7 +355,7 @@ def _parse_header(zf, members) -> dict:
         raw = _read_exact(fp, left, "header")
         if fp.read(1):
             raise _Corrupt("a header without trailing bytes")
-    depth = _nesting(re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', raw), b"[{", b"]}")
+    depth = _nesting(re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', raw, flags=re.S))  # strings stripped
     if depth > MAX_JSON_DEPTH:
         raise _Corrupt(f"JSON nested at most {MAX_JSON_DEPTH} deep in the header", f"depth {depth}")
     try:

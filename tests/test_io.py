@@ -1,12 +1,13 @@
 import io
 import json
 import os
-import select
+import queue
 import signal
 import stat
 import struct
 import subprocess
 import sys
+import threading
 import tracemalloc
 import warnings
 import zipfile
@@ -48,10 +49,13 @@ class RawJSON:
 
 
 def read_parts(src):
-    """``(header, arrays)`` of a pool file (path or bytes), read with plain numpy."""
+    """``(header, arrays)`` of a pool file (path or bytes), read with plain zipfile and numpy."""
     src = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
-    with np.load(src, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    arrays = {}
+    with zipfile.ZipFile(src) as zf:
+        for info in zf.infolist():
+            with zf.open(info) as fp:
+                arrays[info.filename[:-4]] = np.lib.format.read_array(fp, allow_pickle=False)
     header = json.loads(arrays.pop("__header__").tobytes())
     return header, arrays
 
@@ -630,13 +634,27 @@ def _child_env():
     return env
 
 
-def _next_line(proc, timeout=900.0):
-    """The child's next stdout line; fails (never hangs) if none comes within ``timeout``."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
+def _line_reader(proc):
+    """A queue of the child's stdout lines (split in words), None at its end. A thread
+    reads them: select() on a buffered pipe would miss lines already in the buffer."""
+    lines = queue.Queue()
+
+    def pump():
+        for raw in proc.stdout:
+            lines.put(raw.decode().split())
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _next_line(lines, proc, timeout=900.0):
+    """The child's next line; fails (never hangs) if none comes within ``timeout``."""
+    try:
+        line = lines.get(timeout=timeout)
+    except queue.Empty:
         proc.kill()
         pytest.fail(f"no word from the saving child in {timeout} s")
-    line = proc.stdout.readline().decode().split()
     if not line:
         pytest.fail(f"the saving child exited ({proc.wait()}) early")
     return line
@@ -656,10 +674,11 @@ def test_kill_minus_nine_mid_save_always_loads(tmp_path, hook, kill_at):
     path = tmp_path / "live.npz"
     proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path), hook, str(kill_at)], cwd=REPO,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env())
+    lines = _line_reader(proc)
     try:
         done = pending = None
         while True:
-            line = _next_line(proc)
+            line = _next_line(lines, proc)
             if line[0] == "saved":
                 done = int(line[2])
             elif line[0] == "saving":
