@@ -298,8 +298,12 @@ def _open_npy(zf, info, name: str):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(bio)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(bio)
-        except (ValueError, TypeError, SyntaxError) as exc:
-            raise _Corrupt(f"member {name!r} with a valid .npy header", str(exc)[:200]) from None
+        except (MemoryError, RecursionError):
+            raise  # cannot happen within the bounds above; never hidden
+        except Exception as exc:  # numpy's parser of untrusted text raises many types
+            # (ValueError, SyntaxError, tokenize.TokenError, ...)
+            raise _Corrupt(f"member {name!r} with a valid .npy header",
+                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
         return fp, shape, fortran, dtype, info.file_size - len(pre) - hlen
     except BaseException:
         fp.close()

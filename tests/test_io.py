@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import pathlib
 import queue
 import signal
 import stat
@@ -210,7 +211,7 @@ def saved(tmp_path_factory):
     pools = {"small": make_pool(12, max_size=8, store_certainty=True), "user": user,
              "empty": dj.DreamPool(PoolConfig(max_size=5)),
              "empty_shaped": dj.DreamPool(PoolConfig(max_size=5, tensor_shape=(4, 4, 3)))}
-    return {name: open(p.save(d / f"{name}.npz"), "rb").read() for name, p in pools.items()}
+    return {name: pathlib.Path(p.save(d / f"{name}.npz")).read_bytes() for name, p in pools.items()}
 
 
 # --------------------------------------------------------------------------- round trips
@@ -311,7 +312,7 @@ def test_save_keeps_the_mode_of_the_file_it_replaces_else_the_umask(tmp_path):
 def test_load_ignores_temporary_files_left_by_killed_saves(tmp_path):
     pool = make_pool(4)
     p = pool.save(tmp_path / "p.npz")
-    data = open(p, "rb").read()
+    data = pathlib.Path(p).read_bytes()
     (tmp_path / ".dreamjit-p.npz-0123456789ab.tmp").write_bytes(data[: len(data) // 2])
     (tmp_path / ".dreamjit-p.npz-ba9876543210.tmp").write_bytes(b"")
     back = dj.DreamPool.load(p)
@@ -325,14 +326,14 @@ def test_load_ignores_temporary_files_left_by_killed_saves(tmp_path):
 # --------------------------------------------------------------------------- damage
 def test_truncated_files_raise_typed_error(tmp_path):
     path = make_pool(6).save(tmp_path / "p.npz")
-    data = open(path, "rb").read()
+    data = pathlib.Path(path).read_bytes()
     for cut in [0, 10, 100, len(data) // 2, len(data) - 1]:
         refused(tmp_path, data[:cut], name=f"cut{cut}.npz")
 
 
 def test_random_byte_flips_always_detected(tmp_path):
     path = make_pool(6).save(tmp_path / "p.npz")
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(pathlib.Path(path).read_bytes())
     rng = np.random.default_rng(0)
     detected = 0
     orig = dj.DreamPool.load(path)
@@ -526,6 +527,20 @@ def test_npy_member_claiming_huge_shape_refused_before_reading(tmp_path, saved):
     refused(tmp_path, pack(header, arrays, members={"tensors.npy": deep}), ".npy header")
 
 
+@pytest.mark.parametrize("text", [
+    "{'descr': '<f4', 'fortran_order': False, 'shape': (10( 8, 5, 4, 2, 3), }",  # TokenError
+    "{'descr': '<f4', 'fortran_order': False, 'shape': (8, 5, 4, 2, 3), 'x': 1}",
+    "{'descr': '<f4', 'fortran_order': 0, 'shape': (8, 5, 4, 2, 3), }",
+    "{'descr': '<f4 , 'fortran_order': False, 'shape': (8, 5, 4, 2, 3), }",
+    "{'descr': '<f4', 'fortran_order': False, 'shape': (8, 5, 4, 2, 3)\t\x00",
+    "\xff\xfe{}", "", "[" * 3 + "]" * 3, "__import__('os')",
+])
+def test_malformed_npy_headers_refused(tmp_path, saved, text):
+    header, arrays = read_parts(saved["small"])
+    member = npy_raw(text, arrays["tensors"].tobytes())
+    refused(tmp_path, pack(header, arrays, members={"tensors.npy": member}), "tensors.npy")
+
+
 def test_deflate_bomb_member_refused_without_inflating(tmp_path, saved):
     data = with_bomb(saved["small"], mib=1400)
     assert len(data) < 2 << 20  # a 1.5 MB file that would inflate to 1.4 GiB
@@ -644,8 +659,9 @@ def _line_reader(proc):
             lines.put(raw.decode().split())
         lines.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return lines, thread
 
 
 def _next_line(lines, proc, timeout=900.0):
@@ -674,7 +690,7 @@ def test_kill_minus_nine_mid_save_always_loads(tmp_path, hook, kill_at):
     path = tmp_path / "live.npz"
     proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path), hook, str(kill_at)], cwd=REPO,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env())
-    lines = _line_reader(proc)
+    lines, reader = _line_reader(proc)
     try:
         done = pending = None
         while True:
@@ -692,6 +708,9 @@ def test_kill_minus_nine_mid_save_always_loads(tmp_path, hook, kill_at):
     finally:
         proc.kill()
         proc.wait(timeout=60)
+        reader.join(timeout=60)  # it ends at the pipe's end, now that the child is gone
+        proc.stdout.close()
+        proc.stdin.close()
     assert proc.returncode == -signal.SIGKILL
     pool = dj.DreamPool.load(path)  # old or new contents, never damaged
     assert_invariants(pool)
