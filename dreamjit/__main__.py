@@ -92,7 +92,9 @@ def inspect(path: str) -> int:
     rows = [("format_version", header["format_version"]), ("entries", header["count"]),
             ("next_id", header["next_id"]), ("evicted so far", header["evicted"]),
             ("tensor_shape", header["tensor_shape"]), ("embedding_mode", header["embedding_mode"]),
-            ("arrays checked", len(header["checksums"])), ("integrity", header["integrity"])]
+            ("arrays checked", len(header["checksums"])),
+            ("header sha256", header.get("header_sha256", "")[:16] + "..."),
+            ("integrity", header["integrity"])]
     rows += [(f"config.{key}", value) for key, value in sorted(cfg.items())]
     print(f"{path}")
     print(_table(rows, ["field", "value"]))

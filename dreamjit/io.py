@@ -1,24 +1,49 @@
 """Saving and loading pools: one versioned ``.npz`` file, never a pickle.
 
-The file holds a JSON header (format version, config, tensor shape, id
-counter, a checksum of every array) as a uint8 array, and the live storage
-columns in id order. Writes are atomic: a temporary file in the same
-directory is written, flushed and fsynced, then moved over the target with
-``os.replace``. Loading checks everything and raises
-:class:`~dreamjit.errors.IndexCorruptedError` on any mismatch.
+File layout (``FORMAT_VERSION`` 2): an uncompressed (stored) zip, as
+``numpy.savez`` writes it, with one ``.npy`` member per storage column (the
+live entries in id order, nothing derived) and ``__header__.npy``, a uint8
+array holding the header as canonical JSON: format version, config, tensor
+shape, counters, the SHA-256 of every column, and ``header_sha256``, the
+SHA-256 of the canonical JSON of the rest of the header.
+
+Writes are atomic: a temporary file ``.dreamjit-<name>-<random>.tmp`` is
+written in the target's directory, flushed and fsynced, then moved over the
+target with ``os.replace``. A save onto a symlink writes through to the file
+it points to (the link stays), and the new file keeps the mode of the file it
+replaces (a new file gets ``0o666`` minus the umask), as ``numpy.save`` would.
+A process killed during a save (``kill -9``, power loss) may leave its
+temporary file behind: the target still holds the previous complete file,
+loading never looks at temporary files, and they can be deleted.
+
+Loading trusts nothing in the file. Every size is checked before anything is
+read or allocated: the header's length and JSON nesting before it is parsed
+(non-finite numbers refused), then the header's checksum, fields and config,
+then every member's size, compression and ``.npy`` header against the shape
+the header and config imply, and only then the data (its checksums, then its
+values: finite floats, labels >= -1, counts >= 0, unit or zero embeddings,
+increasing ids below the id counter). Any failure is an
+:class:`~dreamjit.errors.IndexCorruptedError` naming what was wrong; memory
+used by a load stays proportional to the file's size (a pool with no entries
+may reserve at most ``MAX_EMPTY_SETUP_BYTES``).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import math
 import os
-import tempfile
+import re
+import secrets
+import stat
+import struct
 import zipfile
 
 import numpy as np
 
-from ._storage import DERIVED, column_spec
+from ._storage import DERIVED, N_SPECTRAL, column_spec
 from .config import PoolConfig
 from .errors import DreamError, IndexCorruptedError
 
@@ -26,9 +51,35 @@ __all__ = ["save_pool", "load_pool", "read_header", "FORMAT_VERSION"]
 
 logger = logging.getLogger("dreamjit")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = "dreamjit-pool"
 _HEADER = "__header__"
+_HEADER_SHA = "header_sha256"
+_HEADER_KEYS = frozenset({"magic", "format_version", "config", "tensor_shape", "next_id",
+                          "evicted", "embedding_mode", "count", "checksums", _HEADER_SHA})
+_EMBEDDING_MODES = ("mapper", "user")
+
+# --- limits of the loader: a file beyond any of them is refused before anything is allocated
+#: bytes of the JSON header (a real one is about 2 KB)
+MAX_HEADER_BYTES = 1 << 16
+#: nesting of JSON arrays/objects in the header (a real one nests 3 deep)
+MAX_JSON_DEPTH = 8
+#: bytes of one member's ``.npy`` preamble (numpy writes 128)
+MAX_NPY_HEADER = 4096
+#: zip members (a real file has one per column plus the header)
+MAX_MEMBERS = 256
+#: bytes the zip reader may read at once while opening the archive (end record
+#: search and central directory; a real central directory is about 2 KB)
+MAX_DIRECTORY_READ = 1 << 17
+#: storage a pool with no entries may reserve on creation (its first rows):
+#: nothing in such a file proves entries that large are wanted
+MAX_EMPTY_SETUP_BYTES = 1 << 30
+#: estimated size of the embedding projection built on creation
+MAX_PROJECTION_BYTES = 1 << 28
+#: every integer and float in the header, and the id counter, stays below this
+MAX_COUNTER = 2**62
+#: embeddings are unit rows (or all zero) within this tolerance
+UNIT_NORM_TOL = 1e-3
 
 
 def _checksum(arr: np.ndarray) -> str:
@@ -38,8 +89,26 @@ def _checksum(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def _encode_header(header: dict) -> bytes:
+    """The canonical JSON bytes of ``header`` with its ``header_sha256`` added."""
+    body = {k: v for k, v in header.items() if k != _HEADER_SHA}
+    return _canonical({**body, _HEADER_SHA: hashlib.sha256(_canonical(body)).hexdigest()})
+
+
+# ---------------------------------------------------------------------- saving
 def save_pool(pool, path) -> str:
-    """Write ``pool`` to ``path`` atomically; returns the path written."""
+    """Write ``pool`` to ``path`` atomically; returns ``path``.
+
+    A symlink at ``path`` is followed (the file it points to is replaced, the
+    link kept); an existing file's mode is kept, a new file gets ``0o666``
+    minus the umask. A save killed half-way leaves the previous file intact
+    and may leave ``.dreamjit-*.tmp`` beside it (never read by :func:`load_pool`).
+    """
     path = os.fspath(path)
     with pool._lock.read():
         store = pool._store
@@ -57,15 +126,22 @@ def save_pool(pool, path) -> str:
             "embedding_mode": pool._embedding_mode, "count": len(pool),
             "checksums": {name: _checksum(a) for name, a in arrays.items()},
         }
-    blob = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".dreamjit-", suffix=".tmp", dir=directory)
+    blob = np.frombuffer(_encode_header(header), dtype=np.uint8)
+    target = os.path.realpath(path)  # write through a symlink, as open() would
+    directory = os.path.dirname(target)
     try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None  # a new file: the umask applies when the temporary file is created
+    fd, tmp = _create_temp(directory, os.path.basename(target))
+    try:
+        if mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, allow_pickle=False, **{_HEADER: blob}, **arrays)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -75,6 +151,19 @@ def save_pool(pool, path) -> str:
     _fsync_dir(directory)
     logger.info("saved %d entries to %s", header["count"], path)
     return path
+
+
+def _create_temp(directory: str, name: str):
+    """A new file ``.dreamjit-<name>-<random>.tmp`` in ``directory``, created
+    with mode 0o666 so the umask applies (``tempfile.mkstemp`` would force 0o600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".dreamjit-{name}-{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name in {directory}")
 
 
 def _fsync_dir(directory: str) -> None:
@@ -90,117 +179,412 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+# ---------------------------------------------------------------------- loading
+class _Corrupt(Exception):
+    """Raised inside the reader; becomes IndexCorruptedError with the path."""
+
+    def __init__(self, what, detail=""):
+        super().__init__(what)
+        self.what, self.detail = what, detail
+
+
 def _corrupt(path, what, detail=""):
     return IndexCorruptedError("path", os.fspath(path), f"a dreamjit pool file with {what}",
                                detail=detail)
 
 
-def _read(path):
-    """``(header, arrays)`` from a file, every failure as IndexCorruptedError."""
+class _GuardedFile:
+    """A read-only file whose reads are capped at ``limit`` bytes while
+    ``limit`` is set: the zip reader reads the end record and the central
+    directory in single reads, so a file claiming a huge directory is refused
+    before the reader builds an object per claimed member."""
+
+    def __init__(self, fh, size):
+        self._fh, self.size, self.limit = fh, size, MAX_DIRECTORY_READ
+
+    def read(self, n=-1):
+        if self.limit is not None:
+            want = self.size - self._fh.tell() if n is None or n < 0 else n
+            if want > self.limit:
+                raise _Corrupt(f"a zip directory of at most {self.limit} bytes",
+                               f"the archive asks to read {want} bytes")
+        return self._fh.read(n)
+
+    def seek(self, *args):
+        return self._fh.seek(*args)
+
+    def tell(self):
+        return self._fh.tell()
+
+    def seekable(self):
+        return True
+
+    def close(self):
+        pass  # the caller closes the real file
+
+
+def _read_exact(fp, n: int, what: str) -> bytes:
+    data = fp.read(n)
+    if len(data) != n:
+        raise _Corrupt(f"a complete {what}", f"{len(data)} of {n} bytes")
+    return data
+
+
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}()")))
+
+
+def _nesting(text: bytes) -> int:
+    """Deepest bracket nesting in ``text`` (an over-estimate if strings hold brackets)."""
+    kept = np.frombuffer(text.translate(None, _NOT_BRACKETS), dtype=np.uint8)
+    if not kept.size:
+        return 0
+    step = np.where((kept == ord("[")) | (kept == ord("{")) | (kept == ord("(")), 1, -1)
+    return int(np.cumsum(step).max())
+
+
+def _members(zf, archive_size: int) -> dict:
+    """name -> ZipInfo after checking names, compression and sizes (nothing read yet)."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise _Corrupt(f"at most {MAX_MEMBERS} members", f"found {len(infos)}")
+    names = [i.filename for i in infos]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise _Corrupt("unique member names", f"duplicated: {dup[:5]}")
+    total = 0
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise _Corrupt(f"member {info.filename!r} stored uncompressed, as save() writes it",
+                           f"compression method {info.compress_type}")
+        if info.flag_bits & 0x1:
+            raise _Corrupt(f"member {info.filename!r} not encrypted")
+        if info.compress_size != info.file_size:
+            raise _Corrupt(f"member {info.filename!r} of equal stored and real size",
+                           f"{info.compress_size} vs {info.file_size} bytes")
+        total += info.file_size
+    if total > archive_size:
+        raise _Corrupt("members that fit in the file",
+                       f"members claim {total} bytes in a {archive_size} byte file")
+    return dict(zip(names, infos))
+
+
+def _open_npy(zf, info, name: str):
+    """Open member ``info`` and parse its ``.npy`` preamble with numpy's own
+    reader, after bounding its length and nesting. Returns
+    ``(file, shape, fortran_order, dtype, data_bytes_left)``."""
+    fp = zf.open(info)
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as npz:
-            if _HEADER not in npz.files:
-                raise _corrupt(path, "a header")
-            raw = npz[_HEADER]
-            arrays = {name: npz[name] for name in npz.files if name != _HEADER}
-    except DreamError:
+        pre = _read_exact(fp, 10, f"{name!r} .npy header")
+        if pre[:6] != b"\x93NUMPY":
+            raise _Corrupt(f"member {name!r} in .npy format", "no .npy magic")
+        version = (pre[6], pre[7])
+        if version == (1, 0):
+            hlen = struct.unpack("<H", pre[8:10])[0]
+        elif version == (2, 0):
+            pre += _read_exact(fp, 2, f"{name!r} .npy header")
+            hlen = struct.unpack("<I", pre[8:12])[0]
+        else:
+            raise _Corrupt(f"member {name!r} in .npy format 1.0 or 2.0", f"version {version}")
+        if hlen > MAX_NPY_HEADER or len(pre) + hlen > info.file_size:
+            raise _Corrupt(f"member {name!r} with a .npy header of at most {MAX_NPY_HEADER} bytes",
+                           f"{hlen} bytes claimed")
+        text = _read_exact(fp, hlen, f"{name!r} .npy header")
+        if _nesting(text) > 3:
+            raise _Corrupt(f"member {name!r} with a plain .npy header", "nested too deeply")
+        bio = io.BytesIO(pre + text)
+        np.lib.format.read_magic(bio)
+        try:
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(bio)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(bio)
+        except (MemoryError, RecursionError):
+            raise  # cannot happen within the bounds above; never hidden
+        except Exception as exc:  # numpy's parser of untrusted text raises many types
+            # (ValueError, SyntaxError, tokenize.TokenError, ...)
+            raise _Corrupt(f"member {name!r} with a valid .npy header",
+                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        return fp, shape, fortran, dtype, info.file_size - len(pre) - hlen
+    except BaseException:
+        fp.close()
         raise
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as exc:
-        raise _corrupt(path, "readable arrays (no pickles, no truncation)",
-                       f"{type(exc).__name__}: {exc}") from None
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise _corrupt(path, "a uint8 header")
+
+
+def _read_member(zf, info, name: str, dtype, shape) -> tuple:
+    """``(array, sha256)`` of member ``name``, which must hold exactly ``shape`` of ``dtype``."""
+    fp, got_shape, fortran, got_dtype, left = _open_npy(zf, info, name)
+    with fp:
+        dtype = np.dtype(dtype)
+        if got_dtype != dtype:
+            raise _Corrupt(f"member {name!r} of dtype {dtype.str}", f"found {got_dtype.str}")
+        if tuple(got_shape) != tuple(shape):
+            raise _Corrupt(f"member {name!r} of shape {tuple(shape)}", f"found {tuple(got_shape)}")
+        if fortran:
+            raise _Corrupt(f"member {name!r} in C order", "found fortran_order=True")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if left != nbytes:
+            raise _Corrupt(f"member {name!r} of {nbytes} data bytes", f"found {left}")
+        data = _read_exact(fp, nbytes, f"{name!r} data")  # the zip reader checks the CRC at the end
+        if fp.read(1):
+            raise _Corrupt(f"member {name!r} without trailing bytes")
+    h = hashlib.sha256()
+    h.update(f"{dtype.str}{tuple(shape)}".encode())
+    h.update(data)
+    return np.frombuffer(data, dtype=dtype).reshape(shape), h.hexdigest()
+
+
+def _reject_constant(text):
+    raise ValueError(f"non-finite number {text}")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite number {text}")
+    return value
+
+
+def _parse_header(zf, members) -> dict:
+    info = members.get(_HEADER + ".npy")
+    if info is None:
+        raise _Corrupt(f"a {_HEADER!r} member", f"members {sorted(members)[:10]}")
+    if info.file_size > MAX_HEADER_BYTES + MAX_NPY_HEADER:
+        raise _Corrupt(f"a header of at most {MAX_HEADER_BYTES} bytes", f"{info.file_size} bytes")
+    fp, shape, fortran, dtype, left = _open_npy(zf, info, _HEADER)
+    with fp:
+        if dtype != np.uint8 or len(shape) != 1 or fortran or shape[0] != left:
+            raise _Corrupt("a 1-d uint8 header", f"found {dtype} {shape}")
+        if left > MAX_HEADER_BYTES:
+            raise _Corrupt(f"a header of at most {MAX_HEADER_BYTES} bytes", f"{left} bytes")
+        raw = _read_exact(fp, left, "header")
+        if fp.read(1):
+            raise _Corrupt("a header without trailing bytes")
+    depth = _nesting(re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', raw, flags=re.S))  # strings stripped
+    if depth > MAX_JSON_DEPTH:
+        raise _Corrupt(f"JSON nested at most {MAX_JSON_DEPTH} deep in the header", f"depth {depth}")
     try:
-        header = json.loads(raw.tobytes().decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _corrupt(path, "a JSON header", str(exc)) from None
+        header = json.loads(raw.decode("ascii"), parse_constant=_reject_constant,
+                            parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise _Corrupt("a JSON header", str(exc)[:200]) from None
     if not isinstance(header, dict) or header.get("magic") != MAGIC:
-        raise _corrupt(path, f"magic {MAGIC!r}")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise _corrupt(path, f"format_version {FORMAT_VERSION}",
-                       f"found {header.get('format_version')!r}")
-    return header, arrays
+        raise _Corrupt(f"magic {MAGIC!r}")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION or type(version) is not int:
+        raise _Corrupt(f"format_version {FORMAT_VERSION} (the only one this dreamjit reads; "
+                       "no migration: re-create the pool with the version that wrote it and save again)",
+                       f"found {version!r}")
+    sha = header.get(_HEADER_SHA)
+    body = {k: v for k, v in header.items() if k != _HEADER_SHA}
+    if not isinstance(sha, str) or hashlib.sha256(_canonical(body)).hexdigest() != sha:
+        raise _Corrupt("an intact header", "header_sha256 mismatch: the header was edited or damaged")
+    if _canonical(header) != raw:
+        raise _Corrupt("a header in canonical JSON", "edited: keys, spacing or number forms differ")
+    return header
+
+
+def _int_field(header, key, lo, hi):
+    value = header.get(key)
+    if type(value) is not int or not lo <= value < hi:
+        raise _Corrupt(f"header field {key!r} an integer in [{lo}, {hi})", f"found {value!r}"[:200])
+    return value
+
+
+def _check_numbers(obj, where="header"):
+    """Every number in the parsed header is below MAX_COUNTER in magnitude."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_numbers(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_numbers(v, f"{where}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool) and abs(obj) >= MAX_COUNTER:
+        raise _Corrupt(f"{where} below 2**62 in magnitude", f"found {obj!r}"[:200])
+
+
+def _validate_header(header):
+    """``(config, shape, count, next_id, evicted, mode)`` from a parsed header."""
+    keys = set(header)
+    if keys != _HEADER_KEYS:
+        raise _Corrupt(f"header fields {sorted(_HEADER_KEYS)}",
+                       f"missing {sorted(_HEADER_KEYS - keys)}, unknown {sorted(keys - _HEADER_KEYS)[:5]}")
+    _check_numbers(header)
+    raw_config = header["config"]
+    if not isinstance(raw_config, dict):
+        raise _Corrupt("a config object", f"found {type(raw_config).__name__}")
+    try:
+        config = PoolConfig.from_dict(raw_config)
+        rebuilt = config.to_dict()
+    except (DreamError, TypeError, ValueError, OverflowError, KeyError, AttributeError) as exc:
+        raise _Corrupt("a valid config", str(exc)[:300]) from None
+    if _canonical(rebuilt) != _canonical(raw_config):
+        diff = sorted(k for k in set(rebuilt) | set(raw_config)
+                      if _canonical(rebuilt.get(k)) != _canonical(raw_config.get(k)))
+        raise _Corrupt("a config of exactly the PoolConfig fields and types", f"differs in {diff}")
+    count = _int_field(header, "count", 0, MAX_COUNTER)
+    next_id = _int_field(header, "next_id", 0, MAX_COUNTER)
+    evicted = _int_field(header, "evicted", 0, MAX_COUNTER)
+    if count > config.max_size:
+        raise _Corrupt(f"at most max_size={config.max_size} entries", f"count {count}")
+    mode = header["embedding_mode"]
+    if mode is not None and mode not in _EMBEDDING_MODES:
+        raise _Corrupt(f"embedding_mode one of {_EMBEDDING_MODES} or null", f"found {mode!r}"[:200])
+    if count and mode is None:
+        raise _Corrupt("an embedding_mode for its entries", f"{count} entries, embedding_mode null")
+    if count > next_id:
+        raise _Corrupt("next_id above every entry's id", f"count {count}, next_id {next_id}")
+    shape = header["tensor_shape"]
+    if shape is not None:
+        if not (isinstance(shape, list) and len(shape) in (3, 4)
+                and all(type(s) is int and 1 <= s < 2**31 for s in shape)):
+            raise _Corrupt("tensor_shape null or 3 or 4 integers in [1, 2**31)", f"found {shape!r}"[:200])
+        shape = tuple(shape)
+    if config.tensor_shape is not None and shape != config.tensor_shape:
+        raise _Corrupt(f"tensor_shape {list(config.tensor_shape)} as configured", f"found {shape}")
+    if shape is None and count:
+        raise _Corrupt("a tensor_shape for its entries", f"{count} entries, tensor_shape null")
+    sums = header["checksums"]
+    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+        raise _Corrupt("a checksums object of strings")
+    return config, shape, count, next_id, evicted, mode
+
+
+def _expected_members(config, shape, count) -> dict:
+    """member name -> (column, dtype, shape) that save() writes for this header."""
+    if shape is None:
+        return {}
+    spec = column_spec(shape, config.embedding_dim, config.store_certainty)
+    return {f"{name}.npy": (name, np.dtype(dt), (count, *row)) for name, (row, dt) in spec.items()
+            if name not in DERIVED}
+
+
+def _check_setup_bounds(config, shape, count):
+    """Refuse configs whose pool would reserve absurd memory on creation."""
+    # the embedding projection (the mapper's feature groups, with slack for new ones),
+    # built with the first entry's shape: checked even when that shape is not known yet
+    features = (shape[-1] if shape is not None else 1) + N_SPECTRAL \
+        + int(getattr(config, "label_buckets", 0)) + len(getattr(config, "embedding_weights", ())) + 1
+    projection = 8 * features * config.embedding_dim
+    if projection > MAX_PROJECTION_BYTES:
+        raise _Corrupt(f"an embedding projection of at most {MAX_PROJECTION_BYTES} bytes",
+                       f"embedding_dim {config.embedding_dim} x about {features} features")
+    if shape is None or count:
+        return  # entries: their storage is proven by the members' sizes, checked next
+    spec = column_spec(shape, config.embedding_dim, config.store_certainty)
+    entry = sum(math.prod(row) * np.dtype(dt).itemsize for row, dt in spec.values())
+    if min(16, config.max_size) * entry > MAX_EMPTY_SETUP_BYTES:
+        raise _Corrupt(f"an empty pool reserving at most {MAX_EMPTY_SETUP_BYTES} bytes on creation",
+                       f"{entry} bytes per entry for tensor_shape {list(shape)}")
+
+
+def _check_values(arrays, count, next_id):
+    """Column values a pool can hold; generic over columns, with rules for the known ones."""
+    for name, arr in arrays.items():
+        if arr.dtype.kind == "f":
+            bad = np.isinf(arr) if name == "utility" else ~np.isfinite(arr)  # NaN utility: none given
+            if bad.any():
+                raise _Corrupt(f"finite values in column {name!r}",
+                               f"entry {int(np.argwhere(bad)[0][0])}")
+    rules = {"labels": (-1, "labels >= -1 (-1: none)"), "usage": (0, "usage counts >= 0"),
+             "util_count": (0, "feedback counts >= 0"), "certainty": (0, "certainties >= 0")}
+    for name, (lo, what) in rules.items():
+        arr = arrays.get(name)
+        if arr is not None and arr.size and arr.min() < lo:
+            raise _Corrupt(what, f"column {name!r} holds {arr.min()}")
+    if "alive" in arrays and not arrays["alive"].all():
+        raise _Corrupt("only live entries", "an 'alive' value is False")
+    ids = arrays.get("ids")
+    if ids is not None and count:
+        if ids[0] < 0 or ids[-1] >= next_id or (count > 1 and not (np.diff(ids) > 0).all()):
+            raise _Corrupt("unique increasing ids in [0, next_id)",
+                           f"ids from {ids[0]} to {ids[-1]}, next_id {next_id}")
+    emb = arrays.get("embeddings")
+    if emb is not None and count:
+        e = emb.astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", e, e))
+        ok = (np.abs(norms - 1.0) <= UNIT_NORM_TOL) | (norms == 0.0)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise _Corrupt("unit (or all-zero) embeddings", f"entry {i} has norm {norms[i]:.6g}")
+
+
+def _read_validated(path):
+    """``(header, config, shape, count, next_id, evicted, mode, arrays)`` of a fully checked file."""
+    path = os.fspath(path)
+    with open(path, "rb") as fh:  # OSErrors about the path itself (missing, permissions) propagate
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            guarded = _GuardedFile(fh, size)
+            with zipfile.ZipFile(guarded) as zf:
+                guarded.limit = None
+                members = _members(zf, size)
+                header = _parse_header(zf, members)
+                config, shape, count, next_id, evicted, mode = _validate_header(header)
+                _check_setup_bounds(config, shape, count)
+                expected = _expected_members(config, shape, count)
+                found = set(members) - {_HEADER + ".npy"}
+                if found != set(expected):
+                    raise _Corrupt(f"members {sorted(expected)}",
+                                   f"missing {sorted(set(expected) - found)}, "
+                                   f"unknown {sorted(found - set(expected))[:5]}")
+                sums = header["checksums"]
+                if set(sums) != {col for col, _, _ in expected.values()}:
+                    raise _Corrupt("a checksum for every column", f"checksums for {sorted(sums)[:30]}")
+                for member, (col, dtype, shp) in expected.items():  # sizes first, nothing read
+                    want = math.prod(shp) * dtype.itemsize
+                    got = members[member].file_size
+                    if not want < got <= want + MAX_NPY_HEADER + 12:
+                        raise _Corrupt(f"member {member!r} of {want} data bytes",
+                                       f"{got} bytes including its .npy header")
+                arrays = {}
+                for member, (col, dtype, shp) in expected.items():
+                    arr, digest = _read_member(zf, members[member], member, dtype, shp)
+                    if digest != sums[col]:
+                        raise _Corrupt(f"an intact {col!r} array", "checksum mismatch")
+                    arrays[col] = arr
+        except _Corrupt as exc:
+            raise _corrupt(path, exc.what, exc.detail) from None
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+                struct.error, NotImplementedError, RuntimeError) as exc:
+            raise _corrupt(path, "a readable zip archive (no truncation, no damage)",
+                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    try:
+        _check_values(arrays, count, next_id)
+    except _Corrupt as exc:
+        raise _corrupt(path, exc.what, exc.detail) from None
+    return header, config, shape, count, next_id, evicted, mode, arrays
 
 
 def read_header(path) -> dict:
-    """The header of a saved pool, after checking every array's checksum
-    (adds ``"integrity": "ok"``; raises IndexCorruptedError otherwise)."""
-    header, arrays = _read(path)
-    _check_arrays(path, header, arrays)
+    """The header of a saved pool after every check :func:`load_pool` makes
+    short of building the pool (adds ``"integrity": "ok"``; raises
+    IndexCorruptedError otherwise)."""
+    header = _read_validated(path)[0]
     return {**header, "integrity": "ok"}
-
-
-def _check_arrays(path, header, arrays):
-    sums = header.get("checksums")
-    if not isinstance(sums, dict) or set(sums) != set(arrays):
-        raise _corrupt(path, "a checksum for every array",
-                       f"arrays {sorted(arrays)} vs checksums {sorted(sums or {})}")
-    for name, arr in arrays.items():
-        if _checksum(arr) != sums[name]:
-            raise _corrupt(path, f"an intact {name!r} array", "checksum mismatch")
 
 
 def load_pool(cls, path):
     """A new ``cls`` pool from ``path`` (see :meth:`DreamPool.load`)."""
-    header, arrays = _read(path)
-    _check_arrays(path, header, arrays)
+    header, config, shape, count, next_id, evicted, mode, arrays = _read_validated(path)
     try:
-        config = PoolConfig.from_dict(header["config"])
-        count, next_id = int(header["count"]), int(header["next_id"])
-        shape = header["tensor_shape"]
-        shape = None if shape is None else tuple(int(s) for s in shape)
-        mode = header["embedding_mode"]
-        evicted = int(header.get("evicted", 0))
-    except (DreamError, KeyError, TypeError, ValueError) as exc:
-        raise _corrupt(path, "a valid config and counters", str(exc)) from None
-    if mode not in (None, "mapper", "user"):
-        raise _corrupt(path, "a known embedding mode", repr(mode))
-    pool = cls(config)
-    if shape is None or count == 0:
-        if count or arrays and any(a.shape[0] for a in arrays.values()):
-            raise _corrupt(path, "no entries when no tensor shape is recorded")
-        if shape is not None:
-            pool._setup(shape)
-        pool._next_id, pool._evicted, pool._embedding_mode = next_id, evicted, mode
-        return pool
-    spec = {name: value for name, value in
-            column_spec(shape, config.embedding_dim, config.store_certainty).items()
-            if name not in DERIVED}
-    if set(spec) != set(arrays):
-        raise _corrupt(path, f"columns {sorted(spec)}", f"found {sorted(arrays)}")
-    for name, (row_shape, dtype) in spec.items():
-        arr = arrays[name]
-        if arr.dtype != np.dtype(dtype) or arr.shape != (count, *row_shape):
-            raise _corrupt(path, f"column {name!r} of dtype {np.dtype(dtype)} and shape "
-                           f"{(count, *row_shape)}", f"found {arr.dtype} {arr.shape}")
-    ids = arrays["ids"]
-    if not arrays["alive"].all() or (count > 1 and not (np.diff(ids) > 0).all()) \
-            or ids[0] < 0 or ids[-1] >= next_id:
-        raise _corrupt(path, "live entries with increasing ids below the id counter")
-    if count > config.max_size:
-        raise _corrupt(path, f"at most max_size={config.max_size} entries", f"found {count}")
-    for name in ("energy", "coherence", "violation", "utility", "util_mean", "timestamp"):
-        col = arrays[name]
-        if not np.isfinite(col if name != "utility" else np.nan_to_num(col)).all():
-            raise _corrupt(path, f"finite {name!r} values")
-    for name in ("tensors", "embeddings", "chroma", "spectral"):
-        if not np.isfinite(arrays[name]).all():
-            raise _corrupt(path, f"finite {name!r} values")
-    pool._setup(shape)
-    store = pool._store
-    store.ensure_capacity(count)
-    for name, arr in arrays.items():
-        store.columns[name][:count] = arr
-    store.embeddings_t[:, :count] = arrays["embeddings"].T
-    slots = np.arange(count, dtype=np.int64)
-    pool._slot_of = dict(zip(ids.tolist(), slots.tolist()))
+        pool = cls(config)
+    except DreamError as exc:
+        raise _corrupt(path, "a config a pool can be built from", str(exc)) from None
+    if shape is not None and pool._shape is None:
+        pool._setup(shape)
+    if count:
+        store = pool._store
+        store.ensure_capacity(count)
+        for name, arr in arrays.items():
+            store.columns[name][:count] = arr
+        store.set_embeddings(np.arange(count), arrays["embeddings"])
+        pool._slot_of = dict(zip(arrays["ids"].tolist(), range(count)))
     pool._next_id, pool._evicted, pool._embedding_mode = next_id, evicted, mode
     try:
         pool._check_invariants()
     except DreamError as exc:
         raise _corrupt(path, "a pool within its own limits", str(exc)) from None
-    pool._after_add(slots)  # indexes: exact now, ANN rebuilt by the usual rules
+    if count:
+        pool._after_add(np.arange(count, dtype=np.int64))  # indexes: exact now, ANN by the usual rules
     logger.info("loaded %d entries from %s", count, os.fspath(path))
     return pool
