@@ -38,6 +38,14 @@ class PoolConfig:
         Live entries at which the approximate index takes over from the exact one.
     memory_budget_mb : float or None
         Logical memory budget in MiB (2**20 bytes); ``None`` means unbounded.
+        It counts the storage rows of the live entries and the index arrays
+        this process holds (their exact ``nbytes``; a newly installed graph
+        that does not fit evicts entries by ``eviction``). It does not count
+        the NN-descent build worker: a separate process shared by every pool
+        of the process, started for the first build, whose memory (~650 MB
+        RSS after a 2e5 x 64 build, measured here) is freed when it closes
+        after ``dreamjit.index.WORKER_IDLE_SECONDS`` (120 s) without a build;
+        nor temporary arrays while a call runs.
     eviction_threshold : float
         Before an add, entries are evicted until usage fits within
         ``eviction_threshold * budget``; in (0, 1].
@@ -64,6 +72,10 @@ class PoolConfig:
     ann_background : bool
         Build off the query path (queries use the previous graph or the exact
         index meanwhile); False builds synchronously.
+    ann_build_timeout : float or None
+        Seconds one NN-descent build may take once the build worker is ready;
+        past it the worker is killed, the build counts as failed (logged) and
+        queries keep the previous graph or the exact scan. None: no limit.
     embedding_weights : tuple of 4 floats
         Weights of the chroma, spectral, label and utility feature groups.
     label_buckets : int
@@ -96,6 +108,7 @@ class PoolConfig:
     ann_overfetch: float = 2.0
     ann_rebuild_fraction: float = 0.1
     ann_background: bool = True
+    ann_build_timeout: float | None = 900.0
     # embedding feature-group weights: chroma, spectral, label, utility
     embedding_weights: tuple = field(default=(1.0, 0.5, 0.5, 0.25))
     label_buckets: int = 16
@@ -135,6 +148,8 @@ class PoolConfig:
                 raise InvalidConfigError(name, getattr(self, name), "True or False")
         if self.memory_budget_mb is not None:
             check_float("memory_budget_mb", 0.0, None, exclusive_min=True)
+        if self.ann_build_timeout is not None:
+            check_float("ann_build_timeout", 0.0, None, exclusive_min=True)
         if self.eviction not in EVICTION_POLICIES:
             raise InvalidConfigError("eviction", self.eviction,
                                      "one of " + ", ".join(repr(p) for p in EVICTION_POLICIES))
