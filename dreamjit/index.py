@@ -147,6 +147,9 @@ class ExactIndex:
 
 def _build_csr(X, n_neighbors, seed, graph, max_degree, n_jobs):
     """pynndescent k-NN graph of the unit rows ``X`` -> (indptr int64, indices int32)."""
+    if not parallel_allowed():  # pynndescent's prange kernels would end this process
+        raise RuntimeError("pynndescent cannot run in this thread of this process (numba's "
+                           "threading layer is not safe here: forked child or workqueue)")
     import pynndescent  # lazy: ~2 s import, never on ``import dreamjit``
 
     nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=n_neighbors, random_state=seed,
@@ -217,7 +220,7 @@ def _worker_main() -> None:
         _write_msg(out, {"ok": True, "seconds": time.perf_counter() - t0}, (indptr, indices))
 
 
-#: test hook: called with the index at the start of every build thread (e.g. to hold it)
+#: test hook: called with the index in every build, once its snapshot is taken (e.g. to hold it)
 _BUILD_HOOK = None
 
 
@@ -239,14 +242,15 @@ class _Worker:
     _instance = None
     _guard = threading.Lock()
     closing = False  # set at interpreter exit: no thread fallback then
+    #: what the worker process runs (tests swap in stand-ins)
+    CODE = "from dreamjit.index import _worker_main; _worker_main()"
 
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.log = tempfile.TemporaryFile()
-        code = "from dreamjit.index import _worker_main; _worker_main()"
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, env=env)
         self.lock = threading.Lock()  # one build at a time; held while the worker is in use
         self.closed = False
@@ -718,9 +722,6 @@ class NNDescentIndex:
         """The build thread: worker ready -> snapshot -> build -> install (see the class notes)."""
         result, seq = ("failed", None), self._asked
         try:
-            hook = _BUILD_HOOK
-            if hook is not None:
-                hook(self)
             use_worker = self.builder == "process"
             if use_worker:
                 try:  # start the worker and compile pynndescent before the snapshot
@@ -738,6 +739,9 @@ class NNDescentIndex:
                     result = ("skipped", None)
                     return
             slots, ids, X, seq = snap
+            hook = _BUILD_HOOK
+            if hook is not None:
+                hook(self)
             t0 = time.perf_counter()
             indptr = None
             if use_worker:
@@ -763,12 +767,9 @@ class NNDescentIndex:
             self._finish(gen, result, seq)
 
     def _no_worker(self, exc) -> bool:
-        """The worker failed: fall back to a build in this thread where that is safe."""
+        """The worker failed: fall back to a build in this thread (where that is safe)."""
         if _Worker.closing:
             raise exc
-        if not parallel_allowed():  # pynndescent's parallel kernels could kill this process
-            raise RuntimeError(f"build worker failed ({exc}) and pynndescent cannot run "
-                               "in this thread of this process") from None
         logger.warning("NN-descent build worker failed (%s): building in a thread", exc)
         return False
 
