@@ -821,7 +821,9 @@ class NNDescentIndex:
             callback = self._on_install() if self._on_install is not None else None
             if callback is not None and result[0] == "ok":
                 callback()
-            self._follow_up()
+            # after a failure only an explicit request builds again at once (the next
+            # add's maybe_rebuild retries): a frozen worker is not retried in a loop
+            self._follow_up(auto=result[0] == "ok")
 
     def _follow_up(self, auto=True) -> None:
         """After a build: build again if asked to meanwhile, or (``auto``) if the delta or

@@ -79,8 +79,9 @@ class RetrievalMixin:
             if self._store is None:
                 return True  # shape unknown yet: assume it can
             store_bytes = self._store.entry_bytes
-        return min(cfg.max_size, int(cfg.eviction_threshold * budget) // store_bytes) \
-            >= cfg.ann_threshold
+        # as _entry_limit: an entry that fits the whole budget is always admitted
+        most = max(int(cfg.eviction_threshold * budget) // store_bytes, 1)
+        return min(cfg.max_size, most) >= cfg.ann_threshold
 
     def _make_ann(self):
         from .index import NNDescentIndex
