@@ -73,9 +73,11 @@ class PoolConfig:
         Build off the query path (queries use the previous graph or the exact
         index meanwhile); False builds synchronously.
     ann_build_timeout : float or None
-        Seconds one NN-descent build may take once the build worker is ready;
-        past it the worker is killed, the build counts as failed (logged) and
-        queries keep the previous graph or the exact scan. None: no limit.
+        Seconds one NN-descent build may take (starting the build worker,
+        which compiles pynndescent, ~35 s here, is bounded the same way);
+        past it the worker is killed and reaped, the build counts as failed
+        (logged) and queries keep the previous graph or the exact scan.
+        None: no limit.
     embedding_weights : tuple of 4 floats
         Weights of the chroma, spectral, label and utility feature groups.
     label_buckets : int

@@ -474,9 +474,9 @@ class NNDescentIndex:
         scan vectorises across queries, so it wins up to a larger size than
         single queries do.
     build_timeout : float or None
-        Seconds one build may take (from when the build worker is ready);
-        past it the worker process is killed (a thread build is abandoned),
-        the build counts as failed and is logged. None: no limit.
+        Seconds one build may take (starting the worker is bounded the same
+        way); past it the worker process is killed and reaped (a thread build
+        is abandoned), the build counts as failed and is logged. None: no limit.
 
     Notes
     -----

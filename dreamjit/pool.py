@@ -49,10 +49,19 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
     an id never issued or since evicted), ``pool.ids()`` (live ids, oldest
     first) and ``iter(pool)`` (the entries, oldest first).
 
-    Every method is thread-safe. Reads (retrievals, lookups, statistics,
-    :meth:`save`) run concurrently; writes (adds, :meth:`record_feedback`,
-    :meth:`rebuild_index`) are exclusive, and a reader never sees a
-    half-applied write. A call that raises leaves the pool exactly as it was.
+    Every method is thread-safe. Reads (retrievals, lookups, iteration,
+    statistics, :meth:`save`) run concurrently; writes (adds,
+    :meth:`record_feedback`, :meth:`rebuild_index`) are exclusive, and a
+    reader never sees a half-applied write. Iteration yields the entries live
+    when it started and skips those evicted meanwhile (it never raises
+    ``KeyError``). A call that raises leaves the pool exactly as it was.
+
+    A pool may be used in a child process after ``os.fork`` (and in
+    ``multiprocessing`` workers): the child forgets a background build that
+    was running in the parent and starts its own, and kernels run serially
+    there when numba's threading layer cannot fork (GNU OpenMP). Fork from a
+    quiet point: a write running in another thread of the parent at that
+    moment may be seen half-applied in the child.
 
     Examples
     --------
