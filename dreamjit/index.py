@@ -262,6 +262,8 @@ class _Worker:
     @classmethod
     def get(cls) -> "_Worker":
         with cls._guard:
+            if cls.closing:
+                raise RuntimeError("the interpreter is exiting: no build worker")
             inst = cls._instance
             if inst is None or inst.closed or inst.proc.poll() is not None:  # poll reaps
                 if inst is not None:
