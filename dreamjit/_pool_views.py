@@ -70,7 +70,8 @@ class PoolViewsMixin:
         ids = self.ids().tolist()
         for lo in range(0, len(ids), self.ITER_CHUNK):
             with self._lock.read():
-                chunk = [self._entry_at(slot) for slot in self._live_slots_of(ids[lo:lo + self.ITER_CHUNK])]
+                slots = self._live_slots_of(ids[lo:lo + self.ITER_CHUNK])
+                chunk = [self._entry_at(slot) for slot in slots]
             yield from chunk  # never yield while holding the lock
 
     def _live_slots_of(self, ids) -> np.ndarray:

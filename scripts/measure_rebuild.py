@@ -104,8 +104,8 @@ def run(V, Q, batch, queries, log):
                 pool._exact.search(q, 40)
                 t2 = time.perf_counter()
                 rows, delta, live = coverage(pool)
-                mode = "ann" if pool._use_ann_now() and delta <= index_mod.DELTA_EXACT_SHARE * live \
-                    else "exact"
+                graph_used = delta <= index_mod.DELTA_EXACT_SHARE * live
+                mode = "ann" if pool._use_ann_now() and graph_used else "exact"
             samples.append((t1 - t0, t2 - t1, rows, delta, live, mode))
 
     qt = threading.Thread(target=query_loop, daemon=True)
@@ -155,7 +155,8 @@ def run(V, Q, batch, queries, log):
             if sel.any():
                 r = ratio[sel]
                 out[f"{mode}-mode searches: n, ratio p50/p90/p99/max, n over 1.5x"] = (
-                    int(sel.sum()), [round(float(np.percentile(r, p)), 2) for p in (50, 90, 99, 100)],
+                    int(sel.sum()),
+                    [round(float(np.percentile(r, p)), 2) for p in (50, 90, 99, 100)],
                     int((r > 1.5).sum()))
         ann_delta = (modes == "ann") & np.array([s[3] > 0 for s in samples])
         if ann_delta.any():

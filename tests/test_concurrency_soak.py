@@ -101,7 +101,8 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
         seen = [e.id for e in pool]
         assert seen == sorted(set(seen))
         count("entries_iterated", len(seen))
-        hits = pool.retrieve_soft(Query.from_tensor(pool_tensors[int(local.integers(0, 512))]), k=10)
+        probe = pool_tensors[int(local.integers(0, 512))]
+        hits = pool.retrieve_soft(Query.from_tensor(probe), k=10)
         entries = hits.entries()
         tensors = hits.tensors()
         assert tensors.shape == (len(entries), *SHAPE)

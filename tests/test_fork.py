@@ -139,7 +139,8 @@ def test_child_forked_during_a_build_forgets_it_and_builds_again(thread_builds, 
                    "parallel_allowed": parallel_allowed()}
             out["rebuilt"] = pool.rebuild_index(block=True, timeout=TIMEOUT)
             st = pool.stats()
-            out["ready"], out["index"], out["rows_400"] = st["ann_ready"], st["index"], graph_rows(pool)
+            out["ready"], out["index"] = st["ann_ready"], st["index"]
+            out["rows_400"] = graph_rows(pool)
             add_vectors(pool, V[400:800])  # the pool doubles: a build starts by itself
             out["waited"] = pool._ann.wait(TIMEOUT)
             out["rows_800"], out["count"] = graph_rows(pool), len(pool)
@@ -205,7 +206,8 @@ def _job(seed):
     hard = pool.retrieve_similar(t[5], k=5)
     diverse = pool.retrieve_diverse(t[7], k=4)
     assert_invariants(pool)
-    return {"pid": os.getpid(), "added": int(len(ids)), "hits": [len(soft), len(hard), len(diverse)],
+    return {"pid": os.getpid(), "added": int(len(ids)),
+            "hits": [len(soft), len(hard), len(diverse)],
             "own_first": int(hard.ids[0]) == int(ids[5]), "parallel_allowed": parallel_allowed(),
             "layer": active_layer(), "entries": len(list(pool))}
 
