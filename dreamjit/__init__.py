@@ -29,6 +29,7 @@ _LAZY = {
     "SolverResult": "features", "SpectralFeatures": "features", "evaluate": "features",
     "evaluate_batch": "features", "spectral_features": "features",
     "spectral_features_batch": "features", "chroma_signature": "features",
+    "spatial_thumbnail": "features",
     "EmbeddingMapper": "embedding", "QueryCache": "cache", "ExactIndex": "index",
     "NNDescentIndex": "index", "maximal_marginal_relevance": "diversity", "warmup": "_warmup",
 }
@@ -37,7 +38,7 @@ __all__ = [
     "DreamPool", "PoolConfig", "Query", "RetrievalMode", "RetrievalWeights", "Hits", "Hit",
     "DreamEntry", "SolverResult", "SpectralFeatures", "EmbeddingMapper", "QueryCache",
     "ExactIndex", "NNDescentIndex",
-    "evaluate", "evaluate_batch", "spectral_features", "spectral_features_batch",
+    "evaluate", "evaluate_batch", "spectral_features", "spectral_features_batch", "spatial_thumbnail",
     "chroma_signature", "maximal_marginal_relevance", "warmup",
     "DreamError", "DimensionMismatchError", "IndexNotBuiltError", "CapacityExceededError",
     "InvalidConfigError", "EmptyCollectionError", "InvalidParameterError", "IndexCorruptedError",

@@ -1,4 +1,7 @@
-"""Command line: ``python -m dreamjit demo|bench|inspect``."""
+"""Command line: ``python -m dreamjit demo|inspect``.
+
+The comparison with peers lives outside the package: ``python asv_bench/compare.py``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -96,35 +99,6 @@ def inspect(path: str) -> int:
     return 0
 
 
-def bench(quick: bool = False, json_path=None) -> int:
-    import json
-    import logging
-
-    from dreamjit.bench import format_table, machine_description, run
-
-    logger = logging.getLogger("dreamjit")
-    handler = logging.StreamHandler(sys.stderr)  # progress on stderr, the table on stdout
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    t0 = time.perf_counter()
-    try:
-        rows = run(quick=quick)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-    print(f"dreamjit bench{' --quick' if quick else ''}: {machine_description()}")
-    print("ratio > 1 means dreamjit is ahead (peer time / dreamjit time; rates and recalls: "
-          "dreamjit / reference); times are medians of interleaved rounds\n")
-    print(format_table(rows))
-    print(f"\n{time.perf_counter() - t0:.0f} s in all")
-    if json_path:
-        with open(json_path, "w") as fp:
-            json.dump({"machine": machine_description(), "quick": quick, "rows": rows}, fp, indent=1)
-    return 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dreamjit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,16 +106,11 @@ def main(argv=None) -> int:
     p_demo.add_argument("--n", type=int, default=2000, help="tensors to generate (default 2000)")
     p_demo.add_argument("--seed", type=int, default=0, help="the one seed (default 0)")
     p_demo.add_argument("--k", type=int, default=3, help="hits per query (default 3)")
-    p_bench = sub.add_parser("bench", help="time dreamjit against the peers installed here")
-    p_bench.add_argument("--quick", action="store_true", help="small sizes, a few repeats")
-    p_bench.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     p_inspect = sub.add_parser("inspect", help="print a saved pool's header, counts and integrity")
     p_inspect.add_argument("file")
     args = parser.parse_args(argv)
     if args.command == "inspect":
         return inspect(args.file)
-    if args.command == "bench":
-        return bench(args.quick, args.json)
     if args.command == "demo":
         if args.n < 1:
             parser.error("--n must be >= 1")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import is_integer
 from .features import SolverResult
 from .results import DreamEntry
 
@@ -18,15 +19,18 @@ class PoolViewsMixin:
         return len(self._slot_of)
 
     def __contains__(self, eid) -> bool:
-        try:
-            return int(eid) in self._slot_of
-        except (TypeError, ValueError):
-            return False
+        """True for the id of a live entry. Ids are integers (Python or numpy, any width);
+        anything else (a bool, a float such as ``1.0``, a string) is never an id: False."""
+        return is_integer(eid) and int(eid) in self._slot_of
 
     def _slot(self, eid) -> int:
+        """The slot of a live id; ``KeyError`` for an unknown or evicted id and for a key
+        that is not an integer (bools, floats and strings are never ids)."""
+        if not is_integer(eid):
+            raise KeyError(eid)
         try:
             return self._slot_of[int(eid)]
-        except (KeyError, TypeError, ValueError):
+        except KeyError:
             raise KeyError(eid) from None
 
     def __getitem__(self, eid) -> DreamEntry:
@@ -141,7 +145,7 @@ class PoolViewsMixin:
                    "entry_bytes": self.entry_bytes, "tensor_shape": self._shape,
                    "parallel_reads": self._lock.shared_reads}
             for col in ("energy", "coherence", "violation"):
-                out[f"mean_{col}"] = float(s.columns[col][live].mean()) if live.size else float("nan")
+                out[f"mean_{col}"] = _mean(s.columns[col][live]) if live.size else float("nan")
             labels, counts = np.unique(s.labels[live], return_counts=True) if live.size else ([], [])
             out["label_counts"] = {int(lab): int(c) for lab, c in zip(labels, counts) if lab >= 0}
             out["unlabeled"] = int(sum(c for lab, c in zip(labels, counts) if lab < 0))
@@ -242,3 +246,15 @@ class PoolViewsMixin:
     def __repr__(self):
         return (f"DreamPool(count={len(self)}, max_size={self.config.max_size}, "
                 f"shape={self._shape}, eviction={self.config.eviction!r})")
+
+
+def _mean(values: np.ndarray) -> float:
+    """Mean of finite float64 values, finite even when their sum overflows (results
+    near the float64 limit): then computed on values scaled by their largest magnitude."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(values.mean())
+    if not np.isfinite(mean):
+        scale = float(np.abs(values).max())
+        mean = scale * float((values / scale).mean())
+        mean = min(max(mean, float(values.min())), float(values.max()))
+    return mean

@@ -6,6 +6,7 @@ raises the matching :class:`~dreamjit.errors.DreamError` subclass.
 """
 from __future__ import annotations
 
+import collections.abc
 import numbers
 import operator
 
@@ -14,6 +15,15 @@ import numpy as np
 from .errors import DimensionMismatchError, EmptyCollectionError, InvalidParameterError
 
 _NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: refused are object, complex, str, ...
+
+#: the largest float32: utilities are bounded by it, so running means kept in
+#: float64 cannot overflow however many values are folded in
+F32_MAX = float(np.finfo(np.float32).max)
+
+#: the most entries any pool can hold (``PoolConfig.max_size`` is at most this);
+#: a ``k`` above it asks for the same hits as ``k = MAX_ENTRIES`` and is clamped
+#: to it, so candidate counts like ``4 * k`` stay far inside int64
+MAX_ENTRIES = 2**40
 
 
 def as_float_array(value, name: str, *, dtype=np.float32, ndim=None, finite=True,
@@ -53,17 +63,22 @@ def as_int(value, name: str, *, minimum=None, maximum=None, allow_none=False):
     """An integer (not bool) in ``[minimum, maximum]``."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        try:
-            if isinstance(value, bool) or isinstance(value, float):
-                raise TypeError
-            value = operator.index(value)
-        except TypeError:
-            raise InvalidParameterError(name, value, _range_text("an integer", minimum, maximum)) from None
-    value = int(value)
+    if not is_integer(value):
+        raise InvalidParameterError(name, value, _range_text("an integer", minimum, maximum))
+    value = operator.index(value)  # a Python int: no width limit, no numpy wrap-around
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise InvalidParameterError(name, value, _range_text("an integer", minimum, maximum))
     return value
+
+
+def is_integer(value) -> bool:
+    """True for a Python or numpy integer of any width (0-d integer arrays too); False for
+    bool, ``np.bool_``, floats (even integral ones such as ``3.0``), strings and the rest."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer, numbers.Integral)):
+        return True
+    return isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu"
 
 
 def as_float(value, name: str, *, minimum=None, maximum=None, allow_none=False,
@@ -76,7 +91,11 @@ def as_float(value, name: str, *, minimum=None, maximum=None, allow_none=False,
             value = value.item()
         else:
             raise error(name, value, _range_text("a real number", minimum, maximum, exclusive_min))
-    value = float(value)
+    try:
+        value = float(value)
+    except (OverflowError, TypeError, ValueError):  # e.g. a Python int beyond the float range
+        raise error(name, value, _range_text("a finite real number", minimum, maximum,
+                                             exclusive_min)) from None
     bad = not np.isfinite(value)
     bad |= minimum is not None and (value <= minimum if exclusive_min else value < minimum)
     bad |= maximum is not None and value > maximum
@@ -85,11 +104,62 @@ def as_float(value, name: str, *, minimum=None, maximum=None, allow_none=False,
     return value
 
 
-def as_k(k, name: str = "k", default=None) -> int:
-    """A result count: ``None`` means ``default``; otherwise an integer >= 1."""
+def as_k(k, name: str = "k", default=None, minimum=1) -> int:
+    """A result count: ``None`` means ``default``; otherwise an integer >= ``minimum``.
+
+    Any integer type is accepted (Python int of any size, numpy int8..uint64; not
+    bool, not floats). The count comes back as a Python int clamped to
+    :data:`MAX_ENTRIES`, more than any pool can hold, so asking for more hits
+    than exist returns what exists and candidate arithmetic cannot overflow.
+    """
     if k is None:
         k = default
-    return as_int(k, name, minimum=1)
+    return min(as_int(k, name, minimum=minimum), MAX_ENTRIES)
+
+
+def as_utility(value, name: str = "utility", allow_none=True):
+    """A utility: a finite real number with ``|u| <= F32_MAX`` (or None)."""
+    try:
+        return as_float(value, name, minimum=-F32_MAX, maximum=F32_MAX, allow_none=allow_none)
+    except InvalidParameterError:
+        raise InvalidParameterError(name, value, _UTILITY_RANGE) from None
+
+
+def check_utility_range(arr: np.ndarray, name: str) -> None:
+    """Refuse utilities (float64, NaN = none) with ``|u| > F32_MAX``."""
+    with np.errstate(invalid="ignore"):
+        over = np.abs(arr) > F32_MAX
+    if over.any():
+        raise InvalidParameterError(name, float(arr[over][0]), _UTILITY_RANGE)
+
+
+_UTILITY_RANGE = (f"a finite utility with |u| <= {F32_MAX:.8g} (the float32 range, so running "
+                  "mean utilities cannot overflow)")
+
+
+def as_sequence(value, name: str, what: str) -> list:
+    """The items of a sequence argument, as a list.
+
+    Arrays, lists, tuples and other ordered iterables are accepted; strings,
+    bytes, mappings (whose iteration would give their keys) and sets (no
+    order) are refused, as is anything that is not iterable.
+    """
+    if isinstance(value, np.ndarray):
+        return [value] if value.ndim == 0 else list(value)
+    if isinstance(value, (str, bytes, bytearray, collections.abc.Mapping, collections.abc.Set)) \
+            or not isinstance(value, collections.abc.Iterable):
+        raise InvalidParameterError(name, value, what)
+    try:
+        return list(value)
+    except Exception as exc:  # an iterable that fails while iterating
+        raise InvalidParameterError(name, value, what, detail=str(exc)) from None
+
+
+def as_bool(value, name: str) -> bool:
+    """A real bool (``True``/``False`` or ``np.bool_``), as a Python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidParameterError(name, value, "True or False")
+    return bool(value)
 
 
 def as_label(label, name: str = "label"):

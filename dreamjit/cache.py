@@ -1,39 +1,53 @@
-"""LRU cache of query embeddings with precision-tolerant keys."""
+"""LRU cache of query embeddings, keyed by the exact query features."""
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["QueryCache"]
+__all__ = ["QueryCache", "CacheStats"]
 
 
-def _rounded(arr) -> bytes:
+class CacheStats(NamedTuple):
+    """Query-cache counters; unpacks as ``(hits, misses, hit_rate)``."""
+
+    hits: int
+    misses: int
+    hit_rate: float
+
+
+def _exact(arr) -> bytes:
+    """The exact float32 bytes of a feature vector (what the embedding is computed from)."""
     if arr is None:
         return b"-"
-    # +0.0 folds -0.0 into 0.0 so both round to the same key
-    return (np.round(np.asarray(arr, dtype=np.float64), 3) + 0.0).tobytes()
+    # +0.0 folds -0.0 into 0.0: both embed identically
+    return (np.asarray(arr, dtype=np.float32) + np.float32(0.0)).tobytes()
 
 
 class QueryCache:
-    """Maps query features, rounded to 1e-3, to their embedding (LRU).
+    """Maps query features to their embedding (LRU).
 
-    The key also holds the mapper's identity, so two pools with different
-    projections never share entries. A hit returns the stored embedding
-    (read-only) without recomputing it.
+    Keys are the exact float32 bytes of the features (only -0.0 and 0.0 are
+    folded), so a hit is always the embedding the query would get, at any
+    scale (no rounding: 1e-4 and 3e-4 are different queries). The key also
+    holds the mapper's identity, so two pools with different projections
+    never share entries. A hit returns the stored embedding (read-only).
 
     Examples
     --------
     >>> import numpy as np
     >>> from dreamjit.cache import QueryCache
     >>> c = QueryCache(capacity=2)
-    >>> key = c.key(("m",), np.array([0.1, 0.2, 0.3]), None, None, None)
+    >>> key = c.key(("m",), np.array([0.1, 0.2, 0.3]), None, None, None, None)
     >>> c.get(key) is None
     True
     >>> _ = c.put(key, np.ones(4, np.float32))
-    >>> c.get(key).shape, c.stats()
+    >>> c.get(key).shape, tuple(c.stats())
     ((4,), (1, 1, 0.5))
+    >>> c.stats().hit_rate
+    0.5
     """
 
     def __init__(self, capacity: int = 128):
@@ -44,9 +58,9 @@ class QueryCache:
         self.misses = 0
 
     @staticmethod
-    def key(mapper_key, chroma, spectral, label, utility) -> tuple:
-        util = None if utility is None else round(float(utility), 3) + 0.0
-        return (mapper_key, _rounded(chroma), _rounded(spectral), label, util)
+    def key(mapper_key, chroma, spectral, spatial, label, utility) -> tuple:
+        util = None if utility is None else float(utility) + 0.0
+        return (mapper_key, _exact(chroma), _exact(spectral), _exact(spatial), label, util)
 
     def get(self, key):
         with self._lock:
@@ -57,6 +71,23 @@ class QueryCache:
             self._data.move_to_end(key)
             self.hits += 1
             return value
+
+    def peek(self, key):
+        """The cached value (marked recently used) or None, without counting a hit or miss
+        (the caller counts with :meth:`count` once it knows the call succeeds)."""
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def count(self, hit: bool) -> None:
+        """Count one hit or miss."""
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
 
     def put(self, key, embedding: np.ndarray) -> np.ndarray:
         value = np.array(embedding, dtype=np.float32, copy=True)
@@ -70,10 +101,11 @@ class QueryCache:
                 self._data.popitem(last=False)
         return value
 
-    def stats(self) -> tuple:
-        """``(hits, misses, hit_rate)``."""
-        total = self.hits + self.misses
-        return (self.hits, self.misses, self.hits / total if total else 0.0)
+    def stats(self) -> CacheStats:
+        """``CacheStats(hits, misses, hit_rate)`` (a named tuple)."""
+        with self._lock:
+            total = self.hits + self.misses
+            return CacheStats(self.hits, self.misses, self.hits / total if total else 0.0)
 
     def clear(self) -> None:
         with self._lock:

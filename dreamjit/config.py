@@ -1,12 +1,16 @@
 """Pool configuration: one frozen, validated dataclass."""
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
-import numbers
+import functools
+import inspect
 from dataclasses import dataclass, field
 
-from ._validate import as_float, as_int
-from .errors import InvalidConfigError
+import numpy as np
+
+from ._validate import MAX_ENTRIES, as_float, as_int, is_integer
+from .errors import DreamError, InvalidConfigError
 
 __all__ = ["PoolConfig", "EVICTION_POLICIES"]
 
@@ -18,6 +22,23 @@ EVICTION_POLICIES = {"oldest": 0, "lowest_coherence": 1, "lowest_utility": 2}
 #: ANN/exact speed was 1.0x at 2e4, 1.3x at 5e4, 1.7x at 1e5, 2.5x+ at 2e5
 #: (scripts/measure_crossover.py): below ~5e4 the graph is not worth its build.
 DEFAULT_ANN_THRESHOLD = 50_000
+
+#: default weights of the embedding's feature groups (chroma, spectral, spatial,
+#: label, utility), chosen on photo patches (scripts/measure_retrieval_quality.py)
+DEFAULT_EMBEDDING_WEIGHTS = (1.0, 0.25, 2.0, 0.5, 0.25)
+#: upper bounds of the settings (a huge value is refused, never left to overflow later):
+#: counts of entries share MAX_ENTRIES (2**40); sizes that are allocated up front
+#: (embedding length, label one-hot group, graph degree) are kept to what fits in memory
+MAX_EMBEDDING_DIM = 2**16
+MAX_LABEL_BUCKETS = 2**16
+MAX_ANN_NEIGHBORS = 2**12
+MAX_ANN_OVERFETCH = 1000.0
+MAX_ANN_EPSILON = 1000.0
+MAX_EMBEDDING_WEIGHT = 1e6
+#: most values in one tensor (rows * cols * layers * C)
+MAX_TENSOR_VALUES = 2**40
+#: 2**40 MiB is 2**60 bytes: the budget in bytes stays an int64
+MAX_BUDGET_MB = float(2**40)
 
 
 @dataclass(frozen=True)
@@ -78,10 +99,28 @@ class PoolConfig:
         past it the worker is killed and reaped, the build counts as failed
         (logged) and queries keep the previous graph or the exact scan.
         None: no limit.
-    embedding_weights : tuple of 4 floats
-        Weights of the chroma, spectral, label and utility feature groups.
+    embedding_weights : tuple of 5 floats
+        Weights of the chroma, spectral, spatial, label and utility feature
+        groups of computed embeddings (see :class:`~dreamjit.EmbeddingMapper`).
+        A query ranks by the groups it has; the squared weights are the
+        groups' shares of the cosine.
     label_buckets : int
         Size of the label one-hot group of the embedding (label mod buckets).
+    spatial_grid : int
+        Side of the spatial thumbnail group (``spatial_grid**2 * C`` values).
+
+    Raises
+    ------
+    InvalidConfigError
+        An unknown setting (the message lists the valid ones), a value of the
+        wrong type (a bool where an int is expected, a string, a list, NaN,
+        inf, ...) or a value out of range. Upper bounds: ``max_size``,
+        ``retrieval_limit``, ``ann_threshold``, ``query_cache_size`` and
+        ``ann_n_pivots`` at most 2**40; ``embedding_dim`` and
+        ``label_buckets`` at most 2**16; ``ann_n_neighbors`` at most 4096;
+        ``ann_overfetch`` and ``ann_epsilon`` at most 1000;
+        ``memory_budget_mb`` at most 2**40; ``ann_build_timeout`` at most 1e9 s;
+        embedding weights at most 1e6; ``tensor_shape`` at most 2**40 values.
 
     Examples
     --------
@@ -111,18 +150,19 @@ class PoolConfig:
     ann_rebuild_fraction: float = 0.1
     ann_background: bool = True
     ann_build_timeout: float | None = 900.0
-    # embedding feature-group weights: chroma, spectral, label, utility
-    embedding_weights: tuple = field(default=(1.0, 0.5, 0.5, 0.25))
+    # embedding feature-group weights: chroma, spectral, spatial, label, utility
+    embedding_weights: tuple = field(default=DEFAULT_EMBEDDING_WEIGHTS)
     label_buckets: int = 16
+    spatial_grid: int = 4
 
     def __post_init__(self):
-        def check_int(name, minimum, maximum=None):
+        def check_int(name, minimum, maximum):
+            value = getattr(self, name)
             try:
-                value = as_int(getattr(self, name), name, minimum=minimum, maximum=maximum)
-            except Exception:
-                raise InvalidConfigError(name, getattr(self, name),
-                                         f"an integer >= {minimum}" if maximum is None
-                                         else f"an integer in [{minimum}, {maximum}]") from None
+                value = as_int(value, name, minimum=minimum, maximum=maximum)
+            except DreamError:
+                raise InvalidConfigError(name, value,
+                                         f"an integer in [{minimum}, {maximum}]") from None
             object.__setattr__(self, name, value)
 
         def check_float(name, lo, hi, exclusive_min=False):
@@ -130,29 +170,32 @@ class PoolConfig:
                              exclusive_min=exclusive_min, error=InvalidConfigError)
             object.__setattr__(self, name, value)
 
-        check_int("max_size", 1)
-        check_int("retrieval_limit", 1)
-        check_int("ann_threshold", 1)
-        check_int("embedding_dim", 1)
-        check_int("query_cache_size", 0)
+        check_int("max_size", 1, MAX_ENTRIES)
+        check_int("retrieval_limit", 1, MAX_ENTRIES)
+        check_int("ann_threshold", 1, MAX_ENTRIES)
+        check_int("embedding_dim", 1, MAX_EMBEDDING_DIM)
+        check_int("query_cache_size", 0, MAX_ENTRIES)
         check_int("seed", 0, 2**32 - 1)
-        check_int("ann_n_neighbors", 2)
+        check_int("ann_n_neighbors", 2, MAX_ANN_NEIGHBORS)
         if self.ann_n_pivots is not None:
-            check_int("ann_n_pivots", 1)
-        check_int("label_buckets", 1)
+            check_int("ann_n_pivots", 1, MAX_ENTRIES)
+        check_int("label_buckets", 1, MAX_LABEL_BUCKETS)
+        check_int("spatial_grid", 1, 64)
         check_float("coherence_threshold", 0.0, 1.0)
         check_float("eviction_threshold", 0.0, 1.0, exclusive_min=True)
-        check_float("ann_epsilon", 0.0, None)
-        check_float("ann_overfetch", 1.0, None)
+        check_float("ann_epsilon", 0.0, MAX_ANN_EPSILON)
+        check_float("ann_overfetch", 1.0, MAX_ANN_OVERFETCH)
         check_float("ann_rebuild_fraction", 0.0, 1.0, exclusive_min=True)
         for name in ("use_ann", "store_certainty", "ann_background"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidConfigError(name, getattr(self, name), "True or False")
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise InvalidConfigError(name, value, "True or False")
+            object.__setattr__(self, name, bool(value))
         if self.memory_budget_mb is not None:
-            check_float("memory_budget_mb", 0.0, None, exclusive_min=True)
+            check_float("memory_budget_mb", 0.0, MAX_BUDGET_MB, exclusive_min=True)
         if self.ann_build_timeout is not None:
-            check_float("ann_build_timeout", 0.0, None, exclusive_min=True)
-        if self.eviction not in EVICTION_POLICIES:
+            check_float("ann_build_timeout", 0.0, 1e9, exclusive_min=True)
+        if not isinstance(self.eviction, str) or self.eviction not in EVICTION_POLICIES:
             raise InvalidConfigError("eviction", self.eviction,
                                      "one of " + ", ".join(repr(p) for p in EVICTION_POLICIES))
         self._check_tensor_shape()
@@ -162,24 +205,30 @@ class PoolConfig:
         shape = self.tensor_shape
         if shape is None:
             return
-        ok = isinstance(shape, (tuple, list)) and len(shape) in (3, 4) and all(
-            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape)
+        ok = _is_vector(shape) and len(shape) in (3, 4) and all(
+            is_integer(s) and 1 <= int(s) <= MAX_TENSOR_VALUES for s in shape)
+        if ok:
+            shape = tuple(int(s) for s in shape)
+            ok = int(np.prod(shape, dtype=object)) <= MAX_TENSOR_VALUES
         if not ok:
-            raise InvalidConfigError("tensor_shape", shape,
-                                     "None or a tuple (rows, cols, C) or (rows, cols, layers, C) of integers >= 1")
-        object.__setattr__(self, "tensor_shape", tuple(int(s) for s in shape))
+            raise InvalidConfigError("tensor_shape", self.tensor_shape,
+                                     "None or a tuple (rows, cols, C) or (rows, cols, layers, C) "
+                                     f"of integers >= 1, at most {MAX_TENSOR_VALUES} values in all")
+        object.__setattr__(self, "tensor_shape", shape)
 
     def _check_embedding_weights(self):
         w = self.embedding_weights
-        ok = isinstance(w, (tuple, list)) and len(w) == 4
+        ok = _is_vector(w) and len(w) == 5
         if ok:
             try:
-                w = tuple(as_float(x, "embedding_weights", minimum=0.0) for x in w)
-            except Exception:
+                w = tuple(as_float(x, "embedding_weights", minimum=0.0,
+                                   maximum=MAX_EMBEDDING_WEIGHT) for x in w)
+            except DreamError:
                 ok = False
         if not ok:
             raise InvalidConfigError("embedding_weights", self.embedding_weights,
-                                     "4 finite weights >= 0 (chroma, spectral, label, utility)")
+                                     f"5 finite weights in [0, {MAX_EMBEDDING_WEIGHT:g}] "
+                                     "(chroma, spectral, spatial, label, utility)")
         object.__setattr__(self, "embedding_weights", w)
 
     @property
@@ -190,7 +239,14 @@ class PoolConfig:
         return int(self.memory_budget_mb * 2**20)
 
     def replace(self, **changes) -> "PoolConfig":
-        """A copy with some settings changed (validated again)."""
+        """A copy with some settings changed (validated again).
+
+        Raises
+        ------
+        InvalidConfigError
+            An unknown setting (the message lists the valid ones) or a bad value.
+        """
+        _check_names(changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -203,11 +259,54 @@ class PoolConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PoolConfig":
+        """Settings from a mapping such as :meth:`to_dict` gives (lists for tuples are fine).
+
+        Raises
+        ------
+        InvalidConfigError
+            ``d`` is not a mapping, names an unknown setting, or holds a bad value.
+        """
+        if not isinstance(d, collections.abc.Mapping):
+            raise InvalidConfigError("config", d,
+                                     "a mapping of PoolConfig settings (e.g. to_dict())")
         d = dict(d)
-        for key in ("tensor_shape", "embedding_weights"):
-            if d.get(key) is not None:
-                d[key] = tuple(d[key])
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise InvalidConfigError("config", sorted(unknown), "only known PoolConfig fields")
-        return cls(**d)
+        _check_names(d)
+        return cls(**d)  # tuple settings accept lists; __post_init__ validates every value
+
+
+def _is_vector(value) -> bool:
+    """A tuple, list or 1-d array (what tuple-valued settings accept)."""
+    return isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim == 1)
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(PoolConfig))
+
+
+def _check_names(settings: dict) -> None:
+    unknown = [key for key in settings if key not in _FIELD_NAMES]
+    if unknown:
+        key = unknown[0]
+        raise InvalidConfigError(key if isinstance(key, str) else "config", settings[key],
+                                 "a known PoolConfig setting, one of " + ", ".join(_FIELD_NAMES),
+                                 detail=f"unknown setting {key!r}")
+
+
+def _checked_init(init):
+    """Wrap the dataclass ``__init__``: unknown or repeated settings raise InvalidConfigError
+    (naming the setting and listing the valid ones) instead of TypeError."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        _check_names(kwargs)
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise InvalidConfigError("config", args, f"at most {len(_FIELD_NAMES)} settings, each "
+                                     "given once", detail=str(exc)) from None
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+PoolConfig.__init__ = _checked_init(PoolConfig.__init__)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validate import as_float, as_float_array, as_tensor, as_tensor_batch, check_shape
+from ._validate import F32_MAX, as_float, as_float_array, as_tensor, as_tensor_batch, check_shape
 from .errors import InvalidParameterError
 from .kernels.chroma import chroma_one
 from .kernels.evaluate import evaluate_batch as _evaluate_batch
@@ -24,8 +24,10 @@ __all__ = [
     "spectral_features",
     "spectral_features_batch",
     "chroma_signature",
+    "spatial_thumbnail",
     "evaluate",
     "evaluate_batch",
+    "check_spectral",
 ]
 
 
@@ -51,7 +53,11 @@ class SpectralFeatures:
     Notes
     -----
     A flat channel (total power below 1e-12) contributes 0 to every feature
-    but ``mean_psd``.
+    but ``mean_psd``. Features are computed in float64 and stored as
+    float32; ``mean_psd`` is at most ``4 * max|x - mean|**2``, so it fits
+    float32 for values up to about 9e18 in magnitude. A tensor whose
+    ``mean_psd`` would exceed the float32 range is refused with
+    :class:`~dreamjit.InvalidParameterError` rather than stored as inf.
 
     Examples
     --------
@@ -120,7 +126,9 @@ def spectral_features(tensor) -> SpectralFeatures:
     DimensionMismatchError
         If the tensor is not 3-d or 4-d.
     InvalidParameterError
-        If it holds NaN/inf or is not a real numeric array.
+        If it holds NaN/inf or is not a real numeric array, or if its
+        spectral power (``mean_psd``) overflows float32 (values beyond
+        about 9e18 in magnitude).
     EmptyCollectionError
         If it is empty.
 
@@ -142,7 +150,9 @@ def spectral_features(tensor) -> SpectralFeatures:
     (1.0, 1.0)
     """
     t4, _ = as_tensor(tensor, "tensor")
-    return SpectralFeatures(*spectral_one(t4).tolist())  # kernel output: no re-validation
+    feats = spectral_one(t4)
+    check_spectral(feats[None], "tensor", tensor)
+    return SpectralFeatures(*feats.tolist())
 
 
 def spectral_features_batch(tensors) -> np.ndarray:
@@ -175,7 +185,25 @@ def spectral_features_batch(tensors) -> np.ndarray:
     True
     """
     t5, _ = as_tensor_batch(tensors, "tensors")
-    return spectral_batch(t5)
+    feats = spectral_batch(t5)
+    check_spectral(feats, "tensors", tensors)
+    return feats
+
+
+def check_spectral(feats: np.ndarray, name: str, value) -> None:
+    """Refuse tensors whose spectral features (n, 6) overflowed their float32 storage.
+
+    Only ``mean_psd`` can: the kernels compute in float64, the other features
+    are bounded ratios. Raised before anything is stored, so a pool never
+    holds a feature it could not save and load back.
+    """
+    bad = ~np.isfinite(feats).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        where = f"tensor {i} of the batch: " if feats.shape[0] > 1 else ""
+        raise InvalidParameterError(
+            name, value, f"values whose spectral power fits float32 (mean_psd <= {F32_MAX:.4g}, "
+            "about |x - mean| <= 9e18)", detail=f"{where}mean_psd overflows float32")
 
 
 def chroma_signature(tensor, certainty=None) -> np.ndarray:
@@ -219,12 +247,61 @@ def chroma_signature(tensor, certainty=None) -> np.ndarray:
     t4, shape = as_tensor(tensor, "tensor")
     if certainty is None:
         return chroma_one(t4, np.empty((0, 0, 0), dtype=np.float32), False)
+    w = _as_certainty(certainty, shape)
+    return chroma_one(t4, w.reshape(t4.shape[:3]), True)
+
+
+def spatial_thumbnail(tensor, certainty=None, grid: int = 4) -> np.ndarray:
+    """A coarse picture of a tensor: its layer mean averaged over ``grid x grid`` areas.
+
+    This is the spatial group of computed embeddings: with ``certainty``,
+    each cell counts by its weight, so a partly observed tensor (weight 0
+    where unknown) gives nearly the thumbnail of the whole one; an area with
+    no weight at all takes the tensor's weighted mean colour.
+
+    Parameters
+    ----------
+    tensor : array_like
+        ``(rows, cols, layers, C)`` or ``(rows, cols, C)``.
+    certainty : array_like, optional
+        Weights ``(rows, cols, layers)`` (``(rows, cols)`` for a 3-d tensor), >= 0.
+    grid : int, default 4
+        Areas per side.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(grid * grid * C,)``, area-major then channel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dreamjit as dj
+    >>> t = np.zeros((4, 4, 1)); t[:2, :2] = 1.0
+    >>> dj.spatial_thumbnail(t, grid=2)
+    array([1., 0., 0., 0.], dtype=float32)
+    """
+    from ._validate import as_int
+    from .kernels.thumbnail import thumbnail_into
+
+    t4, shape = as_tensor(tensor, "tensor")
+    grid = as_int(grid, "grid", minimum=1, maximum=64)
+    out = np.empty(grid * grid * t4.shape[3])
+    if certainty is None:
+        thumbnail_into(t4, np.empty((0, 0, 0), dtype=np.float32), False, grid, out)
+    else:
+        w = _as_certainty(certainty, shape)
+        thumbnail_into(t4, w.reshape(t4.shape[:3]), True, grid, out)
+    return out.astype(np.float32)
+
+
+def _as_certainty(certainty, shape):
     want = shape[:-1]  # (rows, cols, layers) or (rows, cols)
     w = as_float_array(certainty, "certainty", ndim=len(want))
     check_shape(w, "certainty", want)
     if (w < 0).any():
         raise InvalidParameterError("certainty", certainty, "weights >= 0")
-    return chroma_one(t4, w.reshape(t4.shape[:3]), True)
+    return w
 
 
 def evaluate(tensor, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> SolverResult:
@@ -252,8 +329,10 @@ def evaluate(tensor, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> SolverR
     DimensionMismatchError
         If the tensor is not 3-d/4-d or does not have 3 channels.
     InvalidParameterError
-        If it holds NaN/inf or is not real numeric, or a lambda is negative or
-        not finite.
+        If it holds NaN/inf or is not real numeric, has an integer dtype
+        (scale to [0, 1] first, e.g. ``skimage.util.img_as_float(t)``), a
+        lambda is negative or not finite, or the energy would overflow
+        float64 (lambdas too large for the tensor).
     EmptyCollectionError
         If it is empty.
 
@@ -268,10 +347,12 @@ def evaluate(tensor, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> SolverR
     >>> dj.evaluate(np.full((4, 4, 3), 0.5))
     SolverResult(energy=0.025, coherence=1.0, violation=0.0)
     """
+    _refuse_integers(tensor, "tensor")
     t4, _ = as_tensor(tensor, "tensor", channels=3)
     lt, ls = _lambdas(lambda_tv, lambda_sat)
     out = np.empty(3)
     _evaluate_one(t4, lt, ls, out)
+    _check_scores(out[None], lt, ls)
     return SolverResult(float(out[0]), float(out[1]), float(out[2]))
 
 
@@ -304,9 +385,35 @@ def evaluate_batch(tensors, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> 
     array([[0.025, 1.   , 0.   ],
            [0.025, 0.4  , 0.   ]])
     """
+    _refuse_integers(tensors, "tensors")
     t5, _ = as_tensor_batch(tensors, "tensors", channels=3)
     lt, ls = _lambdas(lambda_tv, lambda_sat)
-    return _evaluate_batch(t5, lt, ls)
+    out = _evaluate_batch(t5, lt, ls)
+    _check_scores(out, lt, ls)
+    return out
+
+
+def _refuse_integers(value, name):
+    """The evaluator reads RGB in [0, 1]: integer images (uint8 0..255, ...) are refused."""
+    if isinstance(value, (str, bytes)):
+        return  # as_tensor reports these
+    try:
+        dtype = np.asarray(value).dtype
+    except Exception:
+        return  # as_tensor reports these
+    if dtype.kind in "iu":
+        raise InvalidParameterError(name, value, "a float tensor with RGB values in [0, 1]",
+                                    detail=f"got integer dtype {dtype}; scale to [0, 1] first, "
+                                    "e.g. skimage.util.img_as_float(t) or t / 255")
+
+
+def _check_scores(out, lambda_tv, lambda_sat):
+    """Energy is ``lambda_tv*TV + lambda_sat*sat_term``, both terms finite float64 for any
+    float32 tensor: only lambdas large enough to overflow the products can make it inf."""
+    if not np.isfinite(out).all():
+        raise InvalidParameterError("lambda_tv, lambda_sat", (lambda_tv, lambda_sat),
+                                    "weights small enough that the energy stays finite",
+                                    detail="the energy overflowed float64")
 
 
 def _lambdas(lambda_tv, lambda_sat):

@@ -9,7 +9,8 @@ import numpy as np
 
 from ._rwlock import RWLock, after_fork
 from ._storage import ColumnStore, column_spec
-from ._validate import as_float, as_float_array, as_label, as_tensor_batch
+from ._validate import (as_bool, as_float_array, as_label, as_sequence, as_tensor_batch,
+                        as_utility, check_utility_range)
 from .config import PoolConfig
 from .embedding import EmbeddingMapper
 from .errors import (DimensionMismatchError, EmptyCollectionError, InvalidConfigError,
@@ -17,6 +18,8 @@ from .errors import (DimensionMismatchError, EmptyCollectionError, InvalidConfig
 from .kernels.budget import admission_plan
 from .kernels.cosine import normalize_rows
 from .kernels.spectral import describe_batch
+from .kernels.thumbnail import thumbnail_batch
+from .features import check_spectral
 from ._pool_views import PoolViewsMixin
 from .retrieval import RetrievalMixin
 
@@ -47,7 +50,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
     A pool is also a read-only container of its entries: ``len(pool)``,
     ``eid in pool``, ``pool[eid]`` (a :class:`DreamEntry`; ``KeyError`` for
     an id never issued or since evicted), ``pool.ids()`` (live ids, oldest
-    first) and ``iter(pool)`` (the entries, oldest first).
+    first) and ``iter(pool)`` (the entries, oldest first). Ids are integers
+    (Python or numpy, any width); a bool, a float (even ``1.0``) or a string
+    is never an id: ``in`` gives False and ``pool[key]`` raises ``KeyError``.
 
     Every method is thread-safe. Reads (retrievals, lookups, iteration,
     statistics, :meth:`save`) run concurrently; writes (adds,
@@ -93,6 +98,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         self._adding = None  # slots written by the add in progress
         self._init_retrieval()
         if config.tensor_shape is not None:
+            self._check_fits(config.tensor_shape)  # MemoryExceededError, not a failed allocation
             self._setup(config.tensor_shape)
         after_fork(self)
 
@@ -109,8 +115,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         spec = column_spec(shape, cfg.embedding_dim, cfg.store_certainty)
         self._store = ColumnStore(spec, cfg.max_size)
         self._shape = tuple(shape)
-        self._mapper = EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1],
-                                       cfg.embedding_weights, cfg.label_buckets)
+        self._mapper = _make_mapper(cfg, shape)
         self._reset_index()
 
     @property
@@ -141,6 +146,8 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             Class label, >= 0.
         utility : float, optional
             Initial utility; starts the running mean of :meth:`record_feedback`.
+            Finite, with ``|utility| <= 3.4028235e38`` (the float32 range), so
+            running means kept in float64 cannot overflow.
         embedding : array_like, optional
             The user's own vector of length ``embedding_dim``. The first add
             decides: either every entry of the pool brings one, or none does
@@ -158,7 +165,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         DimensionMismatchError
             A shape differs from the pool's tensor shape or ``embedding_dim``.
         InvalidParameterError
-            NaN/inf values, a wrong dtype, or a negative label.
+            NaN/inf values, a wrong dtype, a negative label, a utility outside
+            the float32 range, or a tensor whose spectral power overflows
+            float32 (see :func:`dreamjit.spectral_features`).
         MemoryExceededError
             One entry is larger than the whole memory budget.
 
@@ -187,7 +196,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         """Store the tensor only if ``result.coherence >= coherence_threshold``.
 
         Parameters are those of :meth:`add`; input is validated the same way
-        whether or not the tensor is stored.
+        whether or not the tensor is stored, except for the checks on the
+        computed features (a tensor whose spectral power overflows float32),
+        which run only for tensors that are stored.
 
         Returns
         -------
@@ -226,13 +237,16 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             Energy, coherence, violation per tensor; None evaluates the
             tensors with :func:`dreamjit.evaluate_batch` (RGB tensors only).
         labels, utilities : sequence, optional
-            One per tensor (None items for none).
+            One per tensor (None items for none): a list, tuple or array
+            (an integer array of labels may use -1 for none). Strings, dicts
+            and sets are refused.
         embeddings : array_like (n, embedding_dim), optional
             The user's own vectors (see :meth:`add`).
         certainties : array_like (n, rows, cols, layers), optional
             Needs ``store_certainty=True``.
         only_coherent : bool, default True
-            Store only entries at or above ``coherence_threshold``.
+            Store only entries at or above ``coherence_threshold``; must be a
+            real bool (``True``/``False`` or ``numpy.bool_``).
 
         Returns
         -------
@@ -256,13 +270,13 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         >>> ids.tolist(), len(pool)
         ([15, 16, 17, 18, 19], 5)
         """
+        only_coherent = as_bool(only_coherent, "only_coherent")
         if results is None:
             from .features import evaluate_batch
 
-            t5, _ = as_tensor_batch(tensors, "tensors", channels=3)
-            results = evaluate_batch(t5)
+            results = evaluate_batch(tensors)
         batch = self._prepare(tensors, results, labels, utilities, embeddings, certainties,
-                              only_coherent=bool(only_coherent))
+                              only_coherent=only_coherent)
         if batch is None:
             return np.empty(0, dtype=np.int64)
         return self._commit(batch)
@@ -289,6 +303,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         self._check_fits(shape)
         if only_coherent:
             keep = res[:, 1] >= self.config.coherence_threshold
+            if compute and not keep.all():
+                logger.info("add_batch: %d of %d entries below coherence_threshold=%g, not stored",
+                            int(n - keep.sum()), n, self.config.coherence_threshold)
             if not keep.any():
                 return None
             if not keep.all():
@@ -303,13 +320,17 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         b.user_embeddings = emb is not None
         cert_in = cert if cert is not None else np.empty((0, 0, 0, 0), np.float32)
         b.spectral, b.chroma = describe_batch(t5, cert_in, cert is not None)
+        check_spectral(b.spectral, name, tensors)
         if emb is not None:
             b.embeddings = normalize_rows(emb)
         else:
-            mapper = self._mapper or EmbeddingMapper(
-                self.config.embedding_dim, self.config.seed, shape[-1],
-                self.config.embedding_weights, self.config.label_buckets)
-            b.embeddings = mapper.embed(b.chroma, b.spectral, lab, util)
+            mapper = self._mapper or _make_mapper(self.config, shape)
+            spatial = thumbnail_batch(t5, cert_in, cert is not None, mapper.grid)
+            b.embeddings = mapper.embed(b.chroma, b.spectral, lab, util, spatial=spatial)
+        for column in ("chroma", "embeddings"):  # never store what save() could not load back
+            if not np.isfinite(getattr(b, column)).all():
+                raise InvalidParameterError(name, tensors, f"values whose {column} are finite",
+                                            detail=f"the computed {column} overflowed")
         return b
 
     def _as_certainty(self, certainties, t5, shape, name):
@@ -449,6 +470,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             slots = store.free_slots(n_keep)
             self._write(slots, b, keep, new_ids[keep])
             self._next_id += m
+            self._evicted += m - n_keep  # admitted from this batch and evicted within it
             if self._embedding_mode is None:
                 self._embedding_mode = "user" if b.user_embeddings else "mapper"
             self._adding = slots  # a graph installed during the add never evicts these
@@ -507,7 +529,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         ids : int or sequence of int
             Entry ids, e.g. ``hits.ids``.
         utilities : float or sequence of float
-            One number for all ids, or one per id.
+            One number for all ids, or one per id; finite, with
+            ``|u| <= 3.4028235e38`` (the float32 range), so the running
+            means, kept in float64, cannot overflow.
 
         Returns
         -------
@@ -518,7 +542,9 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         Raises
         ------
         InvalidParameterError
-            An id this pool never issued, or a utility that is not finite.
+            An id this pool never issued, ids that are not integers (bools,
+            floats, strings), or a utility that is not finite or is outside
+            the float32 range.
 
         Examples
         --------
@@ -530,12 +556,22 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         >>> pool[eid].util_mean
         0.5
         """
-        id_arr = np.atleast_1d(np.asarray(ids))
-        if id_arr.size == 0:
+        if isinstance(ids, (str, bytes, dict, set, frozenset)):
+            raise InvalidParameterError("ids", ids, "a sequence of integer entry ids")
+        try:
+            id_arr = np.atleast_1d(np.asarray(ids))
+        except Exception as exc:  # ragged nesting and the like
+            raise InvalidParameterError("ids", ids, "a sequence of integer entry ids",
+                                        detail=str(exc)) from None
+        if id_arr.ndim == 1 and id_arr.size == 0:
             raise EmptyCollectionError("ids", ids, "at least one id")
         if id_arr.dtype.kind not in "iu" or id_arr.ndim != 1:
             raise InvalidParameterError("ids", ids, "a sequence of integer entry ids")
+        if isinstance(utilities, (dict, set, frozenset)):
+            raise InvalidParameterError("utilities", utilities,
+                                        "a finite utility or a sequence of them")
         u = as_float_array(utilities, "utilities", dtype=np.float64, ndim=(0, 1))
+        check_utility_range(u.reshape(-1), "utilities")
         u = np.broadcast_to(u, id_arr.shape) if u.ndim == 0 else u
         if u.shape != id_arr.shape:
             raise DimensionMismatchError("utilities", u, f"one utility or {id_arr.shape[0]} of them")
@@ -561,16 +597,18 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             return int(slots.size)
 
 
+def _make_mapper(cfg: PoolConfig, shape: tuple) -> EmbeddingMapper:
+    return EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1], cfg.embedding_weights,
+                           cfg.label_buckets, cfg.spatial_grid)
+
+
 def _as_results(results, n, name) -> np.ndarray:
     """``(n, 3)`` float64 energy/coherence/violation from results in any accepted form."""
     if isinstance(results, np.ndarray) and results.dtype.kind != "O":
         arr = as_float_array(results, name, dtype=np.float64, ndim=(1, 2))
         arr = arr.reshape(-1, 3) if arr.ndim == 1 and arr.shape[0] == 3 and n == 1 else arr
     else:
-        try:
-            seq = list(results)
-        except TypeError:
-            raise InvalidParameterError(name, results, "SolverResult(s) or an (n, 3) array") from None
+        seq = as_sequence(results, name, "SolverResult(s) or an (n, 3) array")
         rows = []
         for r in seq:
             if all(hasattr(r, a) for a in ("energy", "coherence", "violation")):
@@ -585,32 +623,28 @@ def _as_results(results, n, name) -> np.ndarray:
 def _as_labels(labels, n, name) -> np.ndarray:
     if labels is None:
         return np.full(n, -1, dtype=np.int32)
-    if isinstance(labels, np.ndarray):
-        seq = labels.tolist() if labels.dtype.kind in "iu" else None
-        if seq is None:
-            raise InvalidParameterError(name, labels, "integer labels >= 0 (or None)")
+    if isinstance(labels, np.ndarray) and labels.dtype.kind != "O":
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise InvalidParameterError(name, labels,
+                                        "a 1-d array of integer labels >= 0 (-1 for none)")
+        seq = [None if lab == -1 else lab for lab in labels.tolist()]
     else:
-        seq = list(labels) if isinstance(labels, (list, tuple)) else None
-        if seq is None:
-            raise InvalidParameterError(name, labels, "a sequence of integer labels >= 0 (or None)")
+        seq = as_sequence(labels, name, "a sequence of integer labels >= 0 (or None items)")
     if len(seq) != n:
         raise DimensionMismatchError(name, labels, f"{n} labels")
-    out = [-1 if (lab is None or (isinstance(labels, np.ndarray) and lab == -1)) else as_label(lab, name)
-           for lab in seq]
-    return np.array(out, dtype=np.int32)
+    return np.array([-1 if lab is None else as_label(lab, name) for lab in seq], dtype=np.int32)
 
 
 def _as_utilities(utilities, n, name) -> np.ndarray:
     if utilities is None:
         return np.full(n, np.nan)
-    if isinstance(utilities, np.ndarray):
+    if isinstance(utilities, np.ndarray) and utilities.dtype.kind != "O":
         arr = as_float_array(utilities, name, dtype=np.float64, ndim=1, allow_empty=True)
+        check_utility_range(arr, name)
     else:
-        try:
-            seq = list(utilities)
-        except TypeError:
-            raise InvalidParameterError(name, utilities, "a sequence of finite utilities (or None)") from None
-        arr = np.array([np.nan if u is None else as_float(u, name) for u in seq], dtype=np.float64)
+        seq = as_sequence(utilities, name, "a sequence of finite utilities (or None items)")
+        arr = np.array([np.nan if u is None else as_utility(u, name) for u in seq],
+                       dtype=np.float64)
     if arr.shape != (n,):
         raise DimensionMismatchError(name, arr, f"{n} utilities")
     return arr

@@ -29,6 +29,8 @@ class Query:
         Utility to aim for.
     embedding : array_like (dim,), optional
         The user's own query vector (pools filled with user embeddings).
+    spatial : array_like (grid*grid*C,), optional
+        A spatial thumbnail, as from :func:`dreamjit.spatial_thumbnail`.
 
     Examples
     --------
@@ -42,15 +44,42 @@ class Query:
     spectral: object = None
     utility: float | None = None
     embedding: object = None
+    spatial: object = None
 
     @classmethod
-    def from_tensor(cls, tensor, label=None, utility=None, certainty=None) -> "Query":
-        """A query carrying a tensor's chroma signature and spectral features."""
-        from .features import chroma_signature, spectral_features
+    def from_tensor(cls, tensor, label=None, utility=None, certainty=None, grid: int = 4) -> "Query":
+        """A query carrying a tensor's chroma signature, spectral features and
+        spatial thumbnail: what a pool computes for a stored entry, so a
+        stored tensor used as a query finds itself first.
 
-        return cls(chroma=chroma_signature(tensor, certainty=certainty),
-                   spectral=np.asarray(spectral_features(tensor).as_array()),
-                   label=label, utility=utility)
+        Parameters
+        ----------
+        tensor : array_like
+            ``(rows, cols, layers, C)`` or ``(rows, cols, C)``.
+        label, utility : optional
+            As in :class:`Query`.
+        certainty : array_like, optional
+            Per-cell weights ``(rows, cols, layers)`` (``(rows, cols)`` for a
+            3-d tensor): 0 where a value is unknown. Chroma and thumbnail are
+            certainty-weighted, and the spectral features (which need every
+            cell) are left out when any weight is below 1.
+        grid : int, default 4
+            Thumbnail side; must match the pool's ``spatial_grid``.
+        """
+        from .features import (_as_certainty, as_tensor, chroma_signature, spatial_thumbnail,
+                               spectral_features)
+
+        spectral = None
+        if certainty is not None:
+            _, shape = as_tensor(tensor, "tensor")
+            complete = bool((_as_certainty(certainty, shape) >= 1.0).all())
+        else:
+            complete = True
+        if complete:
+            spectral = np.asarray(spectral_features(tensor).as_array())
+        return cls(chroma=chroma_signature(tensor, certainty=certainty), spectral=spectral,
+                   label=label, utility=utility,
+                   spatial=spatial_thumbnail(tensor, certainty=certainty, grid=grid))
 
 
 class RetrievalMode(enum.Enum):

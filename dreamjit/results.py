@@ -95,7 +95,15 @@ class Hits:
     ids : numpy.ndarray of int64, shape (k,)
         Entry ids, best first (read-only).
     scores : numpy.ndarray of float32, shape (k,)
-        The score of each id; its meaning depends on the retrieval method.
+        The value each hit was ranked by; its meaning depends on the retrieval
+        method (chroma cosine for hard retrieval, the rerank value for soft,
+        the MMR value for diverse, the fused reciprocal rank for hybrid), so
+        scores of different methods, and of different ranks in soft and
+        diverse retrieval, do not compare.
+    similarity : numpy.ndarray of float32, shape (k,)
+        The cosine of each hit to the query, which does compare across ranks
+        and methods: the chroma cosine for hard retrieval, the embedding
+        cosine for soft, diverse and hybrid retrieval.
 
     Examples
     --------
@@ -111,11 +119,14 @@ class Hits:
     True
     """
 
-    __slots__ = ("ids", "scores", "_pool")
+    __slots__ = ("ids", "scores", "similarity", "_pool")
 
-    def __init__(self, ids, scores, pool=None):
+    def __init__(self, ids, scores, pool=None, similarity=None):
         self.ids = _frozen(np.asarray(ids, dtype=np.int64))
         self.scores = _frozen(np.asarray(scores, dtype=np.float32))
+        if similarity is None:
+            similarity = np.full(self.ids.shape, np.nan, np.float32)
+        self.similarity = _frozen(np.asarray(similarity, dtype=np.float32))
         self._pool = pool
 
     def __len__(self):

@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 
-from ._validate import as_float, as_float_array, as_int, as_k, as_label
+from ._validate import MAX_ENTRIES, as_float, as_float_array, as_k, as_label
 from .cache import QueryCache
 from .errors import DimensionMismatchError, InvalidParameterError
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
@@ -32,23 +32,44 @@ _NO_SCORES = np.empty(0, dtype=np.float32)
 RRF_K = 60
 
 
-def reciprocal_rank_fusion(lists, k: int):
+def reciprocal_rank_fusion(lists, k: int, ids):
     """Fuse rankings of slots: ``score = sum(1 / (RRF_K + rank))`` with rank from 1;
-    returns the best ``k`` as ``(slots, scores float32)``, ties to the lower slot."""
+    returns the best ``k`` as ``(slots, scores float32)``, ties to the lower id
+    (``ids`` maps slots to entry ids)."""
     if not lists or all(len(x) == 0 for x in lists):
         return _NO_SLOTS, _NO_SCORES
     slots = np.concatenate(lists)
     ranks = np.concatenate([np.arange(1, len(x) + 1) for x in lists])
     uniq, inverse = np.unique(slots, return_inverse=True)
-    fused = np.zeros(uniq.shape[0])
-    np.add.at(fused, inverse, 1.0 / (RRF_K + ranks))
-    order = np.lexsort((uniq, -fused))[:k]
+    fused = np.bincount(inverse, weights=1.0 / (RRF_K + ranks), minlength=uniq.shape[0])
+    order = np.lexsort((ids[uniq], -fused))[:k]
     return uniq[order], fused[order].astype(np.float32)
 
 
-def candidate_count(k: int) -> int:
-    """How many index candidates the rerank and MMR stages look at."""
-    return max(4 * k, 32)
+def candidate_count(k: int, n: int) -> int:
+    """How many index candidates (of ``n`` live entries) the rerank and MMR stages look at
+    (``k`` is clamped first, so the count always fits an int64 kernel argument)."""
+    return min(max(4 * min(int(k), n, MAX_ENTRIES), 32), n)
+
+
+def ranked_by_id(search, k: int, n: int, ids):
+    """The best ``k`` of a top-k ``search(k) -> (slots, scores)`` with ties to the lower *id*.
+
+    Kernels break ties by slot, and slots are reused out of id order, so this
+    asks for one more than ``k``: if the scores tie across the cut, it widens
+    the search until every tied entry is in, then orders by (score desc, id asc).
+    """
+    want = min(k + 1, n)
+    while True:
+        slots, scores = search(want)
+        if slots.shape[0] <= k or scores[k] < scores[k - 1] or want >= n:
+            break
+        want = min(2 * want, n)
+    if slots.shape[0] > k:
+        keep = scores >= scores[k - 1]
+        slots, scores = slots[keep], scores[keep]
+    order = np.lexsort((ids[slots], -scores.astype(np.float64)))[:k]
+    return slots[order], scores[order]
 
 
 class RetrievalMixin:
@@ -141,9 +162,10 @@ class RetrievalMixin:
                 and len(self) >= self.config.ann_threshold)
 
     def _search(self, q, k, mask=None):
-        """Top-k slots by embedding similarity from the index in use."""
+        """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,
+        ties to the lower id."""
         index = self._ann if self._use_ann_now() else self._exact
-        return index.search(q, k, mask)
+        return ranked_by_id(lambda kk: index.search(q, kk, mask), k, len(self), self._store.ids)
 
     def rebuild_index(self, block: bool = False, timeout: float | None = None) -> bool:
         """Rebuild the NN-descent index now (in the background unless ``block``).
@@ -194,6 +216,9 @@ class RetrievalMixin:
         channels = self._shape[-1] if self._shape is not None else arr.shape[0]
         if arr.shape[0] != channels:
             raise DimensionMismatchError(name, arr, f"{channels} values (one per channel)")
+        if not np.any(arr):
+            raise InvalidParameterError(name, arr, "a chroma signature with a direction (not all "
+                                        "zero: cosine similarity to it is undefined)")
         return np.ascontiguousarray(arr, dtype=np.float32)
 
     def _as_query(self, query, name="query") -> Query:
@@ -218,6 +243,9 @@ class RetrievalMixin:
             if self._embedding_mode == "mapper":
                 raise InvalidParameterError("embedding", v, "no embedding: this pool computes its own "
                                             "(query with a tensor, chroma or Query fields)")
+            if not np.any(v):
+                raise InvalidParameterError("embedding", v, "a query vector with a direction "
+                                            "(not all zero)")
             return normalize_rows(v[None])[0], -1 if label is None else label
         if self._embedding_mode == "user":
             raise InvalidParameterError(name, query, "a query embedding (this pool stores user embeddings)")
@@ -228,26 +256,46 @@ class RetrievalMixin:
         spectral = None if q.spectral is None else as_float_array(q.spectral, "spectral", ndim=1)
         if spectral is not None and spectral.shape[0] != 6:
             raise DimensionMismatchError("spectral", spectral, "6 spectral features")
+        spatial = None if q.spatial is None else as_float_array(q.spatial, "spatial", ndim=1)
+        if spatial is not None and channels is not None:
+            grid = self.config.spatial_grid
+            if spatial.shape[0] != grid * grid * channels:
+                raise DimensionMismatchError(
+                    "spatial", spatial, f"{grid * grid * channels} values (a {grid}x{grid} "
+                    f"thumbnail of {channels} channels: Query.from_tensor(..., grid={grid}))")
         utility = as_float(q.utility, "utility", allow_none=True)
-        if chroma is None and spectral is None and label is None and utility is None:
+        if chroma is None and spectral is None and spatial is None and label is None \
+                and utility is None:
             raise InvalidParameterError(name, q, "a query with at least one of chroma, spectral, "
-                                        "label, utility or embedding")
+                                        "spatial, label, utility or embedding")
         if self._mapper is None:  # empty pool: nothing to embed against
             return None, -1 if label is None else label
-        key = QueryCache.key(self._mapper.key, chroma, spectral, label, utility)
-        emb = self._cache.get(key)
-        if emb is None:
+        key = QueryCache.key(self._mapper.key, chroma, spectral, spatial, label, utility)
+        emb = self._cache.peek(key)
+        if emb is not None:
+            self._cache.count(hit=True)
+        else:
             c = np.zeros((1, channels), np.float32) if chroma is None else chroma[None]
             s = np.zeros((1, 6), np.float32) if spectral is None else spectral[None]
-            present = (chroma is not None, spectral is not None, label is not None, utility is not None)
-            emb = self._cache.put(key, self._mapper.embed(
-                c, s, np.array([-1 if label is None else label], np.int32),
-                np.array([np.nan if utility is None else utility]), present)[0])
+            sp = None if spatial is None else spatial[None]
+            present = (chroma is not None, spectral is not None, spatial is not None,
+                       label is not None, utility is not None)
+            emb = self._mapper.embed(c, s, np.array([-1 if label is None else label], np.int32),
+                                     np.array([np.nan if utility is None else utility]), present,
+                                     spatial=sp)[0]
+            if not np.any(emb):
+                raise InvalidParameterError(name, q, "a query with a direction: its features "
+                                            "(e.g. an all-zero tensor or chroma) embed to zero")
+            emb = self._cache.put(key, emb)
+            self._cache.count(hit=False)
         return emb, -1 if label is None else label
 
     def _candidates(self, q, k):
-        slots, sims = self._search(q, candidate_count(k))
-        return slots, sims
+        """Index candidates for the rerank and MMR stages, in id order (so that
+        the kernels' ties to the lower position are ties to the lower id)."""
+        slots, sims = self._search(q, candidate_count(k, len(self)))
+        order = np.argsort(self._store.ids[slots], kind="stable")
+        return slots[order], sims[order]
 
     def retrieve_similar(self, chroma, k=None, label=None) -> Hits:
         """Hard retrieval: exact cosine similarity of chroma signatures.
@@ -292,7 +340,8 @@ class RetrievalMixin:
         if label is None and isinstance(chroma, Query):
             label = as_label(chroma.label)
         with self._lock.read():
-            return self._finish(*self._hard(q, k, label))
+            slots, cos = self._hard(q, k, label)
+            return self._finish(slots, cos, cos)
 
     def _hard(self, q, k, label):
         """``(slots, cosines)`` of the hard path (validated inputs; no usage counted)."""
@@ -300,7 +349,7 @@ class RetrievalMixin:
             return _NO_SLOTS, _NO_SCORES
         s = self._store
         mask = s.alive if label is None else s.alive & (s.labels == label)
-        return topk_cosine(s.chroma, q, mask, k)
+        return ranked_by_id(lambda kk: topk_cosine(s.chroma, q, mask, kk), k, len(self), s.ids)
 
     def retrieve_soft(self, query, k=None, weights=None) -> Hits:
         """Soft retrieval: embedding -> index candidates -> hybrid rerank.
@@ -349,17 +398,19 @@ class RetrievalMixin:
             return self._finish(*self._soft(query, k, weights))
 
     def _soft(self, query, k, weights):
-        """``(slots, rerank values)`` of the soft path (no usage counted)."""
-        q, label = self._query_embedding(query)
+        """``(slots, rerank values, cosines)`` of the soft path (no usage counted)."""
+        return self._soft_embedded(*self._query_embedding(query), k, weights)
+
+    def _soft_embedded(self, q, label, k, weights):
         if q is None or len(self) == 0:
-            return _NO_SLOTS, _NO_SCORES
+            return _NO_SLOTS, _NO_SCORES, _NO_SCORES
         slots, sims = self._candidates(q, k)
         s = self._store
         w = weights
         order, scores = hybrid_rerank(sims, s.util_mean[slots], s.labels[slots], label,
                                       np.ascontiguousarray(s.embeddings[slots]), w.alpha, w.beta,
                                       w.gamma, w.delta, w.lambda_, k)
-        return slots[order], scores
+        return slots[order], scores, sims[order]
 
     def retrieve_diverse(self, query, k=None, lambda_=0.5, fast=False, min_similarity=None,
                          sample_size=None) -> Hits:
@@ -411,18 +462,18 @@ class RetrievalMixin:
             raise InvalidParameterError("fast", fast, "True or False")
         min_sim = as_float(0.0 if min_similarity is None else min_similarity, "min_similarity",
                            minimum=-1.0, maximum=1.0)
-        sample = as_int(8 if sample_size is None else sample_size, "sample_size", minimum=0)
+        sample = as_k(sample_size, "sample_size", default=8, minimum=0)
         with self._lock.read():
             q, _ = self._query_embedding(query)
             if q is None or len(self) == 0:
-                return Hits([], [], self)
-            slots, _ = self._candidates(q, k)
+                return self._finish(_NO_SLOTS, _NO_SCORES, _NO_SCORES)
+            slots, sims = self._candidates(q, k)
             cands = np.ascontiguousarray(self._store.embeddings[slots])
             if fast:
                 order, scores = mmr_fast(q, cands, k, lambda_, min_sim, sample)
             else:
                 order, scores = mmr_standard(q, cands, k, lambda_)
-            return self._finish(slots[order], scores)
+            return self._finish(slots[order], scores, sims[order])
 
     def retrieve(self, query, k=None, mode=RetrievalMode.SOFT) -> Hits:
         """Retrieve by ``mode``: HARD (chroma cosine), SOFT (hybrid rerank) or
@@ -479,16 +530,29 @@ class RetrievalMixin:
         hard_q = None if q.chroma is None else self._chroma_query(q)
         as_label(q.label)  # refuse a bad label before any work
         with self._lock.read():
-            depth = 2 * k  # each list contributes beyond k, so agreement can lift an entry
-            lists = [self._soft(q, depth, _DEFAULT_WEIGHTS)[0]]
+            depth = 2 * min(k, max(len(self), 1))  # each list goes beyond k: agreement lifts
+            qv, label = self._query_embedding(q)
+            lists = [self._soft_embedded(qv, label, depth, _DEFAULT_WEIGHTS)[0]]
             if hard_q is not None:
                 lists.append(self._hard(hard_q, depth, None)[0])
-            slots, fused = reciprocal_rank_fusion(lists, k)
-            return self._finish(slots, fused)
+            if self._store is None:
+                return self._finish(_NO_SLOTS, _NO_SCORES, _NO_SCORES)
+            slots, fused = reciprocal_rank_fusion(lists, k, self._store.ids)
+            return self._finish(slots, fused, self._embedding_cosines(qv, slots))
+
+    def _embedding_cosines(self, q, slots) -> np.ndarray:
+        """Cosines (float32) of the stored embeddings at ``slots`` to the unit query ``q``."""
+        if q is None or len(slots) == 0:
+            return np.zeros(len(slots), np.float32)
+        emb = self._store.embeddings[slots].astype(np.float64)
+        return (emb @ np.asarray(q, np.float64)).astype(np.float32)
 
     def diversity_stats(self, hits: Hits | None = None) -> dict:
         """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
         embeddings, over the pool or over ``hits``.
+
+        Ids of ``hits`` evicted since the retrieval are skipped: the statistics
+        cover the hits still in the pool, and ``count`` says how many.
 
         Returns
         -------
@@ -501,7 +565,8 @@ class RetrievalMixin:
             if hits is None:
                 slots = self._store.live_slots()
             elif isinstance(hits, Hits):
-                slots = np.array([self._slot(i) for i in hits.ids.tolist()], dtype=np.int64)
+                live = [i for i in hits.ids.tolist() if i in self._slot_of]  # evicted: skipped
+                slots = np.array([self._slot_of[i] for i in live], dtype=np.int64)
             else:
                 raise InvalidParameterError("hits", hits, "a Hits or None")
             s = self._store
@@ -510,8 +575,9 @@ class RetrievalMixin:
                     "embedding_dispersion": float(pairwise_dispersion(
                         np.ascontiguousarray(s.embeddings[slots])))}
 
-    def query_cache_stats(self) -> tuple:
-        """``(hits, misses, hit_rate)`` of the query-embedding cache.
+    def query_cache_stats(self):
+        """Counters of the query-embedding cache: a named tuple ``CacheStats(hits,
+        misses, hit_rate)`` that unpacks as ``(hits, misses, hit_rate)``.
 
         Examples
         --------
@@ -522,15 +588,15 @@ class RetrievalMixin:
         >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
         >>> _ = pool.retrieve_soft([0.5, 0.4, 0.3]); _ = pool.retrieve_soft([0.5, 0.4, 0.3])
         >>> pool.query_cache_stats()
-        (1, 1, 0.5)
+        CacheStats(hits=1, misses=1, hit_rate=0.5)
         """
         return self._cache.stats()
 
-    def _finish(self, slots, scores) -> Hits:
+    def _finish(self, slots, scores, similarity) -> Hits:
         """Hits for slots; counts the usage of each returned entry."""
         s = self._store
         if len(slots) == 0:
-            return Hits(_NO_SLOTS, _NO_SCORES, self)
+            return Hits(_NO_SLOTS, _NO_SCORES, self, similarity=_NO_SCORES)
         with self._usage_lock:
             s.usage[slots] += 1  # slots of one result are distinct
-        return Hits(s.ids[slots], scores, self)
+        return Hits(s.ids[slots], scores, self, similarity=similarity)

@@ -1,12 +1,12 @@
 """How many hypothesis examples property tests run.
 
-Few by default; ``DREAMJIT_THOROUGH=1`` (what the ``slow`` run of
-``test_properties_thorough.py`` sets) runs at least 1000 for each.
+Few by default; with ``--hypothesis-profile=thorough`` (registered in
+``conftest.py``; what the ``slow`` run of ``test_properties_thorough.py``
+passes) at least 1000 for each.
 """
-import os
-
-THOROUGH = os.environ.get("DREAMJIT_THOROUGH", "") == "1"
+from hypothesis import settings
 
 
 def examples(n: int) -> int:
-    return max(n, 1000) if THOROUGH else n
+    thorough = settings.default.max_examples >= 1000
+    return max(n, settings.default.max_examples) if thorough else n

@@ -1,9 +1,4 @@
 """Plain-Python references for the budget kernels and the pool's bookkeeping."""
-import math
-
-
-def eviction_order(keys, ids):
-    return sorted(range(len(keys)), key=lambda i: (keys[i], ids[i]))
 
 
 def admission_plan(keys, ids, n_existing, limit):
@@ -17,11 +12,6 @@ def admission_plan(keys, ids, n_existing, limit):
             gone[victim] = True
         members.append(pos)
     return gone
-
-
-def entries_to_evict(used, incoming, entry, target, live):
-    excess = used + incoming - target
-    return 0 if excess <= 0 else min(math.ceil(excess / entry), live)
 
 
 class PoolModel:

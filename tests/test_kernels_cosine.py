@@ -12,8 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 from dreamjit.kernels.cosine import (
     dots_transposed, normalize_rows, pairwise_dispersion, rows_transposed, topk_cosine,
-    topk_dot, topk_dot_all, topk_dot_batch, topk_dot_columns, topk_dot_columns_parallel,
-    topk_dot_parallel,
+    topk_dot, topk_dot_batch, topk_dot_columns, topk_dot_columns_parallel,
 )
 
 from reference_retrieval import (
@@ -118,40 +117,6 @@ def test_topk_dot_against_blas_scores(rng):
     ri, rs = topk_from_scores(X.astype(np.float64) @ q.astype(np.float64), mask, 25)
     i, s = topk_dot(X, q, mask, 25)
     assert_topk_close(i, s, ri, rs)
-
-
-@pytest.mark.parametrize("n,rows", [(0, 0), (5, 3), (5, 5), (9, 20), (130, 130)])
-def test_topk_dot_all_is_topk_dot_over_first_rows(rng, n, rows):
-    X, q = _data(rng, n, 6)
-    i, s = topk_dot_all(X, q, rows, 7)
-    ri, rs = topk_dot(X[:min(rows, n)].copy(), q, np.ones(min(rows, n), bool), 7)
-    np.testing.assert_array_equal(i, ri)
-    np.testing.assert_array_equal(s, rs)
-    assert i.dtype == np.int64 and s.dtype == np.float32
-
-
-@pytest.mark.parametrize("n", [0, 3, 1000])
-def test_topk_dot_parallel_small(rng, n):
-    X, q = _data(rng, n, 5)
-    X[n // 2:] = X[: n - n // 2]  # many exact ties across the halves
-    for kind in MASKS:
-        mask = _mask(rng, n, kind)
-        for k in (1, 4, 2 * n + 1):
-            _check(topk_dot_parallel(X, q, mask, k), topk_dot_ref(X, q, mask, k))
-
-
-@pytest.mark.jit_only
-def test_topk_dot_parallel_many_chunks(rng):
-    n = 70001  # several chunks, uneven split
-    X, q = _data(rng, n, 8)
-    X[40000:40100] = X[:100]
-    for kind in ("all", "random", "sparse"):
-        mask = _mask(rng, n, kind)
-        for k in (1, 10, 500):
-            got = topk_dot_parallel(X, q, mask, k)
-            _check(got, topk_dot_ref(X, q, mask, k))
-            exp = topk_dot(X, q, mask, k)
-            np.testing.assert_array_equal(got[0], exp[0])
 
 
 @pytest.mark.parametrize("n,d,k", [(0, 4, 3), (1, 1, 1), (6, 3, 6), (9, 5, 100), (103, 17, 10),
@@ -298,7 +263,6 @@ def test_topk_properties(X, data):
     k = data.draw(st.integers(1, n + 2))
     _check(topk_dot(X, q, mask, k), topk_dot_ref(X, q, mask, k))
     _check(topk_cosine(X, q, mask, k), topk_cosine_ref(X, q, mask, k))
-    _check(topk_dot_parallel(X, q, mask, k), topk_dot_ref(X, q, mask, k))
     _check(topk_dot_columns(np.ascontiguousarray(X.T), q, mask, k), topk_dot_ref(X, q, mask, k))
     bi, bs = topk_dot_batch(X, np.stack([q, -q]), mask, k)
     ri, rs = topk_dot_batch_ref(X, np.stack([q, -q]), mask, k)

@@ -34,8 +34,9 @@ def brute_candidates(pool, q, k):
     ids = pool.ids()
     E = np.array([pool[i].embedding for i in ids])
     scores = ref.seq_dots(E, q)
-    top = ref.topk_from_scores(scores, np.ones(len(ids), bool), candidate_count(k))
-    return ids[top[0]], top[1], E[top[0]]
+    top, sims = ref.topk_from_scores(scores, np.ones(len(ids), bool), candidate_count(k, len(ids)))
+    top, sims = top[np.argsort(ids[top], kind="stable")], sims[np.argsort(ids[top], kind="stable")]
+    return ids[top], sims, E[top]  # the pool hands candidates to rerank and MMR in id order
 
 
 @pytest.mark.parametrize("k", [1, 3, 10, 200])
@@ -76,7 +77,7 @@ def test_retrieve_diverse_equals_reference_mmr(data, lambda_):
 def test_diverse_is_more_diverse_than_soft(data):
     pool = make_pool(data)
     query = data[0][0]
-    soft = pool.retrieve_similar(query, k=10)
+    soft = pool.retrieve_soft(query, k=10, weights=RetrievalWeights(1.0, 0.0, 0.0, 0.0, 1.0))
     div = pool.retrieve_diverse(query, k=10, lambda_=0.3)
     assert pool.diversity_stats(div)["embedding_dispersion"] >= \
         pool.diversity_stats(soft)["embedding_dispersion"] - 1e-6
@@ -112,8 +113,7 @@ def test_retrieve_modes(data):
     for ranking in (deep_soft, deep_hard):
         for rank, eid in enumerate(ranking, start=1):
             fused[eid] = fused.get(eid, 0.0) + 1.0 / (60 + rank)
-    slot = {eid: pool._slot(eid) for eid in fused}
-    want = sorted(fused, key=lambda e: (-fused[e], slot[e]))[:4]
+    want = sorted(fused, key=lambda e: (-fused[e], e))[:4]  # ties to the lower id
     assert both.ids.tolist() == want
     np.testing.assert_allclose(both.scores, [fused[e] for e in want], rtol=1e-6)
     assert pool.retrieve(q, k=2, mode="soft").ids.tolist() == soft.ids[:2].tolist()
@@ -124,10 +124,13 @@ def test_query_cache_hits_and_misses(data):
     q1, q2, q3 = [0.5, 0.2, 0.1], [0.1, 0.2, 0.5], [0.3, 0.3, 0.3]
     h0 = pool.query_cache_stats()
     a = pool.retrieve_soft(q1, k=3)
-    b = pool.retrieve_soft([0.5 + 1e-5, 0.2, 0.1], k=3)  # within the 1e-3 rounding: a hit
+    b = pool.retrieve_soft(np.array(q1), k=3)  # the same features: a hit
     assert a.ids.tolist() == b.ids.tolist()
     hits, misses, rate = pool.query_cache_stats()
     assert (hits - h0[0], misses - h0[1]) == (1, 1)
+    pool.retrieve_soft([0.5 + 1e-5, 0.2, 0.1], k=3)  # keys are exact: a different query misses
+    assert pool.query_cache_stats()[:2] == (hits, misses + 1)
+    hits, misses = hits, misses + 1
     pool.retrieve_soft(q2, k=3)
     pool.retrieve_soft(q3, k=3)  # evicts q1 (capacity 2)
     pool.retrieve_soft(q1, k=3)

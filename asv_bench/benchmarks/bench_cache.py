@@ -16,10 +16,13 @@ from .common import PIPELINE_SHAPE, PIPELINE_SIZES, SEED, memo, smooth_tensors, 
 def _query(pool_tensors):
     import dreamjit as dj
     from dreamjit.kernels.spectral import describe_batch
+    from dreamjit.kernels.thumbnail import thumbnail_batch
 
     t = pool_tensors[:1]
     spectral, chroma = describe_batch(t, np.empty((0, 0, 0, 0), np.float32), False)
-    return dj.Query(chroma=chroma[0] * 0.97, spectral=spectral[0], label=3, utility=0.6)
+    spatial = thumbnail_batch(t, np.empty((0, 0, 0, 0), np.float32), False, 4)
+    return dj.Query(chroma=chroma[0] * 0.97, spectral=spectral[0], label=3, utility=0.6,
+                    spatial=spatial[0])
 
 
 class PoolQueryCache:
@@ -63,6 +66,7 @@ class RawQueryCache:
         q = _query(T)
         self.chroma = np.asarray(q.chroma, np.float32)
         self.spectral = np.asarray(q.spectral, np.float32)
+        self.spatial = np.asarray(q.spatial, np.float32)
         self.mapper = dj.EmbeddingMapper(dim=64, seed=SEED, channels=PIPELINE_SHAPE[-1])
         self.QueryCache = QueryCache
         self.hot = QueryCache(128)
@@ -72,11 +76,13 @@ class RawQueryCache:
         self.time_miss()
 
     def _key(self):
-        return self.QueryCache.key(self.mapper.key, self.chroma, self.spectral, 3, 0.6)
+        return self.QueryCache.key(self.mapper.key, self.chroma, self.spectral, self.spatial,
+                                   3, 0.6)
 
     def _embed(self):
         return self.mapper.embed(self.chroma[None], self.spectral[None],
-                                 np.array([3], np.int32), np.array([0.6]))[0]
+                                 np.array([3], np.int32), np.array([0.6]),
+                                 spatial=self.spatial[None])[0]
 
     def time_hit(self):
         self.hot.get(self._key())

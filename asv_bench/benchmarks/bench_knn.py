@@ -70,7 +70,7 @@ class ExactPool:
                      lambda q: cosine.topk_dot_columns_parallel(cols, q, store.alive, 4 * K))
         else:
             scans = (lambda q: cosine.topk_dot(store.embeddings, q, store.alive, 4 * K),
-                     lambda q: cosine.topk_dot_parallel(store.embeddings, q, store.alive, 4 * K))
+                     lambda q: cosine.topk_dot(store.embeddings, q, store.alive, 4 * K))
         _, vectors, queries = _queries()
         for _ in range(3):  # compile or load every kernel with the timed dtypes and shapes
             q = next(queries)

@@ -25,8 +25,6 @@ from ._jit import kernel, parallel_kernel, prange
 __all__ = [
     "normalize_rows",
     "topk_dot",
-    "topk_dot_all",
-    "topk_dot_parallel",
     "topk_dot_columns",
     "topk_dot_columns_parallel",
     "topk_cosine",
@@ -40,7 +38,7 @@ __all__ = [
 # accumulator loop over the tile is long enough to vectorise well (measured)
 _QUERY_TILE = 128
 _TILE_BYTES = 65536
-# topk_dot_parallel: rows per chunk (below this one thread is as fast) and a
+# topk_dot_columns_parallel: rows per chunk (below this one thread is as fast) and a
 # cap on chunks (each costs a k-sized heap and a merge)
 _PAR_CHUNK_ROWS = 16384
 _PAR_MAX_CHUNKS = 64
@@ -201,13 +199,6 @@ def topk_dot(X, q, mask, k):
 
 
 @kernel
-def topk_dot_all(X, q, n, k):
-    """:func:`topk_dot` over the first ``n`` rows of ``X``, no mask (slightly faster)."""
-    n = max(0, min(n, X.shape[0]))
-    return _topk_dot_serial(X, q, np.empty(0, dtype=np.bool_), False, n, k)
-
-
-@kernel
 def _merge_heaps(hs, hi, sizes, cap):
     """Merge per-chunk heaps with the full (score, index) order; the sorted result."""
     fs = np.empty(cap, dtype=np.float64)
@@ -217,29 +208,6 @@ def _merge_heaps(hs, hi, sizes, cap):
         for r in range(sizes[c]):
             size = _heap_offer(fs, fi, size, hs[c, r], hi[c, r])
     return _heap_result(fs, fi, size)
-
-
-@parallel_kernel(size_arg=None)
-def topk_dot_parallel(X, q, mask, k):
-    """:func:`topk_dot` with the rows split in chunks over threads; same result.
-
-    Each chunk keeps its own heap; the chunk heaps are merged with the full
-    (score, index) order, so ties still go to the lower index. Worth it from
-    about ``2 * _PAR_CHUNK_ROWS`` rows up (below that it is one chunk).
-    """
-    n = X.shape[0]
-    cap = min(k, n) if k > 0 else 0
-    nchunks = max(1, min(_PAR_MAX_CHUNKS, n // _PAR_CHUNK_ROWS))
-    hs = np.empty((nchunks, cap), dtype=np.float64)
-    hi = np.empty((nchunks, cap), dtype=np.int64)
-    sizes = np.zeros(nchunks, dtype=np.int64)
-    if cap > 0:
-        q64 = _to_f64(q)
-        for c in prange(nchunks):
-            start = c * n // nchunks
-            stop = (c + 1) * n // nchunks
-            sizes[c] = _topk_dot_range(X, q64, mask, True, start, stop, hs[c], hi[c])
-    return _merge_heaps(hs, hi, sizes, cap)
 
 
 # --------------------------------------------------------------------------- columns

@@ -1,8 +1,31 @@
-"""Feature-vector -> embedding kernel.
+"""Feature groups -> embedding kernel.
 
-An entry's feature vector is ``[chroma (C), spectral (6), label one-hot
-(buckets), utility (1)]``, each group scaled by its weight; it is projected
-by an orthonormal matrix and L2-normalised (a zero vector stays zero).
+An entry is described by five feature groups: chroma (C), spectral (6),
+spatial (a thumbnail of ``grid*grid*C`` values plus one flatness slot),
+label (``buckets``) and utility (2). Each group is turned into a *unit*
+vector and scaled by its weight; the concatenation is projected by a
+block-orthogonal matrix (groups stay in orthogonal subspaces) and
+L2-normalised; each group's image is scaled back to its weight after the
+projection, so every entry has the same norm before the final normalisation
+even where a group has more features than its block of dimensions. A query
+switches the groups it lacks off (zeros them), so
+``cos(query, entry)`` is ``sum_g w_g**2 cos_g / (|q| |e|)`` over the groups the
+query has: every stored entry has the same norm before normalisation, and a
+missing group biases nothing.
+
+Group vectors (before weighting):
+
+- chroma: the chroma signature, unit-normalised;
+- spectral: ``[entropy, low, mid, high, dominant_frequency, mean_psd / (1 +
+  mean_psd)]`` (all in [0, 1]), unit-normalised;
+- spatial: the thumbnail minus its per-channel mean (the structure; the colour
+  is the chroma group's), then one slot of ``1e-3 * mean(|thumbnail|)`` so a
+  flat tensor is a direction of its own rather than a zero vector, unit-normalised;
+- label: one-hot of ``label mod buckets``, or uniform ``1/sqrt(buckets)`` without a label;
+- utility: ``(cos(pi u / 2), sin(pi u / 2))`` of the utility clipped to [0, 1]
+  (0.5 when none): unit by construction, nearby utilities have nearby directions.
+
+A group whose vector is zero (an all-zero tensor) stays zero.
 """
 from __future__ import annotations
 
@@ -10,40 +33,119 @@ import numpy as np
 
 from ._jit import kernel, parallel_kernel, prange
 
+#: number of feature groups, in order: chroma, spectral, spatial, label, utility
+N_GROUPS = 5
+#: length of the utility group
+UTILITY_LEN = 2
+#: relative size of the flatness slot of the spatial group
+FLAT_EPS = 1e-3
+
 
 @kernel
-def _embed_one(chroma, spectral, label, utility, present, weights, buckets, projection, out):
+def _unit_into(src, dst, weight):
+    """``dst = weight * src / |src|`` (float64 sums); zero stays zero."""
+    ss = 0.0
+    for j in range(src.shape[0]):
+        ss += src[j] * src[j]
+    if ss > 0.0:
+        scale = weight / np.sqrt(ss)
+        for j in range(src.shape[0]):
+            dst[j] = src[j] * scale
+    else:
+        for j in range(src.shape[0]):
+            dst[j] = 0.0
+
+
+@kernel
+def group_features(chroma, spectral, spatial, label, utility, present, weights, buckets, feat):
+    """Write the weighted unit group vectors of one entry into ``feat`` (their concatenation)."""
     n_chroma = chroma.shape[0]
     n_spec = spectral.shape[0]
-    n_feat = projection.shape[0]
-    dim = projection.shape[1]
-    feat = np.zeros(n_feat)
+    n_spat = spatial.shape[0]
+    feat[:] = 0.0
+    base = 0
     if present[0]:
+        g = np.empty(n_chroma)
         for j in range(n_chroma):
-            feat[j] = weights[0] * chroma[j]
-    base = n_chroma
+            g[j] = np.float64(chroma[j])
+        _unit_into(g, feat[base:base + n_chroma], weights[0])
+    base += n_chroma
     if present[1]:
+        g = np.empty(n_spec)
         for j in range(n_spec):
-            feat[base + j] = weights[1] * spectral[j]
+            g[j] = np.float64(spectral[j])
+        if n_spec == 6:  # mean_psd is unbounded: squash it into [0, 1)
+            p = max(g[5], 0.0)
+            g[5] = p / (1.0 + p)
+        _unit_into(g, feat[base:base + n_spec], weights[1])
     base += n_spec
     if present[2]:
+        g = np.zeros(n_spat + 1)
+        C = n_chroma
+        cells = n_spat // C if C > 0 else 0
+        absum = 0.0
+        for ch in range(C):
+            m = 0.0
+            for q in range(cells):
+                m += np.float64(spatial[q * C + ch])
+            m /= max(cells, 1)
+            for q in range(cells):
+                v = np.float64(spatial[q * C + ch])
+                absum += abs(v)
+                g[q * C + ch] = v - m
+        g[n_spat] = FLAT_EPS * absum / max(n_spat, 1)
+        _unit_into(g, feat[base:base + n_spat + 1], weights[2])
+    base += n_spat + 1
+    if present[3]:
         if label >= 0:
-            feat[base + label % buckets] = weights[2]
-        else:  # no label: uniform, same norm as a one-hot
-            u = weights[2] / np.sqrt(buckets)
+            feat[base + label % buckets] = weights[3]
+        else:  # no label: uniform, unit like a one-hot
+            u = weights[3] / np.sqrt(buckets)
             for j in range(buckets):
                 feat[base + j] = u
     base += buckets
-    if present[3]:
+    if present[4]:
         u = 0.5 if np.isnan(utility) else min(max(utility, 0.0), 1.0)
-        feat[base] = weights[3] * u
+        feat[base] = weights[4] * np.cos(0.5 * np.pi * u)
+        feat[base + 1] = weights[4] * np.sin(0.5 * np.pi * u)
+
+
+@kernel
+def _embed_one(chroma, spectral, spatial, label, utility, present, weights, buckets, projection,
+               bounds, out):
+    n_feat = projection.shape[0]
+    dim = projection.shape[1]
+    feat = np.empty(n_feat)
+    group_features(chroma, spectral, spatial, label, utility, present, weights, buckets, feat)
+    acc = np.empty(dim)
+    for c in range(dim):
+        out[c] = 0.0
+    for g in range(bounds.shape[0] - 1):
+        # project the group, then scale its image back to the group's weight: a
+        # projection that shrinks a group (more features than its block) must not
+        # give entries different norms
+        lo = bounds[g]
+        hi = bounds[g + 1]
+        gn2 = 0.0
+        for j in range(lo, hi):
+            gn2 += feat[j] * feat[j]
+        if gn2 == 0.0:
+            continue
+        an2 = 0.0
+        for c in range(dim):
+            a = 0.0
+            for j in range(lo, hi):
+                a += feat[j] * projection[j, c]
+            acc[c] = a
+            an2 += a * a
+        if an2 == 0.0:
+            continue
+        scale = np.sqrt(gn2 / an2)
+        for c in range(dim):
+            out[c] += acc[c] * scale
     norm2 = 0.0
     for c in range(dim):
-        acc = 0.0
-        for j in range(n_feat):
-            acc += feat[j] * projection[j, c]
-        out[c] = acc
-        norm2 += acc * acc
+        norm2 += out[c] * out[c]
     if norm2 > 0.0:
         inv = 1.0 / np.sqrt(norm2)
         for c in range(dim):
@@ -51,16 +153,20 @@ def _embed_one(chroma, spectral, label, utility, present, weights, buckets, proj
 
 
 @parallel_kernel
-def embed_batch(chroma, spectral, labels, utility, present, weights, buckets, projection):
-    """Embeddings ``(n, dim)`` float32 for ``n`` feature rows.
+def embed_batch(chroma, spectral, spatial, labels, utility, present, weights, buckets, projection,
+                bounds):
+    """Unit embeddings ``(n, dim)`` float32 of ``n`` entries' feature groups.
 
-    ``present`` (4,) bool switches whole groups off (queries that lack them);
-    a label < 0 is "no label" (uniform group), a NaN utility counts as 0.5.
+    ``chroma`` (n, C), ``spectral`` (n, 6), ``spatial`` (n, grid*grid*C) float32;
+    ``labels`` (n,) int32 (< 0: none); ``utility`` (n,) float64 (NaN: none);
+    ``present`` (5,) bool switches whole groups off (queries that lack them);
+    ``weights`` (5,) float64; ``projection`` (n_features, dim) float64;
+    ``bounds`` (6,) int64: group ``g`` is features ``bounds[g]:bounds[g+1]``.
     """
     n = chroma.shape[0]
     dim = projection.shape[1]
     out64 = np.zeros((n, dim))
     for i in prange(n):
-        _embed_one(chroma[i], spectral[i], labels[i], utility[i], present, weights,
-                   buckets, projection, out64[i])
+        _embed_one(chroma[i], spectral[i], spatial[i], labels[i], utility[i], present, weights,
+                   buckets, projection, bounds, out64[i])
     return out64.astype(np.float32)

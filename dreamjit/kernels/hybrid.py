@@ -20,6 +20,7 @@ import numpy as np
 
 from ._jit import kernel
 from .cosine import dots_transposed, rows_transposed
+from .select import fold_max, greedy_pick
 
 __all__ = ["hybrid_base_scores", "hybrid_rerank"]
 
@@ -79,15 +80,7 @@ def hybrid_rerank(sim, util_mean, labels, query_label, emb, alpha, beta, gamma, 
     lam = np.float64(lambda_)
     dl = np.float64(delta)
     for step in range(kk):
-        best = -1
-        best_v = -np.inf
-        for i in range(m):
-            if chosen[i]:
-                continue
-            v = base[i] if step == 0 else lam * base[i] - dl * maxsim[i]
-            if best < 0 or v > best_v:
-                best = i
-                best_v = v
+        best, best_v = greedy_pick(base, maxsim, chosen, step == 0, lam, dl)
         order[step] = best
         scores[step] = best_v
         chosen[best] = True
@@ -95,7 +88,5 @@ def hybrid_rerank(sim, util_mean, labels, query_label, emb, alpha, beta, gamma, 
             for j in range(d):
                 cp[j] = emb[best, j]
             dots_transposed(ET, cp, dots)
-            for i in range(m):
-                if dots[i] > maxsim[i]:
-                    maxsim[i] = dots[i]
+            fold_max(maxsim, dots)
     return order, scores

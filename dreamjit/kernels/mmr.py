@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
+from .select import fold_max, greedy_pick
 from .cosine import _dot64, dots_transposed, rows_transposed
 
 __all__ = ["mmr_standard", "mmr_fast"]
@@ -87,21 +88,7 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
                     top = rel[i]
             if top < min_similarity:
                 break
-        best = -1
-        best_v = -np.inf
-        if count == 0:
-            for i in range(n):
-                if best < 0 or rel[i] > best_v:
-                    best = i
-                    best_v = rel[i]
-        else:
-            for i in range(n):
-                if chosen[i]:
-                    continue
-                v = lam * rel[i] - (1.0 - lam) * maxsim[i]
-                if best < 0 or v > best_v:
-                    best = i
-                    best_v = v
+        best, best_v = greedy_pick(rel, maxsim, chosen, count == 0, lam, 1.0 - lam)
         out_i[count] = best
         out_s[count] = best_v
         chosen[best] = True
@@ -111,9 +98,7 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
         _row_f64(cands, best, cp)
         _cosines_to(CT, norms, cp, norms[best], sims)
         if not sampled:
-            for i in range(n):  # a select, not a branch: vectorises
-                v = sims[i]
-                maxsim[i] = v if v > maxsim[i] else maxsim[i]
+            fold_max(maxsim, sims)
         else:
             if count == 1:
                 first_sims[:] = sims
@@ -123,10 +108,7 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
             held = min(count - 1, window)
             maxsim[:] = first_sims
             for r in range(held):
-                row = ring[r]
-                for i in range(n):
-                    v = row[i]
-                    maxsim[i] = v if v > maxsim[i] else maxsim[i]
+                fold_max(maxsim, ring[r])
     return out_i[:count].copy(), out_s[:count].copy()
 
 

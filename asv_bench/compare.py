@@ -1,4 +1,4 @@
-"""``python -m dreamjit bench [--quick]``: dreamjit next to its peers, on this machine.
+"""``python asv_bench/compare.py [--quick] [--json FILE]``: dreamjit next to its peers, on this machine.
 
 :func:`run` measures the performance targets of the project (exact and
 approximate k-NN, MMR, spectral features, ``add_batch`` throughput, start-up)
@@ -11,8 +11,9 @@ after round, and each reports the median of its rounds, so a burst of load
 from another process hits all of them alike. The asv suite in ``asv_bench/``
 measures the same things at more sizes.
 
-The library part never prints: :func:`run` logs progress to the ``dreamjit`` logger and the
-command line (``dreamjit.__main__``) prints the table.
+This script is not part of the installed package (the peers are not its
+dependencies): :func:`run` logs progress to the ``dreamjit`` logger and
+:func:`main` prints the table.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ __all__ = ["run", "format_table", "machine_description"]
 
 logger = logging.getLogger("dreamjit")
 
-from ._bench_data import DIM, K, SEED  # noqa: F401  (sizes shared with the builders)
-from ._bench_data import (  # noqa: F401
+from compare_data import DIM, K, SEED  # noqa: F401  (sizes shared with the builders)
+from compare_data import (  # noqa: F401
     _embedding_pool, _mixture, _numpy_topk, _numpy_topk_batch, _optional, _recall, _results,
     _spectral_numpy, _stream_kernels, _truth, race)
 
@@ -52,7 +53,7 @@ def _row(group, case, ours, peer=None, theirs=None, target=None, need=None, high
 
 
 def _exact_group(rows, n, n_batch, rounds):
-    from .query import Query
+    from dreamjit.query import Query
 
     logger.info("bench: exact k-NN, n=%d", n)
     X = _mixture(n)
@@ -71,7 +72,7 @@ def _exact_group(rows, n, n_batch, rounds):
            "numpy": lambda: _numpy_topk(X, Q[nxt()])}
     cols = pool._store.columns.get("embeddings_t")
     if cols is not None:
-        from .kernels.cosine import topk_dot_columns
+        from dreamjit.kernels.cosine import topk_dot_columns
 
         alive = pool._store.alive
         fns["scan 1 thread"] = lambda: topk_dot_columns(cols, Q[nxt()], alive, 4 * K)
@@ -152,7 +153,7 @@ def _exact_group(rows, n, n_batch, rounds):
 
 
 def _ann_group(rows, n, X, Q, exact_pool, rounds):
-    from .query import Query
+    from dreamjit.query import Query
 
     logger.info("bench: NN-descent, n=%d (builds the graph: about a minute)", n)
     t0 = time.perf_counter()
@@ -234,8 +235,8 @@ def _ann_group(rows, n, X, Q, exact_pool, rounds):
 
 
 def _mmr_group(rows, rounds):
-    from .diversity import maximal_marginal_relevance
-    from .kernels.mmr import mmr_fast, mmr_standard
+    from dreamjit.diversity import maximal_marginal_relevance
+    from dreamjit.kernels.mmr import mmr_fast, mmr_standard
 
     logger.info("bench: MMR")
     q = _mixture(1, stream=2)[0]
@@ -270,8 +271,8 @@ def _mmr_group(rows, rounds):
 
 
 def _spectral_group(rows, n_batch, rounds):
-    from .features import spectral_features_batch
-    from .synthetic import smooth_tensors
+    from dreamjit.features import spectral_features_batch
+    from dreamjit.synthetic import smooth_tensors
 
     logger.info("bench: spectral features")
     T = smooth_tensors(n_batch, shape=(32, 32, 4, 3), seed=SEED)
@@ -284,9 +285,9 @@ def _spectral_group(rows, n_batch, rounds):
 
 
 def _add_group(rows, n_batch, rounds):
-    from .config import PoolConfig
-    from .pool import DreamPool
-    from .synthetic import smooth_tensors
+    from dreamjit.config import PoolConfig
+    from dreamjit.pool import DreamPool
+    from dreamjit.synthetic import smooth_tensors
 
     logger.info("bench: add_batch")
     T = smooth_tensors(n_batch, shape=(32, 32, 4, 3), seed=SEED)
@@ -308,11 +309,11 @@ def _add_group(rows, n_batch, rounds):
 
 
 def _cache_group(rows, n, rounds):
-    from .config import PoolConfig
-    from .kernels.spectral import describe_batch
-    from .pool import DreamPool
-    from .query import Query
-    from .synthetic import smooth_tensors
+    from dreamjit.config import PoolConfig
+    from dreamjit.kernels.spectral import describe_batch
+    from dreamjit.pool import DreamPool
+    from dreamjit.query import Query
+    from dreamjit.synthetic import smooth_tensors
 
     logger.info("bench: query cache")
     T = smooth_tensors(n, shape=(16, 16, 2, 3), seed=SEED)
@@ -438,3 +439,39 @@ def machine_description() -> str:
 
     return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus; "
             f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
+
+
+def main(argv=None) -> int:
+    """``python asv_bench/compare.py [--quick] [--json FILE]``: the targets table."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few repeats")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    quick, json_path = args.quick, args.json
+    logger = logging.getLogger("dreamjit")
+    handler = logging.StreamHandler(sys.stderr)  # progress on stderr, the table on stdout
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    t0 = time.perf_counter()
+    try:
+        rows = run(quick=quick)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    print(f"asv_bench/compare.py{' --quick' if quick else ''}: {machine_description()}")
+    print("ratio > 1 means dreamjit is ahead (peer time / dreamjit time; rates and recalls: "
+          "dreamjit / reference); times are medians of interleaved rounds\n")
+    print(format_table(rows))
+    print(f"\n{time.perf_counter() - t0:.0f} s in all")
+    if json_path:
+        with open(json_path, "w") as fp:
+            json.dump({"machine": machine_description(), "quick": quick, "rows": rows}, fp, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

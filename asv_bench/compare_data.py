@@ -33,8 +33,8 @@ def _results(n):
 
 
 def _embedding_pool(X, use_ann=False):
-    from .config import PoolConfig
-    from .pool import DreamPool
+    from dreamjit.config import PoolConfig
+    from dreamjit.pool import DreamPool
 
     n = X.shape[0]
     pool = DreamPool(PoolConfig(max_size=n, memory_budget_mb=None, use_ann=use_ann,

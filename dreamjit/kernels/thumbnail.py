@@ -1,0 +1,87 @@
+"""Spatial thumbnail kernel: a coarse, certainty-weighted picture of a tensor.
+
+The thumbnail of a ``(rows, cols, layers, C)`` tensor is a ``(grid, grid, C)``
+array: the tensor is averaged over its layers and over ``grid x grid`` areas of
+rows and columns, each cell weighted by its certainty when one is given. Area
+``b`` of an axis of length ``n`` spans ``[b*n // grid, max((b+1)*n // grid,
+b*n // grid + 1))`` (axes shorter than ``grid`` repeat cells). An area whose
+weights sum to 0 takes the tensor's weighted mean (the chroma), so unobserved
+areas carry no structure. Sums run in float64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel, parallel_kernel, prange
+
+__all__ = ["thumbnail_into", "thumbnail_batch"]
+
+
+@kernel
+def thumbnail_into(t, w, use_w, grid, out):
+    """Write the thumbnail of ``t`` (rows, cols, layers, C) into ``out`` (grid*grid*C,).
+
+    ``w`` (rows, cols, layers) weights the cells when ``use_w``; total weight
+    <= 0 falls back to equal weights (as the chroma signature does).
+    """
+    rows, cols, layers, C = t.shape
+    total = 0.0
+    if use_w:
+        for r in range(rows):
+            for c in range(cols):
+                for layer in range(layers):
+                    total += np.float64(w[r, c, layer])
+    weighted = use_w and total > 0.0
+    mean = np.zeros(C)  # the weighted mean over all cells: the value of an unobserved area
+    wall = 0.0
+    for r in range(rows):
+        for c in range(cols):
+            for layer in range(layers):
+                wc = np.float64(w[r, c, layer]) if weighted else 1.0
+                wall += wc
+                for ch in range(C):
+                    mean[ch] += wc * np.float64(t[r, c, layer, ch])
+    for ch in range(C):
+        mean[ch] /= wall
+    sums = np.zeros((grid, grid, C))
+    wsum = np.zeros((grid, grid))
+    for br in range(grid):
+        r0 = br * rows // grid
+        r1 = max((br + 1) * rows // grid, r0 + 1)
+        for bc in range(grid):
+            c0 = bc * cols // grid
+            c1 = max((bc + 1) * cols // grid, c0 + 1)
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    for layer in range(layers):
+                        wc = np.float64(w[r, c, layer]) if weighted else 1.0
+                        if wc == 0.0:
+                            continue
+                        wsum[br, bc] += wc
+                        for ch in range(C):
+                            sums[br, bc, ch] += wc * np.float64(t[r, c, layer, ch])
+    for br in range(grid):
+        for bc in range(grid):
+            ws = wsum[br, bc]
+            for ch in range(C):
+                v = sums[br, bc, ch] / ws if ws > 0.0 else mean[ch]
+                out[(br * grid + bc) * C + ch] = v
+
+
+@parallel_kernel
+def thumbnail_batch(tensors, certainty, use_certainty, grid):
+    """Thumbnails ``(n, grid*grid*C)`` float32 of ``(n, rows, cols, layers, C)`` float32.
+
+    ``certainty`` is ``(n, rows, cols, layers)`` when ``use_certainty``, else any
+    4-d float32 array (not read).
+    """
+    n = tensors.shape[0]
+    C = tensors.shape[4]
+    out64 = np.empty((n, grid * grid * C))
+    no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
+    for i in prange(n):
+        if use_certainty:
+            thumbnail_into(tensors[i], certainty[i], True, grid, out64[i])
+        else:
+            thumbnail_into(tensors[i], no_w, False, grid, out64[i])
+    return out64.astype(np.float32)

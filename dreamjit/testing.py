@@ -1,0 +1,87 @@
+"""Helpers shared by the test suite, the benchmarks and the scripts (as ``xarray.testing``).
+
+Data that this project did not make: :func:`photo_patches` cuts patches from
+the photographs bundled with scikit-image (an optional dependency, in the
+``test`` extra).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .errors import FeatureUnavailableError
+
+__all__ = ["PHOTO_NAMES", "photo_images", "photo_patches"]
+
+#: scikit-image sample images that ship with the package (no download needed)
+PHOTO_NAMES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry",
+               "coins", "moon", "hubble_deep_field", "page", "text", "clock")
+
+
+def photo_images(names=PHOTO_NAMES) -> list:
+    """The bundled scikit-image photographs that load here, as float32 RGB in [0, 1].
+
+    Grey images are repeated over three channels; images that cannot be
+    loaded (not bundled with the installed version) are skipped.
+
+    Raises
+    ------
+    FeatureUnavailableError
+        scikit-image is not installed, or none of the images loads.
+    """
+    try:
+        import skimage.data as skdata
+        from skimage.util import img_as_float
+    except ImportError:
+        raise FeatureUnavailableError("scikit-image", None,
+                                      "scikit-image installed (pip install 'dreamjit[test]')") from None
+    out = []
+    for name in names:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = img_as_float(getattr(skdata, name)()).astype(np.float32)
+        except Exception:  # not bundled (would need a download): skip
+            continue
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        out.append(np.ascontiguousarray(img[:, :, :3]))
+    if not out:
+        raise FeatureUnavailableError("names", names, "at least one bundled scikit-image photograph")
+    return out
+
+
+def photo_patches(n: int, size: int = 32, seed: int = 0, min_std: float = 0.0,
+                  names=PHOTO_NAMES) -> np.ndarray:
+    """``n`` random ``size x size`` RGB patches ``(n, size, size, 3)`` float32 in [0, 1].
+
+    Patches are cut at seeded random places of random photographs. With
+    ``min_std > 0`` a patch whose pixel standard deviation is below it (a flat
+    piece of sky or paper: no structure to recognise under noise) is drawn
+    again.
+
+    Examples
+    --------
+    >>> from dreamjit.testing import photo_patches
+    >>> photo_patches(3, size=8).shape
+    (3, 8, 8, 3)
+    """
+    images = photo_images(names)
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, size, size, 3), np.float32)
+    i = 0
+    tries = 0
+    while i < n:
+        tries += 1
+        if tries > 1000 * (n + 1):
+            raise FeatureUnavailableError("min_std", min_std, "a value that enough patches reach")
+        img = images[rng.integers(len(images))]
+        r = rng.integers(0, img.shape[0] - size + 1)
+        c = rng.integers(0, img.shape[1] - size + 1)
+        patch = img[r:r + size, c:c + size]
+        if min_std > 0 and float(patch.std()) < min_std:
+            continue
+        out[i] = patch
+        i += 1
+    return out
