@@ -200,7 +200,9 @@ def _job(seed):
     """Adds (>= 64 tensors: the batch kernels' prange size) and queries in a worker."""
     pool = _PARENT_POOL if _PARENT_POOL is not None else dj.DreamPool(
         PoolConfig(max_size=2000, memory_budget_mb=None))
-    t = np.random.default_rng(seed).random((80, *SHAPE), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(0.1, 1.0, (80, 1, 1, 3)).astype(np.float32)  # distinct signatures
+    t = rng.random((80, *SHAPE), dtype=np.float32) * colours
     ids = pool.add_batch(t, only_coherent=False)
     soft = pool.retrieve_soft(t[3], k=5)
     hard = pool.retrieve_similar(t[5], k=5)
