@@ -35,19 +35,22 @@ class PoolViewsMixin:
 
     def __getitem__(self, eid) -> DreamEntry:
         with self._lock.read():
-            slot = self._slot(eid)
-            s = self._store
-            label = int(s.labels[slot])
-            util = float(s.utility[slot])
-            return DreamEntry(
-                id=int(s.ids[slot]), tensor=s.tensors[slot].copy(),
-                certainty=s.certainty[slot].copy() if "certainty" in s.columns else None,
-                result=SolverResult(float(s.energy[slot]), float(s.coherence[slot]),
-                                    float(s.violation[slot])),
-                chroma=s.chroma[slot].copy(), label=None if label < 0 else label,
-                utility=None if np.isnan(util) else util, util_mean=float(s.util_mean[slot]),
-                usage_count=int(s.usage[slot]), timestamp=float(s.timestamp[slot]),
-                spectral=s.spectral[slot].copy(), embedding=s.embeddings[slot].copy())
+            return self._entry_at(self._slot(eid))
+
+    def _entry_at(self, slot: int) -> DreamEntry:
+        """A snapshot of the entry in ``slot`` (read lock held)."""
+        s = self._store
+        label = int(s.labels[slot])
+        util = float(s.utility[slot])
+        return DreamEntry(
+            id=int(s.ids[slot]), tensor=s.tensors[slot].copy(),
+            certainty=s.certainty[slot].copy() if "certainty" in s.columns else None,
+            result=SolverResult(float(s.energy[slot]), float(s.coherence[slot]),
+                                float(s.violation[slot])),
+            chroma=s.chroma[slot].copy(), label=None if label < 0 else label,
+            utility=None if np.isnan(util) else util, util_mean=float(s.util_mean[slot]),
+            usage_count=int(s.usage[slot]), timestamp=float(s.timestamp[slot]),
+            spectral=s.spectral[slot].copy(), embedding=s.embeddings[slot].copy())
 
     def ids(self) -> np.ndarray:
         """Live ids, oldest first (int64 array)."""
@@ -56,16 +59,42 @@ class PoolViewsMixin:
                 return np.empty(0, dtype=np.int64)
             return np.sort(self._store.ids[self._store.live_slots()])
 
+    #: entries read per hold of the read lock while iterating
+    ITER_CHUNK = 256
+
     def __iter__(self):
-        for eid in self.ids().tolist():
-            if eid in self:
-                yield self[eid]
+        """The entries live when iteration starts, oldest first (:class:`DreamEntry` snapshots).
+
+        Safe beside writers in other threads: entries are read in chunks of
+        :attr:`ITER_CHUNK`, each chunk under the read lock (consistent within
+        a chunk; writers run between chunks). An entry evicted or removed
+        before its chunk is read is skipped, never a ``KeyError``; entries
+        added after iteration started are not included.
+        """
+        ids = self.ids().tolist()
+        for lo in range(0, len(ids), self.ITER_CHUNK):
+            with self._lock.read():
+                slots = self._live_slots_of(ids[lo:lo + self.ITER_CHUNK])
+                chunk = [self._entry_at(slot) for slot in slots]
+            yield from chunk  # never yield while holding the lock
+
+    def _live_slots_of(self, ids) -> np.ndarray:
+        """Slots of those ``ids`` still live, in the given order (read lock held)."""
+        get = self._slot_of.get
+        slots = [get(int(i), -1) for i in ids]
+        return np.array([sl for sl in slots if sl >= 0], dtype=np.int64)
+
+    def _entries_of(self, ids) -> list:
+        """Snapshots of those ``ids`` still live, in order, all read under one read lock."""
+        with self._lock.read():
+            return [self._entry_at(slot) for slot in self._live_slots_of(np.asarray(ids).tolist())]
 
     def _gather(self, column: str, ids) -> np.ndarray:
+        """``column`` rows of those ``ids`` still live, in order, read under one read lock."""
         with self._lock.read():
-            slots = np.array([self._slot(i) for i in np.asarray(ids).tolist()], dtype=np.int64)
             if self._store is None:
                 return np.empty((0, *(self._shape or ())), np.float32)
+            slots = self._live_slots_of(np.asarray(ids).tolist())
             return self._store.columns[column][slots].copy()
 
     # ------------------------------------------------------------------ stats

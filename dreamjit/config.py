@@ -59,6 +59,14 @@ class PoolConfig:
         Live entries at which the approximate index takes over from the exact one.
     memory_budget_mb : float or None
         Logical memory budget in MiB (2**20 bytes); ``None`` means unbounded.
+        It counts the storage rows of the live entries and the index arrays
+        this process holds (their exact ``nbytes``; a newly installed graph
+        that does not fit evicts entries by ``eviction``). It does not count
+        the NN-descent build worker: a separate process shared by every pool
+        of the process, started for the first build, whose memory (~650 MB
+        RSS after a 2e5 x 64 build, measured here) is freed when it closes
+        after ``dreamjit.index.WORKER_IDLE_SECONDS`` (120 s) without a build;
+        nor temporary arrays while a call runs.
     eviction_threshold : float
         Before an add, entries are evicted until usage fits within
         ``eviction_threshold * budget``; in (0, 1].
@@ -85,6 +93,12 @@ class PoolConfig:
     ann_background : bool
         Build off the query path (queries use the previous graph or the exact
         index meanwhile); False builds synchronously.
+    ann_build_timeout : float or None
+        Seconds one NN-descent build may take (starting the build worker,
+        which compiles pynndescent, ~35 s here, is bounded the same way);
+        past it the worker is killed and reaped, the build counts as failed
+        (logged) and queries keep the previous graph or the exact scan.
+        None: no limit.
     embedding_weights : tuple of 5 floats
         Weights of the chroma, spectral, spatial, label and utility feature
         groups of computed embeddings (see :class:`~dreamjit.EmbeddingMapper`).
@@ -105,7 +119,7 @@ class PoolConfig:
         ``ann_n_pivots`` at most 2**40; ``embedding_dim`` and
         ``label_buckets`` at most 2**16; ``ann_n_neighbors`` at most 4096;
         ``ann_overfetch`` and ``ann_epsilon`` at most 1000;
-        ``memory_budget_mb`` at most 2**40;
+        ``memory_budget_mb`` at most 2**40; ``ann_build_timeout`` at most 1e9 s;
         embedding weights at most 1e6; ``tensor_shape`` at most 2**40 values.
 
     Examples
@@ -135,6 +149,7 @@ class PoolConfig:
     ann_overfetch: float = 2.0
     ann_rebuild_fraction: float = 0.1
     ann_background: bool = True
+    ann_build_timeout: float | None = 900.0
     # embedding feature-group weights: chroma, spectral, spatial, label, utility
     embedding_weights: tuple = field(default=DEFAULT_EMBEDDING_WEIGHTS)
     label_buckets: int = 16
@@ -178,6 +193,8 @@ class PoolConfig:
             object.__setattr__(self, name, bool(value))
         if self.memory_budget_mb is not None:
             check_float("memory_budget_mb", 0.0, MAX_BUDGET_MB, exclusive_min=True)
+        if self.ann_build_timeout is not None:
+            check_float("ann_build_timeout", 0.0, 1e9, exclusive_min=True)
         if not isinstance(self.eviction, str) or self.eviction not in EVICTION_POLICIES:
             raise InvalidConfigError("eviction", self.eviction,
                                      "one of " + ", ".join(repr(p) for p in EVICTION_POLICIES))

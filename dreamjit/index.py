@@ -33,10 +33,13 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 
 import numpy as np
 
+from ._rwlock import after_fork
 from .errors import DimensionMismatchError
+from .kernels._jit import parallel_allowed
 from .kernels.cosine import (topk_dot, topk_dot_batch, topk_dot_columns,
                              topk_dot_columns_parallel)
 from .kernels.graph import ann_search, ann_search_batch, knn_to_csr, relabel_csr, tombstones
@@ -70,6 +73,14 @@ def _as_queries(Q, store) -> np.ndarray:
 #: statically scheduled parallel region waits for the descheduled thread:
 #: 10-16 ms measured here at 1e5-4e5 rows, against 0.8-3.9 ms serial.
 PARALLEL_SCAN_ROWS = 8_000_000  # at 1e6 too: 23.8 ms parallel vs 13.8 ms serial, measured under load
+
+
+#: a delta holding more than this share of the live entries makes a graph query
+#: (walk + row-by-row delta scan) slower than one exact column scan of the pool,
+#: so queries scan exactly until the next graph lands. Measured here (graph of
+#: 5e4, d=64, k=32): graph/exact time 0.8-1.1 with the delta at 8-33 % of the
+#: live entries, 2.5 at 50 %, 1.1-1.3 at 67-75 % (scripts/measure_rebuild.py).
+DELTA_EXACT_SHARE = 0.25
 
 
 def exact_topk(store, q, mask, k):
@@ -136,6 +147,9 @@ class ExactIndex:
 
 def _build_csr(X, n_neighbors, seed, graph, max_degree, n_jobs):
     """pynndescent k-NN graph of the unit rows ``X`` -> (indptr int64, indices int32)."""
+    if not parallel_allowed():  # pynndescent's prange kernels would end this process
+        raise RuntimeError("pynndescent cannot run in this thread of this process (numba's "
+                           "threading layer is not safe here: forked child or workqueue)")
     import pynndescent  # lazy: ~2 s import, never on ``import dreamjit``
 
     nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=n_neighbors, random_state=seed,
@@ -206,50 +220,171 @@ def _worker_main() -> None:
         _write_msg(out, {"ok": True, "seconds": time.perf_counter() - t0}, (indptr, indices))
 
 
+#: test hook: called with the index in every build, once its snapshot is taken (e.g. to hold it)
+_BUILD_HOOK = None
+
+
+class BuildTimeout(RuntimeError):
+    """A build ran past its timeout (the worker process was killed)."""
+
+
+#: seconds an idle build worker is kept before it is closed. Its memory
+#: (pynndescent's compiled code and what the last build left, ~650 MB RSS
+#: after a 2e5 x 64 build measured here) is outside every pool's logical
+#: budget; closing it frees that, and the next build starts a new worker
+#: (~35 s here to start and compile pynndescent). None keeps it until exit.
+WORKER_IDLE_SECONDS = 120.0
+
+
 class _Worker:
     """The persistent build process (spawned on first use, shared by all indexes)."""
 
     _instance = None
     _guard = threading.Lock()
     closing = False  # set at interpreter exit: no thread fallback then
+    #: what the worker process runs (tests swap in stand-ins)
+    CODE = "from dreamjit.index import _worker_main; _worker_main()"
 
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.log = tempfile.TemporaryFile()
-        code = "from dreamjit.index import _worker_main; _worker_main()"
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, env=env)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one build at a time; held while the worker is in use
+        self.closed = False
+        self.warm = False  # pynndescent has compiled and run here
+        self.timed_out = False
+        self._idle_timer = None
         logger.info("started NN-descent build worker (pid %d)", self.proc.pid)
 
     @classmethod
     def get(cls) -> "_Worker":
         with cls._guard:
-            if cls._instance is None or cls._instance.proc.poll() is not None:
-                cls._instance = cls()
-            return cls._instance
+            if cls.closing:
+                raise RuntimeError("the interpreter is exiting: no build worker")
+            inst = cls._instance
+            if inst is None or inst.closed or inst.proc.poll() is not None:  # poll reaps
+                if inst is not None:
+                    inst._stop()
+                cls._instance = inst = cls()
+            return inst
 
-    def build(self, X, request: dict):
-        with self.lock:
-            try:
-                _write_msg(self.proc.stdin, request, (X,))
-                header, arrays = _read_msg(self.proc.stdout)
-            except (OSError, EOFError, ValueError) as exc:
-                self.log.seek(0)
-                tail = self.log.read()[-2000:].decode(errors="replace")
-                raise RuntimeError(f"build worker failed: {exc}; stderr: {tail}") from None
+    @classmethod
+    def build(cls, X, request: dict, timeout=None, warm_only=False):
+        """Run one build in the shared worker (started if needed); ``(indptr, indices)``.
+
+        Raises :class:`BuildTimeout` after ``timeout`` seconds (the worker is
+        killed and reaped; the next build starts a new one) and RuntimeError
+        if the worker fails. ``warm_only``: build a small random graph of
+        ``X``'s dimension, so pynndescent has compiled before a real snapshot.
+        """
+        for _ in range(3):  # a worker closed by its idle timer meanwhile: take a new one
+            worker = cls.get()
+            with worker.lock:
+                if worker.closed:
+                    continue
+                worker._cancel_idle()
+                try:
+                    if warm_only:
+                        if worker.warm:
+                            return None
+                        rng = np.random.default_rng(0)
+                        n = max(256, 2 * int(request["n_neighbors"]) + 2)
+                        X = rng.normal(size=(n, X.shape[1])).astype(np.float32)
+                        X /= np.linalg.norm(X, axis=1, keepdims=True)
+                    out = worker._run(X, request, timeout)
+                    worker.warm = True
+                    return None if warm_only else out
+                finally:
+                    worker._arm_idle()
+        raise RuntimeError("no build worker could be started")
+
+    def _run(self, X, request, timeout):
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, self._kill_for_timeout)
+            timer.daemon = True
+            timer.start()
+        try:
+            _write_msg(self.proc.stdin, request, (X,))
+            header, arrays = _read_msg(self.proc.stdout)
+        except (OSError, EOFError, ValueError) as exc:
+            self._stop()  # dead or out of step: kill and reap it now, never leave a zombie
+            if self.timed_out:
+                raise BuildTimeout(f"NN-descent build of {X.shape[0]} entries ran past "
+                                   f"{timeout} s; build worker killed") from None
+            self.log.seek(0)
+            tail = self.log.read()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"build worker failed: {exc}; stderr: {tail}") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if self.timed_out:  # the timer fired just as the answer came: reap the worker now
+            self._stop()
         if not header["ok"]:
             raise RuntimeError(header["error"])
         return arrays
 
-    def close(self) -> None:
+    def _kill_for_timeout(self) -> None:
+        self.timed_out = True
+        logger.warning("NN-descent build worker (pid %d) passed the build timeout: killing it",
+                       self.proc.pid)
         try:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=5)
-        except Exception:  # pragma: no cover - best effort at exit
+            self.proc.kill()  # the blocked read then sees EOF; the builder reaps it
+        except OSError:  # pragma: no cover - already gone
+            pass
+
+    def _stop(self, grace=0.0) -> None:
+        """Close the pipes, end the process (kill after ``grace`` s) and reap it."""
+        self.closed = True
+        for fp in (self.proc.stdin, self.proc.stdout):
+            try:
+                fp.close()
+            except Exception:  # pragma: no cover - a broken pipe
+                pass
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        try:
+            self.log.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    # ------------------------------------------------------- idle close
+    def _arm_idle(self) -> None:
+        idle = WORKER_IDLE_SECONDS
+        if idle is None or self.closed:
+            return
+        self._idle_timer = threading.Timer(float(idle), self._close_if_idle)
+        self._idle_timer.daemon = True
+        self._idle_timer.start()
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _close_if_idle(self) -> None:
+        if not self.lock.acquire(blocking=False):
+            return  # a build took it meanwhile: it re-arms the timer when done
+        try:
+            if self.closed:
+                return
+            logger.info("closing the idle NN-descent build worker (pid %d)", self.proc.pid)
+            self._stop(grace=5.0)
+        finally:
+            self.lock.release()
+        with _Worker._guard:
+            if _Worker._instance is self:
+                _Worker._instance = None
+
+    def close(self) -> None:
+        self._cancel_idle()
+        self._stop(grace=5.0)
 
     @classmethod
     def shutdown(cls) -> None:
@@ -259,9 +394,34 @@ class _Worker:
                 cls._instance.close()
                 cls._instance = None
 
+    def _disown_in_child(self) -> None:
+        """In a forked child: let go of the parent's worker without touching its pipes.
+
+        The child's copies of the pipe and log descriptors are pointed at
+        /dev/null, so nothing the child does (closing, flushing a half-written
+        request) reaches the parent's worker, and the worker sees EOF when the
+        parent closes its end.
+        """
+        self.closed = True
+        self._idle_timer = None
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for fp in (self.proc.stdin, self.proc.stdout, self.log):
+                try:
+                    os.dup2(devnull, fp.fileno())
+                except (OSError, ValueError):
+                    pass
+        finally:
+            os.close(devnull)
+        self.proc.returncode = -1  # not our child: never wait for it here
+
 
 def _forget_worker_in_child() -> None:
-    _Worker._instance = None  # a forked child starts its own worker when it needs one
+    # a forked child starts its own worker when it needs one
+    _Worker._guard = threading.Lock()  # another thread of the parent may have held it
+    inst, _Worker._instance = _Worker._instance, None
+    if inst is not None:
+        inst._disown_in_child()
 
 
 atexit.register(_Worker.shutdown)
@@ -315,12 +475,29 @@ class NNDescentIndex:
         ``search_batch`` scans exactly below this many candidates: the batch
         scan vectorises across queries, so it wins up to a larger size than
         single queries do.
+    build_timeout : float or None
+        Seconds one build may take (starting the worker is bounded the same
+        way); past it the worker process is killed and reaped (a thread build
+        is abandoned), the build counts as failed and is logged. None: no limit.
+
+    Notes
+    -----
+    Build lifecycle: :meth:`rebuild` starts a build thread, which (1) makes
+    sure the shared worker process is running and pynndescent compiled, (2)
+    takes the snapshot of the live entries, (3) builds, and (4) installs the
+    graph. A pool :meth:`attach`-es its lock: the snapshot is then taken
+    under its read lock and the graph installed under its write lock, by the
+    build thread itself, followed by the pool's callback (which keeps the
+    memory budget); once installed, a build starts again at once if the
+    delta or the tombstones are still past ``rebuild_fraction`` (or another
+    :meth:`rebuild` was asked for meanwhile). A standalone index installs a
+    finished build at its next call, in the caller's thread.
     """
 
     def __init__(self, store, n_neighbors=30, epsilon=0.1, overfetch=2.0,
                  rebuild_fraction=0.1, seed=0, background=True, n_pivots=None, min_ef=40,
                  mask_share=0.05, graph="search", builder="process", min_build=256,
-                 exact_batch_below=30_000, n_jobs=None):
+                 exact_batch_below=30_000, n_jobs=None, build_timeout=None):
         self._store = store
         self.n_neighbors = int(n_neighbors)
         self.epsilon = float(epsilon)
@@ -337,12 +514,35 @@ class NNDescentIndex:
         self.min_build = max(int(min_build), 2 * self.n_neighbors + 2)
         self.n_jobs = n_jobs
         self.max_degree = int(round(1.5 * self.n_neighbors))
+        self.build_timeout = None if build_timeout is None else float(build_timeout)
         self._state = (None, _EMPTY_I)  # (graph or None, delta slots): replaced atomically
         self._lock = threading.RLock()
+        self._thread = None  # the running build thread
+        self._pending = None  # (status, payload, seq) of a finished build not installed yet
+        self._failures = 0  # consecutive failed builds; 3 stop automatic rebuilds
+        self._asked = 0  # rebuild requests so far (numbered)
+        self._covered = 0  # the latest request a finished build's snapshot covered
+        self._gen = 0  # bumped when running builds must be forgotten (fork, abandon)
+        self._guard = None  # the owner's RWLock (see attach)
+        self._on_install = None
+        self.last_build_seconds = None
+        self.builds = 0  # graphs installed
+        after_fork(self)
+
+    def attach(self, lock, on_install=None) -> None:
+        """Let an owner guard builds: snapshots under ``lock.read()``, installs under
+        ``lock.write()`` followed by ``on_install()`` (held weakly)."""
+        self._guard = lock
+        self._on_install = None if on_install is None else weakref.WeakMethod(on_install)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's build (its thread does not exist here)."""
+        self._lock = threading.RLock()
+        self._gen += 1
         self._thread = None
         self._pending = None
-        self._failures = 0  # consecutive failed builds; 3 stop automatic rebuilds
-        self.last_build_seconds = None
+        self._failures = 0
+        self._covered = self._asked
 
     # ------------------------------------------------------------ bookkeeping
     def __len__(self) -> int:
@@ -450,96 +650,252 @@ class NNDescentIndex:
         self.rebuild(block=not self.background)
         return True
 
-    # ------------------------------------------------------------ building
-    def rebuild(self, block: bool = False) -> None:
-        """Build a new graph over the live entries (in the background unless ``block``)."""
+    def refuse(self) -> None:
+        """The owner cannot hold the graph (memory): drop it; counts as a failed build
+        (after 3 in a row automatic rebuilds stop; :meth:`rebuild` still works)."""
         with self._lock:
-            if self._thread is None:
-                store = self._store
-                slots = np.flatnonzero(store.alive)
-                if slots.shape[0] < self.min_build:
-                    logger.info("NN-descent: %d live entries, below %d: exact scans",
-                                slots.shape[0], self.min_build)
-                    return
-                snap = (slots, store.ids[slots].copy(),
-                        np.ascontiguousarray(store.embeddings[slots]))
-                self._thread = threading.Thread(target=self._run_build, args=(snap,),
-                                                name="dreamjit-nndescent", daemon=True)
-                self._thread.start()
-        if block or not self.background:
-            self.wait()
-
-    def _run_build(self, snap) -> None:
-        slots, ids, X = snap
-        t0 = time.perf_counter()
-        request = {"n_neighbors": self.n_neighbors, "seed": self.seed, "graph": self.graph_kind,
-                   "max_degree": self.max_degree, "n_jobs": self.n_jobs}
-        try:
-            indptr = None
-            if self.builder == "process":
-                try:
-                    indptr, indices = _Worker.get().build(X, request)
-                except RuntimeError as exc:
-                    if _Worker.closing:
-                        raise
-                    logger.warning("NN-descent build worker failed (%s): building in a thread",
-                                   exc)
-            if indptr is None:
-                indptr, indices = _build_csr(X, self.n_neighbors, self.seed, self.graph_kind,
-                                             self.max_degree, self.n_jobs)
-            n = slots.shape[0]
-            rng = np.random.default_rng(self.seed)
-            n_piv = self.n_pivots or int(np.ceil(4.0 * np.sqrt(n)))
-            pivots = np.sort(rng.choice(n, size=min(n, n_piv), replace=False)).astype(np.int64)
-            payload = (slots, ids, np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
-                       pivots)
-        except BaseException as exc:  # never leave ``building`` stuck
-            logger.warning("NN-descent build of %d entries failed: %s", slots.shape[0], exc)
+            self._state = (None, _EMPTY_I)
             self._failures += 1
-            self._pending = ("failed", None)
+
+    @staticmethod
+    def bytes_per_added_entry() -> int:
+        """Most bytes adding one entry can add to :attr:`nbytes` (its delta slot)."""
+        return _EMPTY_I.itemsize
+
+    # ------------------------------------------------------------ building
+    def rebuild(self, block: bool = False, timeout=None) -> bool:
+        """Build a new graph over the live entries (in the background unless ``block``).
+
+        If a build is running, another one follows it (its snapshot may
+        predate this call). ``block`` waits (up to ``timeout`` seconds) until
+        a build whose snapshot was taken after this call has finished.
+        Returns False if a build is still running on return.
+        """
+        with self._lock:
+            self._asked += 1
+            run = self._start(self._asked) if self._thread is None else None
+        if run is not None:
+            run()
+        if block or not self.background:
+            return self.wait(timeout)
+        return self._thread is None
+
+    def _start(self, asked):
+        """Start a build (``self._lock`` held). Returns the build to run in the
+        caller's thread (outside the lock) when not in the background, else None."""
+        snap = None
+        if self._guard is None:  # standalone: the snapshot is taken now, in the caller's thread
+            snap = self._snapshot()
+            if snap is None:
+                self._covered = max(self._covered, asked)
+                return None
+        elif int(np.count_nonzero(self._store.alive)) < self.min_build:
+            self._log_small()
+            self._covered = max(self._covered, asked)
+            return None
+        gen = self._gen
+        if not self.background:
+            return lambda: self._run_build(gen, snap)
+        thread = threading.Thread(target=self._run_build, args=(gen, snap),
+                                  name="dreamjit-nndescent", daemon=True)
+        self._thread = thread
+        thread.start()
+        return None
+
+    def _log_small(self):
+        logger.info("NN-descent: %d live entries, below %d: exact scans",
+                    int(np.count_nonzero(self._store.alive)), self.min_build)
+
+    def _snapshot(self):
+        """``(slots, ids, embeddings, request number)`` of the live entries, or None if too few."""
+        store = self._store
+        slots = np.flatnonzero(store.alive)
+        if slots.shape[0] < self.min_build:
+            self._log_small()
+            return None
+        return (slots, store.ids[slots].copy(), np.ascontiguousarray(store.embeddings[slots]),
+                self._asked)
+
+    def _request(self) -> dict:
+        return {"n_neighbors": self.n_neighbors, "seed": self.seed, "graph": self.graph_kind,
+                "max_degree": self.max_degree, "n_jobs": self.n_jobs}
+
+    def _run_build(self, gen, snap) -> None:
+        """The build thread: worker ready -> snapshot -> build -> install (see the class notes)."""
+        result, seq = ("failed", None), self._asked
+        try:
+            use_worker = self.builder == "process"
+            if use_worker:
+                try:  # start the worker and compile pynndescent before the snapshot
+                    dim = self._store.embeddings.shape[1]
+                    _Worker.build(np.empty((0, dim), np.float32), self._request(),
+                                  timeout=self.build_timeout, warm_only=True)
+                except BuildTimeout:
+                    raise
+                except RuntimeError as exc:
+                    use_worker = self._no_worker(exc)
+            if snap is None:
+                with self._guard.read():
+                    snap = self._snapshot()
+                if snap is None:
+                    result = ("skipped", None)
+                    return
+            slots, ids, X, seq = snap
+            hook = _BUILD_HOOK
+            if hook is not None:
+                hook(self)
+            t0 = time.perf_counter()
+            indptr = None
+            if use_worker:
+                try:
+                    indptr, indices = _Worker.build(X, self._request(), timeout=self.build_timeout)
+                except BuildTimeout:
+                    raise
+                except RuntimeError as exc:
+                    self._no_worker(exc)
+            if indptr is None:
+                indptr, indices = self._build_in_thread(X)
+            payload = self._payload(slots, ids, indptr, indices)
+            self._failures = 0
+            self.last_build_seconds = time.perf_counter() - t0
+            logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)",
+                        slots.shape[0], self.last_build_seconds, payload[3].shape[0])
+            result = ("ok", payload)
+        except BaseException as exc:  # never leave ``building`` stuck
+            n = "?" if snap is None else snap[0].shape[0]
+            logger.warning("NN-descent build of %s entries failed: %s", n, exc)
+            self._failures += 1
+        finally:
+            self._finish(gen, result, seq)
+
+    def _no_worker(self, exc) -> bool:
+        """The worker failed: fall back to a build in this thread (where that is safe)."""
+        if _Worker.closing:
+            raise exc
+        logger.warning("NN-descent build worker failed (%s): building in a thread", exc)
+        return False
+
+    def _build_in_thread(self, X):
+        """pynndescent in this process, given up after ``build_timeout`` (the thread is left)."""
+        args = (X, self.n_neighbors, self.seed, self.graph_kind, self.max_degree, self.n_jobs)
+        if self.build_timeout is None:
+            return _build_csr(*args)
+        box = {}
+
+        def run():
+            try:
+                box["out"] = _build_csr(*args)
+            except BaseException as exc:  # pragma: no cover - reported below
+                box["err"] = exc
+
+        th = threading.Thread(target=run, name="dreamjit-nndescent-inner", daemon=True)
+        th.start()
+        th.join(self.build_timeout)
+        if th.is_alive():
+            raise BuildTimeout(f"NN-descent build of {X.shape[0]} entries ran past "
+                               f"{self.build_timeout} s in a thread; abandoned")
+        if "err" in box:
+            raise box["err"]
+        return box["out"]
+
+    def _payload(self, slots, ids, indptr, indices):
+        """What a build hands to :meth:`_install`: the graph and what is derived from it."""
+        n = slots.shape[0]
+        rng = np.random.default_rng(self.seed)
+        n_piv = self.n_pivots or int(np.ceil(4.0 * np.sqrt(n)))
+        pivots = np.sort(rng.choice(n, size=min(n, n_piv), replace=False)).astype(np.int64)
+        return (slots, ids, np.asarray(indptr, np.int64), np.asarray(indices, np.int32), pivots)
+
+    def _finish(self, gen, result, seq) -> None:
+        """A build ended: hand over its result (install it now when a pool owns this index)."""
+        guard = self._guard
+        if guard is None:
+            with self._lock:
+                if gen == self._gen:
+                    self._pending = result + (seq,)
             return
-        self._failures = 0
-        self.last_build_seconds = time.perf_counter() - t0
-        logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)", n,
-                    self.last_build_seconds, payload[3].shape[0])
-        self._pending = ("ok", payload)
+        with guard.write():
+            with self._lock:
+                if gen != self._gen:
+                    return  # forgotten (fork) or abandoned
+                self._pending = result + (seq,)
+                self._install_pending()
+            callback = self._on_install() if self._on_install is not None else None
+            if callback is not None and result[0] == "ok":
+                callback()
+            # after a failure only an explicit request builds again at once (the next
+            # add's maybe_rebuild retries): a frozen worker is not retried in a loop
+            self._follow_up(auto=result[0] == "ok")
+
+    def _follow_up(self, auto=True) -> None:
+        """After a build: build again if asked to meanwhile, or (``auto``) if the delta or
+        the tombstones are still past ``rebuild_fraction``."""
+        if self._failures >= 3:
+            return
+        run = None
+        with self._lock:
+            if self._thread is None and (self._asked > self._covered
+                                         or (auto and self.needs_rebuild())):
+                run = self._start(self._asked)
+        if run is not None:
+            run()
 
     def _poll(self) -> None:
-        """Install a finished build (in the caller's thread, so the store is read consistently)."""
-        if self._pending is None:
+        """Standalone index: install a finished build, in the caller's thread."""
+        if self._pending is None or self._guard is not None:
             return
         with self._lock:
             if self._pending is None:
                 return
-            status, payload = self._pending
-            self._pending = None
-            self._thread = None
-            if status != "ok":
-                return
-            slots, ids, indptr, indices, pivots = payload
-            store = self._store
-            alive = store.alive
-            dead = tombstones(slots, ids, alive, store.ids)
-            live = np.flatnonzero(alive)
-            delta = np.setdiff1d(live, slots[~dead], assume_unique=True)
-            graph = _Graph(slots, indptr, indices, pivots, dead)
-            if 2 * graph.n_dead > slots.shape[0]:
-                logger.info("new NN-descent graph already more than half stale: not used")
-                self._state = (None, _EMPTY_I)
-                return
-            self._state = (graph, delta.astype(np.int64))
-            logger.debug("NN-descent graph swapped in: %d rows, %d tombstones, %d delta",
-                         slots.shape[0], graph.n_dead, delta.shape[0])
+            self._install_pending()
+        self._follow_up(auto=False)  # standalone: automatic rebuilds are the caller's call
+
+    def _install_pending(self) -> None:
+        """Install ``_pending`` (``self._lock`` held; with an owner, its write lock too)."""
+        status, payload, seq = self._pending
+        self._pending = None
+        self._thread = None
+        self._covered = max(self._covered, seq)
+        if status == "ok":
+            self._install(payload)
+            self.builds += 1
+
+    def _install(self, payload) -> None:
+        """Swap in a built graph, reconciled with what changed since its snapshot."""
+        slots, ids, indptr, indices, pivots = payload
+        store = self._store
+        alive = store.alive
+        dead = tombstones(slots, ids, alive, store.ids)
+        live = np.flatnonzero(alive)
+        delta = np.setdiff1d(live, slots[~dead], assume_unique=True)
+        graph = _Graph(slots, indptr, indices, pivots, dead)
+        if 2 * graph.n_dead > slots.shape[0]:
+            logger.info("new NN-descent graph already more than half stale: not used")
+            self._state = (None, _EMPTY_I)
+            return
+        self._state = (graph, delta.astype(np.int64))
+        logger.debug("NN-descent graph swapped in: %d rows, %d tombstones, %d delta",
+                     slots.shape[0], graph.n_dead, delta.shape[0])
 
     def wait(self, timeout=None) -> bool:
-        """Wait for a running build and swap it in; False if still building after ``timeout``."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        """Wait until the builds asked for so far have finished (and are installed).
+
+        Returns False if a build is still running after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        asked = self._asked
+        while True:
+            thread = self._thread
+            if thread is None or thread is threading.current_thread():
+                break
+            thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
             if thread.is_alive():
                 return False
+            self._poll()
+            if self._covered >= asked:
+                break
         self._poll()
-        return True
+        return self._thread is None or self._covered >= asked
 
     # ------------------------------------------------------------ queries
     def _ef(self, k: int) -> int:
@@ -561,7 +917,8 @@ class NNDescentIndex:
         graph, delta = self._state
         n_live = len(self)
         n_cand = n_live if mask is None else int(np.count_nonzero(m))
-        if graph is None or k >= n_cand or n_cand < self.mask_share * n_live:
+        if (graph is None or k >= n_cand or n_cand < self.mask_share * n_live
+                or delta.shape[0] > DELTA_EXACT_SHARE * n_live):
             return exact_topk(store, q, m, k)
         idx, sc = ann_search(store.embeddings, graph.rows, graph.indptr, graph.indices,
                              graph.dead, m, graph.pivots, delta, q, k, self._ef(k), self.epsilon)
@@ -580,7 +937,7 @@ class NNDescentIndex:
         n_live = len(self)
         n_cand = n_live if mask is None else int(np.count_nonzero(m))
         if (graph is None or k == 0 or k >= n_cand or n_cand < self.mask_share * n_live
-                or n_cand < self.exact_batch_below):
+                or n_cand < self.exact_batch_below or delta.shape[0] > DELTA_EXACT_SHARE * n_live):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(store.embeddings, graph.rows, graph.indptr,
                                            graph.indices, graph.dead, m, graph.pivots, delta,

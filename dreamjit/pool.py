@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from ._rwlock import RWLock
+from ._rwlock import RWLock, after_fork
 from ._storage import ColumnStore, column_spec
 from ._validate import (as_bool, as_float_array, as_label, as_sequence, as_tensor_batch,
                         as_utility, check_utility_range)
@@ -15,7 +15,6 @@ from .config import PoolConfig
 from .embedding import EmbeddingMapper
 from .errors import (DimensionMismatchError, EmptyCollectionError, InvalidConfigError,
                      InvalidParameterError, MemoryExceededError)
-from .kernels._jit import THREADSAFE_PARALLEL
 from .kernels.budget import admission_plan
 from .kernels.cosine import normalize_rows
 from .kernels.spectral import describe_batch
@@ -55,10 +54,19 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
     (Python or numpy, any width); a bool, a float (even ``1.0``) or a string
     is never an id: ``in`` gives False and ``pool[key]`` raises ``KeyError``.
 
-    Every method is thread-safe. Reads (retrievals, lookups, statistics,
-    :meth:`save`) run concurrently; writes (adds, :meth:`record_feedback`,
-    :meth:`rebuild_index`) are exclusive, and a reader never sees a
-    half-applied write. A call that raises leaves the pool exactly as it was.
+    Every method is thread-safe. Reads (retrievals, lookups, iteration,
+    statistics, :meth:`save`) run concurrently; writes (adds,
+    :meth:`record_feedback`, :meth:`rebuild_index`) are exclusive, and a
+    reader never sees a half-applied write. Iteration yields the entries live
+    when it started and skips those evicted meanwhile (it never raises
+    ``KeyError``). A call that raises leaves the pool exactly as it was.
+
+    A pool may be used in a child process after ``os.fork`` (and in
+    ``multiprocessing`` workers): the child forgets a background build that
+    was running in the parent and starts its own, and kernels run serially
+    there when numba's threading layer cannot fork (GNU OpenMP). Fork from a
+    quiet point: a write running in another thread of the parent at that
+    moment may be seen half-applied in the child.
 
     Examples
     --------
@@ -78,7 +86,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         elif overrides:
             config = config.replace(**overrides)
         self.config = config
-        self._lock = RWLock(shared_reads=THREADSAFE_PARALLEL)
+        self._lock = RWLock()
         self._usage_lock = threading.Lock()  # readers count usage concurrently
         self._store: ColumnStore | None = None
         self._shape: tuple | None = None
@@ -87,10 +95,19 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         self._slot_of: dict[int, int] = {}
         self._next_id = 0
         self._evicted = 0
+        self._adding = None  # slots written by the add in progress
         self._init_retrieval()
         if config.tensor_shape is not None:
             self._check_fits(config.tensor_shape)  # MemoryExceededError, not a failed allocation
             self._setup(config.tensor_shape)
+        after_fork(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: locks another thread of the parent held are released here
+        (the readers-writer lock and the index reset themselves)."""
+        self._usage_lock = threading.Lock()
+        if getattr(self, "_cache", None) is not None and hasattr(self._cache, "_lock"):
+            self._cache._lock = threading.Lock()
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, shape: tuple) -> None:
@@ -108,7 +125,8 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
 
     @property
     def entry_bytes(self) -> int:
-        """Logical bytes one entry costs (its storage rows plus its share of the index)."""
+        """Logical bytes one more entry costs: its storage rows plus what adding it can
+        add to the index (a delta slot of the NN-descent index when ``use_ann``)."""
         if self._store is None:
             return 0
         return self._store.entry_bytes + self._index_bytes_per_entry()
@@ -346,29 +364,71 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         return emb
 
     def _check_fits(self, shape):
+        """Refuse an entry larger than the whole budget (the same for every add)."""
         budget = self.config.budget_bytes
         if budget is None:
             return
         if self._store is not None:
-            entry = self.entry_bytes
+            store_bytes = self._store.entry_bytes
         else:
             spec = column_spec(shape, self.config.embedding_dim, self.config.store_certainty)
-            entry = ColumnStore(spec, 1, initial=0).entry_bytes
+            store_bytes = ColumnStore(spec, 1, initial=0).entry_bytes
+        entry = store_bytes + self._index_bytes_per_entry(store_bytes)
         if entry > budget:
             raise MemoryExceededError("tensor", shape, f"an entry of at most {budget} bytes "
                                       f"(memory_budget_mb={self.config.memory_budget_mb}); "
                                       f"one entry takes {entry} bytes")
 
     def _entry_limit(self) -> int:
-        """Most live entries allowed: max_size and the budget's share for entries."""
+        """Most live entries allowed: max_size and the budget's share for entries.
+
+        The index's bytes are what it holds now (its exact ``nbytes``); each
+        entry is charged what adding it can add to the index (``entry_bytes``),
+        so after the add ``entries + index <= eviction_threshold * budget``.
+        """
         cfg = self.config
         budget = cfg.budget_bytes
         if budget is None:
             return cfg.max_size
         entry = self.entry_bytes
-        room = int(cfg.eviction_threshold * budget) - self._index_fixed_bytes()
+        room = int(cfg.eviction_threshold * budget) - self._index_nbytes()
         by_budget = max(room // entry, 1)  # an entry that fits the whole budget is always admitted
         return int(min(cfg.max_size, by_budget))
+
+    def _make_index_room(self) -> None:
+        """Before planning an add: if the index leaves no room for even one entry, drop
+        its graph (queries scan exactly), so ``entries + index <= budget`` can hold."""
+        budget = self.config.budget_bytes
+        if budget is None or self._index_nbytes() + self.entry_bytes <= budget:
+            return
+        if self._ann is not None:
+            logger.warning("NN-descent index (%d bytes) leaves no room for an entry in the "
+                           "memory budget: graph dropped", self._index_nbytes())
+            self._ann.refuse()
+
+    def _fit_index(self) -> None:
+        """The index grew (a graph was installed; write lock held): evict by policy until
+        ``entries + index`` fits again, or drop the graph if that would take half the
+        entries (more than half of its rows dead, it would be dropped anyway)."""
+        budget = self.config.budget_bytes
+        if budget is None or self._store is None or self.used_bytes() <= budget:
+            return
+        store = self._store
+        live = store.live_slots()
+        limit = self._entry_limit()
+        n_out = live.shape[0] - limit
+        if self._adding is not None:  # the entries of the add in progress stay
+            live = live[~np.isin(live, self._adding)]
+        if 2 * n_out > store.live_slots().shape[0] or n_out > live.shape[0]:
+            logger.warning("NN-descent graph of %d bytes does not fit the memory budget "
+                           "beside %d entries: not used", self._index_nbytes(), live.shape[0])
+            self._ann.refuse()
+            return
+        keys = self._eviction_keys(live, None)
+        order = np.lexsort((store.ids[live], keys))[:max(n_out, 0)]
+        logger.info("NN-descent graph installed: %d entries evicted to stay in the memory "
+                    "budget", order.shape[0])
+        self._remove_slots(np.sort(live[order]))
 
     def _eviction_keys(self, slots: np.ndarray, batch: _Batch | None) -> np.ndarray:
         policy = self.config.eviction
@@ -377,11 +437,11 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             return np.zeros(n)
         if policy == "lowest_coherence":
             old = self._store.coherence[slots]
-            new = batch.results[:, 1]
+            new = None if batch is None else batch.results[:, 1]
         else:
             old = self._store.util_mean[slots]
-            new = np.where(np.isnan(batch.utility), 0.0, batch.utility)
-        return np.concatenate([old, new])
+            new = None if batch is None else np.where(np.isnan(batch.utility), 0.0, batch.utility)
+        return old.copy() if new is None else np.concatenate([old, new])
 
     def _commit(self, b: _Batch) -> np.ndarray:
         with self._lock.write():
@@ -391,6 +451,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             store = self._store
             m = b.tensors.shape[0]
             new_ids = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
+            self._make_index_room()
             live = store.live_slots()
             n_live = live.shape[0]
             limit = self._entry_limit()
@@ -412,7 +473,11 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             self._evicted += m - n_keep  # admitted from this batch and evicted within it
             if self._embedding_mode is None:
                 self._embedding_mode = "user" if b.user_embeddings else "mapper"
-            self._after_add(slots)
+            self._adding = slots  # a graph installed during the add never evicts these
+            try:
+                self._after_add(slots)
+            finally:
+                self._adding = None
             return new_ids[keep]
 
     def _recheck(self, b: _Batch) -> None:

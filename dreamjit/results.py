@@ -84,8 +84,11 @@ class Hit(NamedTuple):
 class Hits:
     """Retrieval results: ``ids`` and ``scores`` arrays, best first.
 
-    ``tensors()`` and ``entries()`` fetch the stored data on request; an id
-    evicted since the retrieval raises ``KeyError``.
+    ``tensors()`` and ``entries()`` fetch the stored data on request, all hits
+    under one read lock (one consistent state of the pool). A hit evicted or
+    removed since the retrieval is skipped (never a ``KeyError``): both then
+    return fewer than ``len(hits)`` items, in hit order; ``entries()`` says
+    which (each entry carries its ``id``).
 
     Attributes
     ----------
@@ -141,11 +144,24 @@ class Hits:
         return Hit(int(self.ids[i]), float(self.scores[i]))
 
     def entries(self) -> list:
-        """The hit entries as :class:`DreamEntry` snapshots, best first."""
-        return [self._pool[i] for i in self.ids.tolist()]
+        """The hit entries still in the pool, as :class:`DreamEntry` snapshots, best first.
+
+        Hits evicted since the retrieval are skipped.
+        """
+        if self._pool is None:
+            return []
+        return self._pool._entries_of(self.ids)
 
     def tensors(self) -> np.ndarray:
-        """The hit tensors stacked, shape ``(k, *tensor_shape)``."""
+        """The tensors of the hits still in the pool, stacked: ``(m, *tensor_shape)``,
+        ``m <= k``, best first.
+
+        Hits evicted since the retrieval are skipped, so when ``m < len(hits)``
+        the rows no longer line up with ``ids``; use :meth:`entries` to know
+        which entries they are.
+        """
+        if self._pool is None:
+            return np.empty((0,), np.float32)
         return self._pool._gather("tensors", self.ids)
 
     def __repr__(self):

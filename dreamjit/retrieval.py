@@ -86,35 +86,48 @@ class RetrievalMixin:
 
         self._exact = ExactIndex(self._store)
         self._ann = None
-        # the ANN index's per-entry byte bound depends only on its parameters
-        self._ann_entry_bound = int(self._make_ann().bytes_bound(1)) if self.config.use_ann else 0
 
-    def _ann_possible(self) -> bool:
-        """Whether this pool can ever reach ann_threshold (then index bytes are reserved)."""
+    def _ann_possible(self, store_bytes=None) -> bool:
+        """Whether this pool can ever reach ann_threshold (from the config and the size
+        of an entry's storage rows, so the answer is the same before and after any add)."""
         cfg = self.config
-        if not cfg.use_ann or self._store is None:
+        if not cfg.use_ann:
             return False
         budget = cfg.budget_bytes
-        cap = cfg.max_size if budget is None else min(
-            cfg.max_size, int(cfg.eviction_threshold * budget) // self._store.entry_bytes)
-        return cap >= cfg.ann_threshold
+        if budget is None:
+            return cfg.max_size >= cfg.ann_threshold
+        if store_bytes is None:
+            if self._store is None:
+                return True  # shape unknown yet: assume it can
+            store_bytes = self._store.entry_bytes
+        # as _entry_limit: an entry that fits the whole budget is always admitted
+        most = max(int(cfg.eviction_threshold * budget) // store_bytes, 1)
+        return min(cfg.max_size, most) >= cfg.ann_threshold
 
     def _make_ann(self):
         from .index import NNDescentIndex
 
         cfg = self.config
-        return NNDescentIndex(self._store, n_neighbors=cfg.ann_n_neighbors,
-                              n_pivots=cfg.ann_n_pivots, epsilon=cfg.ann_epsilon,
-                              overfetch=cfg.ann_overfetch, rebuild_fraction=cfg.ann_rebuild_fraction,
-                              seed=cfg.seed, background=cfg.ann_background)
+        ann = NNDescentIndex(self._store, n_neighbors=cfg.ann_n_neighbors,
+                             n_pivots=cfg.ann_n_pivots, epsilon=cfg.ann_epsilon,
+                             overfetch=cfg.ann_overfetch, rebuild_fraction=cfg.ann_rebuild_fraction,
+                             seed=cfg.seed, background=cfg.ann_background,
+                             build_timeout=cfg.ann_build_timeout)
+        # snapshots under the read lock, installs under the write lock, then the budget check
+        ann.attach(self._lock, self._fit_index)
+        return ann
 
-    def _index_bytes_per_entry(self) -> int:
-        return self._ann_entry_bound if self._ann_possible() else 0
+    def _index_bytes_per_entry(self, store_bytes=None) -> int:
+        """Most bytes adding one entry can add to the index: a delta slot of the
+        NN-descent index, when the pool can reach ``ann_threshold``; else 0."""
+        if not self._ann_possible(store_bytes):
+            return 0
+        from .index import NNDescentIndex
 
-    def _index_fixed_bytes(self) -> int:
-        return 0
+        return NNDescentIndex.bytes_per_added_entry()
 
     def _index_nbytes(self) -> int:
+        """Exact bytes of the index arrays held now (the budget counts these)."""
         exact = self._exact.nbytes if self._exact is not None else 0
         return exact + (self._ann.nbytes if self._ann is not None else 0)
 
@@ -154,28 +167,39 @@ class RetrievalMixin:
         index = self._ann if self._use_ann_now() else self._exact
         return ranked_by_id(lambda kk: index.search(q, kk, mask), k, len(self), self._store.ids)
 
-    def rebuild_index(self, block: bool = False) -> None:
+    def rebuild_index(self, block: bool = False, timeout: float | None = None) -> bool:
         """Rebuild the NN-descent index now (in the background unless ``block``).
 
         Below ``ann_threshold`` (or with ``use_ann=False``) there is nothing to
         rebuild: the exact index is always current. Queries never wait for a
         background build: they use the previous graph (or the exact index)
-        until the new one is ready.
+        until the new one is ready. A build running already is followed by
+        another, so the new graph covers the entries live at this call.
 
         Parameters
         ----------
         block : bool, default False
             Wait until the new graph is built and in use.
+        timeout : float, optional
+            With ``block``: wait at most this many seconds. Each build is also
+            bounded by ``ann_build_timeout``.
+
+        Returns
+        -------
+        bool
+            False if a build is still running on return, else True.
         """
         with self._lock.write():
             if self._ann is None:
                 if not (self.config.use_ann and len(self) >= self.config.ann_threshold):
-                    return
+                    return True
                 self._ann = self._make_ann()
             ann = self._ann
+            ann._failures = 0  # asked explicitly: automatic rebuilds may resume
             ann.rebuild(block=False)
         if block:
-            ann.wait()
+            return ann.wait(timeout)
+        return not ann.building
 
     # ------------------------------------------------------------ queries
     def _chroma_query(self, query, name="chroma") -> np.ndarray:

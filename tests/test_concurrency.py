@@ -1,4 +1,5 @@
 """Readers and a writer at once: no exceptions, no duplicates, invariants hold."""
+import os
 import threading
 import time
 
@@ -22,12 +23,12 @@ def test_four_readers_one_writer():
     r = dj.evaluate_batch(t)
     pool.add_batch(t[:200], r[:200], labels=list(np.arange(200) % 4), only_coherent=False)
     errors, counts = [], [0] * 5
-    stop = time.monotonic() + 3.0
+    ops = 150  # per thread: bounded by operation counts, not by wall time
 
     def reader(n):
         local = np.random.default_rng(n)
         try:
-            while time.monotonic() < stop:
+            for _ in range(ops):
                 q = t[int(local.integers(0, 400))]
                 for hits in (pool.retrieve_similar(q, k=8), pool.retrieve_soft(q, k=8),
                              pool.retrieve_diverse(q, k=8), pool.retrieve_similar(q, k=5, label=1)):
@@ -48,9 +49,10 @@ def test_four_readers_one_writer():
     def writer():
         local = np.random.default_rng(99)
         try:
-            while time.monotonic() < stop:
+            for _ in range(ops):
                 idx = local.integers(0, 400, size=int(local.integers(1, 20)))
-                pool.add_batch(t[idx], r[idx], only_coherent=False)
+                # labelled like the first 200, so every label stays in the pool
+                pool.add_batch(t[idx], r[idx], labels=list(idx % 4), only_coherent=False)
                 live = pool.ids()
                 pool.record_feedback(live[: min(5, len(live))], float(local.random()))
                 counts[4] += 1
@@ -62,10 +64,10 @@ def test_four_readers_one_writer():
     for th in threads:
         th.start()
     for th in threads:
-        th.join(timeout=30)
+        th.join(timeout=300)
     assert not any(th.is_alive() for th in threads)
     assert not errors, errors
-    assert all(c > 0 for c in counts), counts
+    assert counts == [ops] * 5, counts
     assert_invariants(pool)
 
 
@@ -107,3 +109,178 @@ def test_rwlock_writer_excludes_readers_and_reentrancy():
     th.join(5)
     w.join(5)
     assert got and log == ["nested", "reread"]
+
+
+# ------------------------------------------------- iteration beside evictions
+
+def small_pool(n=40, max_size=40, seed=0):
+    rng = np.random.default_rng(seed)
+    pool = dj.DreamPool(PoolConfig(max_size=max_size, memory_budget_mb=None, use_ann=False))
+    t = rng.random((n, *SHAPE), dtype=np.float32)
+    pool.add_batch(t, np.tile([0.0, 0.9, 0.0], (n, 1)), only_coherent=False)
+    return pool, rng
+
+
+def test_iteration_skips_entries_evicted_after_it_started():
+    """Evictions between the id snapshot and the reads: skipped, never a KeyError."""
+    pool, rng = small_pool()
+    pool.ITER_CHUNK = 8
+    ids_at_start = pool.ids()
+    more = rng.random((10, *SHAPE), dtype=np.float32)
+    it = iter(pool)
+    first = next(it)  # the first chunk of 8 is read; the writer evicts the 10 oldest now
+    pool.add_batch(more, np.tile([0.0, 0.9, 0.0], (10, 1)), only_coherent=False)
+    rest = list(it)
+    got = [first.id] + [e.id for e in rest]
+    # the first chunk (read before the eviction) is whole, then only entries still live,
+    # in order; entries added after iteration started are not included
+    assert got == ids_at_start[:8].tolist() + ids_at_start[10:].tolist()
+    assert len(list(pool)) == 40 and [e.id for e in pool] == pool.ids().tolist()
+
+
+def test_hits_entries_and_tensors_skip_evicted_hits():
+    pool, rng = small_pool()
+    q = pool[int(pool.ids()[0])].tensor
+    hits = pool.retrieve_similar(q, k=40)
+    assert len(hits.entries()) == 40 and hits.tensors().shape == (40, *SHAPE)
+    pool.add_batch(rng.random((10, *SHAPE), dtype=np.float32), np.tile([0.0, 0.9, 0.0], (10, 1)),
+                   only_coherent=False)  # evicts the 10 oldest, some of them hits
+    live = [i for i in hits.ids.tolist() if i in pool]
+    assert len(live) == 30
+    entries = hits.entries()
+    assert [e.id for e in entries] == live  # hit order kept, evicted skipped
+    tensors = hits.tensors()
+    assert tensors.shape == (30, *SHAPE)
+    np.testing.assert_array_equal(tensors, np.stack([e.tensor for e in entries]))
+
+
+@pytest.mark.jit_only
+def test_iterating_beside_a_writer_never_raises():
+    """Full passes over the pool while a writer evicts: no KeyError, ids increasing."""
+    pool, rng = small_pool(n=200, max_size=200)
+    pool.ITER_CHUNK = 16
+    t = rng.random((64, *SHAPE), dtype=np.float32)
+    res = np.tile([0.0, 0.9, 0.0], (64, 1))
+    stop, errors = threading.Event(), []
+
+    def writer():
+        local = np.random.default_rng(1)
+        try:
+            while not stop.is_set():
+                m = int(local.integers(1, 30))
+                pool.add_batch(t[:m], res[:m], only_coherent=False)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        for _ in range(300):  # passes counted, not timed
+            ids = [e.id for e in pool]
+            assert ids == sorted(set(ids))
+            hits = pool.retrieve_similar(t[0], k=20)
+            got = [e.id for e in hits.entries()]
+            order = {i: r for r, i in enumerate(hits.ids.tolist())}
+            assert all(i in order for i in got) and got == sorted(got, key=order.get)
+            assert hits.tensors().shape[1:] == SHAPE
+    finally:
+        stop.set()
+        th.join(30)
+    assert not th.is_alive() and not errors, errors
+    assert_invariants(pool)
+
+
+# ------------------------------------------------- numba settings and the lock
+
+def _run(code, env=None, timeout=300):
+    import subprocess
+    import sys
+
+    full_env = dict(os.environ, **(env or {}))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=timeout, env=full_env, cwd=os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_import_leaves_numba_settings_alone():
+    code = ("import numba; before = numba.config.THREADING_LAYER\n"
+            "import dreamjit, dreamjit.pool, dreamjit.index\n"
+            "assert numba.config.THREADING_LAYER == before, numba.config.THREADING_LAYER\n"
+            "print(before)")
+    assert _run(code).strip() == "default"
+
+
+@pytest.mark.jit_only
+def test_shared_reads_under_the_workqueue_layer():
+    """workqueue aborts if two threads launch parallel regions at once: kernels run serial
+    off the main thread, so concurrent reads and writes of >= 64 rows stay safe."""
+    code = """
+import threading, numpy as np, numba, dreamjit as dj
+from dreamjit.kernels._jit import parallel_allowed, likely_layer
+assert likely_layer() == "workqueue" and parallel_allowed()
+pool = dj.DreamPool(dj.PoolConfig(max_size=5000, memory_budget_mb=None, use_ann=False))
+t = np.random.default_rng(0).random((96, 6, 6, 3), dtype=np.float32)
+pool.add_batch(t, only_coherent=False)
+assert numba.threading_layer() == "workqueue"
+flags, errors = [], []
+def work(n):
+    try:
+        flags.append(parallel_allowed())
+        for i in range(20):
+            pool.add_batch(t, only_coherent=False)
+            pool.retrieve_soft(t[i], k=5); pool.retrieve_diverse(t[i], k=4)
+            [e.id for e in pool.retrieve_similar(t[i], k=5).entries()]
+    except Exception as exc:
+        errors.append(exc)
+threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+[th.start() for th in threads]
+work(99)
+[th.join(300) for th in threads]
+assert not errors, errors
+assert sorted(flags) == [False, False, False, True], flags
+print(pool.stats()["parallel_reads"], len(pool))
+"""
+    out = _run(code, env={"NUMBA_THREADING_LAYER": "workqueue"})
+    assert out.split() == ["True", "5000"]
+
+
+def test_rwlock_held_by_another_thread_is_free_in_a_forked_child():
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    lock = RWLock()
+    inside, release = threading.Event(), threading.Event()
+
+    def hold_read():
+        with lock.read():
+            inside.set()
+            release.wait(60)
+
+    th = threading.Thread(target=hold_read)
+    th.start()
+    try:
+        assert inside.wait(60)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            ok = 1
+            try:
+                with lock.write():  # the parent's reader does not exist here
+                    ok = 0
+            finally:
+                os.write(w, bytes([ok]))
+                os._exit(ok)
+        os.close(w)
+        import select
+
+        ready, _, _ = select.select([r], [], [], 60)
+        got = os.read(r, 1) if ready else b""
+        if not ready:
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(r)
+        assert got == b"\x00", "the child could not take the write lock"
+    finally:
+        release.set()
+        th.join(60)

@@ -1,12 +1,20 @@
-"""Pool-level recall of the ANN path, churn through evictions, and no waiting for builds."""
+"""Pool-level recall of the ANN path, churn through evictions, and no waiting for builds;
+memory admission of the index; the build lifecycle (scheduling, timeouts, the worker)."""
+import os
+import threading
 import time
 
 import numpy as np
 import pytest
 
 import dreamjit as dj
-from dreamjit import PoolConfig, Query, RetrievalWeights
+import dreamjit.index as index_mod
+from dreamjit import MemoryExceededError, PoolConfig, Query, RetrievalWeights
+from dreamjit.kernels.graph import knn_to_csr
+from dreamjit.retrieval import RetrievalMixin
 from invariants import assert_invariants
+
+TIMEOUT = 300.0  # bound of every wait below: a hang fails the test
 
 # similarity only: the rerank then keeps the index's order
 SIM_ONLY = RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0, lambda_=1.0)
@@ -109,4 +117,232 @@ def test_gmm_1e5_recall_and_churn():
     assert pool_recall(pool, queries) >= 0.95
     pool.rebuild_index(block=True)
     assert pool_recall(pool, queries) >= 0.95
+    assert_invariants(pool)
+
+
+# ------------------------------------------------------------------ admission
+
+def test_first_and_second_identical_adds_behave_the_same():
+    """A budget just above (or below) one entry, ANN from the first entry: every add alike."""
+    t = np.full((4, 4, 3), 0.5, np.float32)
+    res = dj.SolverResult(1.0, 0.9, 0.0)
+    probe = dj.DreamPool(PoolConfig(memory_budget_mb=None, ann_threshold=1, max_size=10))
+    probe.add(t, res)
+    entry = probe.entry_bytes  # storage rows + the delta slot an add can cost the index
+    assert entry == probe._store.entry_bytes + 8
+    for budget, fits in ((entry + 20, True), (entry - 20, False)):
+        pool = dj.DreamPool(PoolConfig(memory_budget_mb=budget / 2**20, ann_threshold=1,
+                                       max_size=10))
+        for _ in range(3):
+            if fits:
+                eid = pool.add(t, res)
+                assert list(pool.ids()) == [eid]
+            else:
+                before = pool.fingerprint()
+                with pytest.raises(MemoryExceededError, match=f"one entry takes {entry} bytes"):
+                    pool.add(t, res)
+                assert pool.fingerprint() == before
+            assert_invariants(pool)
+
+
+@pytest.mark.jit_only
+def test_ann_pool_keeps_about_as_many_entries_as_an_exact_one():
+    """The index is charged what it holds (~50 bytes a row here), not a worst-case
+    reservation (426 bytes a row, which kept 2,594 entries against 3,387)."""
+    V = gmm(9000, d=64, seed=4)
+    cfg = {"memory_budget_mb": 5.0, "max_size": 100_000, "embedding_dim": 64}
+    exact = dj.DreamPool(PoolConfig(use_ann=False, **cfg))
+    ann = dj.DreamPool(PoolConfig(ann_threshold=1000, **cfg))
+    tensors = np.zeros((1000, 4, 4, 3), np.float32)
+    res = np.tile([0.0, 1.0, 0.0], (1000, 1))
+    for lo in range(0, 9000, 1000):
+        for pool in (exact, ann):
+            pool.add_batch(tensors, res, embeddings=V[lo:lo + 1000])
+            assert pool.used_bytes() <= pool.config.budget_bytes
+    assert ann.rebuild_index(block=True, timeout=TIMEOUT)
+    assert ann.stats()["ann_ready"] and ann.stats()["index_bytes"] > 0
+    ann.add_batch(tensors[:100], res[:100], embeddings=V[:100])
+    assert ann._ann.wait(TIMEOUT)
+    assert len(ann) >= 0.9 * len(exact), (len(ann), len(exact))
+    for pool in (exact, ann):
+        assert_invariants(pool)
+
+
+# ----------------------------------------------------------- build scheduling
+
+def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
+    """Stand-in for pynndescent: the exact k-NN graph."""
+    S = X.astype(np.float64) @ X.astype(np.float64).T
+    np.fill_diagonal(S, -np.inf)
+    nbrs = np.argsort(-S, axis=1, kind="stable")[:, :n_neighbors]
+    dists = 1.0 - np.take_along_axis(S, nbrs, axis=1)
+    return knn_to_csr(nbrs.astype(np.int32), dists, max_degree)
+
+
+@pytest.fixture
+def thread_builds(monkeypatch):
+    """Pools build in a thread with the exact k-NN graph (fast, no pynndescent)."""
+    monkeypatch.setattr(index_mod, "_build_csr", brute_build)
+    make = RetrievalMixin._make_ann
+
+    def make_thread_ann(self):
+        ann = make(self)
+        ann.builder = "thread"
+        return ann
+
+    monkeypatch.setattr(RetrievalMixin, "_make_ann", make_thread_ann)
+
+
+class BuildGate:
+    """A build hook: records each build's thread and holds the builds listed in ``hold``."""
+
+    def __init__(self, hold=()):
+        self.threads, self.hold = [], set(hold)
+        self.started = [threading.Event() for _ in range(8)]
+        self.release = [threading.Event() for _ in range(8)]
+
+    def __call__(self, index):
+        n = len(self.threads)
+        self.threads.append(threading.current_thread())
+        self.started[n].set()
+        if n in self.hold:
+            self.release[n].wait(TIMEOUT)
+
+    def join(self, n):
+        assert self.started[n].wait(TIMEOUT), f"build {n} never started"
+        self.threads[n].join(TIMEOUT)
+        assert not self.threads[n].is_alive(), f"build {n} hung"
+
+
+def graph_rows(pool):
+    graph = pool._ann._state[0]
+    return 0 if graph is None else graph.rows.shape[0]
+
+
+def test_a_build_that_lands_stale_starts_the_next_by_itself(thread_builds, monkeypatch):
+    gate = BuildGate(hold={0, 1})
+    monkeypatch.setattr(index_mod, "_BUILD_HOOK", gate)
+    V = gmm(2400, d=16, clusters=20, seed=5)
+    pool = embedding_pool(V[:400], max_size=5000, ann_threshold=300, ann_n_neighbors=8)
+    assert gate.started[0].wait(TIMEOUT)  # the first build: its snapshot of 400 taken
+    tiny = np.zeros((400, 1, 1, 3), np.float32)
+    for lo in range(400, 2400, 400):  # a bulk fill while it builds
+        pool.add_batch(tiny, np.tile([0.0, 1.0, 0.0], (400, 1)), embeddings=V[lo:lo + 400])
+    assert len(gate.threads) == 1  # one build at a time
+    gate.release[0].set()
+    gate.join(0)
+    # the first graph landed 2000 entries behind: the next build started with no call
+    assert gate.started[1].wait(TIMEOUT)
+    assert graph_rows(pool) == 400 and pool._ann.n_delta == 2000 and pool._ann.building
+    # meanwhile the delta (5x the graph) would cost more than a scan: queries scan exactly
+    for q in V[::300]:
+        got, want = pool._ann.search(q, 10), pool._exact.search(q, 10)
+        np.testing.assert_array_equal(got[0], want[0])
+    gate.release[1].set()
+    gate.join(1)
+    assert graph_rows(pool) == 2400 and pool._ann.n_delta == 0 and not pool._ann.building
+    assert len(gate.threads) == 2 and pool._ann.builds == 2
+    assert_invariants(pool)
+
+
+def test_rebuild_index_during_a_build_waits_for_one_that_covers_the_call(thread_builds,
+                                                                         monkeypatch):
+    gate = BuildGate(hold={0})
+    monkeypatch.setattr(index_mod, "_BUILD_HOOK", gate)
+    V = gmm(600, d=16, clusters=20, seed=6)
+    pool = embedding_pool(V[:400], max_size=5000, ann_threshold=300, ann_n_neighbors=8,
+                          ann_rebuild_fraction=0.9)
+    assert gate.started[0].wait(TIMEOUT)
+    pool.add_batch(np.zeros((200, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (200, 1)),
+                   embeddings=V[400:])  # 200 < 0.9 * 400: no automatic rebuild
+    out = []
+    caller = threading.Thread(target=lambda: out.append(pool.rebuild_index(block=True,
+                                                                           timeout=TIMEOUT)))
+    caller.start()
+    gate.release[0].set()
+    caller.join(TIMEOUT)
+    assert not caller.is_alive() and out == [True]
+    assert graph_rows(pool) == 600 and len(gate.threads) == 2
+    assert_invariants(pool)
+
+
+# ------------------------------------------------------ the build worker
+
+FAKE_WORKER = """
+import numpy as np, dreamjit.index as m
+def build(X, n_neighbors, seed, graph, max_degree, n_jobs):
+    S = X.astype(np.float64) @ X.astype(np.float64).T
+    np.fill_diagonal(S, -np.inf)
+    k = min(n_neighbors, X.shape[0] - 1)
+    nbrs = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    return np.arange(0, X.shape[0] * k + 1, k, dtype=np.int64), nbrs.astype(np.int32).ravel()
+m._build_csr = build
+m._worker_main()
+"""
+FROZEN_WORKER = "import time; time.sleep(3600)"
+
+
+@pytest.fixture
+def worker_code(monkeypatch):
+    """Run stand-in worker processes; every one started is recorded and closed after."""
+    monkeypatch.setattr(index_mod._Worker, "_instance", None)
+    started = []
+    init = index_mod._Worker.__init__
+
+    def recording_init(self):
+        init(self)
+        started.append(self)
+
+    monkeypatch.setattr(index_mod._Worker, "__init__", recording_init)
+
+    def use(code):
+        monkeypatch.setattr(index_mod._Worker, "CODE", code)
+        return started
+
+    yield use
+    for worker in started:
+        worker.close()
+
+
+def wait_until(condition, what):
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.05)
+
+
+def test_frozen_worker_times_out_is_reaped_and_builds_resume(worker_code):
+    started = worker_code(FROZEN_WORKER)
+    V = gmm(600, d=16, seed=7)
+    pool = embedding_pool(V, ann_threshold=300, ann_build_timeout=1.0)
+    assert pool.rebuild_index(block=True, timeout=TIMEOUT)  # bounded by the build timeout
+    st = pool.stats()
+    assert not st["ann_building"] and not st["ann_ready"] and st["index"] == "exact"
+    assert started
+    for worker in started:  # killed and reaped at once: no zombie left behind
+        assert worker.closed and worker.proc.returncode is not None
+        with pytest.raises(ChildProcessError):
+            os.waitpid(worker.proc.pid, os.WNOHANG)
+    worker_code(FAKE_WORKER)
+    assert pool.rebuild_index(block=True, timeout=TIMEOUT)
+    assert pool.stats()["ann_ready"] and graph_rows(pool) == 600
+    hits = pool.retrieve_soft(Query(embedding=V[17]), k=3, weights=SIM_ONLY)
+    assert int(hits.ids[0]) == 17
+    assert_invariants(pool)
+
+
+def test_idle_worker_closes_and_the_next_build_starts_another(worker_code, monkeypatch):
+    started = worker_code(FAKE_WORKER)
+    monkeypatch.setattr(index_mod, "WORKER_IDLE_SECONDS", 0.2)
+    V = gmm(1200, d=16, seed=8)
+    pool = embedding_pool(V[:600], max_size=1200, ann_threshold=300)
+    assert pool.rebuild_index(block=True, timeout=TIMEOUT) and pool.stats()["ann_ready"]
+    first = started[0]
+    wait_until(lambda: first.closed and first.proc.returncode is not None, "idle close")
+    with pytest.raises(ChildProcessError):
+        os.waitpid(first.proc.pid, os.WNOHANG)  # reaped
+    tiny = np.zeros((600, 1, 1, 3), np.float32)
+    pool.add_batch(tiny, np.tile([0.0, 1.0, 0.0], (600, 1)), embeddings=V[600:])
+    assert pool.rebuild_index(block=True, timeout=TIMEOUT)
+    assert graph_rows(pool) == 1200 and len(started) >= 2
     assert_invariants(pool)

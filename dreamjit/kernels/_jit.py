@@ -4,33 +4,95 @@ Kernels are compiled with ``cache=True`` (compiled code is reused across
 processes) and ``nogil=True`` (reads can run in parallel threads). Batch
 kernels add ``parallel=True`` and use ``prange``. ``fastmath`` is never on:
 results must match the references in ``tests/reference.py``.
+
+dreamjit never changes numba's process-wide settings (its threading layer,
+its thread count): they belong to the application. Instead every batch kernel
+is compiled twice, ``prange`` and serial, and each call picks one
+(:func:`parallel_allowed`): the serial compile runs wherever the threading
+layer numba uses (or will use) cannot run a parallel region safely:
+
+- in a process forked after GNU OpenMP started (numba's ``omp`` layer on
+  Linux): numba terminates such a child at its first parallel region
+  ("fork() called from a process already using GNU OpenMP");
+- in a thread other than the main thread when the layer is ``workqueue``,
+  which aborts when two threads launch parallel regions at once.
 """
 from __future__ import annotations
 
 import functools
 import importlib
 import os
+import sys
+import threading
 import types
 
 import numba
 from numba import njit, prange  # noqa: F401  (prange re-exported for kernels)
 
+#: layers whose parallel regions cannot run in a child forked after the layer started
+FORK_UNSAFE_LAYERS = frozenset({"omp"}) if sys.platform.startswith("linux") else frozenset()
+#: layers that abort when several threads launch parallel regions at once
+THREAD_UNSAFE_LAYERS = frozenset({"workqueue"})
 
-def _threadsafe_layer_available() -> bool:
-    for module in ("numba.np.ufunc.tbbpool", "numba.np.ufunc.omppool"):
-        try:
-            importlib.import_module(module)
-            return True
-        except ImportError:
-            pass
-    return False
+_forked_after_layer = False  # this process was forked after a fork-unsafe layer started
+_likely_cache: dict = {}
 
 
-#: True when parallel kernels may be launched from several threads at once
-#: (numba's tbb or omp layer; its fallback "workqueue" layer is not thread-safe)
-THREADSAFE_PARALLEL = _threadsafe_layer_available()
-if THREADSAFE_PARALLEL and "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "threadsafe"
+def active_layer() -> str | None:
+    """numba's threading layer once a parallel kernel compiled or loaded, else None."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
+def _layer_loads(name: str) -> bool:
+    if name == "workqueue":
+        return True
+    try:
+        if name == "tbb":
+            from numba.np.ufunc import parallel
+
+            check = getattr(parallel, "_check_tbb_version_compatible", None)
+            if check is not None:
+                check()
+        importlib.import_module("numba.np.ufunc.%spool" % name)
+        return True
+    except Exception:  # ImportError, or a missing/old shared library
+        return False
+
+
+def likely_layer() -> str:
+    """The layer numba will pick at its first parallel kernel, from its own settings."""
+    setting = str(numba.config.THREADING_LAYER).lower()
+    priority = tuple(numba.config.THREADING_LAYER_PRIORITY)
+    key = (setting, priority)
+    if key not in _likely_cache:
+        linux = sys.platform.startswith("linux")
+        candidates = {"default": priority, "safe": ("tbb",), "threadsafe": ("tbb", "omp"),
+                      "forksafe": ("tbb",) + (() if linux else ("omp",)) + ("workqueue",)
+                      }.get(setting, (setting,))
+        _likely_cache[key] = next((c for c in candidates if _layer_loads(c)), "workqueue")
+    return _likely_cache[key]
+
+
+def parallel_allowed() -> bool:
+    """Whether a ``prange`` kernel may run in the calling thread of this process now."""
+    if _forked_after_layer:
+        return False
+    if threading.current_thread() is threading.main_thread():
+        return True
+    return (active_layer() or likely_layer()) not in THREAD_UNSAFE_LAYERS
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_layer
+    if active_layer() in FORK_UNSAFE_LAYERS:
+        _forked_after_layer = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 KERNEL_OPTIONS = {"cache": True, "nogil": True}
 PARALLEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
@@ -54,12 +116,15 @@ MIN_PARALLEL_ITEMS = 64
 class SizeDispatch:
     """A batch kernel compiled twice: serial for small batches, ``prange`` for large.
 
-    ``size_arg`` is the position of the argument whose first axis is the batch.
-    Both compiles are cached (the serial one under its own name, so the two
-    never share a cache entry). Not callable from other kernels.
+    ``size_arg`` is the position of the argument whose first axis is the batch
+    (None: every batch is large). The ``prange`` compile runs only where
+    :func:`parallel_allowed` says so; elsewhere the serial one does, with the
+    same results. Both compiles are cached (the serial one under its own
+    name, so the two never share a cache entry), and each is compiled on its
+    first call. Not callable from other kernels.
     """
 
-    def __init__(self, fn, size_arg: int):
+    def __init__(self, fn, size_arg: int | None):
         self.size_arg = size_arg
         self.parallel = njit(**PARALLEL_OPTIONS)(fn)
         serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
@@ -71,20 +136,16 @@ class SizeDispatch:
         REGISTRY.extend([self.parallel, self.serial])
 
     def __call__(self, *args):
-        big = args[self.size_arg].shape[0] >= MIN_PARALLEL_ITEMS
-        return (self.parallel if big else self.serial)(*args)
+        big = self.size_arg is None or args[self.size_arg].shape[0] >= MIN_PARALLEL_ITEMS
+        return (self.parallel if big and parallel_allowed() else self.serial)(*args)
 
 
 def parallel_kernel(fn=None, *, size_arg=0):
-    """Compile ``fn`` as a ``prange`` batch kernel.
+    """Compile ``fn`` as a ``prange`` batch kernel (see :class:`SizeDispatch`).
 
-    With ``size_arg=None`` it always runs in parallel (the caller decides);
-    otherwise small batches take a serial compile (see :class:`SizeDispatch`).
+    With ``size_arg=None`` it runs in parallel whenever :func:`parallel_allowed`
+    (the caller decides on size); otherwise small batches take the serial compile.
     """
     if fn is None:
         return functools.partial(parallel_kernel, size_arg=size_arg)
-    if size_arg is None:
-        dispatcher = njit(**PARALLEL_OPTIONS)(fn)
-        REGISTRY.append(dispatcher)
-        return dispatcher
     return SizeDispatch(fn, size_arg)
