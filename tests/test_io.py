@@ -494,10 +494,10 @@ def test_non_finite_shape_element_refused(tmp_path, saved):
     (lambda h: h.update(tensor_shape=[100000, 100000, 3]), "reserving at most"),
     (lambda h: (h.update(tensor_shape=[4, 4, 3]), h["config"].update(tensor_shape=[4, 4, 4])),
      "as configured"),
-    (lambda h: h["config"].update(embedding_dim=2**31), "embedding projection"),
+    (lambda h: h["config"].update(embedding_dim=2**31), "embedding_dim=2147483648"),
     (lambda h: (h.update(tensor_shape=[4, 4, 3]), h["config"].update(embedding_dim=2**31)),
-     "embedding projection"),
-    (lambda h: h["config"].update(label_buckets=2**31), "embedding projection"),
+     "embedding_dim=2147483648"),
+    (lambda h: h["config"].update(label_buckets=2**31), "label_buckets=2147483648"),
     (lambda h: h["config"].update(memory_budget_mb=1e300), "below 2**62"),
     (lambda h: h["config"].update(max_size=2**70), "below 2**62"),
 ])
@@ -516,9 +516,9 @@ def test_npy_member_claiming_huge_shape_refused_before_reading(tmp_path, saved):
                          tensors.tobytes())
         refused(tmp_path, pack(header, arrays, members={"tensors.npy": member}))
     # the header agrees with the huge count: the central directory sizes refuse it first
-    header["count"], header["next_id"] = 2**40, 2**41
-    header["config"]["max_size"] = 2**41
-    member = npy_raw(f"{{'descr': '<f4', 'fortran_order': False, 'shape': {(2**40, *SHAPE)}, }}",
+    header["count"], header["next_id"] = 2**40 - 1, 2**40
+    header["config"]["max_size"] = 2**40
+    member = npy_raw(f"{{'descr': '<f4', 'fortran_order': False, 'shape': {(2**40 - 1, *SHAPE)}, }}",
                      tensors.tobytes())
     refused(tmp_path, pack(header, arrays, members={"tensors.npy": member}), "data bytes")
     header, arrays = read_parts(saved["small"])
