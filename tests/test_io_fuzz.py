@@ -272,7 +272,8 @@ def array_mutations(arr):
                 changed.reshape(-1)[0] = v
             out[f"value{v}"] = changed
         if arr.dtype.kind == "f":
-            out["all_scaled"] = arr * 1.5
+            with np.errstate(over="ignore", invalid="ignore"):
+                out["all_scaled"] = arr * 1.5
     return out
 
 
