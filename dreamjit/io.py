@@ -372,12 +372,13 @@ def _parse_header(zf, members) -> dict:
     version = header.get("format_version")
     if version != FORMAT_VERSION or type(version) is not int:
         raise _Corrupt(f"format_version {FORMAT_VERSION} (the only one this dreamjit reads; "
-                       "no migration: re-create the pool with the version that wrote it and save again)",
+                       "no migration: load it with the version that wrote it, rebuild and save)",
                        f"found {version!r}")
     sha = header.get(_HEADER_SHA)
     body = {k: v for k, v in header.items() if k != _HEADER_SHA}
     if not isinstance(sha, str) or hashlib.sha256(_canonical(body)).hexdigest() != sha:
-        raise _Corrupt("an intact header", "header_sha256 mismatch: the header was edited or damaged")
+        raise _Corrupt("an intact header",
+                       "header_sha256 mismatch: the header was edited or damaged")
     if _canonical(header) != raw:
         raise _Corrupt("a header in canonical JSON", "edited: keys, spacing or number forms differ")
     return header
@@ -407,7 +408,8 @@ def _validate_header(header):
     keys = set(header)
     if keys != _HEADER_KEYS:
         raise _Corrupt(f"header fields {sorted(_HEADER_KEYS)}",
-                       f"missing {sorted(_HEADER_KEYS - keys)}, unknown {sorted(keys - _HEADER_KEYS)[:5]}")
+                       f"missing {sorted(_HEADER_KEYS - keys)}, "
+                       f"unknown {sorted(keys - _HEADER_KEYS)[:5]}")
     _check_numbers(header)
     raw_config = header["config"]
     if not isinstance(raw_config, dict):
@@ -437,7 +439,8 @@ def _validate_header(header):
     if shape is not None:
         if not (isinstance(shape, list) and len(shape) in (3, 4)
                 and all(type(s) is int and 1 <= s < 2**31 for s in shape)):
-            raise _Corrupt("tensor_shape null or 3 or 4 integers in [1, 2**31)", f"found {shape!r}"[:200])
+            raise _Corrupt("tensor_shape null or 3 or 4 integers in [1, 2**31)",
+                           f"found {shape!r}"[:200])
         shape = tuple(shape)
     if config.tensor_shape is not None and shape != config.tensor_shape:
         raise _Corrupt(f"tensor_shape {list(config.tensor_shape)} as configured", f"found {shape}")
@@ -462,8 +465,8 @@ def _check_setup_bounds(config, shape, count):
     """Refuse configs whose pool would reserve absurd memory on creation."""
     # the embedding projection (the mapper's feature groups, with slack for new ones),
     # built with the first entry's shape: checked even when that shape is not known yet
-    features = (shape[-1] if shape is not None else 1) + N_SPECTRAL \
-        + int(getattr(config, "label_buckets", 0)) + len(getattr(config, "embedding_weights", ())) + 1
+    features = (shape[-1] if shape is not None else 1) + N_SPECTRAL + 1 \
+        + int(getattr(config, "label_buckets", 0)) + len(getattr(config, "embedding_weights", ()))
     projection = 8 * features * config.embedding_dim
     if projection > MAX_PROJECTION_BYTES:
         raise _Corrupt(f"an embedding projection of at most {MAX_PROJECTION_BYTES} bytes",
@@ -481,7 +484,8 @@ def _check_values(arrays, count, next_id):
     """Column values a pool can hold; generic over columns, with rules for the known ones."""
     for name, arr in arrays.items():
         if arr.dtype.kind == "f":
-            bad = np.isinf(arr) if name == "utility" else ~np.isfinite(arr)  # NaN utility: none given
+            # a NaN utility means none was given
+            bad = np.isinf(arr) if name == "utility" else ~np.isfinite(arr)
             if bad.any():
                 raise _Corrupt(f"finite values in column {name!r}",
                                f"entry {int(np.argwhere(bad)[0][0])}")
@@ -509,7 +513,7 @@ def _check_values(arrays, count, next_id):
 
 
 def _read_validated(path):
-    """``(header, config, shape, count, next_id, evicted, mode, arrays)`` of a fully checked file."""
+    """``(header, config, shape, count, next_id, evicted, mode, arrays)`` of a checked file."""
     path = os.fspath(path)
     with open(path, "rb") as fh:  # OSErrors about the path itself (missing, permissions) propagate
         try:
@@ -529,7 +533,8 @@ def _read_validated(path):
                                    f"unknown {sorted(found - set(expected))[:5]}")
                 sums = header["checksums"]
                 if set(sums) != {col for col, _, _ in expected.values()}:
-                    raise _Corrupt("a checksum for every column", f"checksums for {sorted(sums)[:30]}")
+                    raise _Corrupt("a checksum for every column",
+                                   f"checksums for {sorted(sums)[:30]}")
                 for member, (col, dtype, shp) in expected.items():  # sizes first, nothing read
                     want = math.prod(shp) * dtype.itemsize
                     got = members[member].file_size
@@ -585,6 +590,7 @@ def load_pool(cls, path):
     except DreamError as exc:
         raise _corrupt(path, "a pool within its own limits", str(exc)) from None
     if count:
-        pool._after_add(np.arange(count, dtype=np.int64))  # indexes: exact now, ANN by the usual rules
+        # indexes: exact now, ANN by the usual rules
+        pool._after_add(np.arange(count, dtype=np.int64))
     logger.info("loaded %d entries from %s", count, os.fspath(path))
     return pool

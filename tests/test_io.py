@@ -276,7 +276,7 @@ def test_file_is_a_plain_stored_npz_with_a_sealed_header(tmp_path):
     assert info["integrity"] == "ok" and info["count"] == 4
 
 
-# --------------------------------------------------------------------------- save: links, modes, temps
+# ------------------------------------------------------------------ save: links, modes, temps
 def test_save_through_a_symlink_replaces_the_target_not_the_link(tmp_path):
     target = tmp_path / "real.npz"
     link = tmp_path / "link.npz"
@@ -522,8 +522,8 @@ def test_npy_member_claiming_huge_shape_refused_before_reading(tmp_path, saved):
                      tensors.tobytes())
     refused(tmp_path, pack(header, arrays, members={"tensors.npy": member}), "data bytes")
     header, arrays = read_parts(saved["small"])
-    deep = npy_raw("{'descr': " + "[" * 1000 + "]" * 1000 + ", 'fortran_order': False, 'shape': (3,), }",
-                   tensors.tobytes())
+    deep = npy_raw("{'descr': " + "[" * 1000 + "]" * 1000
+                   + ", 'fortran_order': False, 'shape': (3,), }", tensors.tobytes())
     refused(tmp_path, pack(header, arrays, members={"tensors.npy": deep}), ".npy header")
 
 

@@ -62,7 +62,8 @@ class Stats:
                 "worst_peak_bytes": self.worst_peak, "worst_peak_file": self.worst,
                 "worst_peak_of_a_refused_file": self.worst_refused_peak,
                 "subprocess_peak_rss_growth_bytes": self.rss_growth,
-                "untyped_errors": len(self.untyped), "accepted_files": self.accepted_labels, "by_group (files, accepted)": self.by_group}
+                "untyped_errors": len(self.untyped), "accepted_files": self.accepted_labels,
+                "by_group (files, accepted)": self.by_group}
 
 
 STATS = Stats()
@@ -223,7 +224,8 @@ def header_grid(base, full):
     or with a rotating three of them (each value still used on some paths), one also unsealed."""
     header, _ = read_parts(base)
     for i, path in enumerate(header_paths(header)):
-        values = BAD_VALUES if full else [BAD_VALUES[(i * 3 + j) % len(BAD_VALUES)] for j in range(3)]
+        values = BAD_VALUES if full else [BAD_VALUES[(i * 3 + j) % len(BAD_VALUES)]
+                                          for j in range(3)]
         for k, (label, value) in enumerate(values):
             for seal in (True, False) if full or k == 0 else (True,):
                 yield (f"header:{'.'.join(map(str, path))}={label}:{'sealed' if seal else 'stale'}",
@@ -272,7 +274,8 @@ def array_mutations(arr):
                 changed.reshape(-1)[0] = v
             out[f"value{v}"] = changed
         if arr.dtype.kind == "f":
-            out["all_scaled"] = arr * 1.5
+            with np.errstate(over="ignore", invalid="ignore"):
+                out["all_scaled"] = arr * 1.5
     return out
 
 
@@ -529,24 +532,23 @@ def hostile_files(base):
     header, arrays = read_parts(base)
     tensors = arrays["tensors"]
     fmt = "{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}"
-    big = {**header, "count": 2**40, "next_id": 2**41, "config": {**header["config"], "max_size": 2**41}}
+    cfg = header["config"]
+    big = {**header, "count": 2**40, "next_id": 2**41, "config": {**cfg, "max_size": 2**41}}
     empty = {**header, "count": 0, "tensor_shape": [100000, 100000, 3],
              "config": {**header["config"], "tensor_shape": [100000, 100000, 3]}}
     files = {
         "bomb_extra_1400MiB": with_bomb(base, mib=1400),
-        "bomb_as_tensors": patch_member(pack(header, arrays, members={"tensors.npy": deflate_bomb(512)}),
-                                        "tensors.npy", method=zipfile.ZIP_DEFLATED,
-                                        file_size=len(npy_bytes(tensors))),
+        "bomb_as_tensors": patch_member(
+            pack(header, arrays, members={"tensors.npy": deflate_bomb(512)}), "tensors.npy",
+            method=zipfile.ZIP_DEFLATED, file_size=len(npy_bytes(tensors))),
         "npy_2**40": pack(header, arrays, members={"tensors.npy": npy_raw(
             fmt.format((2**40, *tensors.shape[1:])), tensors.tobytes())}),
         "count_2**40": pack(big, arrays, members={"tensors.npy": npy_raw(
             fmt.format((2**40, *tensors.shape[1:])), tensors.tobytes())}),
         "stored_size_lie": patch_member(base, "tensors.npy", file_size=2**31, compress_size=2**31),
         "empty_huge_shape": pack(empty, {}),
-        "embedding_dim_2**31": pack({**header, "config": {**header["config"], "embedding_dim": 2**31}},
-                                    arrays),
-        "label_buckets_2**31": pack({**header, "config": {**header["config"], "label_buckets": 2**31}},
-                                    arrays),
+        "embedding_dim_2**31": pack({**header, "config": {**cfg, "embedding_dim": 2**31}}, arrays),
+        "label_buckets_2**31": pack({**header, "config": {**cfg, "label_buckets": 2**31}}, arrays),
         "deep_header": pack({**header, "config": RawJSON("[" * 100_000 + "]" * 100_000)}, arrays),
         "infinite_counter": pack({**header, "next_id": RawJSON("Infinity")}, arrays),
         "many_members": pack(header, arrays, members={f"x{i}": b"" for i in range(20000)}),
