@@ -228,6 +228,10 @@ class BuildTimeout(RuntimeError):
     """A build ran past its timeout (the worker process was killed)."""
 
 
+class BuildUnwanted(RuntimeError):
+    """Nobody needs the build any more (its pool was garbage-collected)."""
+
+
 #: seconds an idle build worker is kept before it is closed. Its memory
 #: (pynndescent's compiled code and what the last build left, ~650 MB RSS
 #: after a 2e5 x 64 build measured here) is outside every pool's logical
@@ -272,19 +276,23 @@ class _Worker:
             return inst
 
     @classmethod
-    def build(cls, X, request: dict, timeout=None, warm_only=False):
+    def build(cls, X, request: dict, timeout=None, warm_only=False, wanted=None):
         """Run one build in the shared worker (started if needed); ``(indptr, indices)``.
 
         Raises :class:`BuildTimeout` after ``timeout`` seconds (the worker is
         killed and reaped; the next build starts a new one) and RuntimeError
         if the worker fails. ``warm_only``: build a small random graph of
         ``X``'s dimension, so pynndescent has compiled before a real snapshot.
+        ``wanted()`` is asked once the worker is free (builds of other indexes
+        go first): False gives up with :class:`BuildUnwanted`.
         """
         for _ in range(3):  # a worker closed by its idle timer meanwhile: take a new one
             worker = cls.get()
             with worker.lock:
                 if worker.closed:
                     continue
+                if wanted is not None and not wanted():
+                    raise BuildUnwanted("the index's owner is gone")
                 worker._cancel_idle()
                 try:
                     if warm_only:
@@ -729,12 +737,15 @@ class NNDescentIndex:
                 try:  # start the worker and compile pynndescent before the snapshot
                     dim = self._store.embeddings.shape[1]
                     _Worker.build(np.empty((0, dim), np.float32), self._request(),
-                                  timeout=self.build_timeout, warm_only=True)
-                except BuildTimeout:
+                                  timeout=self.build_timeout, warm_only=True,
+                                  wanted=self._wanted)
+                except (BuildTimeout, BuildUnwanted):
                     raise
                 except RuntimeError as exc:
                     use_worker = self._no_worker(exc)
             if snap is None:
+                if not self._wanted():
+                    raise BuildUnwanted("the index's owner is gone")
                 with self._guard.read():
                     snap = self._snapshot()
                 if snap is None:
@@ -748,8 +759,10 @@ class NNDescentIndex:
             indptr = None
             if use_worker:
                 try:
-                    indptr, indices = _Worker.build(X, self._request(), timeout=self.build_timeout)
-                except BuildTimeout:
+                    indptr, indices = _Worker.build(X, self._request(),
+                                                    timeout=self.build_timeout,
+                                                    wanted=self._wanted)
+                except (BuildTimeout, BuildUnwanted):
                     raise
                 except RuntimeError as exc:
                     self._no_worker(exc)
@@ -761,12 +774,19 @@ class NNDescentIndex:
             logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)",
                         slots.shape[0], self.last_build_seconds, payload[3].shape[0])
             result = ("ok", payload)
+        except BuildUnwanted:
+            logger.debug("NN-descent build dropped: its pool is gone")
+            result = ("skipped", None)
         except BaseException as exc:  # never leave ``building`` stuck
             n = "?" if snap is None else snap[0].shape[0]
             logger.warning("NN-descent build of %s entries failed: %s", n, exc)
             self._failures += 1
         finally:
             self._finish(gen, result, seq)
+
+    def _wanted(self) -> bool:
+        """False once the owner (held weakly) is gone: its build would serve nobody."""
+        return self._guard is None or self._on_install is None or self._on_install() is not None
 
     def _no_worker(self, exc) -> bool:
         """The worker failed: fall back to a build in this thread (where that is safe)."""

@@ -16,6 +16,10 @@ layer numba uses (or will use) cannot run a parallel region safely:
   ("fork() called from a process already using GNU OpenMP");
 - in a thread other than the main thread when the layer is ``workqueue``,
   which aborts when two threads launch parallel regions at once.
+
+A fork is noticed by an ``os.register_at_fork`` handler registered when this
+module is imported: a child forked from a process that had not imported
+dreamjit, after GNU OpenMP started there, is not recognised.
 """
 from __future__ import annotations
 
