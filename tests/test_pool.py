@@ -365,9 +365,9 @@ def test_stats_and_memory_stats():
 
 def test_capacity_grows_by_doubling_to_max_size():
     pool = pool_with(40, max_size=50)
-    assert pool._store.capacity == 50
+    assert pool.table.capacity == 50
     small = pool_with(17, max_size=1000)
-    assert small._store.capacity == 32
+    assert small.table.capacity == 32
     assert_invariants(small)
 
 
