@@ -95,7 +95,7 @@ class DreamPool:
             raise InvalidConfigError("config", config, "a PoolConfig or None")
         elif overrides:
             config = config.replace(**overrides)
-        self.config = config
+        self._config = config
         self._lock = RWLock()
         self._usage_lock = threading.Lock()  # readers count usage concurrently
         self._table = EntryTable(config)
@@ -141,6 +141,21 @@ class DreamPool:
         with self._lock.read():
             state, arrays = self._table.to_columns()
             return self.config, state, arrays
+
+    @property
+    def config(self) -> PoolConfig:
+        """The pool's settings."""
+        return self._config
+
+    @config.setter
+    def config(self, config: PoolConfig) -> None:
+        # every collaborator reads the same config, as before (benchmarks replace it on a
+        # filled pool to change a threshold; settings fixed at set-up keep their effect)
+        if not isinstance(config, PoolConfig):
+            raise InvalidConfigError("config", config, "a PoolConfig")
+        self._config = config
+        for part in (self._table, self._indexes, self._budget, self._retriever):
+            part.config = config
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, shape: tuple) -> None:

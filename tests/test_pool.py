@@ -434,3 +434,14 @@ def test_entries_of_and_gather_skip_ids_not_live():
     assert got.shape == (2, *SHAPE)
     assert np.array_equal(got[0], pool[4].tensor) and np.array_equal(got[1], pool[2].tensor)
     assert dj.DreamPool().gather("tensors", [0]).shape == (0,)
+
+
+def test_replacing_the_config_reaches_every_collaborator():
+    pool = pool_with(10, max_size=20)
+    pool.config = pool.config.replace(max_size=5, retrieval_limit=2)
+    pool.add(tensors(1, 9)[0], SolverResult(1.0, 0.9, 0.0))
+    assert len(pool) == 5 and pool.ids().tolist() == [6, 7, 8, 9, 10]
+    assert len(pool.retrieve_soft(tensors(1, 3)[0])) == 2
+    assert_invariants(pool)
+    with pytest.raises(dj.InvalidConfigError):
+        pool.config = {"max_size": 3}
