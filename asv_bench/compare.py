@@ -59,7 +59,7 @@ def _exact_group(rows, n, n_batch, rounds):
     X = _mixture(n)
     Q = _mixture(max(n_batch, 64), stream=2)
     pool = _embedding_pool(X)
-    index = pool._exact
+    index = pool.indexes.exact
     queries = [Query(embedding=q) for q in Q[:64]]
     it = {"i": 0}
 
@@ -70,11 +70,11 @@ def _exact_group(rows, n, n_batch, rounds):
     fns = {"retrieve_soft": lambda: pool.retrieve_soft(queries[nxt()], k=K),
            "index.search": lambda: index.search(Q[nxt()], 4 * K),
            "numpy": lambda: _numpy_topk(X, Q[nxt()])}
-    cols = pool._store.columns.get("embeddings_t")
+    cols = pool.table.store.columns.get("embeddings_t")
     if cols is not None:
         from dreamjit.kernels.cosine import topk_dot_columns
 
-        alive = pool._store.alive
+        alive = pool.table.store.alive
         fns["scan 1 thread"] = lambda: topk_dot_columns(cols, Q[nxt()], alive, 4 * K)
     serial, parallel = _stream_kernels()
     flat = X.reshape(-1)
@@ -159,7 +159,7 @@ def _ann_group(rows, n, X, Q, exact_pool, rounds):
     t0 = time.perf_counter()
     pool = _embedding_pool(X, use_ann=True)
     build = time.perf_counter() - t0
-    ann = pool._ann
+    ann = pool.indexes.ann
     if ann is None or not ann.ready:
         rows.append(_row("ANN top-10", f"n={n}", None, note="no NN-descent graph was built"))
         return
@@ -178,7 +178,7 @@ def _ann_group(rows, n, X, Q, exact_pool, rounds):
     fns = {"ann retrieve_soft": lambda: pool.retrieve_soft(queries[nxt()], k=K),
            "exact retrieve_soft": lambda: exact_pool.retrieve_soft(queries[nxt()], k=K),
            "ann index.search": lambda: ann.search(Q[nxt()], K),
-           "exact index.search": lambda: exact_pool._exact.search(Q[nxt()], K),
+           "exact index.search": lambda: exact_pool.indexes.exact.search(Q[nxt()], K),
            "ann retrieve_diverse fast": lambda: pool.retrieve_diverse(queries[nxt()], k=K, fast=True),
            "exact retrieve_diverse": lambda: exact_pool.retrieve_diverse(queries[nxt()], k=K)}
     pynndescent = _optional("pynndescent")

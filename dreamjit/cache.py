@@ -114,6 +114,10 @@ class QueryCache:
     def __len__(self):
         return len(self._data)
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: a fresh lock (another thread of the parent may have held it)."""
+        self._lock = threading.Lock()
+
     @property
     def nbytes(self) -> int:
         return int(sum(v.nbytes for v in self._data.values()))

@@ -45,7 +45,7 @@ import numpy as np
 
 from ._storage import DERIVED, N_SPECTRAL, column_spec
 from .config import PoolConfig
-from .errors import DreamError, IndexCorruptedError
+from .errors import CriticalStateError, DreamError, IndexCorruptedError
 
 __all__ = ["save_pool", "load_pool", "read_header", "FORMAT_VERSION"]
 
@@ -110,22 +110,15 @@ def save_pool(pool, path) -> str:
     and may leave ``.dreamjit-*.tmp`` beside it (never read by :func:`load_pool`).
     """
     path = os.fspath(path)
-    with pool._lock.read():
-        store = pool._store
-        arrays = {}
-        if store is not None:
-            live = store.live_slots()
-            live = live[np.argsort(store.ids[live], kind="stable")]
-            arrays = {name: np.ascontiguousarray(col[live]) for name, col in store.columns.items()
-                      if name not in DERIVED}
-        header = {
-            "magic": MAGIC, "format_version": FORMAT_VERSION,
-            "config": pool.config.to_dict(),
-            "tensor_shape": None if pool._shape is None else list(pool._shape),
-            "next_id": int(pool._next_id), "evicted": int(pool._evicted),
-            "embedding_mode": pool._embedding_mode, "count": len(pool),
-            "checksums": {name: _checksum(a) for name, a in arrays.items()},
-        }
+    config, state, arrays = pool.to_columns()
+    header = {
+        "magic": MAGIC, "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "tensor_shape": state["tensor_shape"],
+        "next_id": state["next_id"], "evicted": state["evicted"],
+        "embedding_mode": state["embedding_mode"], "count": state["count"],
+        "checksums": {name: _checksum(a) for name, a in arrays.items()},
+    }
     blob = np.frombuffer(_encode_header(header), dtype=np.uint8)
     target = os.path.realpath(path)  # write through a symlink, as open() would
     directory = os.path.dirname(target)
@@ -572,25 +565,11 @@ def load_pool(cls, path):
     """A new ``cls`` pool from ``path`` (see :meth:`DreamPool.load`)."""
     header, config, shape, count, next_id, evicted, mode, arrays = _read_validated(path)
     try:
-        pool = cls(config)
+        pool = cls.from_columns(config, shape, arrays, count=count, next_id=next_id,
+                                evicted=evicted, embedding_mode=mode)
+    except CriticalStateError as exc:  # the entries break the config's limits or bookkeeping
+        raise _corrupt(path, "a pool within its own limits", str(exc)) from None
     except DreamError as exc:
         raise _corrupt(path, "a config a pool can be built from", str(exc)) from None
-    if shape is not None and pool._shape is None:
-        pool._setup(shape)
-    if count:
-        store = pool._store
-        store.ensure_capacity(count)
-        for name, arr in arrays.items():
-            store.columns[name][:count] = arr
-        store.set_embeddings(np.arange(count), arrays["embeddings"])
-        pool._slot_of = dict(zip(arrays["ids"].tolist(), range(count)))
-    pool._next_id, pool._evicted, pool._embedding_mode = next_id, evicted, mode
-    try:
-        pool._check_invariants()
-    except DreamError as exc:
-        raise _corrupt(path, "a pool within its own limits", str(exc)) from None
-    if count:
-        # indexes: exact now, ANN by the usual rules
-        pool._after_add(np.arange(count, dtype=np.int64))
     logger.info("loaded %d entries from %s", count, os.fspath(path))
     return pool

@@ -1,27 +1,37 @@
-"""``DreamPool``: the memory-bounded pool of scored tensors."""
+"""``DreamPool``: the memory-bounded pool of scored tensors.
+
+The pool is a small facade. It owns the config and the locks, validates
+every call and commits adds and feedback (validate first, then change
+state), and delegates to collaborators with one job each:
+
+- :class:`~dreamjit._table.EntryTable`: storage columns, ids, slots, counters;
+- :class:`~dreamjit._budget.Budget`: entry limit, fit check, eviction plans;
+- :class:`~dreamjit._indexes.IndexSet`: the exact and NN-descent indexes;
+- :class:`~dreamjit._retriever.Retriever`: queries in, ranked slots out.
+"""
 from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import numpy as np
 
+from ._budget import DROP_GRAPH, Budget
+from ._indexes import IndexSet
+from ._retriever import DEFAULT_WEIGHTS, NO_SCORES, NO_SLOTS, Retriever
 from ._rwlock import RWLock, after_fork
-from ._storage import ColumnStore, column_spec
-from ._validate import (as_bool, as_float_array, as_label, as_sequence, as_tensor_batch,
-                        as_utility, check_utility_range)
+from ._table import EntryTable, make_mapper
+from ._validate import (as_bool, as_float, as_float_array, as_k, as_label, as_sequence,
+                        as_tensor_batch, as_utility, check_utility_range)
 from .config import PoolConfig
-from .embedding import EmbeddingMapper
-from .errors import (DimensionMismatchError, EmptyCollectionError, InvalidConfigError,
-                     InvalidParameterError, MemoryExceededError)
-from .kernels.budget import admission_plan
+from .errors import (CriticalStateError, DimensionMismatchError, EmptyCollectionError,
+                     InvalidConfigError, InvalidParameterError)
+from .features import check_spectral
 from .kernels.cosine import normalize_rows
 from .kernels.spectral import describe_batch
 from .kernels.thumbnail import thumbnail_batch
-from .features import check_spectral
-from ._pool_views import PoolViewsMixin
-from .retrieval import RetrievalMixin
+from .query import Query, RetrievalMode, RetrievalWeights
+from .results import DreamEntry, Hits
 
 __all__ = ["DreamPool"]
 
@@ -35,7 +45,7 @@ class _Batch:
                  "embeddings", "chroma", "spectral", "user_embeddings")
 
 
-class DreamPool(PoolViewsMixin, RetrievalMixin):
+class DreamPool:
     """An in-process, memory-bounded pool of scored tensors ("dreams").
 
     Parameters
@@ -85,20 +95,16 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             raise InvalidConfigError("config", config, "a PoolConfig or None")
         elif overrides:
             config = config.replace(**overrides)
-        self.config = config
+        self._config = config
         self._lock = RWLock()
         self._usage_lock = threading.Lock()  # readers count usage concurrently
-        self._store: ColumnStore | None = None
-        self._shape: tuple | None = None
-        self._mapper: EmbeddingMapper | None = None
-        self._embedding_mode: str | None = None  # "mapper" or "user", fixed by the first add
-        self._slot_of: dict[int, int] = {}
-        self._next_id = 0
-        self._evicted = 0
+        self._table = EntryTable(config)
+        self._indexes = IndexSet(config, self._table, self._lock, on_install=self._fit_index)
+        self._budget = Budget(config, self._table, self._indexes)
+        self._retriever = Retriever(config, self._table, self._indexes)
         self._adding = None  # slots written by the add in progress
-        self._init_retrieval()
         if config.tensor_shape is not None:
-            self._check_fits(config.tensor_shape)  # MemoryExceededError, not a failed allocation
+            self._budget.check_fits(config.tensor_shape)  # MemoryExceededError, not a failed allocation
             self._setup(config.tensor_shape)
         after_fork(self)
 
@@ -106,30 +112,102 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         """In a forked child: locks another thread of the parent held are released here
         (the readers-writer lock and the index reset themselves)."""
         self._usage_lock = threading.Lock()
-        if getattr(self, "_cache", None) is not None and hasattr(self._cache, "_lock"):
-            self._cache._lock = threading.Lock()
+        self._retriever.reset_after_fork()
+
+    @classmethod
+    def from_columns(cls, config: PoolConfig, shape, arrays: dict, *, count: int, next_id: int,
+                     evicted: int, embedding_mode) -> "DreamPool":
+        """A pool of ``config`` holding the entries of ``arrays`` (what
+        :meth:`EntryTable.to_columns <dreamjit._table.EntryTable.to_columns>` gives: the
+        stored columns of ``count`` live entries, oldest first) and those counters.
+
+        Used by :meth:`load` after it has checked the file. Raises
+        :class:`CriticalStateError` if the result breaks the pool's own limits
+        (``max_size``, the memory budget) or its bookkeeping.
+        """
+        pool = cls(config)
+        pool._table.from_columns(shape, arrays, count, next_id, evicted, embedding_mode)
+        if shape is not None and pool._indexes.exact is None:
+            pool._indexes.reset()
+        pool.check_invariants()
+        if count:
+            pool._indexes.after_add(np.arange(count, dtype=np.int64))  # exact now, ANN by the usual rules
+        return pool
+
+    def to_columns(self) -> tuple:
+        """``(config, state, arrays)`` under one read lock: the config, the counters
+        (``tensor_shape``, ``next_id``, ``evicted``, ``embedding_mode``, ``count``) and
+        the stored columns of the live entries, oldest first (used by :meth:`save`)."""
+        with self._lock.read():
+            state, arrays = self._table.to_columns()
+            return self.config, state, arrays
+
+    @property
+    def config(self) -> PoolConfig:
+        """The pool's settings."""
+        return self._config
+
+    @config.setter
+    def config(self, config: PoolConfig) -> None:
+        # every collaborator reads the same config, as before (benchmarks replace it on a
+        # filled pool to change a threshold; settings fixed at set-up keep their effect)
+        if not isinstance(config, PoolConfig):
+            raise InvalidConfigError("config", config, "a PoolConfig")
+        self._config = config
+        for part in (self._table, self._indexes, self._budget, self._retriever):
+            part.config = config
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, shape: tuple) -> None:
-        cfg = self.config
-        spec = column_spec(shape, cfg.embedding_dim, cfg.store_certainty)
-        self._store = ColumnStore(spec, cfg.max_size)
-        self._shape = tuple(shape)
-        self._mapper = _make_mapper(cfg, shape)
-        self._reset_index()
+        self._table.setup(shape)
+        self._indexes.reset()
 
     @property
     def tensor_shape(self) -> tuple | None:
         """The per-entry tensor shape (None until the first add)."""
-        return self._shape
+        return self._table.shape
 
     @property
     def entry_bytes(self) -> int:
         """Logical bytes one more entry costs: its storage rows plus what adding it can
         add to the index (a delta slot of the NN-descent index when ``use_ann``)."""
-        if self._store is None:
-            return 0
-        return self._store.entry_bytes + self._index_bytes_per_entry()
+        return self._budget.entry_bytes()
+
+    # ------------------------------------------------------------------ collaborators
+    @property
+    def table(self) -> EntryTable:
+        """The pool's :class:`~dreamjit._table.EntryTable` (internal, read-only use: for
+        tests, benchmarks and :mod:`dreamjit.testing`; hold no reference across writes)."""
+        return self._table
+
+    @property
+    def indexes(self) -> IndexSet:
+        """The pool's :class:`~dreamjit._indexes.IndexSet` (internal, read-only use: its
+        ``exact`` and ``ann`` indexes for benchmarks and tests)."""
+        return self._indexes
+
+    @property
+    def budget(self) -> Budget:
+        """The pool's :class:`~dreamjit._budget.Budget` (internal, read-only use)."""
+        return self._budget
+
+    @property
+    def retriever(self) -> Retriever:
+        """The pool's :class:`~dreamjit._retriever.Retriever` (internal, read-only use: its
+        query ``cache`` for tests)."""
+        return self._retriever
+
+    @property
+    def lock(self) -> RWLock:
+        """The pool's readers-writer lock (``with pool.lock.read(): ...`` holds writers off
+        while a test or benchmark reads the collaborators)."""
+        return self._lock
+
+    def query_embedding(self, query):
+        """``(unit embedding float32 (dim,), label or -1)`` of a query, as the soft path
+        computes it (None while the pool is empty; counted by :meth:`query_cache_stats`)."""
+        with self._lock.read():
+            return self._retriever.query_embedding(query)
 
     # ------------------------------------------------------------------ adding
     def add(self, tensor, result, label=None, utility=None, embedding=None, certainty=None) -> int:
@@ -291,7 +369,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         else:
             t5, shape = as_tensor_batch(tensors, name)
         n = t5.shape[0]
-        expected = self._shape if self._shape is not None else self.config.tensor_shape
+        expected = self._table.shape if self._table.shape is not None else self.config.tensor_shape
         if expected is not None and shape != expected:
             raise DimensionMismatchError(name, tensors if single else t5,
                                          f"tensor shape {expected} (the pool's), got {shape}")
@@ -300,7 +378,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         util = _as_utilities(utilities, n, "utility" if single else "utilities")
         cert = self._as_certainty(certainties, t5, shape, "certainty" if single else "certainties")
         emb = self._as_embeddings(embeddings, n, "embedding" if single else "embeddings")
-        self._check_fits(shape)
+        self._budget.check_fits(shape)
         if only_coherent:
             keep = res[:, 1] >= self.config.coherence_threshold
             if compute and not keep.all():
@@ -324,7 +402,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         if emb is not None:
             b.embeddings = normalize_rows(emb)
         else:
-            mapper = self._mapper or _make_mapper(self.config, shape)
+            mapper = self._table.mapper or make_mapper(self.config, shape)
             spatial = thumbnail_batch(t5, cert_in, cert is not None, mapper.grid)
             b.embeddings = mapper.embed(b.chroma, b.spectral, lab, util, spatial=spatial)
         for column in ("chroma", "embeddings"):  # never store what save() could not load back
@@ -349,7 +427,7 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         return cert
 
     def _as_embeddings(self, embeddings, n, name):
-        mode = self._embedding_mode
+        mode = self._table.embedding_mode
         if embeddings is None:
             if mode == "user":
                 raise InvalidParameterError(name, None, "an embedding for every entry "
@@ -363,162 +441,78 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
             raise DimensionMismatchError(name, emb, f"{n} vectors of length embedding_dim={dim}")
         return emb
 
-    def _check_fits(self, shape):
-        """Refuse an entry larger than the whole budget (the same for every add)."""
-        budget = self.config.budget_bytes
-        if budget is None:
-            return
-        if self._store is not None:
-            store_bytes = self._store.entry_bytes
-        else:
-            spec = column_spec(shape, self.config.embedding_dim, self.config.store_certainty)
-            store_bytes = ColumnStore(spec, 1, initial=0).entry_bytes
-        entry = store_bytes + self._index_bytes_per_entry(store_bytes)
-        if entry > budget:
-            raise MemoryExceededError("tensor", shape, f"an entry of at most {budget} bytes "
-                                      f"(memory_budget_mb={self.config.memory_budget_mb}); "
-                                      f"one entry takes {entry} bytes")
-
-    def _entry_limit(self) -> int:
-        """Most live entries allowed: max_size and the budget's share for entries.
-
-        The index's bytes are what it holds now (its exact ``nbytes``); each
-        entry is charged what adding it can add to the index (``entry_bytes``),
-        so after the add ``entries + index <= eviction_threshold * budget``.
-        """
-        cfg = self.config
-        budget = cfg.budget_bytes
-        if budget is None:
-            return cfg.max_size
-        entry = self.entry_bytes
-        room = int(cfg.eviction_threshold * budget) - self._index_nbytes()
-        by_budget = max(room // entry, 1)  # an entry that fits the whole budget is always admitted
-        return int(min(cfg.max_size, by_budget))
-
-    def _make_index_room(self) -> None:
-        """Before planning an add: if the index leaves no room for even one entry, drop
-        its graph (queries scan exactly), so ``entries + index <= budget`` can hold."""
-        budget = self.config.budget_bytes
-        if budget is None or self._index_nbytes() + self.entry_bytes <= budget:
-            return
-        if self._ann is not None:
-            logger.warning("NN-descent index (%d bytes) leaves no room for an entry in the "
-                           "memory budget: graph dropped", self._index_nbytes())
-            self._ann.refuse()
-
-    def _fit_index(self) -> None:
-        """The index grew (a graph was installed; write lock held): evict by policy until
-        ``entries + index`` fits again, or drop the graph if that would take half the
-        entries (more than half of its rows dead, it would be dropped anyway)."""
-        budget = self.config.budget_bytes
-        if budget is None or self._store is None or self.used_bytes() <= budget:
-            return
-        store = self._store
-        live = store.live_slots()
-        limit = self._entry_limit()
-        n_out = live.shape[0] - limit
-        if self._adding is not None:  # the entries of the add in progress stay
-            live = live[~np.isin(live, self._adding)]
-        if 2 * n_out > store.live_slots().shape[0] or n_out > live.shape[0]:
-            logger.warning("NN-descent graph of %d bytes does not fit the memory budget "
-                           "beside %d entries: not used", self._index_nbytes(), live.shape[0])
-            self._ann.refuse()
-            return
-        keys = self._eviction_keys(live, None)
-        order = np.lexsort((store.ids[live], keys))[:max(n_out, 0)]
-        logger.info("NN-descent graph installed: %d entries evicted to stay in the memory "
-                    "budget", order.shape[0])
-        self._remove_slots(np.sort(live[order]))
-
-    def _eviction_keys(self, slots: np.ndarray, batch: _Batch | None) -> np.ndarray:
-        policy = self.config.eviction
-        if policy == "oldest":
-            n = slots.shape[0] + (0 if batch is None else batch.results.shape[0])
-            return np.zeros(n)
-        if policy == "lowest_coherence":
-            old = self._store.coherence[slots]
-            new = None if batch is None else batch.results[:, 1]
-        else:
-            old = self._store.util_mean[slots]
-            new = None if batch is None else np.where(np.isnan(batch.utility), 0.0, batch.utility)
-        return old.copy() if new is None else np.concatenate([old, new])
-
+    # ------------------------------------------------------------------ committing
     def _commit(self, b: _Batch) -> np.ndarray:
         with self._lock.write():
             self._recheck(b)  # another thread may have fixed the shape or mode since validation
-            if self._store is None:
+            table = self._table
+            if table.store is None:
                 self._setup(b.shape)
-            store = self._store
             m = b.tensors.shape[0]
-            new_ids = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
-            self._make_index_room()
-            live = store.live_slots()
-            n_live = live.shape[0]
-            limit = self._entry_limit()
-            keep = np.ones(m, dtype=np.bool_)
-            evict = live[:0]
-            if n_live + m > limit:
-                live = live[np.argsort(store.ids[live], kind="stable")]
-                keys = self._eviction_keys(live, b)
-                ids = np.concatenate([store.ids[live], new_ids])
-                gone = admission_plan(keys, ids, n_live, limit)
-                evict, keep = live[gone[:n_live]], ~gone[n_live:]
+            new_ids = table.issue_ids(m)
+            if self._budget.index_leaves_no_room():
+                self._drop_graph_for_room()
+            evict, keep = self._budget.admission(new_ids, b.results, b.utility)
             n_keep = int(keep.sum())
-            store.ensure_capacity(n_live - evict.shape[0] + n_keep)  # may raise: nothing changed yet
+            n_live = len(table)
+            table.ensure_capacity(n_live - evict.shape[0] + n_keep)  # may raise: nothing changed yet
             if evict.shape[0]:
                 self._remove_slots(evict)
-            slots = store.free_slots(n_keep)
-            self._write(slots, b, keep, new_ids[keep])
-            self._next_id += m
-            self._evicted += m - n_keep  # admitted from this batch and evicted within it
-            if self._embedding_mode is None:
-                self._embedding_mode = "user" if b.user_embeddings else "mapper"
+            slots = table.free_slots(n_keep)
+            table.write(slots, new_ids[keep], b.tensors[keep],
+                        None if b.certainty is None else b.certainty[keep], b.embeddings[keep],
+                        b.chroma[keep], b.spectral[keep], b.results[keep], b.labels[keep],
+                        b.utility[keep])
+            table.advance(m, dropped=m - n_keep)  # admitted from this batch and evicted within it
+            table.set_embedding_mode("user" if b.user_embeddings else "mapper")
             self._adding = slots  # a graph installed during the add never evicts these
             try:
-                self._after_add(slots)
+                self._indexes.after_add(slots)
             finally:
                 self._adding = None
             return new_ids[keep]
 
     def _recheck(self, b: _Batch) -> None:
-        if self._shape is not None and b.shape != self._shape:
-            raise DimensionMismatchError("tensors", b.shape, f"tensor shape {self._shape} (the pool's)")
+        shape = self._table.shape
+        if shape is not None and b.shape != shape:
+            raise DimensionMismatchError("tensors", b.shape, f"tensor shape {shape} (the pool's)")
         mode = "user" if b.user_embeddings else "mapper"
-        if self._embedding_mode not in (None, mode):
-            raise InvalidParameterError("embeddings", mode, f"{self._embedding_mode} embeddings, "
+        current = self._table.embedding_mode
+        if current not in (None, mode):
+            raise InvalidParameterError("embeddings", mode, f"{current} embeddings, "
                                         "as every earlier entry of this pool")
 
-    def _write(self, slots, b: _Batch, keep, ids):
-        s = self._store
-        s.tensors.reshape(s.capacity, *b.tensors.shape[1:])[slots] = b.tensors[keep]
-        if b.certainty is not None:
-            s.certainty[slots] = b.certainty[keep]
-        elif "certainty" in s.columns:
-            s.certainty[slots] = 1.0
-        s.set_embeddings(slots, b.embeddings[keep])
-        s.chroma[slots] = b.chroma[keep]
-        s.spectral[slots] = b.spectral[keep]
-        s.energy[slots], s.coherence[slots], s.violation[slots] = b.results[keep].T
-        s.labels[slots] = b.labels[keep]
-        util = b.utility[keep]
-        given = ~np.isnan(util)
-        s.utility[slots] = util
-        s.util_mean[slots] = np.where(given, util, 0.0)
-        s.util_count[slots] = given
-        s.usage[slots] = 0
-        s.timestamp[slots] = time.time()
-        s.ids[slots] = ids
-        s.alive[slots] = True
-        self._slot_of.update(zip(ids.tolist(), slots.tolist()))
-
     def _remove_slots(self, slots: np.ndarray) -> None:
-        s = self._store
-        for eid in s.ids[slots].tolist():
-            del self._slot_of[eid]
-        s.alive[slots] = False
-        self._evicted += int(slots.shape[0])
-        self._after_remove(slots)
+        self._table.remove(slots)
+        self._indexes.after_remove(slots)
         logger.debug("evicted %d entries (policy %s)", slots.shape[0], self.config.eviction)
+
+    def _drop_graph_for_room(self) -> None:
+        """Before planning an add: the index leaves no room for even one entry, so its
+        graph is dropped (queries scan exactly) and ``entries + index <= budget`` can hold."""
+        if self._indexes.ann is not None:
+            logger.warning("NN-descent index (%d bytes) leaves no room for an entry in the "
+                           "memory budget: graph dropped", self._indexes.nbytes)
+            self._indexes.drop_graph()
+
+    def _fit_index(self) -> None:
+        """The index grew (a graph was installed; write lock held): evict by policy until
+        ``entries + index`` fits again, or drop the graph if that would take half the
+        entries (more than half of its rows dead, it would be dropped anyway)."""
+        plan = self._budget.index_fit_plan(self._adding)
+        if plan is None:
+            return
+        if isinstance(plan, str) and plan == DROP_GRAPH:
+            live = self._table.live_slots()
+            if self._adding is not None:
+                live = live[~np.isin(live, self._adding)]
+            logger.warning("NN-descent graph of %d bytes does not fit the memory budget "
+                           "beside %d entries: not used", self._indexes.nbytes, live.shape[0])
+            self._indexes.drop_graph()
+            return
+        logger.info("NN-descent graph installed: %d entries evicted to stay in the memory "
+                    "budget", plan.shape[0])
+        self._remove_slots(plan)
 
     # ------------------------------------------------------------------ feedback
     def record_feedback(self, ids, utilities) -> int:
@@ -576,30 +570,482 @@ class DreamPool(PoolViewsMixin, RetrievalMixin):
         if u.shape != id_arr.shape:
             raise DimensionMismatchError("utilities", u, f"one utility or {id_arr.shape[0]} of them")
         with self._lock.write():
-            bad = (id_arr < 0) | (id_arr >= self._next_id)
+            next_id = self._table.next_id
+            bad = (id_arr < 0) | (id_arr >= next_id)
             if bad.any():
                 raise InvalidParameterError("ids", int(id_arr[bad][0]),
-                                            f"an id issued by this pool (0 <= id < {self._next_id})")
-            slots = np.array([self._slot_of.get(i, -1) for i in id_arr.tolist()], dtype=np.int64)
+                                            f"an id issued by this pool (0 <= id < {next_id})")
+            slot_of = self._table.slot_or_none
+            slots = np.array([slot_of(i) for i in id_arr.tolist()], dtype=np.int64)
             live = slots >= 0
             slots, u = slots[live], u[live]
             if slots.size == 0:
                 return 0
-            s = self._store
-            total = np.zeros(s.capacity)
-            count = np.zeros(s.capacity, dtype=np.int64)
-            np.add.at(total, slots, u)
-            np.add.at(count, slots, 1)
-            touched = np.flatnonzero(count)
-            n_old = s.util_count[touched]
-            s.util_mean[touched] = (s.util_mean[touched] * n_old + total[touched]) / (n_old + count[touched])
-            s.util_count[touched] = n_old + count[touched]
+            self._table.fold_utilities(slots, u)
             return int(slots.size)
 
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self._table)
 
-def _make_mapper(cfg: PoolConfig, shape: tuple) -> EmbeddingMapper:
-    return EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1], cfg.embedding_weights,
-                           cfg.label_buckets, cfg.spatial_grid)
+    def __contains__(self, eid) -> bool:
+        """True for the id of a live entry. Ids are integers (Python or numpy, any width);
+        anything else (a bool, a float such as ``1.0``, a string) is never an id: False."""
+        return self._table.contains(eid)
+
+    def __getitem__(self, eid) -> DreamEntry:
+        with self._lock.read():
+            return self._table.entry(self._table.slot(eid))
+
+    def ids(self) -> np.ndarray:
+        """Live ids, oldest first (int64 array)."""
+        with self._lock.read():
+            return self._table.ids()
+
+    #: entries read per hold of the read lock while iterating
+    ITER_CHUNK = 256
+
+    def __iter__(self):
+        """The entries live when iteration starts, oldest first (:class:`DreamEntry` snapshots).
+
+        Safe beside writers in other threads: entries are read in chunks of
+        :attr:`ITER_CHUNK`, each chunk under the read lock (consistent within
+        a chunk; writers run between chunks). An entry evicted or removed
+        before its chunk is read is skipped, never a ``KeyError``; entries
+        added after iteration started are not included.
+        """
+        ids = self.ids().tolist()
+        for lo in range(0, len(ids), self.ITER_CHUNK):
+            with self._lock.read():
+                slots = self._table.slots_of(ids[lo:lo + self.ITER_CHUNK])
+                chunk = [self._table.entry(slot) for slot in slots]
+            yield from chunk  # never yield while holding the lock
+
+    def entries_of(self, ids) -> list:
+        """Snapshots (:class:`DreamEntry`) of those ``ids`` still live, in the given order,
+        all read under one read lock; ids evicted (or never issued) are skipped.
+        :meth:`Hits.entries` calls this."""
+        with self._lock.read():
+            table = self._table
+            return [table.entry(slot) for slot in table.slots_of(np.asarray(ids).tolist())]
+
+    def gather(self, column: str, ids) -> np.ndarray:
+        """Copies of the ``column`` rows (a storage column such as ``"tensors"`` or
+        ``"embeddings"``) of those ``ids`` still live, in the given order, read under one
+        read lock; ids evicted (or never issued) are skipped. :meth:`Hits.tensors` calls
+        this."""
+        with self._lock.read():
+            return self._table.gather(column, ids)
+
+    # ------------------------------------------------------------------ stats
+    def used_bytes(self) -> int:
+        """Logical bytes in use: live entries' storage rows plus index arrays."""
+        return self._budget.used_bytes()
+
+    def memory_budget_stats(self) -> tuple:
+        """Memory use against the budget.
+
+        Returns
+        -------
+        tuple
+            ``(current_mb, max_mb, usage_ratio, count)``: MiB in use (logical,
+            exact: live entries' storage rows plus index arrays), the budget in
+            MiB (None when unbounded), their ratio (0.0 when unbounded) and the
+            number of live entries.
+        """
+        with self._lock.read():
+            return self._budget.stats()
+
+    def stats(self) -> dict:
+        """Counts, means of the solver results, label counts, bytes and index state.
+
+        Returns
+        -------
+        dict
+            ``count``, ``next_id``, ``evicted`` (stored entries removed so
+            far), ``capacity``, ``bytes_used``, ``bytes_allocated``,
+            ``entry_bytes``, ``tensor_shape``, ``mean_energy``,
+            ``mean_coherence``, ``mean_violation``, ``label_counts`` (label ->
+            count), ``unlabeled``, and the index keys ``index`` ("exact" or
+            "ann", the one answering queries), ``ann_ready``, ``ann_building``
+            and ``index_bytes``.
+        """
+        with self._lock.read():
+            table = self._table
+            s = table.store
+            live = table.live_slots()
+            out = {"count": int(live.shape[0]), "next_id": table.next_id, "evicted": table.evicted,
+                   "capacity": table.capacity,
+                   "bytes_used": self.used_bytes(),
+                   "bytes_allocated": 0 if s is None else table.allocated_bytes + self._indexes.nbytes,
+                   "entry_bytes": self.entry_bytes, "tensor_shape": table.shape,
+                   "parallel_reads": self._lock.shared_reads}
+            for col in ("energy", "coherence", "violation"):
+                out[f"mean_{col}"] = _mean(s.columns[col][live]) if live.size else float("nan")
+            labels, counts = np.unique(s.labels[live], return_counts=True) if live.size else ([], [])
+            out["label_counts"] = {int(lab): int(c) for lab, c in zip(labels, counts) if lab >= 0}
+            out["unlabeled"] = int(sum(c for lab, c in zip(labels, counts) if lab < 0))
+            out.update(self._indexes.stats())
+            return out
+
+    def check_invariants(self) -> None:
+        """Raise :class:`CriticalStateError` if the bookkeeping disagrees with storage or
+        the pool is beyond its limits (``max_size``, the memory budget)."""
+        problems = self._table.problems() + self._budget.problems()
+        if problems:
+            raise CriticalStateError("pool", repr(self), "consistent bookkeeping",
+                                     detail="; ".join(problems))
+
+    def save(self, path) -> str:
+        """Write the pool to one ``.npz`` file, atomically.
+
+        The file holds a JSON header (format version, config, counters and a
+        checksum of every array) and the live storage columns; nothing is
+        pickled. It is written to a temporary file in the same directory,
+        fsynced, then moved over ``path`` with ``os.replace``, so ``path``
+        always holds a complete file. ``python -m dreamjit inspect FILE``
+        prints the header and checks the checksums.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Where to write (conventionally ending in ``.npz``).
+
+        Returns
+        -------
+        str
+            The path written.
+
+        Examples
+        --------
+        >>> import os, tempfile, numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool()
+        >>> eid = pool.add(np.full((4, 4, 3), 0.5), dj.SolverResult(1.0, 0.9, 0.0), label=3)
+        >>> path = pool.save(os.path.join(tempfile.mkdtemp(), "pool.npz"))
+        >>> loaded = dj.DreamPool.load(path)
+        >>> loaded.ids().tolist(), loaded[eid].label
+        ([0], 3)
+        """
+        from .io import save_pool
+
+        return save_pool(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a pool written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        DreamPool
+            An equal pool: same config, ids, entries and counters.
+
+        Raises
+        ------
+        IndexCorruptedError
+            Any damage: truncation, a checksum mismatch, a wrong format
+            version, inconsistent columns or counters.
+        FileNotFoundError
+            No file at ``path``.
+        """
+        from .io import load_pool
+
+        return load_pool(cls, path)
+
+    def fingerprint(self) -> str:
+        """Digest of all storage and bookkeeping (equal before/after a refused call)."""
+        with self._lock.read():
+            return self._table.fingerprint()
+
+    def __repr__(self):
+        return (f"DreamPool(count={len(self)}, max_size={self.config.max_size}, "
+                f"shape={self._table.shape}, eviction={self.config.eviction!r})")
+
+    # ------------------------------------------------------------------ retrieval
+    def rebuild_index(self, block: bool = False, timeout: float | None = None) -> bool:
+        """Rebuild the NN-descent index now (in the background unless ``block``).
+
+        Below ``ann_threshold`` (or with ``use_ann=False``) there is nothing to
+        rebuild: the exact index is always current. Queries never wait for a
+        background build: they use the previous graph (or the exact index)
+        until the new one is ready. A build running already is followed by
+        another, so the new graph covers the entries live at this call.
+
+        Parameters
+        ----------
+        block : bool, default False
+            Wait until the new graph is built and in use.
+        timeout : float, optional
+            With ``block``: wait at most this many seconds. Each build is also
+            bounded by ``ann_build_timeout``.
+
+        Returns
+        -------
+        bool
+            False if a build is still running on return, else True.
+        """
+        with self._lock.write():
+            ann = self._indexes.rebuild()
+            if ann is None:
+                return True
+        if block:
+            return ann.wait(timeout)
+        return not ann.building
+
+    def retrieve_similar(self, chroma, k=None, label=None) -> Hits:
+        """Hard retrieval: exact cosine similarity of chroma signatures.
+
+        Parameters
+        ----------
+        chroma : array_like (C,), tensor or Query
+            The colour signature to match (a tensor is reduced to its signature).
+        k : int, optional
+            Hits wanted (default ``retrieval_limit``); fewer if the pool has fewer.
+        label : int, optional
+            Only entries with this label (a Query's label is used when omitted).
+
+        Returns
+        -------
+        Hits
+            Ids and cosine similarities, best first (ties to the lower id).
+
+        Raises
+        ------
+        DimensionMismatchError
+            ``chroma`` does not have one value per channel.
+        InvalidParameterError
+            NaN/inf values, ``k < 1``, or a Query without chroma.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> hits = pool.retrieve_similar([0.8, 0.3, 0.2], k=3)
+        >>> len(hits), bool(np.all(np.diff(hits.scores) <= 0))
+        (3, True)
+        >>> all(e.label == 1 for e in pool.retrieve_similar([0.8, 0.3, 0.2], k=3, label=1).entries())
+        True
+        """
+        q = self._retriever.chroma_query(chroma)
+        k = as_k(k, default=self.config.retrieval_limit)
+        label = as_label(label)
+        if label is None and isinstance(chroma, Query):
+            label = as_label(chroma.label)
+        with self._lock.read():
+            slots, cos = self._retriever.hard(q, k, label)
+            return self._finish(slots, cos, cos)
+
+    def retrieve_soft(self, query, k=None, weights=None) -> Hits:
+        """Soft retrieval: embedding -> index candidates -> hybrid rerank.
+
+        The index returns ``max(4k, 32)`` candidates by embedding similarity;
+        they are reranked by ``alpha*similarity + beta*utility +
+        gamma*class_match`` with a duplicate penalty (see
+        :class:`RetrievalWeights`). Scores are the rerank values.
+
+        Parameters
+        ----------
+        query : Query, tensor or array_like
+            A :class:`Query`; a tensor (as ``Query.from_tensor``); a chroma
+            vector; or, for a pool of user embeddings, the query vector (also
+            as ``Query(embedding=v)``).
+        k : int, optional
+            Hits wanted (default ``retrieval_limit``).
+        weights : RetrievalWeights, optional
+            The rerank weights; ``RetrievalWeights()`` when omitted.
+
+        Returns
+        -------
+        Hits
+            Ids and rerank values in pick order: the first pick's value is its
+            hybrid score, each later one ``lambda_*score - delta*max_similarity``
+            to the entries picked before it.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> probe = pool[ids[7]]
+        >>> hits = pool.retrieve_soft(dj.Query.from_tensor(probe.tensor, label=probe.label), k=3)
+        >>> int(hits.ids[0]) == int(ids[7])
+        True
+        """
+        k = as_k(k, default=self.config.retrieval_limit)
+        if weights is None:
+            weights = DEFAULT_WEIGHTS
+        elif not isinstance(weights, RetrievalWeights):
+            raise InvalidParameterError("weights", weights, "a RetrievalWeights or None")
+        with self._lock.read():
+            return self._finish(*self._retriever.soft(query, k, weights))
+
+    def retrieve_diverse(self, query, k=None, lambda_=0.5, fast=False, min_similarity=None,
+                         sample_size=None) -> Hits:
+        """Diverse retrieval: greedy maximal marginal relevance over the soft candidates.
+
+        ``lambda_`` trades relevance (1) against diversity (0). ``fast=True``
+        stops early once no candidate's relevance reaches ``min_similarity``
+        (default 0.0) and compares against a sample of ``sample_size``
+        (default 8) chosen entries instead of all of them.
+
+        Parameters
+        ----------
+        query : Query, tensor or array_like
+            As in :meth:`retrieve_soft`.
+        k : int, optional
+            Picks wanted (default ``retrieval_limit``).
+        lambda_ : float, default 0.5
+            In [0, 1]: 1 ranks by relevance only, 0 by diversity only (after
+            the first pick).
+        fast : bool, default False
+            Early stop and sampled comparisons, as above.
+
+        Returns
+        -------
+        Hits
+            Ids in pick order; scores as in
+            :func:`dreamjit.maximal_marginal_relevance` (the first pick's
+            cosine relevance, then the MMR value that won each later pick).
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> q = dj.Query.from_tensor(tensors[0])
+        >>> relevant = pool.retrieve_diverse(q, k=4, lambda_=1.0)
+        >>> diverse = pool.retrieve_diverse(q, k=4, lambda_=0.0)
+        >>> int(relevant.ids[0]) == int(diverse.ids[0])   # the first pick is the most relevant
+        True
+        >>> (pool.diversity_stats(diverse)["embedding_dispersion"]
+        ...  >= pool.diversity_stats(relevant)["embedding_dispersion"])
+        True
+        """
+        k = as_k(k, default=self.config.retrieval_limit)
+        lambda_ = as_float(lambda_, "lambda_", minimum=0.0, maximum=1.0)
+        if not isinstance(fast, bool):
+            raise InvalidParameterError("fast", fast, "True or False")
+        min_sim = as_float(0.0 if min_similarity is None else min_similarity, "min_similarity",
+                           minimum=-1.0, maximum=1.0)
+        sample = as_k(sample_size, "sample_size", default=8, minimum=0)
+        with self._lock.read():
+            return self._finish(*self._retriever.diverse(query, k, lambda_, fast, min_sim, sample))
+
+    def retrieve(self, query, k=None, mode=RetrievalMode.SOFT) -> Hits:
+        """Retrieve by ``mode``: HARD (chroma cosine), SOFT (hybrid rerank) or
+        HYBRID (both rankings fused by reciprocal rank, best first).
+
+        Parameters
+        ----------
+        query : Query, tensor or array_like
+            As in :meth:`retrieve_soft`; HARD needs a chroma signature.
+        k : int, optional
+            Hits wanted (default ``retrieval_limit``).
+        mode : RetrievalMode or str, default RetrievalMode.SOFT
+            ``HARD`` calls :meth:`retrieve_similar`, ``SOFT`` calls
+            :meth:`retrieve_soft`; ``"hard"``, ``"soft"``, ``"hybrid"`` work too.
+
+        Returns
+        -------
+        Hits
+
+        Notes
+        -----
+        HYBRID fuses the two rankings by reciprocal rank (each entry scores
+        ``sum(1 / (60 + rank))`` over the hard and soft lists, ``2k`` deep),
+        because chroma cosines and rerank values are on different scales:
+        mixing raw scores would let the hard list win every time.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> q = dj.Query.from_tensor(tensors[3])
+        >>> hard = pool.retrieve(q, k=3, mode=dj.RetrievalMode.HARD)
+        >>> hard.ids.tolist() == pool.retrieve_similar(q, k=3).ids.tolist()
+        True
+        >>> len(pool.retrieve(q, k=3, mode="hybrid"))
+        3
+        """
+        if isinstance(mode, str):
+            try:
+                mode = RetrievalMode(mode.lower())
+            except ValueError:
+                mode = None
+        if not isinstance(mode, RetrievalMode):
+            raise InvalidParameterError("mode", mode, "a RetrievalMode (HARD, SOFT or HYBRID)")
+        if mode is RetrievalMode.HARD:
+            return self.retrieve_similar(query, k=k)
+        if mode is RetrievalMode.SOFT:
+            return self.retrieve_soft(query, k=k)
+        k = as_k(k, default=self.config.retrieval_limit)
+        q = self._retriever.as_query(query)
+        hard_q = None if q.chroma is None else self._retriever.chroma_query(q)
+        as_label(q.label)  # refuse a bad label before any work
+        with self._lock.read():
+            return self._finish(*self._retriever.hybrid(q, hard_q, k))
+
+    def diversity_stats(self, hits: Hits | None = None) -> dict:
+        """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
+        embeddings, over the pool or over ``hits``.
+
+        Ids of ``hits`` evicted since the retrieval are skipped: the statistics
+        cover the hits still in the pool, and ``count`` says how many.
+
+        Returns
+        -------
+        dict
+            ``count``, ``chroma_dispersion``, ``embedding_dispersion``.
+        """
+        with self._lock.read():
+            table = self._table
+            if table.store is None:
+                return {"count": 0, "chroma_dispersion": 0.0, "embedding_dispersion": 0.0}
+            if hits is None:
+                slots = table.live_slots()
+            elif isinstance(hits, Hits):
+                slots = table.slots_of(hits.ids.tolist())  # evicted: skipped
+            else:
+                raise InvalidParameterError("hits", hits, "a Hits or None")
+            return self._retriever.dispersion(slots)
+
+    def query_cache_stats(self):
+        """Counters of the query-embedding cache: a named tuple ``CacheStats(hits,
+        misses, hit_rate)`` that unpacks as ``(hits, misses, hit_rate)``.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import smooth_tensors
+        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
+        >>> pool = dj.DreamPool(seed=0)
+        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> _ = pool.retrieve_soft([0.5, 0.4, 0.3]); _ = pool.retrieve_soft([0.5, 0.4, 0.3])
+        >>> pool.query_cache_stats()
+        CacheStats(hits=1, misses=1, hit_rate=0.5)
+        """
+        return self._retriever.cache.stats()
+
+    def _finish(self, slots, scores, similarity) -> Hits:
+        """Hits for slots (read lock held); counts the usage of each returned entry."""
+        if len(slots) == 0:
+            return Hits(NO_SLOTS, NO_SCORES, self, similarity=NO_SCORES)
+        with self._usage_lock:
+            self._table.count_usage(slots)  # slots of one result are distinct
+        return Hits(self._table.ids_at(slots), scores, self, similarity=similarity)
 
 
 def _as_results(results, n, name) -> np.ndarray:
@@ -648,3 +1094,15 @@ def _as_utilities(utilities, n, name) -> np.ndarray:
     if arr.shape != (n,):
         raise DimensionMismatchError(name, arr, f"{n} utilities")
     return arr
+
+
+def _mean(values: np.ndarray) -> float:
+    """Mean of finite float64 values, finite even when their sum overflows (results
+    near the float64 limit): then computed on values scaled by their largest magnitude."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(values.mean())
+    if not np.isfinite(mean):
+        scale = float(np.abs(values).max())
+        mean = scale * float((values / scale).mean())
+        mean = min(max(mean, float(values.min())), float(values.max()))
+    return mean

@@ -150,7 +150,7 @@ class Hits:
         """
         if self._pool is None:
             return []
-        return self._pool._entries_of(self.ids)
+        return self._pool.entries_of(self.ids)
 
     def tensors(self) -> np.ndarray:
         """The tensors of the hits still in the pool, stacked: ``(m, *tensor_shape)``,
@@ -162,7 +162,7 @@ class Hits:
         """
         if self._pool is None:
             return np.empty((0,), np.float32)
-        return self._pool._gather("tensors", self.ids)
+        return self._pool.gather("tensors", self.ids)
 
     def __repr__(self):
         pairs = ", ".join(f"{i}:{s:.4f}" for i, s in zip(self.ids.tolist()[:8], self.scores.tolist()[:8]))

@@ -1,5 +1,8 @@
 """Helpers shared by the test suite, the benchmarks and the scripts (as ``xarray.testing``).
 
+:func:`assert_pool_invariants` checks a pool's bookkeeping, limits and
+indexes through the public methods of its collaborators.
+
 Data that this project did not make: :func:`photo_patches` cuts patches from
 the photographs bundled with scikit-image (an optional dependency, in the
 ``test`` extra).
@@ -12,7 +15,7 @@ import numpy as np
 
 from .errors import FeatureUnavailableError
 
-__all__ = ["PHOTO_NAMES", "photo_images", "photo_patches"]
+__all__ = ["PHOTO_NAMES", "assert_pool_invariants", "photo_images", "photo_patches"]
 
 #: scikit-image sample images that ship with the package (no download needed)
 PHOTO_NAMES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry",
@@ -85,3 +88,36 @@ def photo_patches(n: int, size: int = 32, seed: int = 0, min_std: float = 0.0,
         out[i] = patch
         i += 1
     return out
+
+
+def assert_pool_invariants(pool) -> None:
+    """Assert that ``pool`` is consistent and within its limits.
+
+    Checked: at most ``max_size`` entries and at most the memory budget in
+    use; the entry table's own checks (one live slot per mapped id, unique ids
+    in ``[0, next_id)``, the slot map agreeing with the ids column); and each
+    index covering
+    exactly the live entries (the exact index and, when there is one, the
+    NN-descent index: graph rows less tombstones plus its delta buffer).
+
+    Call it with no write running in another thread (or while holding
+    ``pool.lock.read()``).
+
+    Examples
+    --------
+    >>> import numpy as np, dreamjit as dj
+    >>> from dreamjit.testing import assert_pool_invariants
+    >>> pool = dj.DreamPool(max_size=3)
+    >>> ids = pool.add_batch(np.full((5, 4, 4, 3), 0.5), only_coherent=False)
+    >>> assert_pool_invariants(pool)
+    """
+    table, indexes = pool.table, pool.indexes
+    n = len(pool)
+    assert pool.budget.problems() == [], pool.budget.problems()  # max_size, memory budget
+    assert table.problems() == [], table.problems()
+    if table.store is None:
+        assert n == 0 and indexes.exact is None and indexes.ann is None
+        return
+    assert indexes.exact_len() == n, ("exact index", indexes.exact_len(), n)
+    ann_len = indexes.ann_len()
+    assert ann_len is None or ann_len == n, ("NN-descent index", ann_len, n)

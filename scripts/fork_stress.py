@@ -25,7 +25,7 @@ import dreamjit as dj  # noqa: E402
 import dreamjit.index as index_mod  # noqa: E402
 from dreamjit.kernels._jit import active_layer, parallel_allowed  # noqa: E402
 from dreamjit.kernels.graph import knn_to_csr  # noqa: E402
-from dreamjit.retrieval import RetrievalMixin  # noqa: E402
+from dreamjit._indexes import IndexSet  # noqa: E402
 
 
 def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
@@ -37,14 +37,14 @@ def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
 
 def thread_builds():
     index_mod._build_csr = brute_build
-    make = RetrievalMixin._make_ann
+    make = IndexSet.make_ann
 
     def make_thread_ann(self):
         ann = make(self)
         ann.builder = "thread"
         return ann
 
-    RetrievalMixin._make_ann = make_thread_ann
+    IndexSet.make_ann = make_thread_ann
 
 
 def unit(n, d, seed):
@@ -57,10 +57,10 @@ def child_report(pool, V):
     out["rebuilt"] = pool.rebuild_index(block=True, timeout=60)
     pool.add_batch(np.zeros((200, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (200, 1)),
                    embeddings=V[400:600])
-    out["waited"] = pool._ann.wait(60)
-    graph = pool._ann._state[0]
+    out["waited"] = pool.indexes.ann.wait(60)
+    graph = pool.indexes.ann._state[0]
     out["rows"] = 0 if graph is None else int(graph.rows.shape[0])
-    pool._check_invariants()
+    pool.check_invariants()
     return out
 
 

@@ -73,8 +73,8 @@ def rss_mb(pid):
 
 def coverage(pool):
     """(graph rows alive, delta, live entries), read without any pool call."""
-    ann = pool._ann
-    n_live = len(pool._slot_of)
+    ann = pool.indexes.ann
+    n_live = len(pool)
     if ann is None:
         return 0, 0, n_live
     graph, delta = ann._state
@@ -97,15 +97,15 @@ def run(V, Q, batch, queries, log):
                 time.sleep(0.01)
                 continue
             pool.retrieve_soft(Query(embedding=q), k=10)
-            with pool._lock.read():
+            with pool.lock.read():
                 t0 = time.perf_counter()
-                pool._search(q, 40)
+                pool.indexes.search(q, 40)
                 t1 = time.perf_counter()
-                pool._exact.search(q, 40)
+                pool.indexes.exact.search(q, 40)
                 t2 = time.perf_counter()
                 rows, delta, live = coverage(pool)
                 graph_used = delta <= index_mod.DELTA_EXACT_SHARE * live
-                mode = "ann" if pool._use_ann_now() and graph_used else "exact"
+                mode = "ann" if pool.indexes.use_ann_now() and graph_used else "exact"
             samples.append((t1 - t0, t2 - t1, rows, delta, live, mode))
 
     qt = threading.Thread(target=query_loop, daemon=True)

@@ -57,7 +57,7 @@ def soak(n: int, budget_mb: float, shape=(8, 8, 3), batch: int = 1, seed: int = 
             if progress:  # a line as it goes, so a cut-short run still says something
                 print(f"adds={done} s={rss[-1][1]} rss_mb={rss[-1][2]} count={len(pool)} "
                       f"max_used_mb={max_used / 2**20:.3f}", file=progress, flush=True)
-    pool._check_invariants()
+    pool.check_invariants()
     return {"adds": n, "budget_mb": budget_mb, "max_used_mb": max_used / 2**20,
             "max_usage_ratio": max_used / budget, "final_count": len(pool),
             "evicted": pool.stats()["evicted"], "entry_bytes": pool.entry_bytes,

@@ -21,7 +21,7 @@ import dreamjit as dj
 import dreamjit.index as index_mod
 from dreamjit import PoolConfig, Query
 from dreamjit.kernels.graph import knn_to_csr
-from dreamjit.retrieval import RetrievalMixin
+from dreamjit._indexes import IndexSet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from invariants import assert_invariants  # noqa: E402
@@ -74,7 +74,7 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
         results = np.column_stack([np.zeros(m), local.uniform(0.5, 1.0, m), np.zeros(m)])
         pool.add_batch(pool_tensors[idx], results, utilities=local.random(m),
                        labels=list(local.integers(0, 4, m)), only_coherent=False)
-        with pool._lock.read():  # the budget holds after every add
+        with pool.lock.read():  # the budget holds after every add
             assert pool.used_bytes() <= budget, (pool.used_bytes(), budget)
         count("entries_added", m)
         live = pool.ids()
@@ -132,12 +132,12 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
         th.join(max(deadline - time.monotonic(), 0.0))
     hung = [th.name for th in threads if th.is_alive()]
     seconds = time.perf_counter() - t0
-    if pool._ann is not None:
-        assert pool._ann.wait(TIMEOUT), "a build hung"
+    if pool.indexes.ann is not None:
+        assert pool.indexes.ann.wait(TIMEOUT), "a build hung"
     assert_invariants(pool)
     out = dict(counts)
     out.update(seconds=round(seconds, 1), hung=hung, errors=errors, count=len(pool),
-               evicted=pool.stats()["evicted"], builds=0 if pool._ann is None else pool._ann.builds,
+               evicted=pool.stats()["evicted"], builds=0 if pool.indexes.ann is None else pool.indexes.ann.builds,
                used_bytes=pool.used_bytes(), budget=budget)
     return out
 
@@ -161,14 +161,14 @@ def check(out, ops):
 @pytest.fixture
 def stand_in_builds(monkeypatch):
     monkeypatch.setattr(index_mod, "_build_csr", brute_build)
-    make = RetrievalMixin._make_ann
+    make = IndexSet.make_ann
 
     def make_thread_ann(self):
         ann = make(self)
         ann.builder = "thread"
         return ann
 
-    monkeypatch.setattr(RetrievalMixin, "_make_ann", make_thread_ann)
+    monkeypatch.setattr(IndexSet, "make_ann", make_thread_ann)
 
 
 @pytest.mark.jit_only
@@ -190,14 +190,14 @@ if __name__ == "__main__":  # python tests/test_concurrency_soak.py [ops] [real]
         warm_worker()
     else:
         index_mod._build_csr = brute_build
-        _make = RetrievalMixin._make_ann
+        _make = IndexSet.make_ann
 
         def _thread_ann(self):
             ann = _make(self)
             ann.builder = "thread"
             return ann
 
-        RetrievalMixin._make_ann = _thread_ann
+        IndexSet.make_ann = _thread_ann
     with tempfile.TemporaryDirectory() as d:
         result = soak(n_ops, d)
     print(result)

@@ -56,7 +56,7 @@ def small_pool(n=4, seed=0, **cfg):
 
 
 def stored_values_finite(pool):
-    s = pool._store
+    s = pool.table.store
     if s is None:
         return
     live = s.live_slots()
@@ -73,13 +73,13 @@ def assert_round_trip(pool, directory):
     loaded = dj.DreamPool.load(pool.save(os.path.join(directory, "pool.npz")))
     assert loaded.config == pool.config
     assert loaded.ids().tolist() == pool.ids().tolist()
-    assert (loaded._next_id, loaded._evicted, loaded._embedding_mode) == \
-        (pool._next_id, pool._evicted, pool._embedding_mode)
-    if pool._store is None or len(pool) == 0:
+    ta, tb = pool.table, loaded.table
+    assert (tb.next_id, tb.evicted, tb.embedding_mode) == (ta.next_id, ta.evicted, ta.embedding_mode)
+    if ta.store is None or len(pool) == 0:
         return
-    a, b = pool._store, loaded._store
-    sa = np.array([pool._slot_of[i] for i in pool.ids().tolist()], dtype=np.int64)
-    sb = np.array([loaded._slot_of[i] for i in loaded.ids().tolist()], dtype=np.int64)
+    a, b = ta.store, tb.store
+    sa = ta.slots_of(pool.ids().tolist())
+    sb = tb.slots_of(loaded.ids().tolist())
     for name in a.columns:
         if name == "embeddings_t":
             assert a.columns[name][:, sa].tobytes() == b.columns[name][:, sb].tobytes(), name
@@ -88,7 +88,7 @@ def assert_round_trip(pool, directory):
 
 
 def cache_state(pool):
-    return pool.query_cache_stats(), len(pool._cache)
+    return pool.query_cache_stats(), len(pool.retriever.cache)
 
 
 # ---------------------------------------------------------------- 1. overflow
@@ -240,7 +240,7 @@ def test_huge_k_does_not_change_the_cache_more_than_a_small_k():
     a.retrieve(q, k=2**61, mode="hybrid")
     b.retrieve(q, k=MAX_ENTRIES, mode="hybrid")
     assert cache_state(a) == cache_state(b)
-    assert np.array_equal(a._store.usage, b._store.usage)
+    assert np.array_equal(a.table.store.usage, b.table.store.usage)
 
 
 @pytest.mark.slow

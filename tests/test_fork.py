@@ -18,7 +18,7 @@ import dreamjit.index as index_mod
 from dreamjit import PoolConfig, Query, RetrievalWeights
 from dreamjit.kernels._jit import FORK_UNSAFE_LAYERS, active_layer, parallel_allowed
 from dreamjit.kernels.graph import knn_to_csr
-from dreamjit.retrieval import RetrievalMixin
+from dreamjit._indexes import IndexSet
 from invariants import assert_invariants
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -47,14 +47,14 @@ def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
 def thread_builds(monkeypatch):
     """Pools build in a thread with the exact k-NN graph (fast, no pynndescent)."""
     monkeypatch.setattr(index_mod, "_build_csr", brute_build)
-    make = RetrievalMixin._make_ann
+    make = IndexSet.make_ann
 
     def make_thread_ann(self):
         ann = make(self)
         ann.builder = "thread"
         return ann
 
-    monkeypatch.setattr(RetrievalMixin, "_make_ann", make_thread_ann)
+    monkeypatch.setattr(IndexSet, "make_ann", make_thread_ann)
 
 
 def embedding_pool(V, **cfg):
@@ -73,7 +73,7 @@ def add_vectors(pool, V):
 
 
 def graph_rows(pool):
-    graph = pool._ann._state[0] if pool._ann is not None else None
+    graph = pool.indexes.ann._state[0] if pool.indexes.ann is not None else None
     return 0 if graph is None else int(graph.rows.shape[0] - graph.n_dead)
 
 
@@ -142,7 +142,7 @@ def test_child_forked_during_a_build_forgets_it_and_builds_again(thread_builds, 
             out["ready"], out["index"] = st["ann_ready"], st["index"]
             out["rows_400"] = graph_rows(pool)
             add_vectors(pool, V[400:800])  # the pool doubles: a build starts by itself
-            out["waited"] = pool._ann.wait(TIMEOUT)
+            out["waited"] = pool.indexes.ann.wait(TIMEOUT)
             out["rows_800"], out["count"] = graph_rows(pool), len(pool)
             out["index_after"] = pool.stats()["index"]
             hits = pool.retrieve_soft(Query(embedding=V[700]), k=3, weights=SIM_ONLY)

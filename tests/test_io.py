@@ -233,7 +233,7 @@ def test_round_trip_exact(tmp_path):
     h1, h2 = pool.retrieve_similar(q, k=4), back.retrieve_similar(q, k=4)
     assert h1.ids.tolist() == h2.ids.tolist() and np.array_equal(h1.scores, h2.scores)
     new_id = back.add(np.zeros(SHAPE, np.float32), (0, 0.9, 0))
-    assert new_id == pool._next_id  # ids continue after the highest saved one
+    assert new_id == pool.table.next_id  # ids continue after the highest saved one
     assert_invariants(back)
 
 
@@ -251,7 +251,7 @@ def test_user_embedding_pool_round_trip_keeps_its_mode(tmp_path, saved):
     p = tmp_path / "user.npz"
     p.write_bytes(saved["user"])
     back = dj.DreamPool.load(p)
-    assert back._embedding_mode == "user"
+    assert back.table.embedding_mode == "user"
     with pytest.raises(dj.InvalidParameterError):  # still refuses a computed embedding
         back.add(np.zeros((4, 4, 3), np.float32), (0, 0.9, 0))
     assert back.add(np.zeros((4, 4, 3), np.float32), (0, 0.9, 0), embedding=np.ones(8)) == 6

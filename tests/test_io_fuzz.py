@@ -130,7 +130,7 @@ def _smoke(pool):
     shape = pool.tensor_shape
     if shape is None:
         return
-    emb = np.ones(pool.config.embedding_dim) if pool._embedding_mode == "user" else None
+    emb = np.ones(pool.config.embedding_dim) if pool.table.embedding_mode == "user" else None
     try:
         pool.add(np.full(shape, 0.5, np.float32), (0.0, 0.9, 0.0), embedding=emb)
     except dj.DreamError:

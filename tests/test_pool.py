@@ -365,9 +365,9 @@ def test_stats_and_memory_stats():
 
 def test_capacity_grows_by_doubling_to_max_size():
     pool = pool_with(40, max_size=50)
-    assert pool._store.capacity == 50
+    assert pool.table.capacity == 50
     small = pool_with(17, max_size=1000)
-    assert small._store.capacity == 32
+    assert small.table.capacity == 32
     assert_invariants(small)
 
 
@@ -400,3 +400,48 @@ def test_user_embeddings_mode():
         pool.add(tensors(1)[0], (0, 0.9, 0))
     assert pool.fingerprint() == before
     assert_invariants(pool)
+
+
+def test_from_columns_rebuilds_the_pool_of_to_columns():
+    pool = pool_with(12, max_size=8)
+    pool.record_feedback(pool.ids()[:2], 0.5)
+    config, state, arrays = pool.to_columns()
+    assert state["count"] == len(pool) == 8 and state["next_id"] == 12
+    assert arrays["ids"].tolist() == pool.ids().tolist()
+    back = dj.DreamPool.from_columns(config, state["tensor_shape"], arrays, count=state["count"],
+                                     next_id=state["next_id"], evicted=state["evicted"],
+                                     embedding_mode=state["embedding_mode"])
+    assert_invariants(back)
+    assert back.fingerprint().split(":")[1:] == pool.fingerprint().split(":")[1:]
+    for a, b in zip(pool, back):
+        assert a.id == b.id and np.array_equal(a.tensor, b.tensor) and a.util_mean == b.util_mean
+    assert back.add(tensors(1, 5)[0], SolverResult(1.0, 0.9, 0.0)) == 12
+
+
+def test_from_columns_refuses_entries_beyond_the_config_limits():
+    pool = pool_with(6)
+    config, state, arrays = pool.to_columns()
+    with pytest.raises(dj.CriticalStateError, match="above max_size"):
+        dj.DreamPool.from_columns(config.replace(max_size=4), state["tensor_shape"], arrays,
+                                  count=6, next_id=6, evicted=0,
+                                  embedding_mode=state["embedding_mode"])
+
+
+def test_entries_of_and_gather_skip_ids_not_live():
+    pool = pool_with(5, max_size=3)  # ids 0 and 1 evicted
+    assert [e.id for e in pool.entries_of([4, 0, 2, 99])] == [4, 2]
+    got = pool.gather("tensors", [4, 1, 2])
+    assert got.shape == (2, *SHAPE)
+    assert np.array_equal(got[0], pool[4].tensor) and np.array_equal(got[1], pool[2].tensor)
+    assert dj.DreamPool().gather("tensors", [0]).shape == (0,)
+
+
+def test_replacing_the_config_reaches_every_collaborator():
+    pool = pool_with(10, max_size=20)
+    pool.config = pool.config.replace(max_size=5, retrieval_limit=2)
+    pool.add(tensors(1, 9)[0], SolverResult(1.0, 0.9, 0.0))
+    assert len(pool) == 5 and pool.ids().tolist() == [6, 7, 8, 9, 10]
+    assert len(pool.retrieve_soft(tensors(1, 3)[0])) == 2
+    assert_invariants(pool)
+    with pytest.raises(dj.InvalidConfigError):
+        pool.config = {"max_size": 3}

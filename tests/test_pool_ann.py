@@ -11,7 +11,7 @@ import dreamjit as dj
 import dreamjit.index as index_mod
 from dreamjit import MemoryExceededError, PoolConfig, Query, RetrievalWeights
 from dreamjit.kernels.graph import knn_to_csr
-from dreamjit.retrieval import RetrievalMixin
+from dreamjit._indexes import IndexSet
 from invariants import assert_invariants
 
 TIMEOUT = 300.0  # bound of every wait below: a hang fails the test
@@ -79,7 +79,7 @@ def test_digits_recall_and_churn():
 def test_queries_never_wait_for_a_build():
     V = gmm(6000, d=32, seed=1)
     pool = embedding_pool(V, ann_threshold=3000)
-    assert pool._ann is not None  # crossing the threshold started a build
+    assert pool.indexes.ann is not None  # crossing the threshold started a build
     t0 = time.perf_counter()
     hits = pool.retrieve_soft(Query(embedding=V[0]), k=5, weights=SIM_ONLY)
     first = time.perf_counter() - t0
@@ -101,7 +101,7 @@ def test_budget_counts_index_bytes():
     pool.rebuild_index(block=True)
     assert pool.used_bytes() <= pool.config.budget_bytes
     assert pool.stats()["index_bytes"] > 0
-    assert pool.used_bytes() == len(pool) * pool._store.entry_bytes + pool._index_nbytes()
+    assert pool.used_bytes() == len(pool) * pool.table.store_entry_bytes() + pool.indexes.nbytes
     assert_invariants(pool)
 
 
@@ -129,7 +129,7 @@ def test_first_and_second_identical_adds_behave_the_same():
     probe = dj.DreamPool(PoolConfig(memory_budget_mb=None, ann_threshold=1, max_size=10))
     probe.add(t, res)
     entry = probe.entry_bytes  # storage rows + the delta slot an add can cost the index
-    assert entry == probe._store.entry_bytes + 8
+    assert entry == probe.table.store_entry_bytes() + 8
     for budget, fits in ((entry + 20, True), (entry - 20, False)):
         pool = dj.DreamPool(PoolConfig(memory_budget_mb=budget / 2**20, ann_threshold=1,
                                        max_size=10))
@@ -162,7 +162,7 @@ def test_ann_pool_keeps_about_as_many_entries_as_an_exact_one():
     assert ann.rebuild_index(block=True, timeout=TIMEOUT)
     assert ann.stats()["ann_ready"] and ann.stats()["index_bytes"] > 0
     ann.add_batch(tensors[:100], res[:100], embeddings=V[:100])
-    assert ann._ann.wait(TIMEOUT)
+    assert ann.indexes.ann.wait(TIMEOUT)
     assert len(ann) >= 0.9 * len(exact), (len(ann), len(exact))
     for pool in (exact, ann):
         assert_invariants(pool)
@@ -183,14 +183,14 @@ def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
 def thread_builds(monkeypatch):
     """Pools build in a thread with the exact k-NN graph (fast, no pynndescent)."""
     monkeypatch.setattr(index_mod, "_build_csr", brute_build)
-    make = RetrievalMixin._make_ann
+    make = IndexSet.make_ann
 
     def make_thread_ann(self):
         ann = make(self)
         ann.builder = "thread"
         return ann
 
-    monkeypatch.setattr(RetrievalMixin, "_make_ann", make_thread_ann)
+    monkeypatch.setattr(IndexSet, "make_ann", make_thread_ann)
 
 
 class BuildGate:
@@ -215,7 +215,7 @@ class BuildGate:
 
 
 def graph_rows(pool):
-    graph = pool._ann._state[0]
+    graph = pool.indexes.ann._state[0]
     return 0 if graph is None else graph.rows.shape[0]
 
 
@@ -233,15 +233,15 @@ def test_a_build_that_lands_stale_starts_the_next_by_itself(thread_builds, monke
     gate.join(0)
     # the first graph landed 2000 entries behind: the next build started with no call
     assert gate.started[1].wait(TIMEOUT)
-    assert graph_rows(pool) == 400 and pool._ann.n_delta == 2000 and pool._ann.building
+    assert graph_rows(pool) == 400 and pool.indexes.ann.n_delta == 2000 and pool.indexes.ann.building
     # meanwhile the delta (5x the graph) would cost more than a scan: queries scan exactly
     for q in V[::300]:
-        got, want = pool._ann.search(q, 10), pool._exact.search(q, 10)
+        got, want = pool.indexes.ann.search(q, 10), pool.indexes.exact.search(q, 10)
         np.testing.assert_array_equal(got[0], want[0])
     gate.release[1].set()
     gate.join(1)
-    assert graph_rows(pool) == 2400 and pool._ann.n_delta == 0 and not pool._ann.building
-    assert len(gate.threads) == 2 and pool._ann.builds == 2
+    assert graph_rows(pool) == 2400 and pool.indexes.ann.n_delta == 0 and not pool.indexes.ann.building
+    assert len(gate.threads) == 2 and pool.indexes.ann.builds == 2
     assert_invariants(pool)
 
 

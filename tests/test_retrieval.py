@@ -44,7 +44,7 @@ def brute_candidates(pool, q, k):
 def test_retrieve_soft_equals_brute_force_and_reference_rerank(data, k, qlabel):
     pool = make_pool(data)
     query = Query(chroma=[0.7, 0.3, 0.2], label=qlabel)
-    q, lab = pool._query_embedding(query)
+    q, lab = pool.query_embedding(query)
     cand_ids, sims, E = brute_candidates(pool, q, k)
     util = np.array([pool[i].util_mean for i in cand_ids])
     labels = np.array([-1 if pool[i].label is None else pool[i].label for i in cand_ids])
@@ -62,7 +62,7 @@ def test_retrieve_soft_equals_brute_force_and_reference_rerank(data, k, qlabel):
 def test_retrieve_diverse_equals_reference_mmr(data, lambda_):
     pool = make_pool(data)
     query = data[0][5]
-    q, _ = pool._query_embedding(query)
+    q, _ = pool.query_embedding(query)
     cand_ids, _, E = brute_candidates(pool, q, 8)
     picks, scores = ref.mmr_ref(q, E, 8, lambda_)
     hits = pool.retrieve_diverse(query, k=8, lambda_=lambda_)
@@ -136,8 +136,8 @@ def test_query_cache_hits_and_misses(data):
     pool.retrieve_soft(q1, k=3)
     hits2, misses2, _ = pool.query_cache_stats()
     assert (hits2 - hits, misses2 - misses) == (0, 3)
-    e1 = pool._query_embedding(q1)[0]
-    e2 = pool._query_embedding(q1)[0]
+    e1 = pool.query_embedding(q1)[0]
+    e2 = pool.query_embedding(q1)[0]
     assert np.array_equal(e1, e2)
     off = make_pool(data, query_cache_size=0)
     off.retrieve_soft(q1, k=3)

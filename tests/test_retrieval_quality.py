@@ -146,7 +146,7 @@ def test_similarity_is_the_cosine_to_the_query():
     pool = dj.DreamPool(max_size=100, memory_budget_mb=None, seed=0)
     pool.add_batch(T, np.tile([1.0, 1.0, 0.0], (80, 1)), only_coherent=False)
     q = dj.Query.from_tensor(T[3])
-    qv, _ = pool._query_embedding(q)
+    qv, _ = pool.query_embedding(q)
     for hits in (pool.retrieve_soft(q, k=6), pool.retrieve_diverse(q, k=6, lambda_=0.3),
                  pool.retrieve(q, k=6, mode="hybrid")):
         E = np.array([pool[i].embedding for i in hits.ids], np.float64)

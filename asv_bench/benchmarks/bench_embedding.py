@@ -62,7 +62,7 @@ class Embedding:
 
     def time_query_embedding(self):
         """One query's embedding through the pool (validation + mapper, no cache)."""
-        self.pool._query_embedding(self.query)
+        self.pool.query_embedding(self.query)
 
 
 class NumpyEmbed:

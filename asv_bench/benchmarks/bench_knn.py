@@ -62,8 +62,8 @@ class ExactPool:
         from dreamjit.kernels import cosine
 
         pool = embedding_pool(unit_mixture(n), use_ann=False)
-        index = pool._exact  # the pool's ExactIndex (no public accessor)
-        store = pool._store
+        index = pool.indexes.exact  # the pool's ExactIndex
+        store = pool.table.store
         cols = store.columns.get("embeddings_t")
         if cols is not None:  # the column-major copy the exact index scans
             scans = (lambda q: cosine.topk_dot_columns(cols, q, store.alive, 4 * K),
@@ -142,7 +142,7 @@ class ExactBatch:
 
     def setup(self, n):
         self.pool = memo(("ExactBatch", n), lambda: embedding_pool(unit_mixture(n), use_ann=False))
-        self.index = self.pool._exact
+        self.index = self.pool.indexes.exact
         self.Q = unit_queries(N_BATCH_QUERIES)
         self.index.search_batch(self.Q, K)
 

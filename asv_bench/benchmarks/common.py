@@ -228,13 +228,14 @@ def tensor_pool(tensors: np.ndarray, labels=None, utilities=None, **config):
 # The pool's NN-descent graph takes ~50 s to build at 1e5 (30 s of it
 # pynndescent compiling in the build worker), so the ANN groups build every
 # graph once in ``setup_cache`` and each benchmark process puts the cached
-# graph back into a fresh pool. That needs two private attributes
-# (``pool._ann`` and ``NNDescentIndex._state``); if they change, the helper
-# falls back to a real (slow) build, so results stay right.
+# graph back into a fresh pool through ``pool.indexes`` (``make_ann`` and
+# ``adopt_ann``). That needs one private attribute, ``NNDescentIndex._state``;
+# if it changes, the helper falls back to a real (slow) build, so results stay
+# right.
 
 def export_ann_graph(pool):
     """The arrays of the pool's sealed NN-descent graph, or None (no graph)."""
-    ann = getattr(pool, "_ann", None)
+    ann = pool.indexes.ann
     state = getattr(ann, "_state", None)
     if not state or state[0] is None:
         return None
@@ -246,11 +247,12 @@ def _install_graph(pool, graph) -> bool:
     try:
         from dreamjit.index import _Graph
 
-        ann = pool._make_ann()
+        ann = pool.indexes.make_ann()
         dead = np.zeros(graph["rows"].shape[0], dtype=np.bool_)
         ann._state = (_Graph(graph["rows"], graph["indptr"], graph["indices"], graph["pivots"],
                              dead), np.empty(0, dtype=np.int64))
-        pool._ann = ann
+        with pool.lock.write():
+            pool.indexes.adopt_ann(ann)
         return pool.stats()["index"] == "ann"
     except Exception:  # internals changed: rebuild instead
         return False

@@ -1,0 +1,202 @@
+"""The index set of a :class:`~dreamjit.DreamPool`: the exact and NN-descent indexes.
+
+:class:`IndexSet` keeps the exact index always and, once the pool reaches
+``ann_threshold`` live entries, an NN-descent index built in the background
+(queries never wait for a build). It follows the table's adds and removals,
+reports its bytes to the budget and answers top-k embedding searches from the
+index in use. The indexes themselves live in :mod:`dreamjit.index`.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ._validate import MAX_ENTRIES
+
+__all__ = ["IndexSet", "candidate_count", "ranked_by_id"]
+
+logger = logging.getLogger("dreamjit")
+
+
+def candidate_count(k: int, n: int) -> int:
+    """How many index candidates (of ``n`` live entries) the rerank and MMR stages look at
+    (``k`` is clamped first, so the count always fits an int64 kernel argument)."""
+    return min(max(4 * min(int(k), n, MAX_ENTRIES), 32), n)
+
+
+def ranked_by_id(search, k: int, n: int, ids):
+    """The best ``k`` of a top-k ``search(k) -> (slots, scores)`` with ties to the lower *id*.
+
+    Kernels break ties by slot, and slots are reused out of id order, so this
+    asks for one more than ``k``: if the scores tie across the cut, it widens
+    the search until every tied entry is in, then orders by (score desc, id asc).
+    """
+    want = min(k + 1, n)
+    while True:
+        slots, scores = search(want)
+        if slots.shape[0] <= k or scores[k] < scores[k - 1] or want >= n:
+            break
+        want = min(2 * want, n)
+    if slots.shape[0] > k:
+        keep = scores >= scores[k - 1]
+        slots, scores = slots[keep], scores[keep]
+    order = np.lexsort((ids[slots], -scores.astype(np.float64)))[:k]
+    return slots[order], scores[order]
+
+
+class IndexSet:
+    """The exact index and the (optional) NN-descent index over a table's embeddings.
+
+    Parameters
+    ----------
+    config : PoolConfig
+    table : EntryTable
+        The entries indexed (its storage columns are shared with the indexes).
+    lock : RWLock
+        The pool's lock: a background build snapshots under its read side and
+        installs a graph under its write side.
+    on_install : callable, optional
+        Called (write lock held) after a graph is installed, so the pool can
+        fit its memory budget again.
+    """
+
+    def __init__(self, config, table, lock, on_install=None):
+        self.config = config
+        self._table = table
+        self._lock = lock
+        self._on_install = on_install
+        self._exact = None
+        self._ann = None
+
+    # ------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """A fresh exact index over the table's storage, and no NN-descent index."""
+        from .index import ExactIndex
+
+        self._exact = ExactIndex(self._table.store)
+        self._ann = None
+
+    @property
+    def exact(self):
+        """The :class:`~dreamjit.index.ExactIndex` (None before the first add)."""
+        return self._exact
+
+    @property
+    def ann(self):
+        """The :class:`~dreamjit.index.NNDescentIndex`, or None (not started)."""
+        return self._ann
+
+    def make_ann(self):
+        """A new NN-descent index over the table, attached to the pool's lock (not installed)."""
+        from .index import NNDescentIndex
+
+        cfg = self.config
+        ann = NNDescentIndex(self._table.store, n_neighbors=cfg.ann_n_neighbors,
+                             n_pivots=cfg.ann_n_pivots, epsilon=cfg.ann_epsilon,
+                             overfetch=cfg.ann_overfetch, rebuild_fraction=cfg.ann_rebuild_fraction,
+                             seed=cfg.seed, background=cfg.ann_background,
+                             build_timeout=cfg.ann_build_timeout)
+        # snapshots under the read lock, installs under the write lock, then the budget check
+        ann.attach(self._lock, self._on_install)
+        return ann
+
+    def adopt_ann(self, ann) -> None:
+        """Use ``ann`` (from :meth:`make_ann`, e.g. holding a graph built earlier) as the
+        NN-descent index (write lock held)."""
+        self._ann = ann
+
+    def drop_graph(self) -> None:
+        """Stop using the NN-descent graph (queries scan exactly); no-op without one."""
+        if self._ann is not None:
+            self._ann.refuse()
+
+    def ann_possible(self, store_bytes=None) -> bool:
+        """Whether this pool can ever reach ann_threshold (from the config and the size
+        of an entry's storage rows, so the answer is the same before and after any add)."""
+        cfg = self.config
+        if not cfg.use_ann:
+            return False
+        budget = cfg.budget_bytes
+        if budget is None:
+            return cfg.max_size >= cfg.ann_threshold
+        if store_bytes is None:
+            if self._table.store is None:
+                return True  # shape unknown yet: assume it can
+            store_bytes = self._table.store_entry_bytes()
+        # as the budget's entry limit: an entry that fits the whole budget is always admitted
+        most = max(int(cfg.eviction_threshold * budget) // store_bytes, 1)
+        return min(cfg.max_size, most) >= cfg.ann_threshold
+
+    def bytes_per_entry(self, store_bytes=None) -> int:
+        """Most bytes adding one entry can add to the index: a delta slot of the
+        NN-descent index, when the pool can reach ``ann_threshold``; else 0."""
+        if not self.ann_possible(store_bytes):
+            return 0
+        from .index import NNDescentIndex
+
+        return NNDescentIndex.bytes_per_added_entry()
+
+    @property
+    def nbytes(self) -> int:
+        """Exact bytes of the index arrays held now (the budget counts these)."""
+        exact = self._exact.nbytes if self._exact is not None else 0
+        return exact + (self._ann.nbytes if self._ann is not None else 0)
+
+    def exact_len(self) -> int:
+        """Live entries the exact index covers (0 before the first add)."""
+        return len(self._exact) if self._exact is not None else 0
+
+    def ann_len(self):
+        """Live entries the NN-descent index covers (graph plus delta, less tombstones),
+        or None without one."""
+        return None if self._ann is None else len(self._ann)
+
+    def after_add(self, slots) -> None:
+        """Index the new live ``slots``; start the NN-descent index at ``ann_threshold``."""
+        self._exact.add(slots)
+        n = len(self._table)
+        if self._ann is not None:
+            self._ann.add(slots)
+            self._ann.maybe_rebuild()
+        elif self.config.use_ann and n >= self.config.ann_threshold:
+            logger.info("pool reached %d entries: building the NN-descent index", n)
+            self._ann = self.make_ann()
+            self._ann.rebuild(block=not self.config.ann_background)
+
+    def after_remove(self, slots) -> None:
+        self._exact.remove(slots)
+        if self._ann is not None:
+            self._ann.remove(slots)
+            self._ann.maybe_rebuild()
+
+    def stats(self) -> dict:
+        ann = self._ann
+        return {"index": "ann" if self.use_ann_now() else "exact",
+                "ann_ready": bool(ann is not None and ann.ready),
+                "ann_building": bool(ann is not None and ann.building),
+                "index_bytes": self.nbytes}
+
+    def use_ann_now(self) -> bool:
+        """Whether queries are answered by the NN-descent graph now."""
+        return (self._ann is not None and self._ann.ready
+                and len(self._table) >= self.config.ann_threshold)
+
+    def search(self, q, k, mask=None):
+        """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,
+        ties to the lower id."""
+        index = self._ann if self.use_ann_now() else self._exact
+        return ranked_by_id(lambda kk: index.search(q, kk, mask), k, len(self._table),
+                            self._table.store.ids)
+
+    def rebuild(self):
+        """Start a rebuild of the NN-descent index (write lock held); returns it, or None
+        when there is nothing to rebuild (below ``ann_threshold`` or ``use_ann=False``)."""
+        if self._ann is None:
+            if not (self.config.use_ann and len(self._table) >= self.config.ann_threshold):
+                return None
+            self._ann = self.make_ann()
+        ann = self._ann
+        ann._failures = 0  # asked explicitly: automatic rebuilds may resume
+        ann.rebuild(block=False)
+        return ann

@@ -1,0 +1,290 @@
+"""The entry table of a :class:`~dreamjit.DreamPool`: ids, slots and the storage columns.
+
+:class:`EntryTable` owns the :class:`~dreamjit._storage.ColumnStore`, the
+tensor shape, the id -> slot map, the id counter, the evicted counter, the
+embedding mode and the embedding mapper (fixed by the shape). It issues ids,
+writes and removes slots, answers lookups, checks its own bookkeeping and
+moves its state to and from plain columns (for :mod:`dreamjit.io`). It takes
+no locks: the pool calls it under its readers-writer lock.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ._storage import DERIVED, ColumnStore, column_spec
+from ._validate import is_integer
+from .embedding import EmbeddingMapper
+from .features import SolverResult
+from .results import DreamEntry
+
+__all__ = ["EntryTable", "make_mapper"]
+
+
+def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
+    """The embedding mapper of a pool with config ``cfg`` and tensors of ``shape``."""
+    return EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1], cfg.embedding_weights,
+                           cfg.label_buckets, cfg.spatial_grid)
+
+
+class EntryTable:
+    """Storage columns plus the bookkeeping that maps entry ids to slots."""
+
+    def __init__(self, config):
+        self.config = config
+        self._store: ColumnStore | None = None
+        self._shape: tuple | None = None
+        self._mapper: EmbeddingMapper | None = None
+        self._embedding_mode: str | None = None  # "mapper" or "user", fixed by the first add
+        self._slot_of: dict[int, int] = {}
+        self._next_id = 0
+        self._evicted = 0
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, shape: tuple) -> None:
+        """Allocate the columns for tensors of ``shape`` (once, before the first write)."""
+        cfg = self.config
+        spec = column_spec(shape, cfg.embedding_dim, cfg.store_certainty)
+        self._store = ColumnStore(spec, cfg.max_size)
+        self._shape = tuple(shape)
+        self._mapper = make_mapper(cfg, shape)
+
+    def store_entry_bytes(self, shape: tuple | None = None) -> int:
+        """Bytes of one entry's storage rows (of the table, or of a table for ``shape``)."""
+        if self._store is not None:
+            return self._store.entry_bytes
+        if shape is None:
+            return 0
+        spec = column_spec(shape, self.config.embedding_dim, self.config.store_certainty)
+        return ColumnStore(spec, 1, initial=0).entry_bytes
+
+    # ------------------------------------------------------------------ state
+    @property
+    def store(self) -> ColumnStore | None:
+        """The storage columns (None before the first add); read them, write through the table."""
+        return self._store
+
+    @property
+    def shape(self) -> tuple | None:
+        return self._shape
+
+    @property
+    def mapper(self) -> EmbeddingMapper | None:
+        return self._mapper
+
+    @property
+    def embedding_mode(self) -> str | None:
+        return self._embedding_mode
+
+    def set_embedding_mode(self, mode: str) -> None:
+        if self._embedding_mode is None:
+            self._embedding_mode = mode
+
+    @property
+    def next_id(self) -> int:
+        return self._next_id
+
+    @property
+    def evicted(self) -> int:
+        return self._evicted
+
+    @property
+    def capacity(self) -> int:
+        return 0 if self._store is None else self._store.capacity
+
+    @property
+    def allocated_bytes(self) -> int:
+        return 0 if self._store is None else self._store.allocated_bytes
+
+    # ------------------------------------------------------------------ lookups
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def contains(self, eid) -> bool:
+        """True for the id of a live entry (integers only; bools, floats, strings: False)."""
+        return is_integer(eid) and int(eid) in self._slot_of
+
+    def slot(self, eid) -> int:
+        """The slot of a live id; ``KeyError`` for an unknown or evicted id and for a key
+        that is not an integer (bools, floats and strings are never ids)."""
+        if not is_integer(eid):
+            raise KeyError(eid)
+        try:
+            return self._slot_of[int(eid)]
+        except KeyError:
+            raise KeyError(eid) from None
+
+    def slot_or_none(self, eid: int):
+        """The slot of a live (Python int) id, or -1."""
+        return self._slot_of.get(eid, -1)
+
+    def slots_of(self, ids) -> np.ndarray:
+        """Slots of those ``ids`` still live, in the given order."""
+        get = self._slot_of.get
+        slots = [get(int(i), -1) for i in ids]
+        return np.array([sl for sl in slots if sl >= 0], dtype=np.int64)
+
+    def live_slots(self) -> np.ndarray:
+        if self._store is None:
+            return np.empty(0, dtype=np.int64)
+        return self._store.live_slots()
+
+    def ids(self) -> np.ndarray:
+        """Live ids, oldest first (int64)."""
+        if self._store is None:
+            return np.empty(0, dtype=np.int64)
+        return np.sort(self._store.ids[self._store.live_slots()])
+
+    def ids_at(self, slots) -> np.ndarray:
+        return self._store.ids[slots]
+
+    def slot_map(self) -> dict:
+        """A copy of the id -> slot map."""
+        return dict(self._slot_of)
+
+    def entry(self, slot: int) -> DreamEntry:
+        """A snapshot of the entry in ``slot``."""
+        s = self._store
+        label = int(s.labels[slot])
+        util = float(s.utility[slot])
+        return DreamEntry(
+            id=int(s.ids[slot]), tensor=s.tensors[slot].copy(),
+            certainty=s.certainty[slot].copy() if "certainty" in s.columns else None,
+            result=SolverResult(float(s.energy[slot]), float(s.coherence[slot]),
+                                float(s.violation[slot])),
+            chroma=s.chroma[slot].copy(), label=None if label < 0 else label,
+            utility=None if np.isnan(util) else util, util_mean=float(s.util_mean[slot]),
+            usage_count=int(s.usage[slot]), timestamp=float(s.timestamp[slot]),
+            spectral=s.spectral[slot].copy(), embedding=s.embeddings[slot].copy())
+
+    def gather(self, column: str, ids) -> np.ndarray:
+        """``column`` rows of those ``ids`` still live, in order (copies)."""
+        if self._store is None:
+            return np.empty((0, *(self._shape or ())), np.float32)
+        slots = self.slots_of(np.asarray(ids).tolist())
+        return self._store.columns[column][slots].copy()
+
+    # ------------------------------------------------------------------ writes
+    def issue_ids(self, m: int) -> np.ndarray:
+        """The next ``m`` ids (not yet issued: :meth:`advance` issues them)."""
+        return np.arange(self._next_id, self._next_id + m, dtype=np.int64)
+
+    def advance(self, m: int, dropped: int = 0) -> None:
+        """Issue ``m`` ids, ``dropped`` of which were evicted within their own batch."""
+        self._next_id += m
+        self._evicted += dropped
+
+    def ensure_capacity(self, rows: int) -> None:
+        """Grow the columns to ``rows`` (may raise; then nothing changed)."""
+        self._store.ensure_capacity(rows)
+
+    def free_slots(self, n: int) -> np.ndarray:
+        return self._store.free_slots(n)
+
+    def write(self, slots, ids, tensors, certainty, embeddings, chroma, spectral, results, labels,
+              utility) -> None:
+        """Fill ``slots`` with new live entries ``ids`` (rows of already validated arrays)."""
+        s = self._store
+        s.tensors.reshape(s.capacity, *tensors.shape[1:])[slots] = tensors
+        if certainty is not None:
+            s.certainty[slots] = certainty
+        elif "certainty" in s.columns:
+            s.certainty[slots] = 1.0
+        s.set_embeddings(slots, embeddings)
+        s.chroma[slots] = chroma
+        s.spectral[slots] = spectral
+        s.energy[slots], s.coherence[slots], s.violation[slots] = results.T
+        s.labels[slots] = labels
+        given = ~np.isnan(utility)
+        s.utility[slots] = utility
+        s.util_mean[slots] = np.where(given, utility, 0.0)
+        s.util_count[slots] = given
+        s.usage[slots] = 0
+        s.timestamp[slots] = time.time()
+        s.ids[slots] = ids
+        s.alive[slots] = True
+        self._slot_of.update(zip(ids.tolist(), slots.tolist()))
+
+    def remove(self, slots: np.ndarray) -> None:
+        """Drop the live entries in ``slots`` (counted as evicted)."""
+        s = self._store
+        for eid in s.ids[slots].tolist():
+            del self._slot_of[eid]
+        s.alive[slots] = False
+        self._evicted += int(slots.shape[0])
+
+    def fold_utilities(self, slots: np.ndarray, u: np.ndarray) -> None:
+        """Fold utilities ``u`` into the running means of live ``slots`` (repeats allowed)."""
+        s = self._store
+        total = np.zeros(s.capacity)
+        count = np.zeros(s.capacity, dtype=np.int64)
+        np.add.at(total, slots, u)
+        np.add.at(count, slots, 1)
+        touched = np.flatnonzero(count)
+        n_old = s.util_count[touched]
+        s.util_mean[touched] = (s.util_mean[touched] * n_old + total[touched]) / (n_old + count[touched])
+        s.util_count[touched] = n_old + count[touched]
+
+    def count_usage(self, slots) -> None:
+        """One more use of each of ``slots`` (distinct; the caller serialises counting)."""
+        self._store.usage[slots] += 1
+
+    # ------------------------------------------------------------------ checks
+    def problems(self) -> list:
+        """What disagrees between the bookkeeping and the columns (empty when consistent)."""
+        s = self._store
+        out = []
+        if s is None:
+            if self._slot_of:
+                out.append(f"{len(self._slot_of)} mapped ids but no storage")
+            return out
+        live = s.live_slots()
+        if live.shape[0] != len(self._slot_of):
+            out.append(f"{live.shape[0]} live slots but {len(self._slot_of)} mapped ids")
+        ids = s.ids[live]
+        if np.unique(ids).shape[0] != ids.shape[0]:
+            out.append("duplicate live ids")
+        if ids.size and ids.max() >= self._next_id:
+            out.append("an id at or above the id counter")
+        if ids.size and ids.min() < 0:
+            out.append("a negative id")
+        if any(self._slot_of.get(int(i)) != int(sl) for i, sl in zip(ids, live)):
+            out.append("slot map disagrees with the ids column")
+        return out
+
+    def fingerprint(self) -> str:
+        """Digest of all columns and bookkeeping (equal before/after a refused call)."""
+        base = self._store.fingerprint() if self._store is not None else ""
+        return f"{base}:{self._next_id}:{len(self._slot_of)}:{self._evicted}:{self._embedding_mode}"
+
+    # ------------------------------------------------------------------ files
+    def to_columns(self) -> tuple:
+        """``(state, arrays)``: counters, shape and mode, and the live rows of every stored
+        column (derived columns left out), oldest first."""
+        state = {"tensor_shape": None if self._shape is None else list(self._shape),
+                 "next_id": int(self._next_id), "evicted": int(self._evicted),
+                 "embedding_mode": self._embedding_mode, "count": len(self)}
+        arrays = {}
+        store = self._store
+        if store is not None:
+            live = store.live_slots()
+            live = live[np.argsort(store.ids[live], kind="stable")]
+            arrays = {name: np.ascontiguousarray(col[live]) for name, col in store.columns.items()
+                      if name not in DERIVED}
+        return state, arrays
+
+    def from_columns(self, shape, arrays: dict, count: int, next_id: int, evicted: int,
+                     mode) -> None:
+        """Fill an empty table from :meth:`to_columns` output (validated by the caller);
+        entries take slots ``0..count-1``."""
+        if shape is not None and self._shape is None:
+            self.setup(tuple(shape))
+        if count:
+            store = self._store
+            store.ensure_capacity(count)
+            for name, arr in arrays.items():
+                store.columns[name][:count] = arr
+            store.set_embeddings(np.arange(count), arrays["embeddings"])
+            self._slot_of = dict(zip(arrays["ids"].tolist(), range(count)))
+        self._next_id, self._evicted, self._embedding_mode = next_id, evicted, mode
