@@ -699,12 +699,17 @@ class DreamPool:
     def save(self, path) -> str:
         """Write the pool to one ``.npz`` file, atomically.
 
-        The file holds a JSON header (format version, config, counters and a
-        checksum of every array) and the live storage columns; nothing is
-        pickled. It is written to a temporary file in the same directory,
-        fsynced, then moved over ``path`` with ``os.replace``, so ``path``
-        always holds a complete file. ``python -m dreamjit inspect FILE``
-        prints the header and checks the checksums.
+        The file holds a JSON header (format version, config, counters, a
+        checksum of every array and of the header itself) and the live storage
+        columns, stored uncompressed; nothing is pickled. It is written to a
+        temporary file in the same directory, fsynced, then moved over
+        ``path`` with ``os.replace``, so ``path`` always holds a complete file.
+        A process killed mid-save can leave a ``.dreamjit-<name>-<random>.tmp``
+        file beside it (never read by :meth:`load`; safe to delete). Saving
+        onto a symbolic link writes through to its target; overwriting a file
+        keeps its mode (a new file gets ``0o666`` minus the umask).
+        ``python -m dreamjit inspect FILE`` prints the header and checks the
+        checksums.
 
         Parameters
         ----------
