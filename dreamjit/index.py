@@ -39,7 +39,9 @@ import numpy as np
 from .errors import DimensionMismatchError
 from .kernels.cosine import (topk_dot, topk_dot_batch, topk_dot_columns,
                              topk_dot_columns_parallel)
-from .kernels.graph import ann_search, ann_search_batch, knn_to_csr, relabel_csr, tombstones
+from .kernels.graph import (add_edges, ann_search, ann_search_batch, bridge_edges,
+                            component_representatives, cover_entries, graph_components,
+                            knn_to_csr, relabel_csr, tombstones)
 
 __all__ = ["ExactIndex", "NNDescentIndex"]
 
@@ -271,19 +273,114 @@ if hasattr(os, "register_at_fork"):
 
 # ------------------------------------------------------------------ NN-descent
 
+#: the entry layer holds at most one row in ENTRY_SHARE of the graph (the byte bound relies on it)
+ENTRY_SHARE = 8
+#: default size of the entry layer: ENTRY_SQRT * sqrt(n) rows (the scan per query costs ~E*d)
+ENTRY_SQRT = 6.0
+#: cover radii tried, smallest first
+MAX_HOPS = 8
+
+
+def entry_cap(n: int, max_entries=None) -> int:
+    """Rows the entry layer of an ``n``-row graph may hold."""
+    cap = int(np.ceil(ENTRY_SQRT * np.sqrt(n))) if max_entries is None else int(max_entries)
+    return max(1, min(cap, n // ENTRY_SHARE))
+
+
+def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None):
+    """Turn a build's k-NN search graph into what the walk needs (one call after a build).
+
+    Parameters
+    ----------
+    X : (n, d) float32
+        The snapshot's unit rows (row ``r`` of the graph is ``X[r]``).
+    indptr, indices : CSR of the search graph over the ``n`` rows.
+    seed : int
+        Orders the cover and the pivots.
+    max_entries : int or None
+        Cap of the entry layer (None: ``ENTRY_SQRT * sqrt(n)``; never more
+        than ``n // ENTRY_SHARE``).
+    hops : int or None
+        Cover radius; None: the smallest radius whose cover fits the cap.
+
+    Returns
+    -------
+    dict with ``indptr`` (int64), ``indices`` (int32): the graph plus bridging
+    edges when it has several components; ``entries`` (E,) int64 ascending
+    rows; ``block`` (d, E) float32: their vectors, column-major; and the
+    numbers ``n_components``, ``n_bridges``, ``hops`` and ``covered`` (every
+    row within ``hops`` edges of an entry).
+
+    Steps (kernels in :mod:`dreamjit.kernels.graph`): weakly connected
+    components by union-find; one representative per component (the row
+    nearest its mean direction); when there are several, a maximum spanning
+    tree over the representatives adds bridging edges, so every row is
+    reachable from every entry; then the entry layer: the representatives,
+    a greedy ``hops``-hop cover of the graph in a seeded order (so no region
+    of the graph is more than ``hops`` edges from an entry), and seeded
+    random rows up to the cap.
+    """
+    n = indptr.shape[0] - 1
+    indptr = np.asarray(indptr, dtype=np.int64)
+    indices = np.asarray(indices, dtype=np.int32)
+    labels, n_comp = graph_components(indptr, indices)
+    dead = np.zeros(n, dtype=np.bool_)
+    reps = component_representatives(X, labels, n_comp, dead)
+    n_bridges = 0
+    if n_comp > 1:
+        src, dst = bridge_edges(X, reps)
+        indptr, indices = add_edges(indptr, indices, src, dst)
+        n_bridges = src.shape[0] // 2
+    cap = entry_cap(n, max_entries)
+    order = np.random.default_rng(seed).permutation(n).astype(np.int64)
+    radii = range(1, MAX_HOPS + 1) if hops is None else (int(hops),)
+    if np.count_nonzero(reps >= 0) >= cap:
+        radii = radii[:1]  # the representatives alone fill the layer
+    for h in radii:
+        entries, covered = cover_entries(indptr, indices, dead, reps, order, h, cap)
+        if covered:
+            break
+    if entries.shape[0] < cap:  # fill with seeded random rows
+        extra = order[~np.isin(order, entries)][: cap - entries.shape[0]]
+        entries = np.concatenate([entries, extra])
+    entries = np.sort(entries)
+    block = np.ascontiguousarray(X[entries].T, dtype=np.float32)
+    if n_comp > 1:
+        sizes = np.bincount(labels, minlength=n_comp)
+        logger.warning("NN-descent graph of %d rows has %d connected components (sizes %d..%d, "
+                       "median %d): %d bridging edges join them; one representative of %s is "
+                       "an entry of the walk", n, n_comp, sizes.min(), sizes.max(),
+                       int(np.median(sizes)), n_bridges,
+                       "each" if n_comp <= cap else f"the first {cap} (entry layer full)")
+    if not covered:
+        logger.warning("NN-descent entry layer full at %d rows: some rows are more than %d "
+                       "hops from an entry", cap, h)
+    return {"indptr": indptr, "indices": indices, "entries": entries, "block": block,
+            "n_components": int(n_comp), "n_bridges": int(n_bridges), "hops": int(h),
+            "covered": bool(covered)}
+
+
 class _Graph:
-    """A sealed search graph; row ``r`` is store slot ``rows[r]`` (ascending)."""
+    """A sealed search graph; row ``r`` is store slot ``rows[r]`` (ascending).
 
-    __slots__ = ("rows", "indptr", "indices", "pivots", "dead", "n_dead")
+    ``entries`` are the rows of the entry layer and ``block`` (d, E) their
+    vectors at build time (column-major float32, scanned first by every
+    query; a copy, so a tombstoned or overwritten entry still routes).
+    """
 
-    def __init__(self, rows, indptr, indices, pivots, dead):
-        self.rows, self.indptr, self.indices, self.pivots = rows, indptr, indices, pivots
+    __slots__ = ("rows", "indptr", "indices", "entries", "block", "dead", "n_dead",
+                 "n_components")
+
+    def __init__(self, rows, indptr, indices, entries, block, dead, n_components=1):
+        self.rows, self.indptr, self.indices = rows, indptr, indices
+        self.entries, self.block = entries, block
         self.dead = dead
         self.n_dead = int(np.count_nonzero(dead))
+        self.n_components = int(n_components)
 
     @property
     def arrays(self):
-        return (self.rows, self.indptr, self.indices, self.pivots, self.dead)
+        return (self.rows, self.indptr, self.indices, self.entries, self.block, self.dead)
 
 
 class NNDescentIndex:
@@ -304,8 +401,15 @@ class NNDescentIndex:
     rebuild_fraction : float
         Rebuild once the delta or the tombstones exceed this share of the graph.
     n_pivots : int or None
-        Entry points (a seeded sample of rows, scored exactly per query);
-        None: ``ceil(4 sqrt(n))`` for a graph of n rows.
+        Rows of the entry layer (scanned first by every query): one
+        representative per connected component, a cover of the graph, then
+        seeded random rows. None: ``ceil(ENTRY_SQRT * sqrt(n))``; never more
+        than ``n // ENTRY_SHARE``.
+    entry_hops : int or None
+        Cover radius: every row is within this many edges of an entry. None:
+        the smallest radius whose cover fits in ``n_pivots`` rows.
+    n_seeds : int
+        The walk starts from this many best-scoring entries.
     mask_share : float
         A mask holding less than this share of the live entries is served by
         an exact masked scan instead of a filtered walk.
@@ -320,7 +424,7 @@ class NNDescentIndex:
     def __init__(self, store, n_neighbors=30, epsilon=0.1, overfetch=2.0,
                  rebuild_fraction=0.1, seed=0, background=True, n_pivots=None, min_ef=40,
                  mask_share=0.05, graph="search", builder="process", min_build=256,
-                 exact_batch_below=30_000, n_jobs=None):
+                 exact_batch_below=30_000, n_jobs=None, entry_hops=None, n_seeds=8):
         self._store = store
         self.n_neighbors = int(n_neighbors)
         self.epsilon = float(epsilon)
@@ -329,6 +433,8 @@ class NNDescentIndex:
         self.seed = int(seed)
         self.background = bool(background)
         self.n_pivots = None if n_pivots is None else int(n_pivots)
+        self.entry_hops = None if entry_hops is None else int(entry_hops)
+        self.n_seeds = int(n_seeds)
         self.min_ef = int(min_ef)
         self.mask_share = float(mask_share)
         self.exact_batch_below = int(exact_batch_below)
@@ -381,8 +487,16 @@ class NNDescentIndex:
         return int(sum(a.nbytes for a in arrays))
 
     def per_entry_bound(self) -> int:
-        """Bytes per entry: twice a graph row (tombstones stay <= half the rows) + a delta slot."""
-        row = 8 + 4 * self.max_degree + 8 + 8 + 1  # rows, indices, indptr, pivots, dead
+        """Bytes per entry: twice a graph row (tombstones stay <= half the rows) + a delta slot.
+
+        A row: its slot, indptr element and dead flag, ``max_degree`` edges
+        plus two bridging ones (a spanning tree adds fewer than two per row),
+        and its share of the entry layer (at most one row in ``ENTRY_SHARE``
+        is an entry: an int64 row number and ``d`` float32).
+        """
+        d = self._store.embeddings.shape[1]
+        entry = -(-(8 + 4 * d) // ENTRY_SHARE)
+        row = 8 + 8 + 1 + 4 * (self.max_degree + 2) + entry
         return 2 * row + 8 + 8  # + delta slot, + indptr's extra element (n >= 1)
 
     def bytes_bound(self, n_entries: int) -> int:
@@ -488,11 +602,9 @@ class NNDescentIndex:
                 indptr, indices = _build_csr(X, self.n_neighbors, self.seed, self.graph_kind,
                                              self.max_degree, self.n_jobs)
             n = slots.shape[0]
-            rng = np.random.default_rng(self.seed)
-            n_piv = self.n_pivots or int(np.ceil(4.0 * np.sqrt(n)))
-            pivots = np.sort(rng.choice(n, size=min(n, n_piv), replace=False)).astype(np.int64)
-            payload = (slots, ids, np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
-                       pivots)
+            struct = search_structure(X, indptr, indices, seed=self.seed,
+                                      max_entries=self.n_pivots, hops=self.entry_hops)
+            payload = (slots, ids, struct)
         except BaseException as exc:  # never leave ``building`` stuck
             logger.warning("NN-descent build of %d entries failed: %s", slots.shape[0], exc)
             self._failures += 1
@@ -500,8 +612,9 @@ class NNDescentIndex:
             return
         self._failures = 0
         self.last_build_seconds = time.perf_counter() - t0
-        logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)", n,
-                    self.last_build_seconds, payload[3].shape[0])
+        logger.info("NN-descent graph of %d entries built in %.1f s (%d edges, %d entry rows, "
+                    "%d components)", n, self.last_build_seconds, struct["indices"].shape[0],
+                    struct["entries"].shape[0], struct["n_components"])
         self._pending = ("ok", payload)
 
     def _poll(self) -> None:
@@ -516,13 +629,14 @@ class NNDescentIndex:
             self._thread = None
             if status != "ok":
                 return
-            slots, ids, indptr, indices, pivots = payload
+            slots, ids, struct = payload
             store = self._store
             alive = store.alive
             dead = tombstones(slots, ids, alive, store.ids)
             live = np.flatnonzero(alive)
             delta = np.setdiff1d(live, slots[~dead], assume_unique=True)
-            graph = _Graph(slots, indptr, indices, pivots, dead)
+            graph = _Graph(slots, struct["indptr"], struct["indices"], struct["entries"],
+                           struct["block"], dead, struct["n_components"])
             if 2 * graph.n_dead > slots.shape[0]:
                 logger.info("new NN-descent graph already more than half stale: not used")
                 self._state = (None, _EMPTY_I)
@@ -564,7 +678,8 @@ class NNDescentIndex:
         if graph is None or k >= n_cand or n_cand < self.mask_share * n_live:
             return exact_topk(store, q, m, k)
         idx, sc = ann_search(store.embeddings, graph.rows, graph.indptr, graph.indices,
-                             graph.dead, m, graph.pivots, delta, q, k, self._ef(k), self.epsilon)
+                             graph.dead, m, graph.entries, graph.block, delta, q, k, self._ef(k),
+                             self.epsilon, self.n_seeds)
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
         return idx, sc
@@ -583,8 +698,9 @@ class NNDescentIndex:
                 or n_cand < self.exact_batch_below):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(store.embeddings, graph.rows, graph.indptr,
-                                           graph.indices, graph.dead, m, graph.pivots, delta,
-                                           Q, k, self._ef(k), self.epsilon)
+                                           graph.indices, graph.dead, m, graph.entries,
+                                           graph.block, delta, Q, k, self._ef(k), self.epsilon,
+                                           self.n_seeds)
         for t in np.flatnonzero(counts < k):
             i, s = topk_dot(store.embeddings, Q[t], m, k)
             idx[t, : i.shape[0]] = i

@@ -158,6 +158,30 @@ def unit_mixture(n: int, d: int = DIM, seed: int = SEED, stream: int = 1,
     return out
 
 
+def cluster_mixture(n: int, n_clusters: int, d: int = DIM, seed: int = SEED, stream: int = 1,
+                    noise: float = 1.0, chunk: int = 100_000) -> np.ndarray:
+    """``n`` unit float32 rows of a mixture of ``n_clusters`` Gaussian clusters.
+
+    Centres ~ N(0, I_d) (drawn from ``seed`` alone, so every ``stream`` shares
+    them); each row is a uniformly chosen centre + N(0, noise^2 I_d), then
+    L2-normalised: clusters of ~``n / n_clusters`` rows at cosine ~0.5 within
+    and ~0 across. ``stream`` separates data (1) from queries (2). Chunked like
+    :func:`unit_mixture` (a smaller ``n`` is a prefix of a larger one).
+    With ``n_clusters`` larger than the NN-descent ``n_neighbors``' reach the
+    k-NN graph splits into many components (the "many clusters" sets).
+    """
+    centres = np.random.default_rng([seed, n_clusters]).normal(size=(n_clusters, d))
+    out = np.empty((n, d), dtype=np.float32)
+    for c, start in enumerate(range(0, n, chunk)):
+        stop = min(n, start + chunk)
+        rng = np.random.default_rng([seed, n_clusters, stream, c])
+        x = centres[rng.integers(0, n_clusters, stop - start)]
+        x += noise * rng.normal(size=x.shape)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[start:stop] = x
+    return out
+
+
 def unit_queries(m: int, d: int = DIM, seed: int = SEED) -> np.ndarray:
     """``m`` query rows from the same mixture as :func:`unit_mixture` (another stream)."""
     return unit_mixture(m, d, seed, stream=2)

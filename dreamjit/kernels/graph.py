@@ -22,7 +22,7 @@ import numpy as np
 
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
-from ._jit import kernel, parallel_kernel, prange
+from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange, prefetch
 
 __all__ = ["ann_search", "ann_search_batch", "knn_to_csr", "relabel_csr", "tombstones"]
 
@@ -73,11 +73,11 @@ def _score_slots(X, slots, m, q64, out):
 # --------------------------------------------------------- "best-first" candidates
 # cs/ci: a max-heap by score (the candidate to expand next at the root); grows.
 
-@kernel
+@inline_kernel
 def _cand_push(cs, ci, size, s, i):
     if size == cs.shape[0]:
-        ncs = np.empty(2 * size, dtype=np.float64)
-        nci = np.empty(2 * size, dtype=np.int64)
+        ncs = np.empty(2 * size, dtype=cs.dtype)
+        nci = np.empty(2 * size, dtype=ci.dtype)
         ncs[:size] = cs[:size]
         nci[:size] = ci[:size]
         cs = ncs
@@ -96,7 +96,7 @@ def _cand_push(cs, ci, size, s, i):
     return cs, ci, size + 1
 
 
-@kernel
+@inline_kernel
 def _cand_pop(cs, ci, size):
     """Remove the root; return the new size (the caller read ``cs[0], ci[0]`` first)."""
     size -= 1
@@ -123,80 +123,126 @@ def _cand_pop(cs, ci, size):
 
 # ------------------------------------------------------------------- one query
 
+@nav_kernel
+def _nav_scores(X, slots, m, q, out):
+    """``out[t] ~ dot(X[slots[t]], q)`` for t < m, float32, vectorised (walk only)."""
+    d = q.shape[0]
+    for t in range(m):
+        x = X[slots[t]]
+        s = np.float32(0.0)
+        for j in range(d):
+            s += x[j] * q[j]
+        out[t] = s
+
+
+@nav_kernel
+def _nav_scan(block, q, out):
+    """``out[e] ~ dot(block[:, e], q)`` over the column-major (d, E) entry block (walk only)."""
+    E = block.shape[1]
+    for e in range(E):
+        out[e] = 0.0
+    for j in range(block.shape[0]):
+        qj = q[j]
+        bj = block[j]
+        for e in range(E):
+            out[e] += bj[e] * qj
+
+
 @kernel
-def _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon,
-                 out_i, out_s):
+def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon,
+               n_seeds, out_i, out_s):
     """Graph + delta top-k of one query into ``out_i``/``out_s`` (length k); returns the count.
 
-    The graph part keeps the ``ef`` best valid rows (not dead, ``mask`` at
-    their slot) while it walks; a candidate is expanded while its distance
-    ``1 - score`` is within ``(1 + epsilon)`` times the ef-th best distance.
-    Dead rows are walked through but never returned.
+    1. Score every entry of the layer (the contiguous block) and seed the walk
+       with the best ``n_seeds``.
+    2. Best-first walk on float32 navigation scores: keep the ``ef`` best
+       valid rows (not dead, ``mask`` at their slot); a candidate is expanded
+       while its distance ``1 - score`` is within ``(1 + epsilon)`` times the
+       ef-th best distance. Dead rows are walked through, never returned.
+    3. Re-score the kept rows and the masked delta exactly (float64, plain
+       order, as the exact index does) and return the best ``k``.
     """
     n = rows.shape[0]
-    q64 = np.empty(q.shape[0], dtype=np.float64)
-    for j in range(q.shape[0]):
+    d = q.shape[0]
+    q64 = np.empty(d, dtype=np.float64)
+    for j in range(d):
         q64[j] = q[j]
     fs = np.empty(k, dtype=np.float64)   # final heap, ids are slots
     fi = np.empty(k, dtype=np.int64)
     fsize = 0
-    if n > 0 and pivots.shape[0] > 0:
-        scale = 1.0 + epsilon
+    n_entries = entries.shape[0]
+    if n > 0 and n_entries > 0:
+        one = np.float32(1.0)
+        scale = np.float32(1.0 + epsilon)
         ef = max(ef, k)
-        rs = np.empty(ef, dtype=np.float64)  # ef best valid rows (ids are rows)
+        # 1. the entry layer: scan, keep the best n_seeds
+        es = np.empty(n_entries, dtype=np.float32)
+        _nav_scan(block, q, es)
+        n_seeds = min(max(n_seeds, 1), n_entries)
+        ss = np.empty(n_seeds, dtype=np.float32)
+        si = np.empty(n_seeds, dtype=np.int64)
+        ssize = 0
+        for e in range(n_entries):
+            if ssize < n_seeds or es[e] >= ss[0]:
+                ssize = _offer(ss, si, ssize, es[e], entries[e])
+        rs = np.empty(ef, dtype=np.float32)  # ef best valid rows (ids are rows)
         ri = np.empty(ef, dtype=np.int64)
         rsize = 0
-        visited = np.zeros(n, dtype=np.bool_)
-        cs = np.empty(max(64, 2 * pivots.shape[0]), dtype=np.float64)
+        bits = np.zeros((n >> 3) + 1, dtype=np.uint8)  # visited rows
+        cs = np.empty(max(64, 2 * ef), dtype=np.float32)
         ci = np.empty(cs.shape[0], dtype=np.int64)
         csize = 0
-        npiv = pivots.shape[0]
-        buf_r = np.empty(max(npiv, 64), dtype=np.int64)  # rows to score
-        buf_s = np.empty(buf_r.shape[0], dtype=np.int64)  # their slots
-        sc = np.empty(buf_r.shape[0], dtype=np.float64)
-        m = 0
-        for p in range(npiv):
-            r = pivots[p]
-            if not visited[r]:
-                visited[r] = True
-                buf_r[m] = r
-                buf_s[m] = rows[r]
-                m += 1
-        _score_slots(X, buf_s, m, q64, sc)
-        for t in range(m):
-            r = buf_r[t]
-            cs, ci, csize = _cand_push(cs, ci, csize, sc[t], r)
+        for t in range(ssize):
+            r = si[t]
+            bits[r >> 3] |= np.uint8(1 << (r & 7))
+            cs, ci, csize = _cand_push(cs, ci, csize, ss[t], r)
             if not dead[r] and mask[rows[r]]:
-                rsize = _offer(rs, ri, rsize, sc[t], r)
+                rsize = _offer(rs, ri, rsize, ss[t], r)
+        # 2. best-first walk
+        ident = rows[n - 1] == n - 1  # rows ascend: row r is slot r (no holes in the store)
+        buf = np.empty(64, dtype=np.int64)
+        sbuf = np.empty(64, dtype=np.int64)
+        sc = np.empty(64, dtype=np.float32)
         while csize > 0:
             s = cs[0]
             r = ci[0]
             csize = _cand_pop(cs, ci, csize)
-            if rsize == ef and 1.0 - s > scale * (1.0 - rs[0]):
+            if rsize == ef and one - s > scale * (one - rs[0]):
                 break
-            if indptr[r + 1] - indptr[r] > buf_r.shape[0]:
-                size = indptr[r + 1] - indptr[r]
-                buf_r = np.empty(size, dtype=np.int64)
-                buf_s = np.empty(size, dtype=np.int64)
-                sc = np.empty(size, dtype=np.float64)
+            lo = indptr[r]
+            hi = indptr[r + 1]
+            if hi - lo > buf.shape[0]:
+                buf = np.empty(hi - lo, dtype=np.int64)
+                sbuf = np.empty(hi - lo, dtype=np.int64)
+                sc = np.empty(hi - lo, dtype=np.float32)
             m = 0
-            for e in range(indptr[r], indptr[r + 1]):
+            for e in range(lo, hi):
                 v = indices[e]
-                if not visited[v]:
-                    visited[v] = True
-                    buf_r[m] = v
-                    buf_s[m] = rows[v]
-                    m += 1
-            _score_slots(X, buf_s, m, q64, sc)
+                w = v >> 3
+                bit = np.uint8(1 << (v & 7))
+                if bits[w] & bit:
+                    continue
+                bits[w] |= bit
+                slot = v if ident else rows[v]
+                for j in range(0, d, 16):  # one cache line of float32 per 16
+                    prefetch(X, slot, j)
+                buf[m] = v
+                sbuf[m] = slot
+                m += 1
+            if m == 0:
+                continue
+            _nav_scores(X, sbuf, m, q, sc)
             for t in range(m):
-                v = buf_r[t]
                 sv = sc[t]
-                if rsize < ef or 1.0 - sv <= scale * (1.0 - rs[0]):
+                if rsize < ef or one - sv <= scale * (one - rs[0]):
+                    v = buf[t]
                     cs, ci, csize = _cand_push(cs, ci, csize, sv, v)
-                    if not dead[v] and mask[rows[v]]:
+                    if (rsize < ef or sv >= rs[0]) and not dead[v] and mask[sbuf[t]]:
                         rsize = _offer(rs, ri, rsize, sv, v)
-        for t in range(rsize):  # rows ascend with slots, so tie order is kept
-            fsize = _offer(fs, fi, fsize, rs[t], rows[ri[t]])
+        # 3. exact scores of the kept rows
+        for t in range(rsize):
+            slot = rows[ri[t]]
+            fsize = _offer(fs, fi, fsize, _dot(X[slot], q64), slot)
     # the delta, exactly, in chunks of masked slots
     chunk = np.empty(256, dtype=np.int64)
     dsc = np.empty(256, dtype=np.float64)
@@ -217,7 +263,8 @@ def _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, 
 
 
 @kernel
-def ann_search(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon):
+def ann_search(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon,
+               n_seeds):
     """Top-k slots of one query: ``(slots int64, scores float32)``, best first.
 
     Fewer than ``k`` come back when the walk and the delta hold fewer valid
@@ -225,21 +272,22 @@ def ann_search(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, ep
     """
     out_i = np.empty(k, dtype=np.int64)
     out_s = np.empty(k, dtype=np.float32)
-    m = _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon,
-                     out_i, out_s)
+    m = _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef,
+                   epsilon, n_seeds, out_i, out_s)
     return out_i[:m].copy(), out_s[:m].copy()
 
 
-@parallel_kernel(size_arg=8)
-def ann_search_batch(X, rows, indptr, indices, dead, mask, pivots, delta, Q, k, ef, epsilon):
+@parallel_kernel(size_arg=9)
+def ann_search_batch(X, rows, indptr, indices, dead, mask, entries, block, delta, Q, k, ef,
+                     epsilon, n_seeds):
     """:func:`ann_search` per row of ``Q``; ``(m, k)`` padded with -1 / -inf, plus counts."""
     m = Q.shape[0]
     out_i = np.full((m, k), -1, dtype=np.int64)
     out_s = np.full((m, k), -np.inf, dtype=np.float32)
     counts = np.zeros(m, dtype=np.int64)
     for t in prange(m):
-        counts[t] = _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, Q[t], k,
-                                 ef, epsilon, out_i[t], out_s[t])
+        counts[t] = _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta,
+                               Q[t], k, ef, epsilon, n_seeds, out_i[t], out_s[t])
     return out_i, out_s, counts
 
 
@@ -339,3 +387,220 @@ def knn_to_csr(nbrs, dists, max_degree):
         for t in range(deg[u + 1]):
             idx[ptr[u] + t] = out_idx[u * max_degree + t]
     return ptr, idx
+
+
+# ------------------------------------------------------------ the entry layer
+# Computed once per build from the search graph (CSR over snapshot rows) and
+# the snapshot's vectors, off the query path.
+
+@kernel
+def _find(parent, u):
+    while parent[u] != u:
+        parent[u] = parent[parent[u]]  # path halving
+        u = parent[u]
+    return u
+
+
+@kernel
+def graph_components(indptr, indices):
+    """Weakly connected components of a CSR graph (edges taken as undirected).
+
+    Union-find with path halving; the root of a set is always its lowest
+    vertex, and components are numbered by their lowest vertex. Returns
+    ``(labels (n,) int64, n_components)``.
+    """
+    n = indptr.shape[0] - 1
+    parent = np.arange(n)
+    for u in range(n):
+        for e in range(indptr[u], indptr[u + 1]):
+            a = _find(parent, u)
+            b = _find(parent, indices[e])
+            if a < b:
+                parent[b] = a
+            elif b < a:
+                parent[a] = b
+    labels = np.empty(n, dtype=np.int64)
+    count = 0
+    for u in range(n):
+        root = _find(parent, u)
+        if root == u:
+            labels[u] = count
+            count += 1
+        else:
+            labels[u] = labels[root]  # root < u: already numbered
+    return labels, count
+
+
+@kernel
+def component_representatives(X, labels, n_components, dead):
+    """Per component, the live row nearest (largest dot) its live members' mean direction.
+
+    ``X`` (n, d) are the rows' vectors. Ties go to the lower row; a component
+    without a live row gets -1. Returns ``(n_components,) int64``.
+    """
+    n, d = X.shape
+    sums = np.zeros((n_components, d), dtype=np.float64)
+    for u in range(n):
+        if not dead[u]:
+            c = labels[u]
+            for j in range(d):
+                sums[c, j] += X[u, j]
+    reps = np.full(n_components, -1, dtype=np.int64)
+    best = np.full(n_components, -np.inf)
+    for u in range(n):
+        if dead[u]:
+            continue
+        c = labels[u]
+        s = 0.0
+        for j in range(d):
+            s += X[u, j] * sums[c, j]  # the mean's norm does not change the argmax
+        if s > best[c]:
+            best[c] = s
+            reps[c] = u
+    return reps
+
+
+@kernel
+def cover_entries(indptr, indices, dead, first, order, hops, limit):
+    """Entry rows: ``first`` (valid ones), then a greedy ``hops``-hop cover in ``order``.
+
+    A row of ``order`` becomes an entry when it is live and no earlier entry
+    lies within ``hops`` edges of it (edges followed forwards, as the walk
+    does); every entry marks its ``hops``-ball covered. So every live row not
+    in a component of only dead rows is within ``hops`` of an entry, unless
+    ``limit`` entries were reached first. Returns ``(entries int64, complete)``
+    where ``complete`` tells whether every live row was covered.
+    """
+    n = indptr.shape[0] - 1
+    covered = np.zeros(n, dtype=np.bool_)
+    stamp = np.full(n, -1, dtype=np.int64)
+    queue = np.empty(n, dtype=np.int64)
+    depth = np.empty(n, dtype=np.int64)
+    out = np.empty(min(limit, n), dtype=np.int64)
+    m = 0
+    total = first.shape[0] + order.shape[0]
+    for t in range(total):
+        if m == out.shape[0]:
+            break
+        r = first[t] if t < first.shape[0] else order[t - first.shape[0]]
+        if r < 0 or dead[r] or covered[r] or stamp[r] == -2:
+            continue
+        out[m] = r
+        m += 1
+        stamp[r] = m  # BFS over the hops-ball of r
+        covered[r] = True
+        queue[0] = r
+        depth[0] = 0
+        head = 0
+        tail = 1
+        while head < tail:
+            u = queue[head]
+            du = depth[head]
+            head += 1
+            if du == hops:
+                continue
+            for e in range(indptr[u], indptr[u + 1]):
+                v = indices[e]
+                if stamp[v] != m:
+                    stamp[v] = m
+                    covered[v] = True
+                    queue[tail] = v
+                    depth[tail] = du + 1
+                    tail += 1
+    complete = True
+    for u in range(n):
+        if not dead[u] and not covered[u]:
+            complete = False
+            break
+    return out[:m].copy(), complete
+
+
+@kernel
+def bridge_edges(X, reps):
+    """Edges that connect the components: a maximum spanning tree over their representatives.
+
+    ``reps`` holds one row per component (-1: skipped); similarity is the dot
+    product of their ``X`` rows (float64 sums). Prim's algorithm on the
+    complete graph of representatives, from the first one, ties to the lower
+    position: ``c - 1`` links, each component joined to a most similar one
+    (the tree holds every representative's nearest link). Returns ``(src,
+    dst)`` int64 with both directions of every link. ``O(c^2 d)``.
+    """
+    valid = np.flatnonzero(reps >= 0)
+    c = valid.shape[0]
+    if c < 2:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    d = X.shape[1]
+    V = np.empty((c, d), dtype=np.float32)
+    for a in range(c):
+        for j in range(d):
+            V[a, j] = X[reps[valid[a]], j]
+    in_tree = np.zeros(c, dtype=np.bool_)
+    best = np.full(c, -np.inf)
+    link = np.full(c, -1, dtype=np.int64)
+    src = np.empty(2 * (c - 1), dtype=np.int64)
+    dst = np.empty(2 * (c - 1), dtype=np.int64)
+    cur = 0
+    in_tree[0] = True
+    for it in range(c - 1):
+        nxt = -1
+        top = -np.inf
+        for b in range(c):
+            if in_tree[b]:
+                continue
+            s = 0.0
+            for j in range(d):
+                s += np.float64(V[cur, j]) * np.float64(V[b, j])
+            if s > best[b]:
+                best[b] = s
+                link[b] = cur
+            if nxt < 0 or best[b] > top:
+                top = best[b]
+                nxt = b
+        in_tree[nxt] = True
+        u = reps[valid[link[nxt]]]
+        v = reps[valid[nxt]]
+        src[2 * it] = u
+        dst[2 * it] = v
+        src[2 * it + 1] = v
+        dst[2 * it + 1] = u
+        cur = nxt
+    return src, dst
+
+
+@kernel
+def add_edges(indptr, indices, src, dst):
+    """CSR ``(indptr, indices)`` plus the edges ``src[t] -> dst[t]`` (duplicates and self
+    loops dropped); new edges go after a row's own. Returns ``(indptr int64, indices int32)``."""
+    n = indptr.shape[0] - 1
+    extra = np.zeros(n + 1, dtype=np.int64)
+    for t in range(src.shape[0]):
+        extra[src[t] + 1] += 1
+    eptr = np.cumsum(extra)
+    edst = np.empty(eptr[n], dtype=np.int64)
+    fill = eptr[:n].copy()
+    for t in range(src.shape[0]):
+        edst[fill[src[t]]] = dst[t]
+        fill[src[t]] += 1
+    deg = np.zeros(n + 1, dtype=np.int64)
+    out = np.empty(indptr[n] + eptr[n], dtype=np.int32)
+    m = 0
+    for u in range(n):
+        start = m
+        for e in range(indptr[u], indptr[u + 1]):
+            out[m] = indices[e]
+            m += 1
+        for e in range(eptr[u], eptr[u + 1]):
+            v = edst[e]
+            if v == u:
+                continue
+            dup = False
+            for z in range(start, m):
+                if out[z] == v:
+                    dup = True
+                    break
+            if not dup:
+                out[m] = v
+                m += 1
+        deg[u + 1] = m - start
+    return np.cumsum(deg), out[:m].copy()
