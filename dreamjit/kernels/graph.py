@@ -462,30 +462,37 @@ def component_representatives(X, labels, n_components, dead):
 
 @kernel
 def cover_entries(indptr, indices, dead, first, order, hops, limit):
-    """Entry rows: ``first`` (valid ones), then a greedy ``hops``-hop cover in ``order``.
+    """Entry rows: ``first`` (its live rows, always), then a greedy ``hops``-hop cover in ``order``.
 
     A row of ``order`` becomes an entry when it is live and no earlier entry
     lies within ``hops`` edges of it (edges followed forwards, as the walk
-    does); every entry marks its ``hops``-ball covered. So every live row not
-    in a component of only dead rows is within ``hops`` of an entry, unless
-    ``limit`` entries were reached first. Returns ``(entries int64, complete)``
-    where ``complete`` tells whether every live row was covered.
+    does); every entry marks its ``hops``-ball covered. So every live row is
+    within ``hops`` of an entry, unless ``limit`` entries were reached first.
+    Returns ``(entries int64 in the order taken, complete)`` where
+    ``complete`` tells whether every live row was covered.
     """
     n = indptr.shape[0] - 1
     covered = np.zeros(n, dtype=np.bool_)
+    is_entry = np.zeros(n, dtype=np.bool_)
     stamp = np.full(n, -1, dtype=np.int64)
     queue = np.empty(n, dtype=np.int64)
     depth = np.empty(n, dtype=np.int64)
     out = np.empty(min(limit, n), dtype=np.int64)
     m = 0
-    total = first.shape[0] + order.shape[0]
-    for t in range(total):
+    n_first = first.shape[0]
+    for t in range(n_first + order.shape[0]):
         if m == out.shape[0]:
             break
-        r = first[t] if t < first.shape[0] else order[t - first.shape[0]]
-        if r < 0 or dead[r] or covered[r] or stamp[r] == -2:
-            continue
+        if t < n_first:
+            r = first[t]
+            if r < 0 or dead[r] or is_entry[r]:
+                continue
+        else:
+            r = order[t - n_first]
+            if dead[r] or covered[r]:
+                continue
         out[m] = r
+        is_entry[r] = True
         m += 1
         stamp[r] = m  # BFS over the hops-ball of r
         covered[r] = True
