@@ -41,7 +41,7 @@ from .kernels.cosine import (topk_dot, topk_dot_batch, topk_dot_columns,
                              topk_dot_columns_parallel)
 from .kernels.graph import (add_edges, ann_search, ann_search_batch, bridge_edges,
                             component_representatives, cover_entries, graph_components,
-                            knn_to_csr, relabel_csr, tombstones)
+                            knn_to_csr, quantize_block, relabel_csr, tombstones)
 
 __all__ = ["ExactIndex", "NNDescentIndex"]
 
@@ -307,9 +307,10 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
     -------
     dict with ``indptr`` (int64), ``indices`` (int32): the graph plus bridging
     edges when it has several components; ``entries`` (E,) int64 ascending
-    rows; ``block`` (d, E) float32: their vectors, column-major; and the
-    numbers ``n_components``, ``n_bridges``, ``hops`` and ``covered`` (every
-    row within ``hops`` edges of an entry).
+    rows; ``block`` (d, E) int8: their vectors, column-major, quantised
+    (:func:`~dreamjit.kernels.graph.quantize_block`); and the
+    numbers ``n_components``, ``n_bridges``, ``hops``, ``covered`` (every
+    row within ``hops`` edges of an entry) and ``seconds`` (time taken).
 
     Steps (kernels in :mod:`dreamjit.kernels.graph`): weakly connected
     components by union-find; one representative per component (the row
@@ -320,6 +321,7 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
     of the graph is more than ``hops`` edges from an entry), and seeded
     random rows up to the cap.
     """
+    t0 = time.perf_counter()
     n = indptr.shape[0] - 1
     indptr = np.asarray(indptr, dtype=np.int64)
     indices = np.asarray(indices, dtype=np.int32)
@@ -344,7 +346,7 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
         extra = order[~np.isin(order, entries)][: cap - entries.shape[0]]
         entries = np.concatenate([entries, extra])
     entries = np.sort(entries)
-    block = np.ascontiguousarray(X[entries].T, dtype=np.float32)
+    block = quantize_block(np.ascontiguousarray(X[entries], dtype=np.float32))
     if n_comp > 1:
         sizes = np.bincount(labels, minlength=n_comp)
         logger.warning("NN-descent graph of %d rows has %d connected components (sizes %d..%d, "
@@ -357,26 +359,27 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
                        "hops from an entry", cap, h)
     return {"indptr": indptr, "indices": indices, "entries": entries, "block": block,
             "n_components": int(n_comp), "n_bridges": int(n_bridges), "hops": int(h),
-            "covered": bool(covered)}
+            "covered": bool(covered), "seconds": time.perf_counter() - t0}
 
 
 class _Graph:
     """A sealed search graph; row ``r`` is store slot ``rows[r]`` (ascending).
 
     ``entries`` are the rows of the entry layer and ``block`` (d, E) their
-    vectors at build time (column-major float32, scanned first by every
-    query; a copy, so a tombstoned or overwritten entry still routes).
+    vectors at build time (column-major int8, scanned first by every query;
+    a copy, so a tombstoned entry keeps routing its part of the graph).
     """
 
     __slots__ = ("rows", "indptr", "indices", "entries", "block", "dead", "n_dead",
-                 "n_components")
+                 "n_components", "info")
 
-    def __init__(self, rows, indptr, indices, entries, block, dead, n_components=1):
+    def __init__(self, rows, indptr, indices, entries, block, dead, n_components=1, info=None):
         self.rows, self.indptr, self.indices = rows, indptr, indices
         self.entries, self.block = entries, block
         self.dead = dead
         self.n_dead = int(np.count_nonzero(dead))
         self.n_components = int(n_components)
+        self.info = dict(info or {})
 
     @property
     def arrays(self):
@@ -479,6 +482,22 @@ class NNDescentIndex:
         return self._state[1].shape[0]
 
     @property
+    def graph_info(self) -> dict:
+        """What the last swapped-in build made of its graph (empty without a graph).
+
+        ``rows``, ``edges``, ``entries`` (rows of the entry layer),
+        ``n_components`` (of the k-NN search graph), ``n_bridges`` (edges
+        added to join them), ``hops`` (cover radius), ``covered`` (every row
+        within ``hops`` of an entry), ``seconds`` (post-processing time).
+        """
+        self._poll()
+        graph = self._state[0]
+        if graph is None:
+            return {}
+        return dict(graph.info, rows=int(graph.rows.shape[0]),
+                    edges=int(graph.indices.shape[0]), entries=int(graph.entries.shape[0]))
+
+    @property
     def nbytes(self) -> int:
         """Exact bytes of the arrays this index holds (graph, row map, pivots, masks, delta)."""
         self._poll()
@@ -492,10 +511,10 @@ class NNDescentIndex:
         A row: its slot, indptr element and dead flag, ``max_degree`` edges
         plus two bridging ones (a spanning tree adds fewer than two per row),
         and its share of the entry layer (at most one row in ``ENTRY_SHARE``
-        is an entry: an int64 row number and ``d`` float32).
+        is an entry: an int64 row number and ``d`` int8).
         """
         d = self._store.embeddings.shape[1]
-        entry = -(-(8 + 4 * d) // ENTRY_SHARE)
+        entry = -(-(8 + d) // ENTRY_SHARE)
         row = 8 + 8 + 1 + 4 * (self.max_degree + 2) + entry
         return 2 * row + 8 + 8  # + delta slot, + indptr's extra element (n >= 1)
 
@@ -636,7 +655,9 @@ class NNDescentIndex:
             live = np.flatnonzero(alive)
             delta = np.setdiff1d(live, slots[~dead], assume_unique=True)
             graph = _Graph(slots, struct["indptr"], struct["indices"], struct["entries"],
-                           struct["block"], dead, struct["n_components"])
+                           struct["block"], dead, struct["n_components"],
+                           {key: value for key, value in struct.items()
+                            if not isinstance(value, np.ndarray)})
             if 2 * graph.n_dead > slots.shape[0]:
                 logger.info("new NN-descent graph already more than half stale: not used")
                 self._state = (None, _EMPTY_I)

@@ -263,7 +263,8 @@ def export_ann_graph(pool):
     if not state or state[0] is None:
         return None
     g = state[0]
-    return {"rows": g.rows, "indptr": g.indptr, "indices": g.indices, "pivots": g.pivots}
+    return {"rows": g.rows, "indptr": g.indptr, "indices": g.indices, "entries": g.entries,
+            "block": g.block, "n_components": g.n_components}
 
 
 def _install_graph(pool, graph) -> bool:
@@ -272,8 +273,9 @@ def _install_graph(pool, graph) -> bool:
 
         ann = pool._make_ann()
         dead = np.zeros(graph["rows"].shape[0], dtype=np.bool_)
-        ann._state = (_Graph(graph["rows"], graph["indptr"], graph["indices"], graph["pivots"],
-                             dead), np.empty(0, dtype=np.int64))
+        ann._state = (_Graph(graph["rows"], graph["indptr"], graph["indices"], graph["entries"],
+                             graph["block"], dead, graph["n_components"]),
+                      np.empty(0, dtype=np.int64))
         pool._ann = ann
         return pool.stats()["index"] == "ann"
     except Exception:  # internals changed: rebuild instead

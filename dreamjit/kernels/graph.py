@@ -24,7 +24,9 @@ from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
 from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange, prefetch
 
-__all__ = ["ann_search", "ann_search_batch", "knn_to_csr", "relabel_csr", "tombstones"]
+__all__ = ["add_edges", "ann_search", "ann_search_batch", "bridge_edges",
+           "component_representatives", "cover_entries", "graph_components", "knn_to_csr",
+           "quantize_block", "relabel_csr", "tombstones"]
 
 
 @kernel
@@ -135,17 +137,61 @@ def _nav_scores(X, slots, m, q, out):
         out[t] = s
 
 
-@nav_kernel
-def _nav_scan(block, q, out):
-    """``out[e] ~ dot(block[:, e], q)`` over the column-major (d, E) entry block (walk only)."""
-    E = block.shape[1]
+@kernel
+def quantize_block(V):
+    """int8 column-major copy of the unit rows ``V`` (E, d): ``round(127 * V.T / max|V|)``.
+
+    The entry layer is scanned in this form: a quarter of float32's bytes,
+    and int16 products vectorise. Only the order of the scores matters (it
+    picks the walk's seeds), so one scale for the block is enough.
+    """
+    E, d = V.shape
+    top = 0.0
     for e in range(E):
-        out[e] = 0.0
-    for j in range(block.shape[0]):
-        qj = q[j]
-        bj = block[j]
+        for j in range(d):
+            top = max(top, abs(np.float64(V[e, j])))
+    scale = 127.0 / top if top > 0.0 else 0.0
+    out = np.empty((d, E), dtype=np.int8)
+    for e in range(E):
+        for j in range(d):
+            out[j, e] = np.int8(np.rint(V[e, j] * scale))
+    return out
+
+
+@kernel
+def _quantize_query(q, out):
+    top = 0.0
+    for j in range(q.shape[0]):
+        top = max(top, abs(np.float64(q[j])))
+    scale = 127.0 / top if top > 0.0 else 0.0
+    for j in range(q.shape[0]):
+        out[j] = np.int16(np.rint(q[j] * scale))
+
+
+@kernel
+def _scan_block(block, q16, out):
+    """``out[e] = sum_j block[j, e] * q16[j]`` (int32, exact) over the (d, E) int8 block.
+
+    Rows of the block go two at a time as int16 products (|b|, |q| <= 127,
+    so a product fits), summed into int32: the loop over entries vectorises.
+    """
+    d, E = block.shape
+    for e in range(E):
+        out[e] = 0
+    j = 0
+    while j + 2 <= d:
+        q0 = q16[j]
+        q1 = q16[j + 1]
+        b0 = block[j]
+        b1 = block[j + 1]
         for e in range(E):
-            out[e] += bj[e] * qj
+            out[e] += np.int32(np.int16(b0[e]) * q0) + np.int32(np.int16(b1[e]) * q1)
+        j += 2
+    if j < d:
+        q0 = q16[j]
+        b0 = block[j]
+        for e in range(E):
+            out[e] += np.int32(np.int16(b0[e]) * q0)
 
 
 @kernel
@@ -153,8 +199,8 @@ def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k
                n_seeds, out_i, out_s):
     """Graph + delta top-k of one query into ``out_i``/``out_s`` (length k); returns the count.
 
-    1. Score every entry of the layer (the contiguous block) and seed the walk
-       with the best ``n_seeds``.
+    1. Score every entry of the layer (the contiguous int8 block, int32
+       sums) and seed the walk with the best ``n_seeds``.
     2. Best-first walk on float32 navigation scores: keep the ``ef`` best
        valid rows (not dead, ``mask`` at their slot); a candidate is expanded
        while its distance ``1 - score`` is within ``(1 + epsilon)`` times the
@@ -175,16 +221,24 @@ def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k
         one = np.float32(1.0)
         scale = np.float32(1.0 + epsilon)
         ef = max(ef, k)
-        # 1. the entry layer: scan, keep the best n_seeds
-        es = np.empty(n_entries, dtype=np.float32)
-        _nav_scan(block, q, es)
+        # 1. the entry layer: scan, keep the best n_seeds, score them in float32
+        q16 = np.empty(d, dtype=np.int16)
+        _quantize_query(q, q16)
+        es = np.empty(n_entries, dtype=np.int32)
+        _scan_block(block, q16, es)
         n_seeds = min(max(n_seeds, 1), n_entries)
-        ss = np.empty(n_seeds, dtype=np.float32)
+        ss = np.empty(n_seeds, dtype=np.int32)
         si = np.empty(n_seeds, dtype=np.int64)
         ssize = 0
         for e in range(n_entries):
             if ssize < n_seeds or es[e] >= ss[0]:
                 ssize = _offer(ss, si, ssize, es[e], entries[e])
+        ident = rows[n - 1] == n - 1  # rows ascend: row r is slot r (no holes in the store)
+        sslot = np.empty(ssize, dtype=np.int64)
+        for t in range(ssize):
+            sslot[t] = si[t] if ident else rows[si[t]]
+        seed_sc = np.empty(ssize, dtype=np.float32)
+        _nav_scores(X, sslot, ssize, q, seed_sc)
         rs = np.empty(ef, dtype=np.float32)  # ef best valid rows (ids are rows)
         ri = np.empty(ef, dtype=np.int64)
         rsize = 0
@@ -195,11 +249,10 @@ def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k
         for t in range(ssize):
             r = si[t]
             bits[r >> 3] |= np.uint8(1 << (r & 7))
-            cs, ci, csize = _cand_push(cs, ci, csize, ss[t], r)
-            if not dead[r] and mask[rows[r]]:
-                rsize = _offer(rs, ri, rsize, ss[t], r)
+            cs, ci, csize = _cand_push(cs, ci, csize, seed_sc[t], r)
+            if not dead[r] and mask[sslot[t]]:
+                rsize = _offer(rs, ri, rsize, seed_sc[t], r)
         # 2. best-first walk
-        ident = rows[n - 1] == n - 1  # rows ascend: row r is slot r (no holes in the store)
         buf = np.empty(64, dtype=np.int64)
         sbuf = np.empty(64, dtype=np.int64)
         sc = np.empty(64, dtype=np.float32)
