@@ -11,8 +11,15 @@ embeddings (built by pynndescent, imported lazily, off the query path), a
 tombstone mask for graph rows removed since, and an exactly searched delta of
 slots added since. The graph is walked by our own njit kernel
 (:mod:`dreamjit.kernels.graph`), so queries never touch pynndescent: no query
-compile in the main process, and the walk starts from a fixed seeded set of
-pivots, which covers graphs that split into disconnected components.
+compile in the main process.
+
+After a build, :func:`search_structure` turns pynndescent's graph into what
+the walk needs, so that no part of the graph can be missed: its connected
+components (on clustered data the k-NN graph splits into one per cluster
+once clusters are larger than ``n_neighbors``), bridging edges that join
+them, and an *entry layer* of rows, scanned first by every query as one
+contiguous int8 block: a representative of every component, a hop cover of
+the graph, seeded random rows. The walk starts from the best entries.
 
 Builds run in a persistent worker process by default (``builder="process"``):
 in a thread, the first build of a process (pynndescent compiling, ~40 s)
@@ -27,6 +34,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -424,7 +432,7 @@ class NNDescentIndex:
         single queries do.
     """
 
-    def __init__(self, store, n_neighbors=30, epsilon=0.1, overfetch=2.0,
+    def __init__(self, store, n_neighbors=30, epsilon=0.15, overfetch=1.5,
                  rebuild_fraction=0.1, seed=0, background=True, n_pivots=None, min_ef=40,
                  mask_share=0.05, graph="search", builder="process", min_build=256,
                  exact_batch_below=30_000, n_jobs=None, entry_hops=None, n_seeds=8):
@@ -678,7 +686,7 @@ class NNDescentIndex:
 
     # ------------------------------------------------------------ queries
     def _ef(self, k: int) -> int:
-        return max(self.min_ef, int(np.ceil(self.overfetch * k)), k)
+        return max(self.min_ef, math.ceil(self.overfetch * k), k)
 
     def search(self, q, k, mask=None):
         """``(slots int64, scores float32)``: the best ``min(k, #candidates)``, best first.
@@ -692,11 +700,16 @@ class NNDescentIndex:
         if k <= 0:
             return _EMPTY_I.copy(), _EMPTY_S.copy()
         q = _as_query(q, store)
-        m = _live_mask(store, mask)
-        graph, delta = self._state
-        n_live = len(self)
-        n_cand = n_live if mask is None else int(np.count_nonzero(m))
-        if graph is None or k >= n_cand or n_cand < self.mask_share * n_live:
+        graph, delta = self._state  # one consistent snapshot of the state
+        if graph is None:
+            return exact_topk(store, q, _live_mask(store, mask), k)
+        n_live = graph.rows.shape[0] - graph.n_dead + delta.shape[0]
+        if mask is None:
+            m, n_cand = store.alive, n_live
+        else:
+            m = _live_mask(store, mask)
+            n_cand = int(np.count_nonzero(m))
+        if k >= n_cand or n_cand < self.mask_share * n_live:
             return exact_topk(store, q, m, k)
         idx, sc = ann_search(store.embeddings, graph.rows, graph.indptr, graph.indices,
                              graph.dead, m, graph.entries, graph.block, delta, q, k, self._ef(k),

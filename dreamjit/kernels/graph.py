@@ -6,15 +6,21 @@ plus a ``dead`` row mask (tombstones) and an exactly searched ``delta`` of
 slots added since the build. Vectors are always read from the store's
 ``embeddings`` (cap, d), so every score is exact.
 
-Scores are dot products accumulated in float64 in plain sequential order,
-exactly as in :mod:`dreamjit.kernels.cosine`, so a hit has the same score
-whichever index found it. Ranking: score descending, ties to the lower slot.
+Returned scores are dot products accumulated in float64 in plain sequential
+order, exactly as in :mod:`dreamjit.kernels.cosine`, so a hit has the same
+score whichever index found it. Ranking: score descending, ties to the lower
+slot.
 
-Search is best-first over the graph, started from *all* pivots (a fixed
-seeded sample of rows, scored exactly): far pivots are never expanded because
-they lie beyond the stopping bound, and every graph component holding a
-close pivot is explored, which covers search graphs that split into
-disconnected components on clustered data.
+A query (:func:`ann_search`) first scans the *entry layer*: a contiguous
+column-major int8 block of a few thousand rows (a representative of every
+connected component, a hop cover, seeded random rows; built once per graph
+by :func:`graph_components`, :func:`component_representatives`,
+:func:`cover_entries`, :func:`bridge_edges`, :func:`add_edges` and
+:func:`quantize_block`). Its best ``n_seeds`` entries start a best-first walk
+whose navigation scores are float32 dot products of prefetched rows
+(:func:`~dreamjit.kernels._jit.nav_kernel`: reassociated, so they
+vectorise); the rows the walk keeps are scored again exactly before they
+are ranked and returned.
 """
 from __future__ import annotations
 
