@@ -451,7 +451,7 @@ class NNDescentIndex:
         self.exact_batch_below = int(exact_batch_below)
         self.graph_kind = graph
         self.builder = builder
-        self.min_build = max(int(min_build), 2 * self.n_neighbors + 2)
+        self.min_build = max(int(min_build), 2 * self.n_neighbors + 2, ENTRY_SHARE)
         self.n_jobs = n_jobs
         self.max_degree = int(round(1.5 * self.n_neighbors))
         self._state = (None, _EMPTY_I)  # (graph or None, delta slots): replaced atomically

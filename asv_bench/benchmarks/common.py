@@ -78,6 +78,10 @@ BUDGET_BATCH = 4 if TINY else 100
 #: peakmem group: fill a pool of this many tensors of TENSOR_SHAPE
 PEAKMEM_ENTRIES = 16 if TINY else 2_000
 
+#: many-cluster ANN group: CLUSTER_N rows in each of CLUSTER_SETS clusters (``cluster_mixture``)
+CLUSTER_N = 2_000 if TINY else 200_000
+CLUSTER_SETS = [20, 200] if TINY else [2_000, 20_000]
+
 #: NN-descent settings shared by the pool's index and the raw pynndescent peer
 NN_NEIGHBORS = 30
 #: hnswlib build settings (the seed report's M=16, ef_construction=200)
@@ -317,6 +321,22 @@ def build_ann_graphs(sizes) -> dict:
         if graph is not None:
             graph["build_seconds"] = getattr(pool_ann_index(pool), "last_build_seconds", None) or 0.0
         out[n] = graph
+        del pool
+    return out
+
+
+def build_cluster_graphs(sets, n: int) -> dict:
+    """``{n_clusters: graph arrays (+ "build_seconds") or None}`` of the pool's NN-descent
+    index over ``cluster_mixture(n, n_clusters)``; the build worker is warmed first."""
+    warm = ann_pool(cluster_mixture(512, 8))
+    del warm
+    out = {}
+    for c in sets:
+        pool = ann_pool(cluster_mixture(n, c))
+        graph = export_ann_graph(pool)
+        if graph is not None:
+            graph["build_seconds"] = getattr(pool_ann_index(pool), "last_build_seconds", None) or 0.0
+        out[c] = graph
         del pool
     return out
 
