@@ -54,9 +54,11 @@ from benchmarks.common import ann_pool, cluster_mixture, exact_truth, recall_at_
 log = logging.getLogger("dreamjit")
 K = 10
 DIM = 64
-DJ_GRID = [(ef, eps) for eps in (0.0, 0.1, 0.2, 0.3) for ef in (10, 16, 24, 40, 64)]
-HNSW_EFS = (10, 16, 24, 32, 48, 64, 100, 150, 200, 300, 400, 600)
-PYNN_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+DJ_GRID = [(ef, eps) for eps in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+           for ef in (10, 12, 16, 20, 24, 32, 40, 64)]
+HNSW_EFS = (10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 80, 100, 128, 160, 200, 250, 300, 350,
+            400, 500, 600, 800)
+PYNN_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2)
 
 
 def _one_thread():
@@ -142,11 +144,16 @@ def calibrate(methods, Q, truth, targets):
 
 
 def dreamjit_pick(methods, Q, Qt, targets, rounds):
-    """dreamjit's grid is two-dimensional: time every setting reaching a target (few
-    rounds) and keep the fastest one per target."""
+    """dreamjit's grid is two-dimensional: per epsilon, time the smallest ef reaching a
+    target (a few rounds) and keep the fastest of those per target."""
     picked = {}
     for t in targets:
-        ok = [m for m in methods if m.recall >= t]
+        ok = {}
+        for m in methods:  # per epsilon, the smallest ef reaching the target
+            eps = m.setting.split("eps=")[1]
+            if m.recall >= t and eps not in ok:
+                ok[eps] = m
+        ok = list(ok.values())
         if not ok:
             picked[t] = max(methods, key=lambda m: m.recall)
             continue
