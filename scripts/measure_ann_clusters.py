@@ -1,4 +1,4 @@
-"""ANN on many-cluster data: dreamjit's NN-descent index and pool next to hnswlib, pynndescent, numpy.
+"""ANN on many-cluster data: dreamjit's NN-descent index and pool, hnswlib, pynndescent, numpy.
 
 Usage::
 
@@ -248,7 +248,8 @@ def run_dataset(n, n_clusters, noise, n_queries, n_timed, rounds, targets, warm)
                          secs[id(m)] / base))
     base = secs[id(hn_pick[targets[-1]])]
     for m in (pm, npm):
-        rows.append((label, "-", m.name, m.setting, m.recall, secs[id(m)] * 1e6, secs[id(m)] / base))
+        rows.append((label, "-", m.name, m.setting, m.recall, secs[id(m)] * 1e6,
+                     secs[id(m)] / base))
     return rows, builds, info
 
 

@@ -15,10 +15,11 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-from dreamjit.index import ENTRY_SHARE, ExactIndex, NNDescentIndex, _Graph, search_structure
-from dreamjit.kernels.graph import (_nav_scores, add_edges, ann_search, bridge_edges,
-                                    component_representatives, cover_entries, graph_components,
-                                    knn_to_csr, quantize_block)
+from dreamjit._ann_structure import ENTRY_SHARE, _Graph, search_structure
+from dreamjit.index import ExactIndex, NNDescentIndex
+from dreamjit.kernels.entry_layer import (add_edges, bridge_edges, component_representatives,
+                                          cover_entries, graph_components)
+from dreamjit.kernels.graph import _nav_scores, ann_search, knn_to_csr, quantize_block
 
 
 def unit(x):
@@ -311,7 +312,8 @@ def test_walk_finds_every_cluster_and_survives_dead_representatives():
     exact = ExactIndex(store)
     Q = unit(X[::25] + 0.02 * rng.normal(size=(15, X.shape[1])))  # one query per cluster
     for q in Q:
-        np.testing.assert_array_equal(np.sort(ann.search(q, 10)[0]), np.sort(exact.search(q, 10)[0]))
+        got, want = ann.search(q, 10)[0], exact.search(q, 10)[0]
+        np.testing.assert_array_equal(np.sort(got), np.sort(want))
     # tombstone every entry row: the walk still starts from them (their vectors are in
     # the block) and goes through them, but never returns them
     gone = st["entries"]

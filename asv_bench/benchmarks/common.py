@@ -335,7 +335,8 @@ def build_cluster_graphs(sets, n: int) -> dict:
         pool = ann_pool(cluster_mixture(n, c))
         graph = export_ann_graph(pool)
         if graph is not None:
-            graph["build_seconds"] = getattr(pool_ann_index(pool), "last_build_seconds", None) or 0.0
+            seconds = getattr(pool_ann_index(pool), "last_build_seconds", None)
+            graph["build_seconds"] = seconds or 0.0
         out[c] = graph
         del pool
     return out
