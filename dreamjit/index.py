@@ -11,8 +11,15 @@ embeddings (built by pynndescent, imported lazily, off the query path), a
 tombstone mask for graph rows removed since, and an exactly searched delta of
 slots added since. The graph is walked by our own njit kernel
 (:mod:`dreamjit.kernels.graph`), so queries never touch pynndescent: no query
-compile in the main process, and the walk starts from a fixed seeded set of
-pivots, which covers graphs that split into disconnected components.
+compile in the main process.
+
+After a build, :func:`search_structure` turns pynndescent's graph into what
+the walk needs, so that no part of the graph can be missed: its connected
+components (on clustered data the k-NN graph splits into one per cluster
+once clusters are larger than ``n_neighbors``), bridging edges that join
+them, and an *entry layer* of rows, scanned first by every query as one
+contiguous int8 block: a representative of every component, a hop cover of
+the graph, seeded random rows. The walk starts from the best entries.
 
 Builds run in a persistent worker process by default (``builder="process"``):
 in a thread, the first build of a process (pynndescent compiling, ~40 s)
@@ -27,6 +34,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -42,6 +50,7 @@ from .errors import DimensionMismatchError
 from .kernels._jit import parallel_allowed
 from .kernels.cosine import (topk_dot, topk_dot_batch, topk_dot_columns,
                              topk_dot_columns_parallel)
+from ._ann_structure import ENTRY_SHARE, _Graph, search_structure
 from .kernels.graph import ann_search, ann_search_batch, knn_to_csr, relabel_csr, tombstones
 
 __all__ = ["ExactIndex", "NNDescentIndex"]
@@ -439,21 +448,6 @@ if hasattr(os, "register_at_fork"):
 
 # ------------------------------------------------------------------ NN-descent
 
-class _Graph:
-    """A sealed search graph; row ``r`` is store slot ``rows[r]`` (ascending)."""
-
-    __slots__ = ("rows", "indptr", "indices", "pivots", "dead", "n_dead")
-
-    def __init__(self, rows, indptr, indices, pivots, dead):
-        self.rows, self.indptr, self.indices, self.pivots = rows, indptr, indices, pivots
-        self.dead = dead
-        self.n_dead = int(np.count_nonzero(dead))
-
-    @property
-    def arrays(self):
-        return (self.rows, self.indptr, self.indices, self.pivots, self.dead)
-
-
 class NNDescentIndex:
     """Approximate top-k: a sealed NN-descent graph + exact delta + tombstones.
 
@@ -472,8 +466,15 @@ class NNDescentIndex:
     rebuild_fraction : float
         Rebuild once the delta or the tombstones exceed this share of the graph.
     n_pivots : int or None
-        Entry points (a seeded sample of rows, scored exactly per query);
-        None: ``ceil(4 sqrt(n))`` for a graph of n rows.
+        Rows of the entry layer (scanned first by every query): one
+        representative per connected component, a cover of the graph, then
+        seeded random rows. None: ``ceil(ENTRY_SQRT * sqrt(n))``; never more
+        than ``n // ENTRY_SHARE``.
+    entry_hops : int or None
+        Cover radius: every row is within this many edges of an entry. None:
+        the smallest radius whose cover fits in ``n_pivots`` rows.
+    n_seeds : int
+        The walk starts from this many best-scoring entries.
     mask_share : float
         A mask holding less than this share of the live entries is served by
         an exact masked scan instead of a filtered walk.
@@ -502,10 +503,11 @@ class NNDescentIndex:
     finished build at its next call, in the caller's thread.
     """
 
-    def __init__(self, store, n_neighbors=30, epsilon=0.1, overfetch=2.0,
+    def __init__(self, store, n_neighbors=30, epsilon=0.15, overfetch=1.5,
                  rebuild_fraction=0.1, seed=0, background=True, n_pivots=None, min_ef=40,
                  mask_share=0.05, graph="search", builder="process", min_build=256,
-                 exact_batch_below=30_000, n_jobs=None, build_timeout=None):
+                 exact_batch_below=30_000, n_jobs=None, build_timeout=None, entry_hops=None,
+                 n_seeds=8):
         self._store = store
         self.n_neighbors = int(n_neighbors)
         self.epsilon = float(epsilon)
@@ -514,12 +516,14 @@ class NNDescentIndex:
         self.seed = int(seed)
         self.background = bool(background)
         self.n_pivots = None if n_pivots is None else int(n_pivots)
+        self.entry_hops = None if entry_hops is None else int(entry_hops)
+        self.n_seeds = int(n_seeds)
         self.min_ef = int(min_ef)
         self.mask_share = float(mask_share)
         self.exact_batch_below = int(exact_batch_below)
         self.graph_kind = graph
         self.builder = builder
-        self.min_build = max(int(min_build), 2 * self.n_neighbors + 2)
+        self.min_build = max(int(min_build), 2 * self.n_neighbors + 2, ENTRY_SHARE)
         self.n_jobs = n_jobs
         self.max_degree = int(round(1.5 * self.n_neighbors))
         self.build_timeout = None if build_timeout is None else float(build_timeout)
@@ -581,16 +585,40 @@ class NNDescentIndex:
         return self._state[1].shape[0]
 
     @property
+    def graph_info(self) -> dict:
+        """What the last swapped-in build made of its graph (empty without a graph).
+
+        ``rows``, ``edges``, ``entries`` (rows of the entry layer),
+        ``n_components`` (of the k-NN search graph), ``n_bridges`` (edges
+        added to join them), ``hops`` (cover radius), ``covered`` (every row
+        within ``hops`` of an entry), ``seconds`` (post-processing time).
+        """
+        self._poll()
+        graph = self._state[0]
+        if graph is None:
+            return {}
+        return dict(graph.info, rows=int(graph.rows.shape[0]),
+                    edges=int(graph.indices.shape[0]), entries=int(graph.entries.shape[0]))
+
+    @property
     def nbytes(self) -> int:
-        """Exact bytes of the arrays this index holds (graph, row map, pivots, masks, delta)."""
+        """Exact bytes of the arrays this index holds (graph, rows, entry layer, masks, delta)."""
         self._poll()
         graph, delta = self._state
         arrays = (delta,) if graph is None else graph.arrays + (delta,)
         return int(sum(a.nbytes for a in arrays))
 
     def per_entry_bound(self) -> int:
-        """Bytes per entry: twice a graph row (tombstones stay <= half the rows) + a delta slot."""
-        row = 8 + 4 * self.max_degree + 8 + 8 + 1  # rows, indices, indptr, pivots, dead
+        """Bytes per entry: twice a graph row (tombstones stay <= half the rows) + a delta slot.
+
+        A row: its slot, indptr element and dead flag, ``max_degree`` edges
+        plus two bridging ones (a spanning tree adds fewer than two per row),
+        and its share of the entry layer (at most one row in ``ENTRY_SHARE``
+        is an entry: an int64 row number and ``d`` int8).
+        """
+        d = self._store.embeddings.shape[1]
+        entry = -(-(8 + d) // ENTRY_SHARE)
+        row = 8 + 8 + 1 + 4 * (self.max_degree + 2) + entry
         return 2 * row + 8 + 8  # + delta slot, + indptr's extra element (n >= 1)
 
     def bytes_bound(self, n_entries: int) -> int:
@@ -768,11 +796,11 @@ class NNDescentIndex:
                     self._no_worker(exc)
             if indptr is None:
                 indptr, indices = self._build_in_thread(X)
-            payload = self._payload(slots, ids, indptr, indices)
+            payload = self._payload(slots, ids, indptr, indices, X)
             self._failures = 0
             self.last_build_seconds = time.perf_counter() - t0
             logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)",
-                        slots.shape[0], self.last_build_seconds, payload[3].shape[0])
+                        slots.shape[0], self.last_build_seconds, payload[2]["indices"].shape[0])
             result = ("ok", payload)
         except BuildUnwanted:
             logger.debug("NN-descent build dropped: its pool is gone")
@@ -818,13 +846,15 @@ class NNDescentIndex:
             raise box["err"]
         return box["out"]
 
-    def _payload(self, slots, ids, indptr, indices):
-        """What a build hands to :meth:`_install`: the graph and what is derived from it."""
-        n = slots.shape[0]
-        rng = np.random.default_rng(self.seed)
-        n_piv = self.n_pivots or int(np.ceil(4.0 * np.sqrt(n)))
-        pivots = np.sort(rng.choice(n, size=min(n, n_piv), replace=False)).astype(np.int64)
-        return (slots, ids, np.asarray(indptr, np.int64), np.asarray(indices, np.int32), pivots)
+    def _payload(self, slots, ids, indptr, indices, X):
+        """What a build hands to :meth:`_install`: the graph and its search structure
+        (components, bridges, the entry layer: :func:`search_structure`)."""
+        struct = search_structure(X, indptr, indices, seed=self.seed,
+                                  max_entries=self.n_pivots, hops=self.entry_hops)
+        logger.info("NN-descent search structure of %d rows: %d edges, %d entry rows, "
+                    "%d components", slots.shape[0], struct["indices"].shape[0],
+                    struct["entries"].shape[0], struct["n_components"])
+        return (slots, ids, struct)
 
     def _finish(self, gen, result, seq) -> None:
         """A build ended: hand over its result (install it now when a pool owns this index)."""
@@ -882,13 +912,16 @@ class NNDescentIndex:
 
     def _install(self, payload) -> None:
         """Swap in a built graph, reconciled with what changed since its snapshot."""
-        slots, ids, indptr, indices, pivots = payload
+        slots, ids, struct = payload
         store = self._store
         alive = store.alive
         dead = tombstones(slots, ids, alive, store.ids)
         live = np.flatnonzero(alive)
         delta = np.setdiff1d(live, slots[~dead], assume_unique=True)
-        graph = _Graph(slots, indptr, indices, pivots, dead)
+        graph = _Graph(slots, struct["indptr"], struct["indices"], struct["entries"],
+                       struct["block"], dead, struct["n_components"],
+                       {key: value for key, value in struct.items()
+                        if not isinstance(value, np.ndarray)})
         if 2 * graph.n_dead > slots.shape[0]:
             logger.info("new NN-descent graph already more than half stale: not used")
             self._state = (None, _EMPTY_I)
@@ -919,7 +952,7 @@ class NNDescentIndex:
 
     # ------------------------------------------------------------ queries
     def _ef(self, k: int) -> int:
-        return max(self.min_ef, int(np.ceil(self.overfetch * k)), k)
+        return max(self.min_ef, math.ceil(self.overfetch * k), k)
 
     def search(self, q, k, mask=None):
         """``(slots int64, scores float32)``: the best ``min(k, #candidates)``, best first.
@@ -933,15 +966,21 @@ class NNDescentIndex:
         if k <= 0:
             return _EMPTY_I.copy(), _EMPTY_S.copy()
         q = _as_query(q, store)
-        m = _live_mask(store, mask)
-        graph, delta = self._state
-        n_live = len(self)
-        n_cand = n_live if mask is None else int(np.count_nonzero(m))
-        if (graph is None or k >= n_cand or n_cand < self.mask_share * n_live
+        graph, delta = self._state  # one consistent snapshot of the state
+        if graph is None:
+            return exact_topk(store, q, _live_mask(store, mask), k)
+        n_live = graph.rows.shape[0] - graph.n_dead + delta.shape[0]
+        if mask is None:
+            m, n_cand = store.alive, n_live
+        else:
+            m = _live_mask(store, mask)
+            n_cand = int(np.count_nonzero(m))
+        if (k >= n_cand or n_cand < self.mask_share * n_live
                 or delta.shape[0] > DELTA_EXACT_SHARE * n_live):
             return exact_topk(store, q, m, k)
         idx, sc = ann_search(store.embeddings, graph.rows, graph.indptr, graph.indices,
-                             graph.dead, m, graph.pivots, delta, q, k, self._ef(k), self.epsilon)
+                             graph.dead, m, graph.entries, graph.block, delta, q, k, self._ef(k),
+                             self.epsilon, self.n_seeds)
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
         return idx, sc
@@ -960,8 +999,9 @@ class NNDescentIndex:
                 or n_cand < self.exact_batch_below or delta.shape[0] > DELTA_EXACT_SHARE * n_live):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(store.embeddings, graph.rows, graph.indptr,
-                                           graph.indices, graph.dead, m, graph.pivots, delta,
-                                           Q, k, self._ef(k), self.epsilon)
+                                           graph.indices, graph.dead, m, graph.entries,
+                                           graph.block, delta, Q, k, self._ef(k), self.epsilon,
+                                           self.n_seeds)
         for t in np.flatnonzero(counts < k):
             i, s = topk_dot(store.embeddings, Q[t], m, k)
             idx[t, : i.shape[0]] = i

@@ -7,6 +7,15 @@ Single-query benchmarks cycle through ``N_CYCLE_QUERIES`` queries. The pool
 has no public batch retrieval yet, so the batch group times the exact index's
 ``search_batch`` (the ``topk_dot_batch`` kernel) directly.
 
+The ``*Clusters`` group (parameter: number of clusters) runs the same
+comparison on ``CLUSTER_N`` rows of ``common.cluster_mixture`` (2e5 rows in
+2000 clusters of ~100 and in 20000 clusters of ~10), where the k-NN graph
+splits or nearly splits per cluster: recall is tracked, latency timed, the
+peers tuned to recall@10 >= 0.95. Target: ``AnnClusters.track_recall_pool``
+>= 0.95 and ``AnnClusters.time_index_search`` (tuned, ``track_index_setting``)
+within 1.5x of ``HnswlibClusters.time_query`` (``scripts/measure_ann_clusters.py``
+prints the same comparison in one interleaved run).
+
 Targets (issue 4), all at n = 1e5:
 
 * ``ExactPool.time_retrieve_soft`` <= numpy/2 (``NumpyBrute.time_query``),
@@ -24,12 +33,13 @@ import time
 
 import numpy as np
 
-from .common import (BATCH_SIZES, DIM, EXACT_SIZES, HNSW_EF_CONSTRUCTION, HNSW_M, K, KNN_SIZES,
-                     N_BATCH_QUERIES, N_CYCLE_QUERIES, N_RECALL_QUERIES, NN_NEIGHBORS,
-                     RECALL_TARGET, SEED, ann_pool, blas_one_thread, build_ann_graphs, cycler,
-                     embedding_pool, exact_truth, numpy_topk, numpy_topk_batch, pool_ann_index,
-                     memo, recall_at_k, require, require_ann, stream_sum, stream_sum_parallel,
-                     unit_mixture, unit_queries)
+from .common import (BATCH_SIZES, CLUSTER_N, CLUSTER_SETS, DIM, EXACT_SIZES,
+                     HNSW_EF_CONSTRUCTION, HNSW_M, K, KNN_SIZES, N_BATCH_QUERIES, N_CYCLE_QUERIES,
+                     N_RECALL_QUERIES, NN_NEIGHBORS, RECALL_TARGET, SEED, ann_pool,
+                     blas_one_thread, build_ann_graphs, build_cluster_graphs, cluster_mixture,
+                     cycler, embedding_pool, exact_truth, numpy_topk, numpy_topk_batch,
+                     pool_ann_index, memo, recall_at_k, require, require_ann, stream_sum,
+                     stream_sum_parallel, unit_mixture, unit_queries)
 
 
 def _queries(m=N_CYCLE_QUERIES):
@@ -502,3 +512,272 @@ class Hnswlib:
         return float(cache[n]["ef"])
 
     track_ef.unit = "ef"
+
+
+# ============================================================================ ANN: many clusters
+
+def _cluster_data(c):
+    return memo(("clusters", c), lambda: (cluster_mixture(CLUSTER_N, c),
+                                          cluster_mixture(N_RECALL_QUERIES, c, stream=2)))
+
+
+def _cluster_truth(c):
+    return memo(("clusters truth", c), lambda: exact_truth(*_cluster_data(c)))
+
+
+def _cluster_vectors(c, two_d=False):
+    Q = _cluster_data(c)[1][:N_CYCLE_QUERIES]
+    return cycler(q[None, :].copy() if two_d else q for q in Q)
+
+
+class AnnClusters:
+    """The pool's NN-descent index on many-cluster data (graphs built once in ``setup_cache``).
+
+    ``time_index_search`` runs the index at the smallest (ef, epsilon) of a grid
+    reaching recall@10 >= 0.95 (``track_index_setting``: 1000 * ef + 100 *
+    epsilon); ``time_index_default`` and ``time_retrieve_soft`` at the pool's
+    defaults (``retrieve_soft`` with similarity-only weights, 40 candidates).
+    """
+
+    params = [CLUSTER_SETS]
+    param_names = ["clusters"]
+    timeout = 900
+    GRID = [(ef, eps) for eps in (0.0, 0.1, 0.15, 0.2, 0.3) for ef in (10, 16, 24, 40, 64)]
+
+    def setup_cache(self):
+        try:
+            require_ann()
+        except NotImplementedError:
+            return None
+        return build_cluster_graphs(CLUSTER_SETS, CLUSTER_N)
+
+    setup_cache.timeout = 3600
+
+    def setup(self, graphs, c):
+        require_ann()
+        if graphs is None or graphs.get(c) is None:
+            raise NotImplementedError("ANN graphs were not built")
+        self.__dict__.update(memo(("AnnClusters", c), lambda: self._build(graphs, c)))
+        self.ann.min_ef, self.ann.overfetch, self.ann.epsilon = self.defaults
+
+    @classmethod
+    def _build(cls, graphs, c):
+        import dreamjit as dj
+
+        X, Q = _cluster_data(c)
+        pool = ann_pool(X, graphs[c])
+        ann = pool_ann_index(pool)
+        truth = _cluster_truth(c)
+        defaults = (ann.min_ef, ann.overfetch, ann.epsilon)
+        tuned, recall = cls.GRID[-1], 0.0
+        for ef, eps in cls.GRID:  # ordered by epsilon, then ef: roughly by cost
+            ann.min_ef, ann.overfetch, ann.epsilon = ef, 1.0, eps
+            recall = recall_at_k([ann.search(q, K)[0] for q in Q], truth)
+            if recall >= RECALL_TARGET:
+                tuned = (ef, eps)
+                break
+        ann.min_ef, ann.overfetch, ann.epsilon = defaults
+        weights = dj.RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0)
+        queries = cycler(dj.Query(embedding=q) for q in Q[:N_CYCLE_QUERIES])
+        for _ in range(3):
+            pool.retrieve_soft(next(queries), k=K, weights=weights)
+        return {"X": X, "Q": Q, "pool": pool, "ann": ann, "truth": truth, "defaults": defaults,
+                "tuned": tuned, "tuned_recall": recall, "weights": weights, "queries": queries,
+                "vectors": _cluster_vectors(c)}
+
+    def time_index_search(self, graphs, c):
+        """``NNDescentIndex.search(q, 10)`` at the tuned (ef, epsilon)."""
+        ef, eps = self.tuned
+        self.ann.min_ef, self.ann.overfetch, self.ann.epsilon = ef, 1.0, eps
+        self.ann.search(next(self.vectors), K)
+
+    def time_index_default(self, graphs, c):
+        """``NNDescentIndex.search(q, 10)`` at the pool's defaults."""
+        self.ann.search(next(self.vectors), K)
+
+    def time_retrieve_soft(self, graphs, c):
+        self.pool.retrieve_soft(next(self.queries), k=K, weights=self.weights)
+
+    def track_recall_index(self, graphs, c):
+        """recall@10 of the index at the tuned setting."""
+        return float(self.tuned_recall)
+
+    track_recall_index.unit = "recall@10"
+
+    def track_recall_index_default(self, graphs, c):
+        return recall_at_k([self.ann.search(q, K)[0] for q in self.Q], self.truth)
+
+    track_recall_index_default.unit = "recall@10"
+
+    def track_recall_pool(self, graphs, c):
+        """recall@10 of ``retrieve_soft`` (similarity only) against the exact top-10 (id = row)."""
+        import dreamjit as dj
+
+        got = [self.pool.retrieve_soft(dj.Query(embedding=q), k=K, weights=self.weights).ids
+               for q in self.Q]
+        return recall_at_k(got, self.truth)
+
+    track_recall_pool.unit = "recall@10"
+
+    def track_index_setting(self, graphs, c):
+        ef, eps = self.tuned
+        return float(1000 * ef + 100 * eps)
+
+    track_index_setting.unit = "1000 ef + 100 eps"
+
+    def track_components(self, graphs, c):
+        """Connected components of the build's k-NN search graph."""
+        return float(graphs[c].get("n_components", 0))
+
+    track_components.unit = "components"
+
+    def track_build_seconds(self, graphs, c):
+        return float(graphs[c].get("build_seconds", 0.0))
+
+    track_build_seconds.unit = "seconds"
+
+
+class HnswlibClusters:
+    """hnswlib (M=16, ef_construction=200, inner product) on the many-cluster data, one
+    thread, ``ef`` the smallest of a grid reaching recall@10 >= 0.95."""
+
+    params = [CLUSTER_SETS]
+    param_names = ["clusters"]
+    timeout = 900
+    EFS = (10, 16, 24, 32, 48, 64, 100, 150, 200, 300, 400, 600)
+
+    def setup_cache(self):
+        try:
+            require_ann()
+            hnswlib = require("hnswlib")
+        except NotImplementedError:
+            return None
+        out = {}
+        for c in CLUSTER_SETS:
+            X, Q = _cluster_data(c)
+            t0 = time.perf_counter()
+            index = hnswlib.Index(space="ip", dim=DIM)
+            index.init_index(max_elements=X.shape[0], ef_construction=HNSW_EF_CONSTRUCTION,
+                             M=HNSW_M, random_seed=SEED)
+            index.add_items(X, np.arange(X.shape[0]))
+            seconds = time.perf_counter() - t0
+
+            def query(Q_, ef, index=index):
+                index.set_ef(max(ef, K))
+                return index.knn_query(Q_, k=K)[0]
+
+            ef, recalls = _calibrate(query, self.EFS, Q, _cluster_truth(c))
+            out[c] = {"index": index, "ef": ef, "recall": recalls[ef], "build_seconds": seconds}
+        return out
+
+    setup_cache.timeout = 3600
+
+    def setup(self, cache, c):
+        require_ann()
+        require("hnswlib")
+        if cache is None:
+            raise NotImplementedError("hnswlib indexes were not built")
+        self.index = cache[c]["index"]
+        self.index.set_ef(max(cache[c]["ef"], K))
+        self.index.set_num_threads(1)
+        self.vectors = _cluster_vectors(c, two_d=True)
+        self.index.knn_query(next(self.vectors), k=K)
+
+    def time_query(self, cache, c):
+        self.index.knn_query(next(self.vectors), k=K)
+
+    def track_recall(self, cache, c):
+        return float(cache[c]["recall"])
+
+    track_recall.unit = "recall@10"
+
+    def track_ef(self, cache, c):
+        return float(cache[c]["ef"])
+
+    track_ef.unit = "ef"
+
+    def track_build_seconds(self, cache, c):
+        return float(cache[c]["build_seconds"])
+
+    track_build_seconds.unit = "seconds"
+
+
+class PynndescentClusters:
+    """Raw pynndescent (``NNDescent.query``, epsilon tuned to recall@10 >= 0.95) on the
+    many-cluster data, one query per call."""
+
+    params = [CLUSTER_SETS]
+    param_names = ["clusters"]
+    timeout = 900
+    EPSILONS = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5)
+
+    def setup_cache(self):
+        try:
+            require_ann()
+            pynndescent = require("pynndescent")
+        except NotImplementedError:
+            return None
+        out = {}
+        for c in CLUSTER_SETS:
+            X, Q = _cluster_data(c)
+            t0 = time.perf_counter()
+            nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=NN_NEIGHBORS,
+                                        random_state=SEED, low_memory=True)
+            nnd.prepare()
+            seconds = time.perf_counter() - t0
+            eps, recalls = _calibrate(lambda Q_, e: nnd.query(Q_, K, epsilon=e)[0],
+                                      self.EPSILONS, Q, _cluster_truth(c))
+            out[c] = {"index": nnd, "epsilon": eps, "recall": recalls[eps],
+                      "build_seconds": seconds}
+        return out
+
+    setup_cache.timeout = 3600
+
+    def setup(self, cache, c):
+        require_ann()
+        require("pynndescent")
+        if cache is None:
+            raise NotImplementedError("pynndescent indexes were not built")
+        self.nnd, self.eps = cache[c]["index"], cache[c]["epsilon"]
+        self.vectors = _cluster_vectors(c, two_d=True)
+        for _ in range(3):
+            self.nnd.query(next(self.vectors), K, epsilon=self.eps)
+
+    def time_query(self, cache, c):
+        self.nnd.query(next(self.vectors), K, epsilon=self.eps)
+
+    def track_recall(self, cache, c):
+        return float(cache[c]["recall"])
+
+    track_recall.unit = "recall@10"
+
+    def track_epsilon(self, cache, c):
+        return float(self.eps)
+
+    track_epsilon.unit = "epsilon"
+
+    def track_build_seconds(self, cache, c):
+        """NNDescent(...) + prepare() (the first set includes pynndescent's compile)."""
+        return float(cache[c]["build_seconds"])
+
+    track_build_seconds.unit = "seconds"
+
+
+class NumpyClusters:
+    """numpy exact ``X @ q`` + argpartition on the many-cluster data, BLAS on one thread."""
+
+    params = [CLUSTER_SETS]
+    param_names = ["clusters"]
+    timeout = 300
+
+    def setup(self, c):
+        self._limit = blas_one_thread()
+        self.X = _cluster_data(c)[0]
+        self.vectors = _cluster_vectors(c)
+        numpy_topk(self.X, next(self.vectors))
+
+    def teardown(self, c):
+        self._limit.restore_original_limits()
+
+    def time_query(self, c):
+        numpy_topk(self.X, next(self.vectors))

@@ -78,6 +78,10 @@ BUDGET_BATCH = 4 if TINY else 100
 #: peakmem group: fill a pool of this many tensors of TENSOR_SHAPE
 PEAKMEM_ENTRIES = 16 if TINY else 2_000
 
+#: many-cluster ANN group: CLUSTER_N rows in each of CLUSTER_SETS clusters (``cluster_mixture``)
+CLUSTER_N = 2_000 if TINY else 200_000
+CLUSTER_SETS = [20, 200] if TINY else [2_000, 20_000]
+
 #: NN-descent settings shared by the pool's index and the raw pynndescent peer
 NN_NEIGHBORS = 30
 #: hnswlib build settings (the seed report's M=16, ef_construction=200)
@@ -153,6 +157,30 @@ def unit_mixture(n: int, d: int = DIM, seed: int = SEED, stream: int = 1,
         rng = np.random.default_rng([seed, stream, c])
         x = centres[rng.integers(0, N_CENTRES, stop - start)]
         x += rng.normal(size=x.shape)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[start:stop] = x
+    return out
+
+
+def cluster_mixture(n: int, n_clusters: int, d: int = DIM, seed: int = SEED, stream: int = 1,
+                    noise: float = 1.0, chunk: int = 100_000) -> np.ndarray:
+    """``n`` unit float32 rows of a mixture of ``n_clusters`` Gaussian clusters.
+
+    Centres ~ N(0, I_d) (drawn from ``seed`` alone, so every ``stream`` shares
+    them); each row is a uniformly chosen centre + N(0, noise^2 I_d), then
+    L2-normalised: clusters of ~``n / n_clusters`` rows at cosine ~0.5 within
+    and ~0 across. ``stream`` separates data (1) from queries (2). Chunked like
+    :func:`unit_mixture` (a smaller ``n`` is a prefix of a larger one).
+    With ``n_clusters`` larger than the NN-descent ``n_neighbors``' reach the
+    k-NN graph splits into many components (the "many clusters" sets).
+    """
+    centres = np.random.default_rng([seed, n_clusters]).normal(size=(n_clusters, d))
+    out = np.empty((n, d), dtype=np.float32)
+    for c, start in enumerate(range(0, n, chunk)):
+        stop = min(n, start + chunk)
+        rng = np.random.default_rng([seed, n_clusters, stream, c])
+        x = centres[rng.integers(0, n_clusters, stop - start)]
+        x += noise * rng.normal(size=x.shape)
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         out[start:stop] = x
     return out
@@ -240,7 +268,8 @@ def export_ann_graph(pool):
     if not state or state[0] is None:
         return None
     g = state[0]
-    return {"rows": g.rows, "indptr": g.indptr, "indices": g.indices, "pivots": g.pivots}
+    return {"rows": g.rows, "indptr": g.indptr, "indices": g.indices, "entries": g.entries,
+            "block": g.block, "n_components": g.n_components}
 
 
 def _install_graph(pool, graph) -> bool:
@@ -249,8 +278,9 @@ def _install_graph(pool, graph) -> bool:
 
         ann = pool.indexes.make_ann()
         dead = np.zeros(graph["rows"].shape[0], dtype=np.bool_)
-        ann._state = (_Graph(graph["rows"], graph["indptr"], graph["indices"], graph["pivots"],
-                             dead), np.empty(0, dtype=np.int64))
+        ann._state = (_Graph(graph["rows"], graph["indptr"], graph["indices"], graph["entries"],
+                             graph["block"], dead, graph["n_components"]),
+                      np.empty(0, dtype=np.int64))
         with pool.lock.write():
             pool.indexes.adopt_ann(ann)
         return pool.stats()["index"] == "ann"
@@ -293,6 +323,23 @@ def build_ann_graphs(sizes) -> dict:
         if graph is not None:
             graph["build_seconds"] = getattr(pool_ann_index(pool), "last_build_seconds", None) or 0.0
         out[n] = graph
+        del pool
+    return out
+
+
+def build_cluster_graphs(sets, n: int) -> dict:
+    """``{n_clusters: graph arrays (+ "build_seconds") or None}`` of the pool's NN-descent
+    index over ``cluster_mixture(n, n_clusters)``; the build worker is warmed first."""
+    warm = ann_pool(cluster_mixture(512, 8))
+    del warm
+    out = {}
+    for c in sets:
+        pool = ann_pool(cluster_mixture(n, c))
+        graph = export_ann_graph(pool)
+        if graph is not None:
+            seconds = getattr(pool_ann_index(pool), "last_build_seconds", None)
+            graph["build_seconds"] = seconds or 0.0
+        out[c] = graph
         del pool
     return out
 

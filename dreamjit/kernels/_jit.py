@@ -2,8 +2,10 @@
 
 Kernels are compiled with ``cache=True`` (compiled code is reused across
 processes) and ``nogil=True`` (reads can run in parallel threads). Batch
-kernels add ``parallel=True`` and use ``prange``. ``fastmath`` is never on:
-results must match the references in ``tests/reference.py``.
+kernels add ``parallel=True`` and use ``prange``. ``fastmath`` is never on for
+results (they must match the references in ``tests/``); only
+:func:`nav_kernel` functions, whose sums merely steer a graph walk, may
+reassociate.
 
 dreamjit never changes numba's process-wide settings (its threading layer,
 its thread count): they belong to the application. Instead every batch kernel
@@ -31,6 +33,7 @@ import threading
 import types
 
 import numba
+import numba.extending
 from numba import njit, prange  # noqa: F401  (prange re-exported for kernels)
 
 #: layers whose parallel regions cannot run in a child forked after the layer started
@@ -112,6 +115,18 @@ def kernel(fn):
     return dispatcher
 
 
+def inline_kernel(fn):
+    """Compile ``fn`` as a small serial helper that numba inlines into its callers.
+
+    For per-element helpers of hot loops (heap steps): a call between
+    kernels passes and reference-counts every array argument, which costs
+    more than such a helper's own work.
+    """
+    dispatcher = njit(inline="always", **KERNEL_OPTIONS)(fn)
+    REGISTRY.append(dispatcher)
+    return dispatcher
+
+
 #: batches smaller than this run the serial compile: a parallel launch costs
 #: microseconds on an idle machine but milliseconds when another process holds a core
 MIN_PARALLEL_ITEMS = 64
@@ -153,3 +168,43 @@ def parallel_kernel(fn=None, *, size_arg=0):
     if fn is None:
         return functools.partial(parallel_kernel, size_arg=size_arg)
     return SizeDispatch(fn, size_arg)
+
+
+#: navigation arithmetic only: float reassociation and contraction allowed (the
+#: dot products vectorise), never the no-NaN/no-Inf assumptions. A kernel compiled
+#: with it must not return its sums: they steer a graph walk whose results are
+#: scored again exactly (tests bound the difference, ``tests/test_graph_structure.py``).
+NAV_OPTIONS = {**KERNEL_OPTIONS, "fastmath": {"reassoc", "contract"}}
+
+
+def nav_kernel(fn):
+    """Compile ``fn`` as a serial kernel with :data:`NAV_OPTIONS`."""
+    dispatcher = njit(**NAV_OPTIONS)(fn)
+    REGISTRY.append(dispatcher)
+    return dispatcher
+
+
+@numba.extending.intrinsic
+def prefetch(typingctx, arr, row, col):
+    """Hint the CPU to fetch the cache line holding ``arr[row, col]`` (2-D array) for reading.
+
+    Emits LLVM's ``llvm.prefetch`` (locality 3, data cache); it never faults
+    and changes no result. Graph walks call it for the rows they will score
+    next, so the memory loads of several rows overlap.
+    """
+    from llvmlite import ir
+    from numba.core import cgutils
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]])
+        i8p = ir.PointerType(ir.IntType(8))
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return numba.types.void(arr, row, col), codegen

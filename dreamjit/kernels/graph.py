@@ -6,15 +6,20 @@ plus a ``dead`` row mask (tombstones) and an exactly searched ``delta`` of
 slots added since the build. Vectors are always read from the store's
 ``embeddings`` (cap, d), so every score is exact.
 
-Scores are dot products accumulated in float64 in plain sequential order,
-exactly as in :mod:`dreamjit.kernels.cosine`, so a hit has the same score
-whichever index found it. Ranking: score descending, ties to the lower slot.
+Returned scores are dot products accumulated in float64 in plain sequential
+order, exactly as in :mod:`dreamjit.kernels.cosine`, so a hit has the same
+score whichever index found it. Ranking: score descending, ties to the lower
+slot.
 
-Search is best-first over the graph, started from *all* pivots (a fixed
-seeded sample of rows, scored exactly): far pivots are never expanded because
-they lie beyond the stopping bound, and every graph component holding a
-close pivot is explored, which covers search graphs that split into
-disconnected components on clustered data.
+A query (:func:`ann_search`) first scans the *entry layer*: a contiguous
+column-major int8 block of a few thousand rows (a representative of every
+connected component, a hop cover, seeded random rows; built once per graph
+by the kernels of :mod:`dreamjit.kernels.entry_layer` and
+:func:`quantize_block`). Its best ``n_seeds`` entries start a best-first walk
+whose navigation scores are float32 dot products of prefetched rows
+(:func:`~dreamjit.kernels._jit.nav_kernel`: reassociated, so they
+vectorise); the rows the walk keeps are scored again exactly before they
+are ranked and returned.
 """
 from __future__ import annotations
 
@@ -22,9 +27,10 @@ import numpy as np
 
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
-from ._jit import kernel, parallel_kernel, prange
+from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange, prefetch
 
-__all__ = ["ann_search", "ann_search_batch", "knn_to_csr", "relabel_csr", "tombstones"]
+__all__ = ["ann_search", "ann_search_batch", "knn_to_csr", "quantize_block", "relabel_csr",
+           "tombstones"]
 
 
 @kernel
@@ -73,11 +79,11 @@ def _score_slots(X, slots, m, q64, out):
 # --------------------------------------------------------- "best-first" candidates
 # cs/ci: a max-heap by score (the candidate to expand next at the root); grows.
 
-@kernel
+@inline_kernel
 def _cand_push(cs, ci, size, s, i):
     if size == cs.shape[0]:
-        ncs = np.empty(2 * size, dtype=np.float64)
-        nci = np.empty(2 * size, dtype=np.int64)
+        ncs = np.empty(2 * size, dtype=cs.dtype)
+        nci = np.empty(2 * size, dtype=ci.dtype)
         ncs[:size] = cs[:size]
         nci[:size] = ci[:size]
         cs = ncs
@@ -96,7 +102,7 @@ def _cand_push(cs, ci, size, s, i):
     return cs, ci, size + 1
 
 
-@kernel
+@inline_kernel
 def _cand_pop(cs, ci, size):
     """Remove the root; return the new size (the caller read ``cs[0], ci[0]`` first)."""
     size -= 1
@@ -123,80 +129,177 @@ def _cand_pop(cs, ci, size):
 
 # ------------------------------------------------------------------- one query
 
+@nav_kernel
+def _nav_scores(X, slots, m, q, out):
+    """``out[t] ~ dot(X[slots[t]], q)`` for t < m, float32, vectorised (walk only)."""
+    d = q.shape[0]
+    for t in range(m):
+        x = X[slots[t]]
+        s = np.float32(0.0)
+        for j in range(d):
+            s += x[j] * q[j]
+        out[t] = s
+
+
 @kernel
-def _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon,
-                 out_i, out_s):
+def quantize_block(V):
+    """int8 column-major copy of the unit rows ``V`` (E, d): ``round(127 * V.T / max|V|)``.
+
+    The entry layer is scanned in this form: a quarter of float32's bytes,
+    and int16 products vectorise. Only the order of the scores matters (it
+    picks the walk's seeds), so one scale for the block is enough.
+    """
+    E, d = V.shape
+    top = 0.0
+    for e in range(E):
+        for j in range(d):
+            top = max(top, abs(np.float64(V[e, j])))
+    scale = 127.0 / top if top > 0.0 else 0.0
+    out = np.empty((d, E), dtype=np.int8)
+    for e in range(E):
+        for j in range(d):
+            out[j, e] = np.int8(np.rint(V[e, j] * scale))
+    return out
+
+
+@kernel
+def _quantize_query(q, out):
+    top = 0.0
+    for j in range(q.shape[0]):
+        top = max(top, abs(np.float64(q[j])))
+    scale = 127.0 / top if top > 0.0 else 0.0
+    for j in range(q.shape[0]):
+        out[j] = np.int16(np.rint(q[j] * scale))
+
+
+@kernel
+def _scan_block(block, q16, out):
+    """``out[e] = sum_j block[j, e] * q16[j]`` (int32, exact) over the (d, E) int8 block.
+
+    Rows of the block go two at a time as int16 products (|b|, |q| <= 127,
+    so a product fits), summed into int32: the loop over entries vectorises.
+    """
+    d, E = block.shape
+    for e in range(E):
+        out[e] = 0
+    j = 0
+    while j + 2 <= d:
+        q0 = q16[j]
+        q1 = q16[j + 1]
+        b0 = block[j]
+        b1 = block[j + 1]
+        for e in range(E):
+            out[e] += np.int32(np.int16(b0[e]) * q0) + np.int32(np.int16(b1[e]) * q1)
+        j += 2
+    if j < d:
+        q0 = q16[j]
+        b0 = block[j]
+        for e in range(E):
+            out[e] += np.int32(np.int16(b0[e]) * q0)
+
+
+@kernel
+def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon,
+               n_seeds, out_i, out_s):
     """Graph + delta top-k of one query into ``out_i``/``out_s`` (length k); returns the count.
 
-    The graph part keeps the ``ef`` best valid rows (not dead, ``mask`` at
-    their slot) while it walks; a candidate is expanded while its distance
-    ``1 - score`` is within ``(1 + epsilon)`` times the ef-th best distance.
-    Dead rows are walked through but never returned.
+    1. Score every entry of the layer (the contiguous int8 block, int32
+       sums) and seed the walk with the best ``n_seeds``.
+    2. Best-first walk on float32 navigation scores: keep the ``ef`` best
+       valid rows (not dead, ``mask`` at their slot); a candidate is expanded
+       while its distance ``1 - score`` is within ``(1 + epsilon)`` times the
+       ef-th best distance. Dead rows are walked through, never returned.
+    3. Re-score the kept rows and the masked delta exactly (float64, plain
+       order, as the exact index does) and return the best ``k``.
     """
     n = rows.shape[0]
-    q64 = np.empty(q.shape[0], dtype=np.float64)
-    for j in range(q.shape[0]):
+    d = q.shape[0]
+    q64 = np.empty(d, dtype=np.float64)
+    for j in range(d):
         q64[j] = q[j]
     fs = np.empty(k, dtype=np.float64)   # final heap, ids are slots
     fi = np.empty(k, dtype=np.int64)
     fsize = 0
-    if n > 0 and pivots.shape[0] > 0:
-        scale = 1.0 + epsilon
+    n_entries = entries.shape[0]
+    if n > 0 and n_entries > 0:
+        one = np.float32(1.0)
+        scale = np.float32(1.0 + epsilon)
         ef = max(ef, k)
-        rs = np.empty(ef, dtype=np.float64)  # ef best valid rows (ids are rows)
+        # 1. the entry layer: scan, keep the best n_seeds, score them in float32
+        q16 = np.empty(d, dtype=np.int16)
+        _quantize_query(q, q16)
+        es = np.empty(n_entries, dtype=np.int32)
+        _scan_block(block, q16, es)
+        n_seeds = min(max(n_seeds, 1), n_entries)
+        ss = np.empty(n_seeds, dtype=np.int32)
+        si = np.empty(n_seeds, dtype=np.int64)
+        ssize = 0
+        for e in range(n_entries):
+            if ssize < n_seeds or es[e] >= ss[0]:
+                ssize = _offer(ss, si, ssize, es[e], entries[e])
+        ident = rows[n - 1] == n - 1  # rows ascend: row r is slot r (no holes in the store)
+        sslot = np.empty(ssize, dtype=np.int64)
+        for t in range(ssize):
+            sslot[t] = si[t] if ident else rows[si[t]]
+        seed_sc = np.empty(ssize, dtype=np.float32)
+        _nav_scores(X, sslot, ssize, q, seed_sc)
+        rs = np.empty(ef, dtype=np.float32)  # ef best valid rows (ids are rows)
         ri = np.empty(ef, dtype=np.int64)
         rsize = 0
-        visited = np.zeros(n, dtype=np.bool_)
-        cs = np.empty(max(64, 2 * pivots.shape[0]), dtype=np.float64)
+        bits = np.zeros((n >> 3) + 1, dtype=np.uint8)  # visited rows
+        cs = np.empty(max(64, 2 * ef), dtype=np.float32)
         ci = np.empty(cs.shape[0], dtype=np.int64)
         csize = 0
-        npiv = pivots.shape[0]
-        buf_r = np.empty(max(npiv, 64), dtype=np.int64)  # rows to score
-        buf_s = np.empty(buf_r.shape[0], dtype=np.int64)  # their slots
-        sc = np.empty(buf_r.shape[0], dtype=np.float64)
-        m = 0
-        for p in range(npiv):
-            r = pivots[p]
-            if not visited[r]:
-                visited[r] = True
-                buf_r[m] = r
-                buf_s[m] = rows[r]
-                m += 1
-        _score_slots(X, buf_s, m, q64, sc)
-        for t in range(m):
-            r = buf_r[t]
-            cs, ci, csize = _cand_push(cs, ci, csize, sc[t], r)
-            if not dead[r] and mask[rows[r]]:
-                rsize = _offer(rs, ri, rsize, sc[t], r)
+        for t in range(ssize):
+            r = si[t]
+            bits[r >> 3] |= np.uint8(1 << (r & 7))
+            cs, ci, csize = _cand_push(cs, ci, csize, seed_sc[t], r)
+            if not dead[r] and mask[sslot[t]]:
+                rsize = _offer(rs, ri, rsize, seed_sc[t], r)
+        # 2. best-first walk
+        buf = np.empty(64, dtype=np.int64)
+        sbuf = np.empty(64, dtype=np.int64)
+        sc = np.empty(64, dtype=np.float32)
         while csize > 0:
             s = cs[0]
             r = ci[0]
             csize = _cand_pop(cs, ci, csize)
-            if rsize == ef and 1.0 - s > scale * (1.0 - rs[0]):
+            if rsize == ef and one - s > scale * (one - rs[0]):
                 break
-            if indptr[r + 1] - indptr[r] > buf_r.shape[0]:
-                size = indptr[r + 1] - indptr[r]
-                buf_r = np.empty(size, dtype=np.int64)
-                buf_s = np.empty(size, dtype=np.int64)
-                sc = np.empty(size, dtype=np.float64)
+            lo = indptr[r]
+            hi = indptr[r + 1]
+            if hi - lo > buf.shape[0]:
+                buf = np.empty(hi - lo, dtype=np.int64)
+                sbuf = np.empty(hi - lo, dtype=np.int64)
+                sc = np.empty(hi - lo, dtype=np.float32)
             m = 0
-            for e in range(indptr[r], indptr[r + 1]):
+            for e in range(lo, hi):
                 v = indices[e]
-                if not visited[v]:
-                    visited[v] = True
-                    buf_r[m] = v
-                    buf_s[m] = rows[v]
-                    m += 1
-            _score_slots(X, buf_s, m, q64, sc)
+                w = v >> 3
+                bit = np.uint8(1 << (v & 7))
+                if bits[w] & bit:
+                    continue
+                bits[w] |= bit
+                slot = v if ident else rows[v]
+                for j in range(0, d, 16):  # one cache line of float32 per 16
+                    prefetch(X, slot, j)
+                buf[m] = v
+                sbuf[m] = slot
+                m += 1
+            if m == 0:
+                continue
+            _nav_scores(X, sbuf, m, q, sc)
             for t in range(m):
-                v = buf_r[t]
                 sv = sc[t]
-                if rsize < ef or 1.0 - sv <= scale * (1.0 - rs[0]):
+                if rsize < ef or one - sv <= scale * (one - rs[0]):
+                    v = buf[t]
                     cs, ci, csize = _cand_push(cs, ci, csize, sv, v)
-                    if not dead[v] and mask[rows[v]]:
+                    if (rsize < ef or sv >= rs[0]) and not dead[v] and mask[sbuf[t]]:
                         rsize = _offer(rs, ri, rsize, sv, v)
-        for t in range(rsize):  # rows ascend with slots, so tie order is kept
-            fsize = _offer(fs, fi, fsize, rs[t], rows[ri[t]])
+        # 3. exact scores of the kept rows
+        for t in range(rsize):
+            slot = rows[ri[t]]
+            fsize = _offer(fs, fi, fsize, _dot(X[slot], q64), slot)
     # the delta, exactly, in chunks of masked slots
     chunk = np.empty(256, dtype=np.int64)
     dsc = np.empty(256, dtype=np.float64)
@@ -217,7 +320,8 @@ def _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, 
 
 
 @kernel
-def ann_search(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon):
+def ann_search(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon,
+               n_seeds):
     """Top-k slots of one query: ``(slots int64, scores float32)``, best first.
 
     Fewer than ``k`` come back when the walk and the delta hold fewer valid
@@ -225,21 +329,22 @@ def ann_search(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, ep
     """
     out_i = np.empty(k, dtype=np.int64)
     out_s = np.empty(k, dtype=np.float32)
-    m = _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, q, k, ef, epsilon,
-                     out_i, out_s)
+    m = _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef,
+                   epsilon, n_seeds, out_i, out_s)
     return out_i[:m].copy(), out_s[:m].copy()
 
 
-@parallel_kernel(size_arg=8)
-def ann_search_batch(X, rows, indptr, indices, dead, mask, pivots, delta, Q, k, ef, epsilon):
+@parallel_kernel(size_arg=9)
+def ann_search_batch(X, rows, indptr, indices, dead, mask, entries, block, delta, Q, k, ef,
+                     epsilon, n_seeds):
     """:func:`ann_search` per row of ``Q``; ``(m, k)`` padded with -1 / -inf, plus counts."""
     m = Q.shape[0]
     out_i = np.full((m, k), -1, dtype=np.int64)
     out_s = np.full((m, k), -np.inf, dtype=np.float32)
     counts = np.zeros(m, dtype=np.int64)
     for t in prange(m):
-        counts[t] = _search_into(X, rows, indptr, indices, dead, mask, pivots, delta, Q[t], k,
-                                 ef, epsilon, out_i[t], out_s[t])
+        counts[t] = _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta,
+                               Q[t], k, ef, epsilon, n_seeds, out_i[t], out_s[t])
     return out_i, out_s, counts
 
 
