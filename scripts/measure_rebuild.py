@@ -33,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dreamjit as dj  # noqa: E402
-import dreamjit.index as index_mod  # noqa: E402
+import dreamjit.index.nndescent as index_mod  # noqa: E402
+import dreamjit.index.worker as worker_mod  # noqa: E402
 from dreamjit import Query  # noqa: E402
 
 
@@ -183,7 +184,7 @@ def main(argv=None):
     V, Q = mixture(args.n), mixture(500, seed=7)
     for r in range(args.runs):
         out, pool = run(V, Q, args.batch, not args.no_queries, log)
-        worker = index_mod._Worker._instance
+        worker = worker_mod._Worker._instance
         out["worker_rss_mb"] = None if worker is None else rss_mb(worker.proc.pid)
         print(f"run {r + 1} ({'fresh process' if r == 0 else 'warm worker'}):", flush=True)
         for key, value in out.items():

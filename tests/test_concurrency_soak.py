@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import dreamjit as dj
-import dreamjit.index as index_mod
+import dreamjit.index.nndescent as index_mod
+import dreamjit.index.worker as worker_mod
 from dreamjit import PoolConfig, Query
 from dreamjit.kernels.graph import knn_to_csr
 from dreamjit._indexes import IndexSet
@@ -146,7 +147,7 @@ def warm_worker():
     """Start the build worker and compile pynndescent first (~35 s here), so the real
     builds happen while the soak runs rather than after it."""
     request = {"n_neighbors": 8, "seed": 0, "graph": "search", "max_degree": 12, "n_jobs": None}
-    index_mod._Worker.build(np.empty((0, 64), np.float32), request, warm_only=True)
+    worker_mod._Worker.build(np.empty((0, 64), np.float32), request, warm_only=True)
 
 
 def check(out, ops):
@@ -160,7 +161,7 @@ def check(out, ops):
 
 @pytest.fixture
 def stand_in_builds(monkeypatch):
-    monkeypatch.setattr(index_mod, "_build_csr", brute_build)
+    monkeypatch.setattr(worker_mod, "_build_csr", brute_build)
     make = IndexSet.make_ann
 
     def make_thread_ann(self):
@@ -189,7 +190,7 @@ if __name__ == "__main__":  # python tests/test_concurrency_soak.py [ops] [real]
     if "real" in sys.argv[2:]:
         warm_worker()
     else:
-        index_mod._build_csr = brute_build
+        worker_mod._build_csr = brute_build
         _make = IndexSet.make_ann
 
         def _thread_ann(self):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import dreamjit as dj
-import dreamjit.index as index_mod
+import dreamjit.index.nndescent as index_mod
+import dreamjit.index.worker as worker_mod
 from dreamjit import PoolConfig, Query, RetrievalWeights
 from dreamjit.kernels._jit import FORK_UNSAFE_LAYERS, active_layer, parallel_allowed
 from dreamjit.kernels.graph import knn_to_csr
@@ -46,7 +47,7 @@ def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
 @pytest.fixture
 def thread_builds(monkeypatch):
     """Pools build in a thread with the exact k-NN graph (fast, no pynndescent)."""
-    monkeypatch.setattr(index_mod, "_build_csr", brute_build)
+    monkeypatch.setattr(worker_mod, "_build_csr", brute_build)
     make = IndexSet.make_ann
 
     def make_thread_ann(self):

@@ -15,7 +15,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-from dreamjit._ann_structure import ENTRY_SHARE, _Graph, search_structure
+from dreamjit.index.structure import ENTRY_SHARE, _Graph, search_structure
 from dreamjit.index import ExactIndex, NNDescentIndex
 from dreamjit.kernels.entry_layer import (add_edges, bridge_edges, component_representatives,
                                           cover_entries, graph_components)

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-import dreamjit.index as index_mod
+import dreamjit.index.nndescent as index_mod
+import dreamjit.index.worker as worker_mod
 from dreamjit._storage import ColumnStore, column_spec
 from dreamjit.index import ExactIndex, NNDescentIndex
 from dreamjit.kernels.graph import knn_to_csr
@@ -94,7 +95,7 @@ def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
 
 @pytest.fixture
 def fake_builder(monkeypatch):
-    monkeypatch.setattr(index_mod, "_build_csr", brute_build)
+    monkeypatch.setattr(worker_mod, "_build_csr", brute_build)
 
 
 def small_ann(store, **kw):
@@ -233,7 +234,7 @@ def test_swap_reflects_changes_during_build(rng, monkeypatch):
         release.wait(30)
         return brute_build(*args)
 
-    monkeypatch.setattr(index_mod, "_build_csr", slow_build)
+    monkeypatch.setattr(worker_mod, "_build_csr", slow_build)
     n = 300
     store = FakeStore(unit(rng, n), capacity=400)
     ann = small_ann(store, n_pivots=n, min_ef=n, epsilon=10.0)
@@ -386,3 +387,29 @@ def test_recall_mixture_1e5_churn():
     assert recall(ann, store, Q) >= 0.95
     ann.rebuild(block=True)
     assert recall(ann, store, Q) >= 0.95
+
+
+def test_pynndescent_private_attributes_exist_in_the_installed_version():
+    """``worker.pynndescent_search_graph`` reads two private attributes of pynndescent;
+    this pins them to the installed version without paying its compile."""
+    import inspect
+
+    import pynndescent
+
+    src = inspect.getsource(pynndescent.NNDescent)
+    assert "self._search_graph =" in src and "self._vertex_order =" in src
+    assert "prepare" in dict(inspect.getmembers(pynndescent.NNDescent))
+
+
+@pytest.mark.slow
+def test_pynndescent_search_graph_reads_a_real_build():
+    import pynndescent
+
+    from dreamjit.index.worker import pynndescent_search_graph
+
+    X = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=10, random_state=0)
+    indptr, indices, order = pynndescent_search_graph(nnd)
+    assert indptr.shape == (301,) and indptr[-1] == indices.shape[0]
+    assert np.array_equal(np.sort(order), np.arange(300))

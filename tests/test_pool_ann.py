@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import dreamjit as dj
-import dreamjit.index as index_mod
+import dreamjit.index.nndescent as index_mod
+import dreamjit.index.worker as worker_mod
 from dreamjit import MemoryExceededError, PoolConfig, Query, RetrievalWeights
 from dreamjit.kernels.graph import knn_to_csr
 from dreamjit._indexes import IndexSet
@@ -182,7 +183,7 @@ def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
 @pytest.fixture
 def thread_builds(monkeypatch):
     """Pools build in a thread with the exact k-NN graph (fast, no pynndescent)."""
-    monkeypatch.setattr(index_mod, "_build_csr", brute_build)
+    monkeypatch.setattr(worker_mod, "_build_csr", brute_build)
     make = IndexSet.make_ann
 
     def make_thread_ann(self):
@@ -269,7 +270,7 @@ def test_rebuild_index_during_a_build_waits_for_one_that_covers_the_call(thread_
 # ------------------------------------------------------ the build worker
 
 FAKE_WORKER = """
-import numpy as np, dreamjit.index as m
+import numpy as np, dreamjit.index.worker as m
 def build(X, n_neighbors, seed, graph, max_degree, n_jobs):
     S = X.astype(np.float64) @ X.astype(np.float64).T
     np.fill_diagonal(S, -np.inf)
@@ -285,18 +286,18 @@ FROZEN_WORKER = "import time; time.sleep(3600)"
 @pytest.fixture
 def worker_code(monkeypatch):
     """Run stand-in worker processes; every one started is recorded and closed after."""
-    monkeypatch.setattr(index_mod._Worker, "_instance", None)
+    monkeypatch.setattr(worker_mod._Worker, "_instance", None)
     started = []
-    init = index_mod._Worker.__init__
+    init = worker_mod._Worker.__init__
 
     def recording_init(self):
         init(self)
         started.append(self)
 
-    monkeypatch.setattr(index_mod._Worker, "__init__", recording_init)
+    monkeypatch.setattr(worker_mod._Worker, "__init__", recording_init)
 
     def use(code):
-        monkeypatch.setattr(index_mod._Worker, "CODE", code)
+        monkeypatch.setattr(worker_mod._Worker, "CODE", code)
         return started
 
     yield use
@@ -333,7 +334,7 @@ def test_frozen_worker_times_out_is_reaped_and_builds_resume(worker_code):
 
 def test_idle_worker_closes_and_the_next_build_starts_another(worker_code, monkeypatch):
     started = worker_code(FAKE_WORKER)
-    monkeypatch.setattr(index_mod, "WORKER_IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(worker_mod, "WORKER_IDLE_SECONDS", 0.2)
     V = gmm(1200, d=16, seed=8)
     pool = embedding_pool(V[:600], max_size=1200, ann_threshold=300)
     assert pool.rebuild_index(block=True, timeout=TIMEOUT) and pool.stats()["ann_ready"]

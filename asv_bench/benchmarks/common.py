@@ -274,7 +274,7 @@ def export_ann_graph(pool):
 
 def _install_graph(pool, graph) -> bool:
     try:
-        from dreamjit.index import _Graph
+        from dreamjit.index.structure import _Graph
 
         ann = pool.indexes.make_ann()
         dead = np.zeros(graph["rows"].shape[0], dtype=np.bool_)

@@ -6,7 +6,7 @@ Run once per build, off the query path, on the graph over the snapshot's rows
 (one row per component), :func:`bridge_edges` (a maximum spanning tree over
 the representatives) with :func:`add_edges`, and :func:`cover_entries` (the
 entry layer: representatives, then a greedy hop cover). The object layer
-(:func:`dreamjit._ann_structure.search_structure`) strings them together.
+(:func:`dreamjit.index.structure.search_structure`) strings them together.
 """
 from __future__ import annotations
 

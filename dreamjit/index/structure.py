@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from .kernels.entry_layer import (add_edges, bridge_edges, component_representatives,
+from ..kernels.entry_layer import (add_edges, bridge_edges, component_representatives,
                                   cover_entries, graph_components)
-from .kernels.graph import quantize_block
+from ..kernels.graph import quantize_block
 
 __all__ = ["ENTRY_SHARE", "entry_cap", "search_structure"]
 
