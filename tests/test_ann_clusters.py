@@ -18,7 +18,7 @@ import pytest
 import dreamjit as dj
 from dreamjit.index import NNDescentIndex
 
-pytestmark = pytest.mark.jit_only
+pytestmark = [pytest.mark.jit_only, pytest.mark.ann]
 
 SIM_ONLY = dj.RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0)
 COMMON = Path(__file__).resolve().parents[1] / "asv_bench" / "benchmarks" / "common.py"

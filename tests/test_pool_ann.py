@@ -15,6 +15,8 @@ from dreamjit.kernels.graph import knn_to_csr
 from dreamjit._indexes import IndexSet
 from invariants import assert_invariants
 
+pytestmark = pytest.mark.ann
+
 TIMEOUT = 300.0  # bound of every wait below: a hang fails the test
 
 # similarity only: the rerank then keeps the index's order
