@@ -6,6 +6,7 @@
 reports its bytes to the budget and answers top-k embedding searches from the
 index in use. The indexes themselves live in :mod:`dreamjit.index`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,11 +93,17 @@ class IndexSet:
         from .index import NNDescentIndex
 
         cfg = self.config
-        ann = NNDescentIndex(self._table.store, n_neighbors=cfg.ann_n_neighbors,
-                             n_pivots=cfg.ann_n_pivots, epsilon=cfg.ann_epsilon,
-                             overfetch=cfg.ann_overfetch, rebuild_fraction=cfg.ann_rebuild_fraction,
-                             seed=cfg.seed, background=cfg.ann_background,
-                             build_timeout=cfg.ann_build_timeout)
+        ann = NNDescentIndex(
+            self._table.store,
+            n_neighbors=cfg.ann_n_neighbors,
+            n_pivots=cfg.ann_n_pivots,
+            epsilon=cfg.ann_epsilon,
+            overfetch=cfg.ann_overfetch,
+            rebuild_fraction=cfg.ann_rebuild_fraction,
+            seed=cfg.seed,
+            background=cfg.ann_background,
+            build_timeout=cfg.ann_build_timeout,
+        )
         # snapshots under the read lock, installs under the write lock, then the budget check
         ann.attach(self._lock, self._on_install)
         return ann
@@ -172,22 +179,28 @@ class IndexSet:
 
     def stats(self) -> dict:
         ann = self._ann
-        return {"index": "ann" if self.use_ann_now() else "exact",
-                "ann_ready": bool(ann is not None and ann.ready),
-                "ann_building": bool(ann is not None and ann.building),
-                "index_bytes": self.nbytes}
+        return {
+            "index": "ann" if self.use_ann_now() else "exact",
+            "ann_ready": bool(ann is not None and ann.ready),
+            "ann_building": bool(ann is not None and ann.building),
+            "index_bytes": self.nbytes,
+        }
 
     def use_ann_now(self) -> bool:
         """Whether queries are answered by the NN-descent graph now."""
-        return (self._ann is not None and self._ann.ready
-                and len(self._table) >= self.config.ann_threshold)
+        return (
+            self._ann is not None
+            and self._ann.ready
+            and len(self._table) >= self.config.ann_threshold
+        )
 
     def search(self, q, k, mask=None):
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,
         ties to the lower id."""
         index = self._ann if self.use_ann_now() else self._exact
-        return ranked_by_id(lambda kk: index.search(q, kk, mask), k, len(self._table),
-                            self._table.store.ids)
+        return ranked_by_id(
+            lambda kk: index.search(q, kk, mask), k, len(self._table), self._table.store.ids
+        )
 
     def rebuild(self):
         """Start a rebuild of the NN-descent index (write lock held); returns it, or None

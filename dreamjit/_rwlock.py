@@ -13,6 +13,7 @@ After ``os.fork`` the child has only the forking thread: holds of other
 threads, copied into the child, would never be released. :func:`after_fork`
 objects (every lock here) reset such state in the child.
 """
+
 from __future__ import annotations
 
 import logging

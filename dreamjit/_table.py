@@ -7,6 +7,7 @@ writes and removes slots, answers lookups, checks its own bookkeeping and
 moves its state to and from plain columns (for :mod:`dreamjit.io`). It takes
 no locks: the pool calls it under its readers-writer lock.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,14 @@ __all__ = ["EntryTable", "make_mapper"]
 
 def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
     """The embedding mapper of a pool with config ``cfg`` and tensors of ``shape``."""
-    return EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1], cfg.embedding_weights,
-                           cfg.label_buckets, cfg.spatial_grid)
+    return EmbeddingMapper(
+        cfg.embedding_dim,
+        cfg.seed,
+        shape[-1],
+        cfg.embedding_weights,
+        cfg.label_buckets,
+        cfg.spatial_grid,
+    )
 
 
 class EntryTable:
@@ -149,14 +156,21 @@ class EntryTable:
         label = int(s.labels[slot])
         util = float(s.utility[slot])
         return DreamEntry(
-            id=int(s.ids[slot]), tensor=s.tensors[slot].copy(),
+            id=int(s.ids[slot]),
+            tensor=s.tensors[slot].copy(),
             certainty=s.certainty[slot].copy() if "certainty" in s.columns else None,
-            result=SolverResult(float(s.energy[slot]), float(s.coherence[slot]),
-                                float(s.violation[slot])),
-            chroma=s.chroma[slot].copy(), label=None if label < 0 else label,
-            utility=None if np.isnan(util) else util, util_mean=float(s.util_mean[slot]),
-            usage_count=int(s.usage[slot]), timestamp=float(s.timestamp[slot]),
-            spectral=s.spectral[slot].copy(), embedding=s.embeddings[slot].copy())
+            result=SolverResult(
+                float(s.energy[slot]), float(s.coherence[slot]), float(s.violation[slot])
+            ),
+            chroma=s.chroma[slot].copy(),
+            label=None if label < 0 else label,
+            utility=None if np.isnan(util) else util,
+            util_mean=float(s.util_mean[slot]),
+            usage_count=int(s.usage[slot]),
+            timestamp=float(s.timestamp[slot]),
+            spectral=s.spectral[slot].copy(),
+            embedding=s.embeddings[slot].copy(),
+        )
 
     def gather(self, column: str, ids) -> np.ndarray:
         """``column`` rows of those ``ids`` still live, in order (copies)."""
@@ -182,8 +196,9 @@ class EntryTable:
     def free_slots(self, n: int) -> np.ndarray:
         return self._store.free_slots(n)
 
-    def write(self, slots, ids, tensors, certainty, embeddings, chroma, spectral, results, labels,
-              utility) -> None:
+    def write(
+        self, slots, ids, tensors, certainty, embeddings, chroma, spectral, results, labels, utility
+    ) -> None:
         """Fill ``slots`` with new live entries ``ids`` (rows of already validated arrays)."""
         s = self._store
         s.tensors.reshape(s.capacity, *tensors.shape[1:])[slots] = tensors
@@ -223,7 +238,9 @@ class EntryTable:
         np.add.at(count, slots, 1)
         touched = np.flatnonzero(count)
         n_old = s.util_count[touched]
-        s.util_mean[touched] = (s.util_mean[touched] * n_old + total[touched]) / (n_old + count[touched])
+        s.util_mean[touched] = (s.util_mean[touched] * n_old + total[touched]) / (
+            n_old + count[touched]
+        )
         s.util_count[touched] = n_old + count[touched]
 
     def count_usage(self, slots) -> None:
@@ -262,20 +279,28 @@ class EntryTable:
     def to_columns(self) -> tuple:
         """``(state, arrays)``: counters, shape and mode, and the live rows of every stored
         column (derived columns left out), oldest first."""
-        state = {"tensor_shape": None if self._shape is None else list(self._shape),
-                 "next_id": int(self._next_id), "evicted": int(self._evicted),
-                 "embedding_mode": self._embedding_mode, "count": len(self)}
+        state = {
+            "tensor_shape": None if self._shape is None else list(self._shape),
+            "next_id": int(self._next_id),
+            "evicted": int(self._evicted),
+            "embedding_mode": self._embedding_mode,
+            "count": len(self),
+        }
         arrays = {}
         store = self._store
         if store is not None:
             live = store.live_slots()
             live = live[np.argsort(store.ids[live], kind="stable")]
-            arrays = {name: np.ascontiguousarray(col[live]) for name, col in store.columns.items()
-                      if name not in DERIVED}
+            arrays = {
+                name: np.ascontiguousarray(col[live])
+                for name, col in store.columns.items()
+                if name not in DERIVED
+            }
         return state, arrays
 
-    def from_columns(self, shape, arrays: dict, count: int, next_id: int, evicted: int,
-                     mode) -> None:
+    def from_columns(
+        self, shape, arrays: dict, count: int, next_id: int, evicted: int, mode
+    ) -> None:
         """Fill an empty table from :meth:`to_columns` output (validated by the caller);
         entries take slots ``0..count-1``."""
         if shape is not None and self._shape is None:

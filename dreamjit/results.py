@@ -1,4 +1,5 @@
 """What retrieval and lookups return: ``DreamEntry`` and ``Hits``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,9 +70,11 @@ class DreamEntry:
                 arr.setflags(write=False)
 
     def __repr__(self):
-        return (f"DreamEntry(id={self.id}, shape={self.tensor.shape}, label={self.label}, "
-                f"coherence={self.result.coherence:.4f}, util_mean={self.util_mean:.4f}, "
-                f"usage_count={self.usage_count})")
+        return (
+            f"DreamEntry(id={self.id}, shape={self.tensor.shape}, label={self.label}, "
+            f"coherence={self.result.coherence:.4f}, util_mean={self.util_mean:.4f}, "
+            f"usage_count={self.usage_count})"
+        )
 
 
 class Hit(NamedTuple):
@@ -165,6 +168,8 @@ class Hits:
         return self._pool.gather("tensors", self.ids)
 
     def __repr__(self):
-        pairs = ", ".join(f"{i}:{s:.4f}" for i, s in zip(self.ids.tolist()[:8], self.scores.tolist()[:8]))
+        pairs = ", ".join(
+            f"{i}:{s:.4f}" for i, s in zip(self.ids.tolist()[:8], self.scores.tolist()[:8])
+        )
         more = ", ..." if len(self) > 8 else ""
         return f"Hits([{pairs}{more}])"

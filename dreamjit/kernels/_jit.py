@@ -23,6 +23,7 @@ A fork is noticed by an ``os.register_at_fork`` handler registered when this
 module is imported: a child forked from a process that had not imported
 dreamjit, after GNU OpenMP started there, is not recognised.
 """
+
 from __future__ import annotations
 
 import functools
@@ -76,9 +77,12 @@ def likely_layer() -> str:
     key = (setting, priority)
     if key not in _likely_cache:
         linux = sys.platform.startswith("linux")
-        candidates = {"default": priority, "safe": ("tbb",), "threadsafe": ("tbb", "omp"),
-                      "forksafe": ("tbb",) + (() if linux else ("omp",)) + ("workqueue",)
-                      }.get(setting, (setting,))
+        candidates = {
+            "default": priority,
+            "safe": ("tbb",),
+            "threadsafe": ("tbb", "omp"),
+            "forksafe": ("tbb",) + (() if linux else ("omp",)) + ("workqueue",),
+        }.get(setting, (setting,))
         _likely_cache[key] = next((c for c in candidates if _layer_loads(c)), "workqueue")
     return _likely_cache[key]
 
@@ -146,8 +150,9 @@ class SizeDispatch:
     def __init__(self, fn, size_arg: int | None):
         self.size_arg = size_arg
         self.parallel = njit(**PARALLEL_OPTIONS)(fn)
-        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                                    fn.__defaults__, fn.__closure__)
+        serial = types.FunctionType(
+            fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__
+        )
         serial.__qualname__ = fn.__qualname__ + "_serial"
         serial.__module__, serial.__doc__ = fn.__module__, fn.__doc__
         self.serial = njit(**KERNEL_OPTIONS)(serial)
@@ -203,8 +208,15 @@ def prefetch(typingctx, arr, row, col):
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
+        builder.call(
+            fn,
+            [
+                builder.bitcast(ptr, i8p),
+                ir.Constant(i32, 0),
+                ir.Constant(i32, 3),
+                ir.Constant(i32, 1),
+            ],
+        )
         return context.get_dummy_value()
 
     return numba.types.void(arr, row, col), codegen

@@ -10,6 +10,7 @@ index. :func:`mmr_standard` keeps redundancy as a running max over all picks,
 so each step costs one pass of dot products against the newest pick only:
 O(n k d) in all.
 """
+
 from __future__ import annotations
 
 import numpy as np
