@@ -1,4 +1,4 @@
-"""``python asv_bench/compare.py [--quick] [--json FILE]``: dreamjit next to its peers, on this machine.
+"""``python asv_bench/compare.py [--quick] [--json FILE]``: dreamjit next to its peers, here.
 
 :func:`run` measures the performance targets of the project (exact and
 approximate k-NN, MMR, spectral features, ``add_batch`` throughput, start-up)
@@ -28,12 +28,10 @@ import time
 
 import numpy as np
 
-__all__ = ["run", "format_table", "machine_description"]
-
-logger = logging.getLogger("dreamjit")
-
-from compare_data import DIM, K, SEED  # noqa: F401  (sizes shared with the builders)
-from compare_data import (  # noqa: F401
+from compare_data import (  # sizes, data builders, peers and the interleaved timer
+    DIM,
+    SEED,
+    K,
     _embedding_pool,
     _mixture,
     _numpy_topk,
@@ -46,6 +44,10 @@ from compare_data import (  # noqa: F401
     _truth,
     race,
 )
+
+__all__ = ["run", "format_table", "machine_description"]
+
+logger = logging.getLogger("dreamjit")
 
 
 # ----------------------------------------------------------------------------- rows

@@ -260,7 +260,7 @@ class PoolConfig:
             return None
         return int(self.memory_budget_mb * 2**20)
 
-    def replace(self, **changes) -> "PoolConfig":
+    def replace(self, **changes) -> PoolConfig:
         """A copy with some settings changed (validated again).
 
         Raises
@@ -280,7 +280,7 @@ class PoolConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PoolConfig":
+    def from_dict(cls, d: dict) -> PoolConfig:
         """Settings from a mapping such as :meth:`to_dict` gives (lists for tuples are fine).
 
         Raises

@@ -83,7 +83,7 @@ class SpectralFeatures:
         return np.array(astuple(self), dtype=np.float32)
 
     @classmethod
-    def from_array(cls, a) -> "SpectralFeatures":
+    def from_array(cls, a) -> SpectralFeatures:
         """Build from a length-6 array in field order (e.g. a row of
         :func:`spectral_features_batch`)."""
         arr = as_float_array(a, "a", dtype=np.float64, ndim=1)

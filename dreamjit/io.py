@@ -592,7 +592,7 @@ def _read_validated(path):
                     raise _Corrupt(
                         "a checksum for every column", f"checksums for {sorted(sums)[:30]}"
                     )
-                for member, (col, dtype, shp) in expected.items():  # sizes first, nothing read
+                for member, (_col, dtype, shp) in expected.items():  # sizes first, nothing read
                     want = math.prod(shp) * dtype.itemsize
                     got = members[member].file_size
                     if not want < got <= want + MAX_NPY_HEADER + 12:

@@ -152,7 +152,7 @@ class DreamPool:
         next_id: int,
         evicted: int,
         embedding_mode,
-    ) -> "DreamPool":
+    ) -> DreamPool:
         """A pool of ``config`` holding the entries of ``arrays`` (what
         :meth:`EntryTable.to_columns <dreamjit._table.EntryTable.to_columns>` gives: the
         stored columns of ``count`` live entries, oldest first) and those counters.
@@ -964,7 +964,8 @@ class DreamPool:
         >>> hits = pool.retrieve_similar([0.8, 0.3, 0.2], k=3)
         >>> len(hits), bool(np.all(np.diff(hits.scores) <= 0))
         (3, True)
-        >>> all(e.label == 1 for e in pool.retrieve_similar([0.8, 0.3, 0.2], k=3, label=1).entries())
+        >>> ones = pool.retrieve_similar([0.8, 0.3, 0.2], k=3, label=1)
+        >>> all(e.label == 1 for e in ones.entries())
         True
         """
         q = self._retriever.chroma_query(chroma)

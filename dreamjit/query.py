@@ -48,9 +48,7 @@ class Query:
     spatial: object = None
 
     @classmethod
-    def from_tensor(
-        cls, tensor, label=None, utility=None, certainty=None, grid: int = 4
-    ) -> "Query":
+    def from_tensor(cls, tensor, label=None, utility=None, certainty=None, grid: int = 4) -> Query:
         """A query carrying a tensor's chroma signature, spectral features and
         spatial thumbnail: what a pool computes for a stored entry, so a
         stored tensor used as a query finds itself first.

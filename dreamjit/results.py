@@ -53,7 +53,7 @@ class DreamEntry:
     id: int
     tensor: np.ndarray
     certainty: np.ndarray | None
-    result: "object"  # SolverResult
+    result: object  # SolverResult
     chroma: np.ndarray
     label: int | None
     utility: float | None

@@ -24,9 +24,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dreamjit as dj  # noqa: E402
 import dreamjit.index as index_mod  # noqa: E402
+from dreamjit._indexes import IndexSet  # noqa: E402
 from dreamjit.kernels._jit import active_layer, parallel_allowed  # noqa: E402
 from dreamjit.kernels.graph import knn_to_csr  # noqa: E402
-from dreamjit._indexes import IndexSet  # noqa: E402
 
 
 def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):

@@ -82,13 +82,15 @@ def main(argv):
         200_000,
     ]
     print(
-        f"{'n':>8}  {'exact ms':>9} {'q/s':>7} {'recall':>6}   {'ann ms':>8} {'q/s':>7} {'recall':>6}  ann/exact"
+        f"{'n':>8}  {'exact ms':>9} {'q/s':>7} {'recall':>6}   "
+        f"{'ann ms':>8} {'q/s':>7} {'recall':>6}  ann/exact"
     )
     for n in sizes:
         r = run(0, nq=297, data=digits()) if n == "digits" else run(n)
         (em, eq, er), (am, aq, ar) = r["exact"], r["ann"]
         print(
-            f"{n:>8}  {em * 1e3:9.3f} {eq:7.0f} {er:6.3f}   {am * 1e3:8.3f} {aq:7.0f} {ar:6.3f}  {aq / eq:8.2f}x",
+            f"{n:>8}  {em * 1e3:9.3f} {eq:7.0f} {er:6.3f}   "
+            f"{am * 1e3:8.3f} {aq:7.0f} {ar:6.3f}  {aq / eq:8.2f}x",
             flush=True,
         )
 

@@ -30,6 +30,7 @@ def timeit(fn, repeat=7):
 def main():
     import dreamjit as dj
     from dreamjit.synthetic import smooth_tensors
+
     from reference_features import spectral_batch_numpy
 
     dj.warmup(shape=(32, 32, 4, 3))
@@ -116,7 +117,8 @@ def main():
             (
                 "import time; t=time.perf_counter(); import numpy as np, dreamjit as dj; "
                 "p=dj.DreamPool(dj.PoolConfig(use_ann=False)); "
-                "p.add_batch(np.random.default_rng(0).random((50,32,32,4,3),dtype=np.float32), only_coherent=False); "
+                "p.add_batch(np.random.default_rng(0).random((50,32,32,4,3),dtype=np.float32), "
+                "only_coherent=False); "
                 "p.retrieve_soft([0.5,0.4,0.3], k=3); print(time.perf_counter()-t)"
             ),
         ],

@@ -23,7 +23,6 @@ import time
 import numpy as np
 
 import dreamjit as dj
-
 from dreamjit.testing import photo_patches
 
 
@@ -108,7 +107,7 @@ def main(argv=None):
         r = np.random.default_rng(1000 + trial)
         tp = dj.DreamPool(max_size=8, seed=0)
         base = r.uniform(0.2, 0.8, (3, 4, 4, 3)).astype(np.float32)
-        for step in range(14):
+        for _ in range(14):
             tp.add(base[r.integers(3)], dj.SolverResult(1.0, 0.9, 0.0))
         q = dj.Query.from_tensor(base[0])
         before = tp.retrieve_soft(q, k=8, weights=dj.RetrievalWeights(1, 0, 0, 0, 1))

@@ -89,8 +89,9 @@ def run(task, clean, stored, queries, seed):
         warm_it.append(solve(y, m, pool[hit].tensor)[1])
         warm_hard_it.append(solve(y, m, pool[hard].tensor)[1])
     print(
-        f"{task:8s}: {stored} solved states stored ({solve_s:.1f} s); of {queries} new observations "
-        f"retrieve_soft found the same patch's state {found}/{queries}, hard {found_hard}/{queries}; "
+        f"{task:8s}: {stored} solved states stored ({solve_s:.1f} s); "
+        f"of {queries} new observations retrieve_soft found the same patch's state "
+        f"{found}/{queries}, hard {found_hard}/{queries}; "
         f"L-BFGS-B iterations median cold {np.median(cold_it):.0f}, warm (soft hit) "
         f"{np.median(warm_it):.0f}, warm (hard hit) {np.median(warm_hard_it):.0f}"
     )

@@ -10,6 +10,7 @@ import pytest
 import dreamjit as dj
 from dreamjit import PoolConfig
 from dreamjit._rwlock import RWLock
+
 from invariants import assert_invariants
 
 SHAPE = (6, 6, 2, 3)

@@ -21,8 +21,8 @@ import pytest
 import dreamjit as dj
 import dreamjit.index as index_mod
 from dreamjit import PoolConfig, Query
-from dreamjit.kernels.graph import knn_to_csr
 from dreamjit._indexes import IndexSet
+from dreamjit.kernels.graph import knn_to_csr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from invariants import assert_invariants  # noqa: E402

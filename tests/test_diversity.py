@@ -17,8 +17,8 @@ from dreamjit.errors import (
     InvalidParameterError,
 )
 
-from reference_retrieval import mmr_ref
 from props import examples
+from reference_retrieval import mmr_ref
 
 
 def _data(rng, n=40, d=8):

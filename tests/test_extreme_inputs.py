@@ -41,6 +41,7 @@ from dreamjit import (
 )
 from dreamjit._validate import F32_MAX, MAX_ENTRIES
 from dreamjit.config import EVICTION_POLICIES
+
 from invariants import assert_invariants
 
 SHAPE = (4, 4, 3)

@@ -4,9 +4,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import reference_features as ref
 from dreamjit.errors import (
     DimensionMismatchError,
     DreamError,
@@ -22,6 +22,8 @@ from dreamjit.features import (
     spectral_features,
     spectral_features_batch,
 )
+
+import reference_features as ref
 from props import examples
 
 RTOL, ATOL = 1e-5, 1e-6

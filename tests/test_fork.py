@@ -17,9 +17,10 @@ import pytest
 import dreamjit as dj
 import dreamjit.index as index_mod
 from dreamjit import PoolConfig, Query, RetrievalWeights
+from dreamjit._indexes import IndexSet
 from dreamjit.kernels._jit import FORK_UNSAFE_LAYERS, active_layer, parallel_allowed
 from dreamjit.kernels.graph import knn_to_csr
-from dreamjit._indexes import IndexSet
+
 from invariants import assert_invariants
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

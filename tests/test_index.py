@@ -198,7 +198,7 @@ def test_nbytes_exact_and_bounded(rng, fake_builder):
     graph, delta = ann._state
     assert ann.nbytes == sum(a.nbytes for a in graph.arrays) + delta.nbytes
     assert ann.nbytes <= ann.bytes_bound(len(ann))
-    for step in range(6):  # remove 20 and add 25 per step; no rebuild
+    for _ in range(6):  # remove 20 and add 25 per step; no rebuild
         live = np.flatnonzero(store.alive)
         gone = rng.choice(live, 20, replace=False)
         store.alive[gone] = False

@@ -20,6 +20,7 @@ import pytest
 import dreamjit as dj
 from dreamjit import IndexCorruptedError, PoolConfig
 from dreamjit.io import FORMAT_VERSION, _checksum, _encode_header
+
 from invariants import assert_invariants
 
 SHAPE = (5, 4, 2, 3)
@@ -365,7 +366,7 @@ def test_random_byte_flips_always_detected(tmp_path):
     rng = np.random.default_rng(0)
     detected = 0
     orig = dj.DreamPool.load(path)
-    for trial in range(200):
+    for _ in range(200):
         bad = bytearray(data)
         pos = int(rng.integers(0, len(bad)))
         bad[pos] ^= 1 << int(rng.integers(0, 8))

@@ -34,10 +34,12 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dreamjit as dj
 from dreamjit import IndexCorruptedError, PoolConfig
+
 from invariants import assert_invariants
 from props import examples
 from test_io import (

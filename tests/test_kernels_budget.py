@@ -1,7 +1,9 @@
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dreamjit.kernels.budget import admission_plan
+
 import reference_pool as ref
 from props import examples
 

@@ -23,6 +23,7 @@ from dreamjit.kernels.cosine import (
     topk_dot_columns_parallel,
 )
 
+from props import examples
 from reference_retrieval import (
     dispersion_ref,
     normalize_rows_ref,
@@ -32,7 +33,6 @@ from reference_retrieval import (
     topk_dot_ref,
     topk_from_scores,
 )
-from props import examples
 
 
 def _data(rng, n, d, dup=True):

@@ -5,10 +5,12 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dreamjit.kernels.evaluate import evaluate_batch, evaluate_one, hue_direction
 
 import reference_features as ref
-from dreamjit.kernels.evaluate import evaluate_batch, evaluate_one, hue_direction
 from props import examples
 
 

@@ -8,8 +8,8 @@ from hypothesis.extra import numpy as hnp
 
 from dreamjit.kernels.hybrid import hybrid_base_scores, hybrid_rerank
 
-from reference_retrieval import hybrid_base_ref, hybrid_rerank_ref
 from props import examples
+from reference_retrieval import hybrid_base_ref, hybrid_rerank_ref
 
 W = dict(alpha=0.65, beta=0.20, gamma=0.10, delta=0.05, lambda_=0.7)
 

@@ -8,8 +8,8 @@ from hypothesis.extra import numpy as hnp
 
 from dreamjit.kernels.mmr import mmr_fast, mmr_standard
 
-from reference_retrieval import mmr_fast_ref, mmr_ref
 from props import examples
+from reference_retrieval import mmr_fast_ref, mmr_ref
 
 LAMBDAS = [0.0, 0.5, 1.0]
 

@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import reference_features as ref
 from dreamjit.kernels.chroma import chroma_batch, chroma_one
 from dreamjit.kernels.spectral import (
     CHUNK,
@@ -22,6 +22,8 @@ from dreamjit.kernels.spectral import (
     spectral_one,
     window_2d,
 )
+
+import reference_features as ref
 from props import examples
 
 RTOL, ATOL = 1e-5, 1e-6

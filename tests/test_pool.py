@@ -11,8 +11,9 @@ from dreamjit import (
     PoolConfig,
     SolverResult,
 )
-from invariants import assert_invariants
+
 import reference_pool as ref
+from invariants import assert_invariants
 
 SHAPE = (6, 5, 2, 3)
 

@@ -11,8 +11,9 @@ import pytest
 import dreamjit as dj
 import dreamjit.index as index_mod
 from dreamjit import MemoryExceededError, PoolConfig, Query, RetrievalWeights
-from dreamjit.kernels.graph import knn_to_csr
 from dreamjit._indexes import IndexSet
+from dreamjit.kernels.graph import knn_to_csr
+
 from invariants import assert_invariants
 
 TIMEOUT = 300.0  # bound of every wait below: a hang fails the test

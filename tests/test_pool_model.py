@@ -5,7 +5,8 @@ import tempfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
@@ -16,8 +17,9 @@ from hypothesis.stateful import (
 
 import dreamjit as dj
 from dreamjit import PoolConfig
-from invariants import assert_invariants
+
 import reference_pool as ref
+from invariants import assert_invariants
 
 SHAPE = (3, 3, 3)
 coherence = st.sampled_from([0.1, 0.5, 0.8, 0.8, 0.95])  # repeats make ties

@@ -6,7 +6,6 @@ import pytest
 import dreamjit as dj
 from dreamjit import (
     DimensionMismatchError,
-    DreamError,
     InvalidParameterError,
     PoolConfig,
     Query,
@@ -14,8 +13,9 @@ from dreamjit import (
     RetrievalWeights,
 )
 from dreamjit.retrieval import candidate_count
-from invariants import assert_invariants
+
 import reference_retrieval as ref
+from invariants import assert_invariants
 
 SHAPE = (6, 6, 2, 3)
 
@@ -216,6 +216,7 @@ def test_bad_soft_input_typed_error_pool_unchanged(data, call, err):
     with pytest.raises(err):
         call(pool)
     assert pool.fingerprint() == before
+    assert pool.query_cache_stats() == cache_before
     assert_invariants(pool)
 
 

@@ -14,8 +14,8 @@ import dreamjit as dj
 from dreamjit.embedding import EmbeddingMapper
 from dreamjit.kernels.thumbnail import thumbnail_batch
 
-from invariants import assert_invariants
 import reference_embedding as ref
+from invariants import assert_invariants
 
 pytest.importorskip("skimage")
 from dreamjit.testing import photo_patches  # noqa: E402

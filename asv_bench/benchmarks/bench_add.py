@@ -18,7 +18,6 @@ from .common import (
     ADD_BATCH,
     ADD_POOL_ENTRIES,
     SEED,
-    TENSOR_SHAPE,
     coherent_results,
     forget,
     median_seconds,

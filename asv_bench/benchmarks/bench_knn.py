@@ -42,7 +42,6 @@ from .common import (
     EXACT_SIZES,
     HNSW_EF_CONSTRUCTION,
     HNSW_M,
-    K,
     KNN_SIZES,
     N_BATCH_QUERIES,
     N_CYCLE_QUERIES,
@@ -50,6 +49,7 @@ from .common import (
     NN_NEIGHBORS,
     RECALL_TARGET,
     SEED,
+    K,
     ann_pool,
     blas_one_thread,
     build_ann_graphs,
@@ -58,10 +58,10 @@ from .common import (
     cycler,
     embedding_pool,
     exact_truth,
+    memo,
     numpy_topk,
     numpy_topk_batch,
     pool_ann_index,
-    memo,
     recall_at_k,
     require,
     require_ann,
@@ -450,7 +450,7 @@ class PynndescentRaw:
             seconds = time.perf_counter() - t0
             truth = exact_truth(X, Q)
             eps, recalls = _calibrate(
-                lambda Q_, e: nnd.query(Q_, K, epsilon=e)[0], self.EPSILONS, Q, truth
+                lambda Q_, e, nnd=nnd: nnd.query(Q_, K, epsilon=e)[0], self.EPSILONS, Q, truth
             )
             default = recalls.get(0.1)
             out[n] = {
@@ -807,7 +807,10 @@ class PynndescentClusters:
             nnd.prepare()
             seconds = time.perf_counter() - t0
             eps, recalls = _calibrate(
-                lambda Q_, e: nnd.query(Q_, K, epsilon=e)[0], self.EPSILONS, Q, _cluster_truth(c)
+                lambda Q_, e, nnd=nnd: nnd.query(Q_, K, epsilon=e)[0],
+                self.EPSILONS,
+                Q,
+                _cluster_truth(c),
             )
             out[c] = {
                 "index": nnd,

@@ -64,7 +64,7 @@ def _layer_loads(name: str) -> bool:
             check = getattr(parallel, "_check_tbb_version_compatible", None)
             if check is not None:
                 check()
-        importlib.import_module("numba.np.ufunc.%spool" % name)
+        importlib.import_module(f"numba.np.ufunc.{name}pool")
         return True
     except Exception:  # ImportError, or a missing/old shared library
         return False

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._jit import kernel, parallel_kernel, prange
 from .heap import heap_drain as _heap_sort_into
 from .heap import heap_offer as _heap_offer
-from ._jit import kernel, parallel_kernel, prange
 
 __all__ = [
     "normalize_rows",

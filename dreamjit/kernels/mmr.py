@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
-from .select import fold_max, greedy_pick
 from .cosine import _dot64, dots_transposed, rows_transposed
+from .select import fold_max, greedy_pick
 
 __all__ = ["mmr_standard", "mmr_fast"]
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 # np.fft inside kernels comes from the rocket-fft package, which numba loads through
 # its "numba_extensions" entry point on the first compile (not at import: it costs 0.4 s)
-
 from ._jit import kernel, parallel_kernel, prange
 from .chroma import chroma_into
 
