@@ -161,6 +161,7 @@ class IndexSet:
 
     def after_add(self, slots) -> None:
         """Index the new live ``slots``; start the NN-descent index at ``ann_threshold``."""
+        assert self._exact is not None, "reset() runs before the first add"
         self._exact.add(slots)
         n = len(self._table)
         if self._ann is not None:
@@ -172,6 +173,7 @@ class IndexSet:
             self._ann.rebuild(block=not self.config.ann_background)
 
     def after_remove(self, slots) -> None:
+        assert self._exact is not None, "reset() runs before the first add"
         self._exact.remove(slots)
         if self._ann is not None:
             self._ann.remove(slots)
@@ -198,6 +200,7 @@ class IndexSet:
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,
         ties to the lower id."""
         index = self._ann if self.use_ann_now() else self._exact
+        assert index is not None, "reset() runs before the first add"
         return ranked_by_id(
             lambda kk: index.search(q, kk, mask), k, len(self._table), self._table.store.ids
         )

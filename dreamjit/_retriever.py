@@ -156,6 +156,7 @@ class Retriever:
         mapper = self._table.mapper
         if mapper is None:  # empty pool: nothing to embed against
             return None, -1 if label is None else label
+        assert channels is not None, "the mapper and the shape are set up together"
         key = QueryCache.key(mapper.key, chroma, spectral, spatial, label, utility)
         emb = self.cache.peek(key)
         if emb is not None:
@@ -209,7 +210,8 @@ class Retriever:
 
     def soft(self, query, k, weights):
         """``(slots, rerank values, cosines)`` of the soft path."""
-        return self.soft_embedded(*self.query_embedding(query), k, weights)
+        q, label = self.query_embedding(query)
+        return self.soft_embedded(q, label, k, weights)
 
     def soft_embedded(self, q, label, k, weights):
         if q is None or len(self._table) == 0:

@@ -76,6 +76,12 @@ class EntryTable:
     def shape(self) -> tuple | None:
         return self._shape
 
+    def _columns(self) -> ColumnStore:
+        """The storage columns of a table already set up (every writer and every reader
+        of given slots runs after the first add)."""
+        assert self._store is not None, "setup() runs before the first write"
+        return self._store
+
     @property
     def mapper(self) -> EmbeddingMapper | None:
         return self._mapper
@@ -144,7 +150,7 @@ class EntryTable:
         return np.sort(self._store.ids[self._store.live_slots()])
 
     def ids_at(self, slots) -> np.ndarray:
-        return self._store.ids[slots]
+        return self._columns().ids[slots]
 
     def slot_map(self) -> dict:
         """A copy of the id -> slot map."""
@@ -152,7 +158,7 @@ class EntryTable:
 
     def entry(self, slot: int) -> DreamEntry:
         """A snapshot of the entry in ``slot``."""
-        s = self._store
+        s = self._columns()
         label = int(s.labels[slot])
         util = float(s.utility[slot])
         return DreamEntry(
@@ -191,16 +197,16 @@ class EntryTable:
 
     def ensure_capacity(self, rows: int) -> None:
         """Grow the columns to ``rows`` (may raise; then nothing changed)."""
-        self._store.ensure_capacity(rows)
+        self._columns().ensure_capacity(rows)
 
     def free_slots(self, n: int) -> np.ndarray:
-        return self._store.free_slots(n)
+        return self._columns().free_slots(n)
 
     def write(
         self, slots, ids, tensors, certainty, embeddings, chroma, spectral, results, labels, utility
     ) -> None:
         """Fill ``slots`` with new live entries ``ids`` (rows of already validated arrays)."""
-        s = self._store
+        s = self._columns()
         s.tensors.reshape(s.capacity, *tensors.shape[1:])[slots] = tensors
         if certainty is not None:
             s.certainty[slots] = certainty
@@ -223,7 +229,7 @@ class EntryTable:
 
     def remove(self, slots: np.ndarray) -> None:
         """Drop the live entries in ``slots`` (counted as evicted)."""
-        s = self._store
+        s = self._columns()
         for eid in s.ids[slots].tolist():
             del self._slot_of[eid]
         s.alive[slots] = False
@@ -231,7 +237,7 @@ class EntryTable:
 
     def fold_utilities(self, slots: np.ndarray, u: np.ndarray) -> None:
         """Fold utilities ``u`` into the running means of live ``slots`` (repeats allowed)."""
-        s = self._store
+        s = self._columns()
         total = np.zeros(s.capacity)
         count = np.zeros(s.capacity, dtype=np.int64)
         np.add.at(total, slots, u)
@@ -245,7 +251,7 @@ class EntryTable:
 
     def count_usage(self, slots) -> None:
         """One more use of each of ``slots`` (distinct; the caller serialises counting)."""
-        self._store.usage[slots] += 1
+        self._columns().usage[slots] += 1
 
     # ------------------------------------------------------------------ checks
     def problems(self) -> list:
@@ -306,7 +312,7 @@ class EntryTable:
         if shape is not None and self._shape is None:
             self.setup(tuple(shape))
         if count:
-            store = self._store
+            store = self._columns()
             store.ensure_capacity(count)
             for name, arr in arrays.items():
                 store.columns[name][:count] = arr

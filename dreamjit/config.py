@@ -339,4 +339,5 @@ def _checked_init(init):
     return __init__
 
 
-PoolConfig.__init__ = _checked_init(PoolConfig.__init__)
+# replaced after the class is built, since @dataclass generates the __init__ being wrapped
+PoolConfig.__init__ = _checked_init(PoolConfig.__init__)  # type: ignore[method-assign]

@@ -211,7 +211,8 @@ class _GuardedFile:
     before the reader builds an object per claimed member."""
 
     def __init__(self, fh, size):
-        self._fh, self.size, self.limit = fh, size, MAX_DIRECTORY_READ
+        self._fh, self.size = fh, size
+        self.limit: int | None = MAX_DIRECTORY_READ
 
     def read(self, n=-1):
         if self.limit is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,16 @@ class _Batch:
         "spectral",
         "user_embeddings",
     )
+    shape: tuple
+    tensors: np.ndarray
+    certainty: np.ndarray | None
+    results: np.ndarray
+    labels: np.ndarray
+    utility: np.ndarray
+    embeddings: np.ndarray
+    chroma: np.ndarray
+    spectral: np.ndarray
+    user_embeddings: bool
 
 
 class DreamPool:
@@ -127,7 +138,7 @@ class DreamPool:
         self._indexes = IndexSet(config, self._table, self._lock, on_install=self._fit_index)
         self._budget = Budget(config, self._table, self._indexes)
         self._retriever = Retriever(config, self._table, self._indexes)
-        self._adding = None  # slots written by the add in progress
+        self._adding: np.ndarray | None = None  # slots written by the add in progress
         if config.tensor_shape is not None:
             self._budget.check_fits(
                 config.tensor_shape
@@ -794,7 +805,7 @@ class DreamPool:
             table = self._table
             s = table.store
             live = table.live_slots()
-            out = {
+            out: dict[str, Any] = {
                 "count": int(live.shape[0]),
                 "next_id": table.next_id,
                 "evicted": table.evicted,
@@ -805,11 +816,15 @@ class DreamPool:
                 "tensor_shape": table.shape,
                 "parallel_reads": self._lock.shared_reads,
             }
-            for col in ("energy", "coherence", "violation"):
-                out[f"mean_{col}"] = _mean(s.columns[col][live]) if live.size else float("nan")
-            labels, counts = (
-                np.unique(s.labels[live], return_counts=True) if live.size else ([], [])
-            )
+            if live.size:
+                assert s is not None, "live slots exist only once the table is set up"
+                for col in ("energy", "coherence", "violation"):
+                    out[f"mean_{col}"] = _mean(s.columns[col][live])
+                labels, counts = np.unique(s.labels[live], return_counts=True)
+            else:
+                for col in ("energy", "coherence", "violation"):
+                    out[f"mean_{col}"] = float("nan")
+                labels, counts = np.empty(0, np.int64), np.empty(0, np.int64)
             out["label_counts"] = {int(lab): int(c) for lab, c in zip(labels, counts) if lab >= 0}
             out["unlabeled"] = int(sum(c for lab, c in zip(labels, counts) if lab < 0))
             out.update(self._indexes.stats())

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .features import SolverResult
 
 __all__ = ["DreamEntry", "Hits", "Hit"]
 
@@ -53,7 +56,7 @@ class DreamEntry:
     id: int
     tensor: np.ndarray
     certainty: np.ndarray | None
-    result: object  # SolverResult
+    result: SolverResult
     chroma: np.ndarray
     label: int | None
     utility: float | None

@@ -32,6 +32,7 @@ import os
 import sys
 import threading
 import types
+from typing import TypedDict
 
 import numba
 import numba.extending
@@ -72,8 +73,9 @@ def _layer_loads(name: str) -> bool:
 
 def likely_layer() -> str:
     """The layer numba will pick at its first parallel kernel, from its own settings."""
-    setting = str(numba.config.THREADING_LAYER).lower()
-    priority = tuple(numba.config.THREADING_LAYER_PRIORITY)
+    # numba.config sets its settings at import from the environment; its stubs omit these
+    setting = str(numba.config.THREADING_LAYER).lower()  # type: ignore[attr-defined]
+    priority = tuple(numba.config.THREADING_LAYER_PRIORITY)  # type: ignore[attr-defined]
     key = (setting, priority)
     if key not in _likely_cache:
         linux = sys.platform.startswith("linux")
@@ -105,8 +107,18 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-KERNEL_OPTIONS = {"cache": True, "nogil": True}
-PARALLEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
+
+class JitOptions(TypedDict, total=False):
+    """Keyword arguments of ``numba.njit`` used here (typed so they match its overloads)."""
+
+    cache: bool
+    nogil: bool
+    parallel: bool
+    fastmath: bool | set[str]
+
+
+KERNEL_OPTIONS: JitOptions = {"cache": True, "nogil": True}
+PARALLEL_OPTIONS: JitOptions = {**KERNEL_OPTIONS, "parallel": True}
 
 #: every function decorated here, so ``dreamjit.warmup`` can find them
 REGISTRY: list = []
@@ -179,7 +191,7 @@ def parallel_kernel(fn=None, *, size_arg=0):
 #: dot products vectorise), never the no-NaN/no-Inf assumptions. A kernel compiled
 #: with it must not return its sums: they steer a graph walk whose results are
 #: scored again exactly (tests bound the difference, ``tests/test_graph_structure.py``).
-NAV_OPTIONS = {**KERNEL_OPTIONS, "fastmath": {"reassoc", "contract"}}
+NAV_OPTIONS: JitOptions = {**KERNEL_OPTIONS, "fastmath": {"reassoc", "contract"}}
 
 
 def nav_kernel(fn):
