@@ -1,4 +1,4 @@
-"""``python asv_bench/compare.py [--quick] [--json FILE]``: dreamjit next to its peers, on this machine.
+"""``python asv_bench/compare.py [--quick] [--json FILE]``: dreamjit next to its peers, here.
 
 :func:`run` measures the performance targets of the project (exact and
 approximate k-NN, MMR, spectral features, ``add_batch`` throughput, start-up)
@@ -15,6 +15,7 @@ This script is not part of the installed package (the peers are not its
 dependencies): :func:`run` logs progress to the ``dreamjit`` logger and
 :func:`main` prints the table.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,18 +28,41 @@ import time
 
 import numpy as np
 
+from compare_data import (  # sizes, data builders, peers and the interleaved timer
+    DIM,
+    SEED,
+    K,
+    _embedding_pool,
+    _mixture,
+    _numpy_topk,
+    _numpy_topk_batch,
+    _optional,
+    _recall,
+    _results,
+    _spectral_numpy,
+    _stream_kernels,
+    _truth,
+    race,
+)
+
 __all__ = ["run", "format_table", "machine_description"]
 
 logger = logging.getLogger("dreamjit")
 
-from compare_data import DIM, K, SEED  # noqa: F401  (sizes shared with the builders)
-from compare_data import (  # noqa: F401
-    _embedding_pool, _mixture, _numpy_topk, _numpy_topk_batch, _optional, _recall, _results,
-    _spectral_numpy, _stream_kernels, _truth, race)
 
 # ----------------------------------------------------------------------------- rows
-def _row(group, case, ours, peer=None, theirs=None, target=None, need=None, higher=False,
-         note="", unit="time"):
+def _row(
+    group,
+    case,
+    ours,
+    peer=None,
+    theirs=None,
+    target=None,
+    need=None,
+    higher=False,
+    note="",
+    unit="time",
+):
     """One comparison. ``ratio`` is ``theirs / ours`` for times and limits (how many
     times faster dreamjit is), ``ours / theirs`` when ``higher`` (rates, recalls).
     ``unit``: "time" (seconds per call), "seconds" (a duration), "rate", "recall"."""
@@ -48,8 +72,18 @@ def _row(group, case, ours, peer=None, theirs=None, target=None, need=None, high
     met = None
     if need is not None and ratio is not None:
         met = bool(ratio >= need)
-    return {"group": group, "case": case, "dreamjit": ours, "peer": peer, "peer_value": theirs,
-            "ratio": ratio, "target": target, "met": met, "note": note, "unit": unit}
+    return {
+        "group": group,
+        "case": case,
+        "dreamjit": ours,
+        "peer": peer,
+        "peer_value": theirs,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+        "note": note,
+        "unit": unit,
+    }
 
 
 def _exact_group(rows, n, n_batch, rounds):
@@ -67,9 +101,11 @@ def _exact_group(rows, n, n_batch, rounds):
         it["i"] = (it["i"] + 1) % 64
         return it["i"]
 
-    fns = {"retrieve_soft": lambda: pool.retrieve_soft(queries[nxt()], k=K),
-           "index.search": lambda: index.search(Q[nxt()], 4 * K),
-           "numpy": lambda: _numpy_topk(X, Q[nxt()])}
+    fns = {
+        "retrieve_soft": lambda: pool.retrieve_soft(queries[nxt()], k=K),
+        "index.search": lambda: index.search(Q[nxt()], 4 * K),
+        "numpy": lambda: _numpy_topk(X, Q[nxt()]),
+    }
     cols = pool.table.store.columns.get("embeddings_t")
     if cols is not None:
         from dreamjit.kernels.cosine import topk_dot_columns
@@ -95,41 +131,97 @@ def _exact_group(rows, n, n_batch, rounds):
     t = race(fns, rounds=rounds)
     if threadpoolctl is not None:  # a second race with BLAS on one thread
         with threadpoolctl.threadpool_limits(1, user_api="blas"):
-            t1 = race({"retrieve_soft": fns["retrieve_soft"],
-                       "numpy": lambda: _numpy_topk(X, Q[nxt()])}, rounds=rounds)
+            t1 = race(
+                {"retrieve_soft": fns["retrieve_soft"], "numpy": lambda: _numpy_topk(X, Q[nxt()])},
+                rounds=rounds,
+            )
         t["numpy 1 thread"] = t1["numpy"] * t["retrieve_soft"] / t1["retrieve_soft"]
     ours = t["retrieve_soft"]
     tag = f"n={n:.0e} d={DIM}".replace("+0", "")
-    rows.append(_row("exact top-10, 1 query", f"retrieve_soft {tag} vs numpy (BLAS default threads)",
-                     ours, "numpy X@q+argpartition", t["numpy"], ">= 2x", 2.0))
+    rows.append(
+        _row(
+            "exact top-10, 1 query",
+            f"retrieve_soft {tag} vs numpy (BLAS default threads)",
+            ours,
+            "numpy X@q+argpartition",
+            t["numpy"],
+            ">= 2x",
+            2.0,
+        )
+    )
     if "numpy 1 thread" in t:
-        rows.append(_row("exact top-10, 1 query", f"retrieve_soft {tag} vs numpy (BLAS 1 thread)",
-                         ours, "numpy, 1 thread", t["numpy 1 thread"]))
+        rows.append(
+            _row(
+                "exact top-10, 1 query",
+                f"retrieve_soft {tag} vs numpy (BLAS 1 thread)",
+                ours,
+                "numpy, 1 thread",
+                t["numpy 1 thread"],
+            )
+        )
     if "faiss 1 thread" in t:
-        rows.append(_row("exact top-10, 1 query", f"retrieve_soft {tag} vs faiss flat",
-                         ours, "faiss IndexFlatIP, 1 thread", t["faiss 1 thread"], ">= 1.5x", 1.5))
+        rows.append(
+            _row(
+                "exact top-10, 1 query",
+                f"retrieve_soft {tag} vs faiss flat",
+                ours,
+                "faiss IndexFlatIP, 1 thread",
+                t["faiss 1 thread"],
+                ">= 1.5x",
+                1.5,
+            )
+        )
     else:
-        rows.append(_row("exact top-10, 1 query", "vs faiss flat", ours, note="faiss not installed"))
+        rows.append(
+            _row("exact top-10, 1 query", "vs faiss flat", ours, note="faiss not installed")
+        )
     bound = min(t["stream 1 thread"], t["stream all threads"])
-    rows.append(_row("exact top-10, 1 query", f"retrieve_soft {tag} vs bandwidth bound",
-                     ours, "read the embeddings once (best of 1 and all threads)", bound,
-                     "within 1.2x (ratio >= 0.83)", 1 / 1.2,
-                     note=f"1 thread {t['stream 1 thread'] * 1e3:.3f} ms, "
-                          f"all threads {t['stream all threads'] * 1e3:.3f} ms"))
-    rows.append(_row("exact top-10, 1 query", f"ExactIndex.search k=40 {tag} (retrieve_soft's scan)",
-                     t["index.search"], "bandwidth bound", bound,
-                     note=f"retrieve_soft minus this: "
-                          f"{(ours - t['index.search']) * 1e6:.0f} us of pool overhead"))
+    rows.append(
+        _row(
+            "exact top-10, 1 query",
+            f"retrieve_soft {tag} vs bandwidth bound",
+            ours,
+            "read the embeddings once (best of 1 and all threads)",
+            bound,
+            "within 1.2x (ratio >= 0.83)",
+            1 / 1.2,
+            note=f"1 thread {t['stream 1 thread'] * 1e3:.3f} ms, "
+            f"all threads {t['stream all threads'] * 1e3:.3f} ms",
+        )
+    )
+    rows.append(
+        _row(
+            "exact top-10, 1 query",
+            f"ExactIndex.search k=40 {tag} (retrieve_soft's scan)",
+            t["index.search"],
+            "bandwidth bound",
+            bound,
+            note=f"retrieve_soft minus this: "
+            f"{(ours - t['index.search']) * 1e6:.0f} us of pool overhead",
+        )
+    )
     if "scan 1 thread" in t:
-        rows.append(_row("exact top-10, 1 query", f"one-thread column scan kernel k=40 {tag}",
-                         t["scan 1 thread"], "bandwidth bound", bound,
-                         note=(f"vs faiss 1 thread: {t['faiss 1 thread'] / t['scan 1 thread']:.2f}x"
-                               if "faiss 1 thread" in t else "")))
+        rows.append(
+            _row(
+                "exact top-10, 1 query",
+                f"one-thread column scan kernel k=40 {tag}",
+                t["scan 1 thread"],
+                "bandwidth bound",
+                bound,
+                note=(
+                    f"vs faiss 1 thread: {t['faiss 1 thread'] / t['scan 1 thread']:.2f}x"
+                    if "faiss 1 thread" in t
+                    else ""
+                ),
+            )
+        )
 
     # a batch of queries: the pool has no batch retrieval yet -> the exact index's search_batch
     Qb = Q[:n_batch]
-    fns = {"search_batch": lambda: index.search_batch(Qb, K),
-           "numpy": lambda: _numpy_topk_batch(X, Qb)}
+    fns = {
+        "search_batch": lambda: index.search_batch(Qb, K),
+        "numpy": lambda: _numpy_topk_batch(X, Qb),
+    }
     if faiss is not None:
         threads = os.cpu_count() or 1
 
@@ -137,6 +229,7 @@ def _exact_group(rows, n, n_batch, rounds):
             def f():
                 faiss.omp_set_num_threads(th)
                 flat_index.search(Qb, K)
+
             return f
 
         fns["faiss 1 thread"] = faiss_batch(1)
@@ -147,8 +240,17 @@ def _exact_group(rows, n, n_batch, rounds):
         if name == "search_batch":
             continue
         need = 1.2 if name.startswith("faiss") else None
-        rows.append(_row("exact top-10, batch", f"{case} vs {name}", t["search_batch"],
-                         name, value, ">= 1.2x" if need else None, need))
+        rows.append(
+            _row(
+                "exact top-10, batch",
+                f"{case} vs {name}",
+                t["search_batch"],
+                name,
+                value,
+                ">= 1.2x" if need else None,
+                need,
+            )
+        )
     return pool, X, Q
 
 
@@ -167,25 +269,30 @@ def _ann_group(rows, n, X, Q, exact_pool, rounds):
     truth = _truth(X, Q[:nq])
     recall = _recall([ann.search(q, K)[0] for q in Q[:nq]], truth)
     queries = [Query(embedding=q) for q in Q[:64]]
-    soft_recall = _recall([pool.retrieve_soft(q, k=K).ids for q in queries],
-                          [exact_pool.retrieve_soft(q, k=K).ids for q in queries])
+    soft_recall = _recall(
+        [pool.retrieve_soft(q, k=K).ids for q in queries],
+        [exact_pool.retrieve_soft(q, k=K).ids for q in queries],
+    )
     it = {"i": 0}
 
     def nxt():
         it["i"] = (it["i"] + 1) % 64
         return it["i"]
 
-    fns = {"ann retrieve_soft": lambda: pool.retrieve_soft(queries[nxt()], k=K),
-           "exact retrieve_soft": lambda: exact_pool.retrieve_soft(queries[nxt()], k=K),
-           "ann index.search": lambda: ann.search(Q[nxt()], K),
-           "exact index.search": lambda: exact_pool.indexes.exact.search(Q[nxt()], K),
-           "ann retrieve_diverse fast": lambda: pool.retrieve_diverse(queries[nxt()], k=K, fast=True),
-           "exact retrieve_diverse": lambda: exact_pool.retrieve_diverse(queries[nxt()], k=K)}
+    fns = {
+        "ann retrieve_soft": lambda: pool.retrieve_soft(queries[nxt()], k=K),
+        "exact retrieve_soft": lambda: exact_pool.retrieve_soft(queries[nxt()], k=K),
+        "ann index.search": lambda: ann.search(Q[nxt()], K),
+        "exact index.search": lambda: exact_pool.indexes.exact.search(Q[nxt()], K),
+        "ann retrieve_diverse fast": lambda: pool.retrieve_diverse(queries[nxt()], k=K, fast=True),
+        "exact retrieve_diverse": lambda: exact_pool.retrieve_diverse(queries[nxt()], k=K),
+    }
     pynndescent = _optional("pynndescent")
     nnd_note = "pynndescent not installed"
     if pynndescent is not None:
-        nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=30, random_state=SEED,
-                                    low_memory=True)
+        nnd = pynndescent.NNDescent(
+            X, metric="dot", n_neighbors=30, random_state=SEED, low_memory=True
+        )
         nnd.prepare()
         eps_used, nnd_recall = None, None
         for eps in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5):
@@ -211,27 +318,76 @@ def _ann_group(rows, n, X, Q, exact_pool, rounds):
         fns["hnswlib"] = lambda: h.knn_query(Q2h[nxt()], k=K)
     t = race(fns, rounds=rounds)
     tag = f"n={n:.0e}".replace("+0", "")
-    rows.append(_row("ANN top-10", f"retrieve_soft ANN vs exact, {tag}", t["ann retrieve_soft"],
-                     "retrieve_soft exact", t["exact retrieve_soft"], ">= 10x", 10.0,
-                     note=f"graph build {build:.0f} s; retrieve_soft ids vs exact pool: "
-                          f"{soft_recall:.3f}"))
-    rows.append(_row("ANN top-10", f"index recall@10, {tag}", recall, "target", 0.95, ">= 0.95",
-                     1.0, higher=True, unit="recall"))
-    rows.append(_row("ANN top-10", f"index.search ANN vs exact, {tag}", t["ann index.search"],
-                     "exact index.search", t["exact index.search"]))
+    rows.append(
+        _row(
+            "ANN top-10",
+            f"retrieve_soft ANN vs exact, {tag}",
+            t["ann retrieve_soft"],
+            "retrieve_soft exact",
+            t["exact retrieve_soft"],
+            ">= 10x",
+            10.0,
+            note=f"graph build {build:.0f} s; retrieve_soft ids vs exact pool: {soft_recall:.3f}",
+        )
+    )
+    rows.append(
+        _row(
+            "ANN top-10",
+            f"index recall@10, {tag}",
+            recall,
+            "target",
+            0.95,
+            ">= 0.95",
+            1.0,
+            higher=True,
+            unit="recall",
+        )
+    )
+    rows.append(
+        _row(
+            "ANN top-10",
+            f"index.search ANN vs exact, {tag}",
+            t["ann index.search"],
+            "exact index.search",
+            t["exact index.search"],
+        )
+    )
     if "pynndescent" in t:
-        rows.append(_row("ANN top-10", f"index.search vs raw pynndescent at recall >= 0.95, {tag}",
-                         t["ann index.search"], "pynndescent query", t["pynndescent"],
-                         "within 10% (ratio >= 0.91)", 1 / 1.1, note=nnd_note))
+        rows.append(
+            _row(
+                "ANN top-10",
+                f"index.search vs raw pynndescent at recall >= 0.95, {tag}",
+                t["ann index.search"],
+                "pynndescent query",
+                t["pynndescent"],
+                "within 10% (ratio >= 0.91)",
+                1 / 1.1,
+                note=nnd_note,
+            )
+        )
     else:
         rows.append(_row("ANN top-10", "vs raw pynndescent", None, note=nnd_note))
     if "hnswlib" in t:
-        rows.append(_row("ANN top-10", f"index.search vs hnswlib (M=16, 1 thread), {tag}",
-                         t["ann index.search"], "hnswlib knn_query", t["hnswlib"],
-                         note=f"hnswlib ef={ef}, recall@10 {h_recall:.3f}"))
-    rows.append(_row("seed claims", f"retrieve_diverse: ANN + fast MMR vs exact + standard, {tag}",
-                     t["ann retrieve_diverse fast"], "exact + standard MMR",
-                     t["exact retrieve_diverse"], "seed: ~150x combined"))
+        rows.append(
+            _row(
+                "ANN top-10",
+                f"index.search vs hnswlib (M=16, 1 thread), {tag}",
+                t["ann index.search"],
+                "hnswlib knn_query",
+                t["hnswlib"],
+                note=f"hnswlib ef={ef}, recall@10 {h_recall:.3f}",
+            )
+        )
+    rows.append(
+        _row(
+            "seed claims",
+            f"retrieve_diverse: ANN + fast MMR vs exact + standard, {tag}",
+            t["ann retrieve_diverse fast"],
+            "exact + standard MMR",
+            t["exact retrieve_diverse"],
+            "seed: ~150x combined",
+        )
+    )
 
 
 def _mmr_group(rows, rounds):
@@ -242,9 +398,11 @@ def _mmr_group(rows, rounds):
     q = _mixture(1, stream=2)[0]
     C = _mixture(1000)
     k = 50
-    fns = {"dreamjit": lambda: maximal_marginal_relevance(q, C, k=k, lambda_=0.5),
-           "standard": lambda: mmr_standard(q, C, k, 0.5),
-           "fast": lambda: mmr_fast(q, C, k, 0.5, 0.0, 8)}
+    fns = {
+        "dreamjit": lambda: maximal_marginal_relevance(q, C, k=k, lambda_=0.5),
+        "standard": lambda: mmr_standard(q, C, k, 0.5),
+        "fast": lambda: mmr_fast(q, C, k, 0.5, 0.0, 8),
+    }
     utils = _optional("langchain_core.vectorstores.utils")
     same = None
     if utils is not None:
@@ -254,20 +412,36 @@ def _mmr_group(rows, rounds):
         fns["langchain"] = lambda: utils.maximal_marginal_relevance(q64, C64, lambda_mult=0.5, k=k)
     t = race(fns, rounds=rounds, min_time=0.05)
     if "langchain" in t:
-        rows.append(_row("MMR", "maximal_marginal_relevance k=50 of 1000 vs LangChain",
-                         t["dreamjit"], "langchain_core maximal_marginal_relevance", t["langchain"],
-                         ">= 200x, identical picks", 200.0,
-                         note="identical picks" if same else "PICKS DIFFER"))
+        rows.append(
+            _row(
+                "MMR",
+                "maximal_marginal_relevance k=50 of 1000 vs LangChain",
+                t["dreamjit"],
+                "langchain_core maximal_marginal_relevance",
+                t["langchain"],
+                ">= 200x, identical picks",
+                200.0,
+                note="identical picks" if same else "PICKS DIFFER",
+            )
+        )
         if not same:
             rows[-1]["met"] = False
     else:
         rows.append(_row("MMR", "vs LangChain", t["dreamjit"], note="langchain-core not installed"))
     fast_picks = mmr_fast(q, C, k, 0.5, 0.0, 8)[0]
     std_picks = set(mmr_standard(q, C, k, 0.5)[0].tolist())
-    rows.append(_row("seed claims", "MMR fast vs standard kernel, k=50 of 1000", t["fast"],
-                     "mmr_standard", t["standard"], "seed: 10x",
-                     note=f"fast returned {fast_picks.shape[0]} picks, "
-                          f"{len(std_picks & set(fast_picks.tolist()))} shared with standard"))
+    rows.append(
+        _row(
+            "seed claims",
+            "MMR fast vs standard kernel, k=50 of 1000",
+            t["fast"],
+            "mmr_standard",
+            t["standard"],
+            "seed: 10x",
+            note=f"fast returned {fast_picks.shape[0]} picks, "
+            f"{len(std_picks & set(fast_picks.tolist()))} shared with standard",
+        )
+    )
 
 
 def _spectral_group(rows, n_batch, rounds):
@@ -279,9 +453,17 @@ def _spectral_group(rows, n_batch, rounds):
     np.testing.assert_allclose(spectral_features_batch(T), _spectral_numpy(T), rtol=1e-4, atol=1e-5)
     fns = {"dreamjit": lambda: spectral_features_batch(T), "numpy": lambda: _spectral_numpy(T)}
     t = race(fns, rounds=rounds, min_time=0.0)
-    rows.append(_row("spectral features", f"spectral_features_batch {n_batch} x 32x32x4x3 vs numpy/scipy",
-                     t["dreamjit"], "vectorised numpy + scipy.fft (1 worker)", t["numpy"],
-                     ">= 8x", 8.0))
+    rows.append(
+        _row(
+            "spectral features",
+            f"spectral_features_batch {n_batch} x 32x32x4x3 vs numpy/scipy",
+            t["dreamjit"],
+            "vectorised numpy + scipy.fft (1 worker)",
+            t["numpy"],
+            ">= 8x",
+            8.0,
+        )
+    )
 
 
 def _add_group(rows, n_batch, rounds):
@@ -300,12 +482,26 @@ def _add_group(rows, n_batch, rounds):
     pool = DreamPool(PoolConfig(max_size=10**6, memory_budget_mb=budget, seed=SEED))
     for _ in range(4):
         pool.add_batch(T, res, labels=labels, utilities=util)
-    t = race({"add": lambda: pool.add_batch(T, res, labels=labels, utilities=util)},
-             rounds=rounds, min_time=0.0)
+    t = race(
+        {"add": lambda: pool.add_batch(T, res, labels=labels, utilities=util)},
+        rounds=rounds,
+        min_time=0.0,
+    )
     rate = n_batch / t["add"]
-    rows.append(_row("add_batch", f"add_batch {n_batch} x 32x32x4x3 (features, embeddings, budget, "
-                     "evicting)", rate, "target tensors/s", 20_000.0, ">= 20K tensors/s", 1.0,
-                     higher=True, note=f"{t['add'] * 1e3:.1f} ms per batch", unit="rate"))
+    rows.append(
+        _row(
+            "add_batch",
+            f"add_batch {n_batch} x 32x32x4x3 (features, embeddings, budget, evicting)",
+            rate,
+            "target tensors/s",
+            20_000.0,
+            ">= 20K tensors/s",
+            1.0,
+            higher=True,
+            note=f"{t['add'] * 1e3:.1f} ms per batch",
+            unit="rate",
+        )
+    )
 
 
 def _cache_group(rows, n, rounds):
@@ -321,19 +517,34 @@ def _cache_group(rows, n, rounds):
     query = Query(chroma=chroma[0] * 0.97, spectral=spectral[0], label=3, utility=0.6)
     pools = {}
     for name, size in (("hit", 128), ("off", 0)):
-        pools[name] = DreamPool(PoolConfig(max_size=n, memory_budget_mb=None, use_ann=False,
-                                           query_cache_size=size, seed=SEED))
+        pools[name] = DreamPool(
+            PoolConfig(
+                max_size=n, memory_budget_mb=None, use_ann=False, query_cache_size=size, seed=SEED
+            )
+        )
         pools[name].add_batch(T, _results(n), labels=list(np.arange(n) % 8), only_coherent=False)
-    t = race({name: (lambda p=p: p.retrieve_soft(query, k=10)) for name, p in pools.items()},
-             rounds=rounds)
+    t = race(
+        {name: (lambda p=p: p.retrieve_soft(query, k=10)) for name, p in pools.items()},
+        rounds=rounds,
+    )
     gain = 1.0 - t["hit"] / t["off"]
-    rows.append(_row("seed claims", f"query cache: repeated retrieve_soft, hit vs off, n={n}",
-                     t["hit"], "cache off", t["off"], "seed: 15% faster",
-                     note=f"{gain:.1%} less time per query"))
+    rows.append(
+        _row(
+            "seed claims",
+            f"query cache: repeated retrieve_soft, hit vs off, n={n}",
+            t["hit"],
+            "cache off",
+            t["off"],
+            "seed: 15% faster",
+            note=f"{gain:.1%} less time per query",
+        )
+    )
 
 
-_IMPORT = ("import json,time\nt0=time.perf_counter()\nimport dreamjit\nt1=time.perf_counter()\n"
-           "dreamjit.DreamPool\nprint(json.dumps([t1-t0, time.perf_counter()-t0]))")
+_IMPORT = (
+    "import json,time\nt0=time.perf_counter()\nimport dreamjit\nt1=time.perf_counter()\n"
+    "dreamjit.DreamPool\nprint(json.dumps([t1-t0, time.perf_counter()-t0]))"
+)
 _FIRST = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -352,8 +563,9 @@ sys.stdout.write(json.dumps([time.perf_counter() - t0, time.perf_counter() - t1]
 def _subprocess(code):
     env = dict(os.environ)
     env.pop("NUMBA_DISABLE_JIT", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -364,13 +576,33 @@ def _startup_group(rows, runs):
     _subprocess(_FIRST)  # fills numba's cache if this is the first run here
     imp = np.median([_subprocess(_IMPORT) for _ in range(runs)], axis=0)
     first = np.median([_subprocess(_FIRST) for _ in range(runs)], axis=0)
-    rows.append(_row("start-up", "import dreamjit (fresh process)", float(imp[0]), "limit", 0.5,
-                     "<= 0.5 s", 1.0, unit="seconds",
-                     note=f"import + first use of dj.DreamPool: {imp[1]:.3f} s"))
-    rows.append(_row("start-up", "first retrieval, fresh process, warm numba cache", float(first[0]),
-                     "limit", 1.5, "<= 1.5 s", 1.0, unit="seconds",
-                     note=f"import + pool + add_batch(64) + retrieve_soft; the call itself "
-                          f"{first[1] * 1e3:.0f} ms"))
+    rows.append(
+        _row(
+            "start-up",
+            "import dreamjit (fresh process)",
+            float(imp[0]),
+            "limit",
+            0.5,
+            "<= 0.5 s",
+            1.0,
+            unit="seconds",
+            note=f"import + first use of dj.DreamPool: {imp[1]:.3f} s",
+        )
+    )
+    rows.append(
+        _row(
+            "start-up",
+            "first retrieval, fresh process, warm numba cache",
+            float(first[0]),
+            "limit",
+            1.5,
+            "<= 1.5 s",
+            1.0,
+            unit="seconds",
+            note=f"import + pool + add_batch(64) + retrieve_soft; the call itself "
+            f"{first[1] * 1e3:.0f} ms",
+        )
+    )
 
 
 def run(quick: bool = False) -> list:
@@ -387,8 +619,14 @@ def run(quick: bool = False) -> list:
     rows: list = []
     exact_pool, X, Q = _exact_group(rows, n, 200 if quick else 1000, rounds)
     if quick:
-        rows.append(_row("ANN top-10", "NN-descent group", None,
-                         note="skipped with --quick (the graph build takes ~1 min)"))
+        rows.append(
+            _row(
+                "ANN top-10",
+                "NN-descent group",
+                None,
+                note="skipped with --quick (the graph build takes ~1 min)",
+            )
+        )
     elif _optional("pynndescent") is None:
         rows.append(_row("ANN top-10", "NN-descent group", None, note="pynndescent not installed"))
     else:
@@ -423,13 +661,24 @@ def format_table(rows) -> str:
     cells = []
     for r in rows:
         met = {True: "yes", False: "NO", None: ""}[r["met"]]
-        cells.append([r["group"], r["case"], _fmt(r["dreamjit"], r["unit"]), r["peer"] or "",
-                      _fmt(r["peer_value"], r["unit"]),
-                      "-" if r["ratio"] is None else f"{r['ratio']:.2f}x", r["target"] or "", met,
-                      r["note"]])
+        cells.append(
+            [
+                r["group"],
+                r["case"],
+                _fmt(r["dreamjit"], r["unit"]),
+                r["peer"] or "",
+                _fmt(r["peer_value"], r["unit"]),
+                "-" if r["ratio"] is None else f"{r['ratio']:.2f}x",
+                r["target"] or "",
+                met,
+                r["note"],
+            ]
+        )
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        "  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
 
@@ -437,8 +686,10 @@ def format_table(rows) -> str:
 def machine_description() -> str:
     import numba
 
-    return (f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus; "
-            f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}")
+    return (
+        f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus; "
+        f"Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}"
+    )
 
 
 def main(argv=None) -> int:
@@ -463,13 +714,17 @@ def main(argv=None) -> int:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
     print(f"asv_bench/compare.py{' --quick' if quick else ''}: {machine_description()}")
-    print("ratio > 1 means dreamjit is ahead (peer time / dreamjit time; rates and recalls: "
-          "dreamjit / reference); times are medians of interleaved rounds\n")
+    print(
+        "ratio > 1 means dreamjit is ahead (peer time / dreamjit time; rates and recalls: "
+        "dreamjit / reference); times are medians of interleaved rounds\n"
+    )
     print(format_table(rows))
     print(f"\n{time.perf_counter() - t0:.0f} s in all")
     if json_path:
         with open(json_path, "w") as fp:
-            json.dump({"machine": machine_description(), "quick": quick, "rows": rows}, fp, indent=1)
+            json.dump(
+                {"machine": machine_description(), "quick": quick, "rows": rows}, fp, indent=1
+            )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Data builders, peer implementations and the interleaved timer behind ``dreamjit.bench``."""
+
 from __future__ import annotations
 
 import math
@@ -37,13 +38,26 @@ def _embedding_pool(X, use_ann=False):
     from dreamjit.pool import DreamPool
 
     n = X.shape[0]
-    pool = DreamPool(PoolConfig(max_size=n, memory_budget_mb=None, use_ann=use_ann,
-                                ann_threshold=n + 1, embedding_dim=X.shape[1],
-                                tensor_shape=(1, 1, 3), seed=SEED, query_cache_size=0))
+    pool = DreamPool(
+        PoolConfig(
+            max_size=n,
+            memory_budget_mb=None,
+            use_ann=use_ann,
+            ann_threshold=n + 1,
+            embedding_dim=X.shape[1],
+            tensor_shape=(1, 1, 3),
+            seed=SEED,
+            query_cache_size=0,
+        )
+    )
     for s in range(0, n, 100_000):
         m = min(n, s + 100_000) - s
-        pool.add_batch(np.full((m, 1, 1, 3), 0.5, np.float32), _results(m),
-                       embeddings=X[s:s + m], only_coherent=False)
+        pool.add_batch(
+            np.full((m, 1, 1, 3), 0.5, np.float32),
+            _results(m),
+            embeddings=X[s : s + m],
+            only_coherent=False,
+        )
     if use_ann:
         pool.config = pool.config.replace(ann_threshold=1)
         pool.rebuild_index(block=True)
@@ -66,14 +80,20 @@ def _numpy_topk_batch(X, Q, k=K):
 def _truth(X, Q, k=K):
     out = np.empty((Q.shape[0], k), dtype=np.int64)
     for s in range(0, Q.shape[0], 256):
-        S = Q[s:s + 256].astype(np.float64) @ X.astype(np.float64).T
-        out[s:s + 256] = np.argsort(-S, axis=1, kind="stable")[:, :k]
+        S = Q[s : s + 256].astype(np.float64) @ X.astype(np.float64).T
+        out[s : s + 256] = np.argsort(-S, axis=1, kind="stable")[:, :k]
     return out
 
 
 def _recall(found, truth):
-    return float(np.mean([len(set(np.asarray(f).tolist()) & set(t.tolist())) / len(t)
-                          for f, t in zip(found, truth)]))
+    return float(
+        np.mean(
+            [
+                len(set(np.asarray(f).tolist()) & set(t.tolist())) / len(t)
+                for f, t in zip(found, truth)
+            ]
+        )
+    )
 
 
 def _spectral_numpy(tensors):
@@ -93,8 +113,8 @@ def _spectral_numpy(tensors):
     hann = lambda m: 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(m) / m)  # noqa: E731
     x *= hann(rows)[:, None] * hann(cols)[None, :]
     F = scipy.fft.fft2(x)
-    P = F.real ** 2
-    P += F.imag ** 2
+    P = F.real**2
+    P += F.imag**2
     P /= N
     P = P.reshape(n, C, N)
     total = P.sum(axis=2)
@@ -106,8 +126,9 @@ def _spectral_numpy(tensors):
     bands = np.stack([r < 1 / 3, (r >= 1 / 3) & (r < 2 / 3), r >= 2 / 3], axis=1)
     band = (P @ bands.astype(np.float64)) / safe[:, :, None]
     dominant = r[np.argmax(P, axis=2)]
-    feats = np.concatenate([entropy[:, :, None], band, dominant[:, :, None],
-                            (total / N)[:, :, None]], axis=2)
+    feats = np.concatenate(
+        [entropy[:, :, None], band, dominant[:, :, None], (total / N)[:, :, None]], axis=2
+    )
     feats[:, :, :5] = np.where(flat[:, :, None], 0.0, feats[:, :, :5])
     return feats.mean(axis=1).astype(np.float32)
 
@@ -141,7 +162,7 @@ def _stream_kernels():
             n = flat.shape[0]
             part = np.zeros(64, dtype=np.float32)
             for c in prange(64):  # 64 chunks over the threads; each chunk vectorises
-                part[c] = serial_jit(flat[c * n // 64:(c + 1) * n // 64])
+                part[c] = serial_jit(flat[c * n // 64 : (c + 1) * n // 64])
             return part.sum()
 
         _STREAM["serial"] = serial_jit
@@ -172,6 +193,6 @@ def race(fns: dict, rounds: int = 7, min_time: float = 0.02) -> dict:
     times = {name: [] for name in fns}
     names = list(fns)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(_per_call(fns[name], number[name]))
     return {name: float(np.median(t)) for name, t in times.items()}

@@ -7,15 +7,24 @@ usefully diverse from) a query, to seed its next run.
 Public names are loaded on first use (PEP 562), so ``import dreamjit`` stays
 cheap: numba and the kernels load when a name that needs them is first touched.
 """
+
 from __future__ import annotations
 
 import importlib
 import logging
 
 from .errors import (
-    CapacityExceededError, CriticalStateError, DimensionMismatchError, DreamError,
-    EmptyCollectionError, FeatureUnavailableError, IndexCorruptedError, IndexNotBuiltError,
-    InvalidConfigError, InvalidParameterError, MemoryExceededError,
+    CapacityExceededError,
+    CriticalStateError,
+    DimensionMismatchError,
+    DreamError,
+    EmptyCollectionError,
+    FeatureUnavailableError,
+    IndexCorruptedError,
+    IndexNotBuiltError,
+    InvalidConfigError,
+    InvalidParameterError,
+    MemoryExceededError,
 )
 
 logging.getLogger("dreamjit").addHandler(logging.NullHandler())
@@ -24,25 +33,64 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _LAZY = {
-    "DreamPool": "pool", "PoolConfig": "config", "Query": "query", "RetrievalMode": "query",
-    "RetrievalWeights": "query", "Hits": "results", "Hit": "results", "DreamEntry": "results",
-    "SolverResult": "features", "SpectralFeatures": "features", "evaluate": "features",
-    "evaluate_batch": "features", "spectral_features": "features",
-    "spectral_features_batch": "features", "chroma_signature": "features",
+    "DreamPool": "pool",
+    "PoolConfig": "config",
+    "Query": "query",
+    "RetrievalMode": "query",
+    "RetrievalWeights": "query",
+    "Hits": "results",
+    "Hit": "results",
+    "DreamEntry": "results",
+    "SolverResult": "features",
+    "SpectralFeatures": "features",
+    "evaluate": "features",
+    "evaluate_batch": "features",
+    "spectral_features": "features",
+    "spectral_features_batch": "features",
+    "chroma_signature": "features",
     "spatial_thumbnail": "features",
-    "EmbeddingMapper": "embedding", "QueryCache": "cache", "ExactIndex": "index",
-    "NNDescentIndex": "index", "maximal_marginal_relevance": "diversity", "warmup": "_warmup",
+    "EmbeddingMapper": "embedding",
+    "QueryCache": "cache",
+    "ExactIndex": "index",
+    "NNDescentIndex": "index",
+    "maximal_marginal_relevance": "diversity",
+    "warmup": "_warmup",
 }
 
 __all__ = [
-    "DreamPool", "PoolConfig", "Query", "RetrievalMode", "RetrievalWeights", "Hits", "Hit",
-    "DreamEntry", "SolverResult", "SpectralFeatures", "EmbeddingMapper", "QueryCache",
-    "ExactIndex", "NNDescentIndex",
-    "evaluate", "evaluate_batch", "spectral_features", "spectral_features_batch", "spatial_thumbnail",
-    "chroma_signature", "maximal_marginal_relevance", "warmup",
-    "DreamError", "DimensionMismatchError", "IndexNotBuiltError", "CapacityExceededError",
-    "InvalidConfigError", "EmptyCollectionError", "InvalidParameterError", "IndexCorruptedError",
-    "MemoryExceededError", "FeatureUnavailableError", "CriticalStateError",
+    "DreamPool",
+    "PoolConfig",
+    "Query",
+    "RetrievalMode",
+    "RetrievalWeights",
+    "Hits",
+    "Hit",
+    "DreamEntry",
+    "SolverResult",
+    "SpectralFeatures",
+    "EmbeddingMapper",
+    "QueryCache",
+    "ExactIndex",
+    "NNDescentIndex",
+    "evaluate",
+    "evaluate_batch",
+    "spectral_features",
+    "spectral_features_batch",
+    "spatial_thumbnail",
+    "chroma_signature",
+    "maximal_marginal_relevance",
+    "warmup",
+    "DreamError",
+    "DimensionMismatchError",
+    "IndexNotBuiltError",
+    "CapacityExceededError",
+    "InvalidConfigError",
+    "EmptyCollectionError",
+    "InvalidParameterError",
+    "IndexCorruptedError",
+    "MemoryExceededError",
+    "FeatureUnavailableError",
+    "CriticalStateError",
 ]
 
 

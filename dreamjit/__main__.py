@@ -2,6 +2,7 @@
 
 The comparison with peers lives outside the package: ``python asv_bench/compare.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,9 @@ import numpy as np
 
 def _table(rows, headers) -> str:
     cells = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
@@ -49,8 +52,10 @@ def demo(n: int = 2000, seed: int = 0, k: int = 3) -> int:
 
     print(f"dreamjit {dj.__version__} demo: n={n}, seed={seed}")
     coherent = sum(r.coherence >= pool.config.coherence_threshold for r in results)
-    print(f"{coherent} of {n} tensors reach coherence >= {pool.config.coherence_threshold}; "
-          f"the pool keeps {len(pool)} (max_size={pool.config.max_size}, eviction='oldest')\n")
+    print(
+        f"{coherent} of {n} tensors reach coherence >= {pool.config.coherence_threshold}; "
+        f"the pool keeps {len(pool)} (max_size={pool.config.max_size}, eviction='oldest')\n"
+    )
 
     rows = []
     t0 = time.perf_counter()
@@ -58,19 +63,48 @@ def demo(n: int = 2000, seed: int = 0, k: int = 3) -> int:
         hits = pool.retrieve_similar(np.array(rgb, np.float32), k=k)
         for rank, (eid, score) in enumerate(hits):
             e = pool[eid]
-            rows.append((name if rank == 0 else "", rank + 1, eid, f"{score:.4f}",
-                         " ".join(f"{c:.2f}" for c in e.chroma), f"{e.result.coherence:.3f}",
-                         f"{e.result.energy:.1f}", e.label))
+            rows.append(
+                (
+                    name if rank == 0 else "",
+                    rank + 1,
+                    eid,
+                    f"{score:.4f}",
+                    " ".join(f"{c:.2f}" for c in e.chroma),
+                    f"{e.result.coherence:.3f}",
+                    f"{e.result.energy:.1f}",
+                    e.label,
+                )
+            )
     timings.append((f"retrieve_similar x {len(NAMED_COLOURS)}", time.perf_counter() - t0))
     print("Hard retrieval (cosine on chroma signatures):")
-    print(_table(rows, ["query", "rank", "id", "cosine", "chroma (r g b)", "coherence", "energy", "label"]))
+    print(
+        _table(
+            rows,
+            ["query", "rank", "id", "cosine", "chroma (r g b)", "coherence", "energy", "label"],
+        )
+    )
 
     st = pool.stats()
     print("\nPool stats:")
-    print(_table([(key, st[key] if not isinstance(st[key], float) else f"{st[key]:.4f}")
-                  for key in ("count", "evicted", "capacity", "mean_energy", "mean_coherence",
-                              "mean_violation", "label_counts", "entry_bytes", "bytes_used")],
-                 ["stat", "value"]))
+    print(
+        _table(
+            [
+                (key, st[key] if not isinstance(st[key], float) else f"{st[key]:.4f}")
+                for key in (
+                    "count",
+                    "evicted",
+                    "capacity",
+                    "mean_energy",
+                    "mean_coherence",
+                    "mean_violation",
+                    "label_counts",
+                    "entry_bytes",
+                    "bytes_used",
+                )
+            ],
+            ["stat", "value"],
+        )
+    )
     cur, mx, ratio, count = pool.memory_budget_stats()
     print(f"\nMemory budget: {cur:.2f} MiB of {mx} MiB used ({ratio:.2%}), {count} entries")
     print("\nTimings:")
@@ -89,12 +123,17 @@ def inspect(path: str) -> int:
         print(f"{path}: integrity FAILED: {exc}")
         return 1
     cfg = header["config"]
-    rows = [("format_version", header["format_version"]), ("entries", header["count"]),
-            ("next_id", header["next_id"]), ("evicted so far", header["evicted"]),
-            ("tensor_shape", header["tensor_shape"]), ("embedding_mode", header["embedding_mode"]),
-            ("arrays checked", len(header["checksums"])),
-            ("header sha256", header.get("header_sha256", "")[:16] + "..."),
-            ("integrity", header["integrity"])]
+    rows = [
+        ("format_version", header["format_version"]),
+        ("entries", header["count"]),
+        ("next_id", header["next_id"]),
+        ("evicted so far", header["evicted"]),
+        ("tensor_shape", header["tensor_shape"]),
+        ("embedding_mode", header["embedding_mode"]),
+        ("arrays checked", len(header["checksums"])),
+        ("header sha256", header.get("header_sha256", "")[:16] + "..."),
+        ("integrity", header["integrity"]),
+    ]
     rows += [(f"config.{key}", value) for key, value in sorted(cfg.items())]
     print(f"{path}")
     print(_table(rows, ["field", "value"]))

@@ -7,6 +7,7 @@ which entries an add evicts (eviction keys and the ``admission_plan``
 kernel), and what to do when a newly installed NN-descent graph overfills
 the budget. The pool carries the plans out.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,9 +51,13 @@ class Budget:
         store_bytes = self._table.store_entry_bytes(shape)
         entry = store_bytes + self._indexes.bytes_per_entry(store_bytes)
         if entry > budget:
-            raise MemoryExceededError("tensor", shape, f"an entry of at most {budget} bytes "
-                                      f"(memory_budget_mb={self.config.memory_budget_mb}); "
-                                      f"one entry takes {entry} bytes")
+            raise MemoryExceededError(
+                "tensor",
+                shape,
+                f"an entry of at most {budget} bytes "
+                f"(memory_budget_mb={self.config.memory_budget_mb}); "
+                f"one entry takes {entry} bytes",
+            )
 
     def entry_limit(self) -> int:
         """Most live entries allowed: max_size and the budget's share for entries.
@@ -141,7 +146,7 @@ class Budget:
         if 2 * n_out > all_live.shape[0] or n_out > live.shape[0]:
             return DROP_GRAPH
         keys = self.eviction_keys(live)
-        order = np.lexsort((store.ids[live], keys))[:max(n_out, 0)]
+        order = np.lexsort((store.ids[live], keys))[: max(n_out, 0)]
         return np.sort(live[order])
 
     def stats(self) -> tuple:

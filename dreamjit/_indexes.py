@@ -6,6 +6,7 @@
 reports its bytes to the budget and answers top-k embedding searches from the
 index in use. The indexes themselves live in :mod:`dreamjit.index`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,11 +93,17 @@ class IndexSet:
         from .index import NNDescentIndex
 
         cfg = self.config
-        ann = NNDescentIndex(self._table.store, n_neighbors=cfg.ann_n_neighbors,
-                             n_pivots=cfg.ann_n_pivots, epsilon=cfg.ann_epsilon,
-                             overfetch=cfg.ann_overfetch, rebuild_fraction=cfg.ann_rebuild_fraction,
-                             seed=cfg.seed, background=cfg.ann_background,
-                             build_timeout=cfg.ann_build_timeout)
+        ann = NNDescentIndex(
+            self._table.store,
+            n_neighbors=cfg.ann_n_neighbors,
+            n_pivots=cfg.ann_n_pivots,
+            epsilon=cfg.ann_epsilon,
+            overfetch=cfg.ann_overfetch,
+            rebuild_fraction=cfg.ann_rebuild_fraction,
+            seed=cfg.seed,
+            background=cfg.ann_background,
+            build_timeout=cfg.ann_build_timeout,
+        )
         # snapshots under the read lock, installs under the write lock, then the budget check
         ann.attach(self._lock, self._on_install)
         return ann
@@ -154,6 +161,7 @@ class IndexSet:
 
     def after_add(self, slots) -> None:
         """Index the new live ``slots``; start the NN-descent index at ``ann_threshold``."""
+        assert self._exact is not None, "reset() runs before the first add"
         self._exact.add(slots)
         n = len(self._table)
         if self._ann is not None:
@@ -165,6 +173,7 @@ class IndexSet:
             self._ann.rebuild(block=not self.config.ann_background)
 
     def after_remove(self, slots) -> None:
+        assert self._exact is not None, "reset() runs before the first add"
         self._exact.remove(slots)
         if self._ann is not None:
             self._ann.remove(slots)
@@ -172,22 +181,29 @@ class IndexSet:
 
     def stats(self) -> dict:
         ann = self._ann
-        return {"index": "ann" if self.use_ann_now() else "exact",
-                "ann_ready": bool(ann is not None and ann.ready),
-                "ann_building": bool(ann is not None and ann.building),
-                "index_bytes": self.nbytes}
+        return {
+            "index": "ann" if self.use_ann_now() else "exact",
+            "ann_ready": bool(ann is not None and ann.ready),
+            "ann_building": bool(ann is not None and ann.building),
+            "index_bytes": self.nbytes,
+        }
 
     def use_ann_now(self) -> bool:
         """Whether queries are answered by the NN-descent graph now."""
-        return (self._ann is not None and self._ann.ready
-                and len(self._table) >= self.config.ann_threshold)
+        return (
+            self._ann is not None
+            and self._ann.ready
+            and len(self._table) >= self.config.ann_threshold
+        )
 
     def search(self, q, k, mask=None):
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,
         ties to the lower id."""
         index = self._ann if self.use_ann_now() else self._exact
-        return ranked_by_id(lambda kk: index.search(q, kk, mask), k, len(self._table),
-                            self._table.store.ids)
+        assert index is not None, "reset() runs before the first add"
+        return ranked_by_id(
+            lambda kk: index.search(q, kk, mask), k, len(self._table), self._table.store.ids
+        )
 
     def rebuild(self):
         """Start a rebuild of the NN-descent index (write lock held); returns it, or None

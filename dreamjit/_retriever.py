@@ -7,6 +7,7 @@ hybrid paths over the entry table and the index set. Each path returns
 ``(slots, scores, similarity)`` and counts nothing: the pool holds the lock,
 counts usage and makes the :class:`~dreamjit.Hits`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -75,8 +76,12 @@ class Retriever:
         if arr.shape[0] != channels:
             raise DimensionMismatchError(name, arr, f"{channels} values (one per channel)")
         if not np.any(arr):
-            raise InvalidParameterError(name, arr, "a chroma signature with a direction (not all "
-                                        "zero: cosine similarity to it is undefined)")
+            raise InvalidParameterError(
+                name,
+                arr,
+                "a chroma signature with a direction (not all "
+                "zero: cosine similarity to it is undefined)",
+            )
         return np.ascontiguousarray(arr, dtype=np.float32)
 
     def as_query(self, query, name="query") -> Query:
@@ -101,14 +106,21 @@ class Retriever:
             if v.shape[0] != dim:
                 raise DimensionMismatchError("embedding", v, f"length embedding_dim={dim}")
             if mode == "mapper":
-                raise InvalidParameterError("embedding", v, "no embedding: this pool computes its own "
-                                            "(query with a tensor, chroma or Query fields)")
+                raise InvalidParameterError(
+                    "embedding",
+                    v,
+                    "no embedding: this pool computes its own "
+                    "(query with a tensor, chroma or Query fields)",
+                )
             if not np.any(v):
-                raise InvalidParameterError("embedding", v, "a query vector with a direction "
-                                            "(not all zero)")
+                raise InvalidParameterError(
+                    "embedding", v, "a query vector with a direction (not all zero)"
+                )
             return normalize_rows(v[None])[0], -1 if label is None else label
         if mode == "user":
-            raise InvalidParameterError(name, query, "a query embedding (this pool stores user embeddings)")
+            raise InvalidParameterError(
+                name, query, "a query embedding (this pool stores user embeddings)"
+            )
         shape = self._table.shape
         channels = shape[-1] if shape is not None else None
         chroma = None if q.chroma is None else as_float_array(q.chroma, "chroma", ndim=1)
@@ -122,16 +134,29 @@ class Retriever:
             grid = self.config.spatial_grid
             if spatial.shape[0] != grid * grid * channels:
                 raise DimensionMismatchError(
-                    "spatial", spatial, f"{grid * grid * channels} values (a {grid}x{grid} "
-                    f"thumbnail of {channels} channels: Query.from_tensor(..., grid={grid}))")
+                    "spatial",
+                    spatial,
+                    f"{grid * grid * channels} values (a {grid}x{grid} "
+                    f"thumbnail of {channels} channels: Query.from_tensor(..., grid={grid}))",
+                )
         utility = as_float(q.utility, "utility", allow_none=True)
-        if chroma is None and spectral is None and spatial is None and label is None \
-                and utility is None:
-            raise InvalidParameterError(name, q, "a query with at least one of chroma, spectral, "
-                                        "spatial, label, utility or embedding")
+        if (
+            chroma is None
+            and spectral is None
+            and spatial is None
+            and label is None
+            and utility is None
+        ):
+            raise InvalidParameterError(
+                name,
+                q,
+                "a query with at least one of chroma, spectral, "
+                "spatial, label, utility or embedding",
+            )
         mapper = self._table.mapper
         if mapper is None:  # empty pool: nothing to embed against
             return None, -1 if label is None else label
+        assert channels is not None, "the mapper and the shape are set up together"
         key = QueryCache.key(mapper.key, chroma, spectral, spatial, label, utility)
         emb = self.cache.peek(key)
         if emb is not None:
@@ -140,14 +165,28 @@ class Retriever:
             c = np.zeros((1, channels), np.float32) if chroma is None else chroma[None]
             s = np.zeros((1, 6), np.float32) if spectral is None else spectral[None]
             sp = None if spatial is None else spatial[None]
-            present = (chroma is not None, spectral is not None, spatial is not None,
-                       label is not None, utility is not None)
-            emb = mapper.embed(c, s, np.array([-1 if label is None else label], np.int32),
-                               np.array([np.nan if utility is None else utility]), present,
-                               spatial=sp)[0]
+            present = (
+                chroma is not None,
+                spectral is not None,
+                spatial is not None,
+                label is not None,
+                utility is not None,
+            )
+            emb = mapper.embed(
+                c,
+                s,
+                np.array([-1 if label is None else label], np.int32),
+                np.array([np.nan if utility is None else utility]),
+                present,
+                spatial=sp,
+            )[0]
             if not np.any(emb):
-                raise InvalidParameterError(name, q, "a query with a direction: its features "
-                                            "(e.g. an all-zero tensor or chroma) embed to zero")
+                raise InvalidParameterError(
+                    name,
+                    q,
+                    "a query with a direction: its features "
+                    "(e.g. an all-zero tensor or chroma) embed to zero",
+                )
             emb = self.cache.put(key, emb)
             self.cache.count(hit=False)
         return emb, -1 if label is None else label
@@ -171,7 +210,8 @@ class Retriever:
 
     def soft(self, query, k, weights):
         """``(slots, rerank values, cosines)`` of the soft path."""
-        return self.soft_embedded(*self.query_embedding(query), k, weights)
+        q, label = self.query_embedding(query)
+        return self.soft_embedded(q, label, k, weights)
 
     def soft_embedded(self, q, label, k, weights):
         if q is None or len(self._table) == 0:
@@ -179,9 +219,19 @@ class Retriever:
         slots, sims = self.candidates(q, k)
         s = self._table.store
         w = weights
-        order, scores = hybrid_rerank(sims, s.util_mean[slots], s.labels[slots], label,
-                                      np.ascontiguousarray(s.embeddings[slots]), w.alpha, w.beta,
-                                      w.gamma, w.delta, w.lambda_, k)
+        order, scores = hybrid_rerank(
+            sims,
+            s.util_mean[slots],
+            s.labels[slots],
+            label,
+            np.ascontiguousarray(s.embeddings[slots]),
+            w.alpha,
+            w.beta,
+            w.gamma,
+            w.delta,
+            w.lambda_,
+            k,
+        )
         return slots[order], scores, sims[order]
 
     def diverse(self, query, k, lambda_, fast, min_sim, sample):
@@ -220,7 +270,10 @@ class Retriever:
     def dispersion(self, slots) -> dict:
         """Mean pairwise dispersion of chroma signatures and embeddings at ``slots``."""
         s = self._table.store
-        return {"count": int(slots.shape[0]),
-                "chroma_dispersion": float(pairwise_dispersion(np.ascontiguousarray(s.chroma[slots]))),
-                "embedding_dispersion": float(pairwise_dispersion(
-                    np.ascontiguousarray(s.embeddings[slots])))}
+        return {
+            "count": int(slots.shape[0]),
+            "chroma_dispersion": float(pairwise_dispersion(np.ascontiguousarray(s.chroma[slots]))),
+            "embedding_dispersion": float(
+                pairwise_dispersion(np.ascontiguousarray(s.embeddings[slots]))
+            ),
+        }

@@ -13,6 +13,7 @@ After ``os.fork`` the child has only the forking thread: holds of other
 threads, copied into the child, would never be released. :func:`after_fork`
 objects (every lock here) reset such state in the child.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,10 +21,16 @@ import os
 import threading
 import weakref
 from contextlib import contextmanager
+from typing import Protocol
 
 logger = logging.getLogger("dreamjit")
 
-_AFTER_FORK = weakref.WeakSet()
+
+class _ResetsAfterFork(Protocol):
+    def _reset_after_fork(self) -> None: ...
+
+
+_AFTER_FORK: weakref.WeakSet[_ResetsAfterFork] = weakref.WeakSet()
 
 
 def after_fork(obj):
@@ -50,7 +57,7 @@ class RWLock:
         self.shared_reads = shared_reads
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
-        self._writer = None  # thread ident
+        self._writer: int | None = None  # thread ident
         self._writers_waiting = 0
         self._local = threading.local()
         after_fork(self)

@@ -1,4 +1,5 @@
 """Columnar (structure-of-arrays) entry storage, grown by doubling."""
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,12 @@ class ColumnStore:
         self.max_rows = max_rows
         self.capacity = 0
         self.columns: dict[str, np.ndarray] = {}
-        self.entry_bytes = int(sum(np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
-                                   for shape, dt in spec.values()))
+        self.entry_bytes = int(
+            sum(
+                np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
+                for shape, dt in spec.values()
+            )
+        )
         self._allocate(min(initial, max_rows))
 
     def _allocate(self, capacity: int) -> None:

@@ -7,6 +7,7 @@ writes and removes slots, answers lookups, checks its own bookkeeping and
 moves its state to and from plain columns (for :mod:`dreamjit.io`). It takes
 no locks: the pool calls it under its readers-writer lock.
 """
+
 from __future__ import annotations
 
 import time
@@ -24,8 +25,14 @@ __all__ = ["EntryTable", "make_mapper"]
 
 def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
     """The embedding mapper of a pool with config ``cfg`` and tensors of ``shape``."""
-    return EmbeddingMapper(cfg.embedding_dim, cfg.seed, shape[-1], cfg.embedding_weights,
-                           cfg.label_buckets, cfg.spatial_grid)
+    return EmbeddingMapper(
+        cfg.embedding_dim,
+        cfg.seed,
+        shape[-1],
+        cfg.embedding_weights,
+        cfg.label_buckets,
+        cfg.spatial_grid,
+    )
 
 
 class EntryTable:
@@ -68,6 +75,12 @@ class EntryTable:
     @property
     def shape(self) -> tuple | None:
         return self._shape
+
+    def _columns(self) -> ColumnStore:
+        """The storage columns of a table already set up (every writer and every reader
+        of given slots runs after the first add)."""
+        assert self._store is not None, "setup() runs before the first write"
+        return self._store
 
     @property
     def mapper(self) -> EmbeddingMapper | None:
@@ -137,7 +150,7 @@ class EntryTable:
         return np.sort(self._store.ids[self._store.live_slots()])
 
     def ids_at(self, slots) -> np.ndarray:
-        return self._store.ids[slots]
+        return self._columns().ids[slots]
 
     def slot_map(self) -> dict:
         """A copy of the id -> slot map."""
@@ -145,18 +158,25 @@ class EntryTable:
 
     def entry(self, slot: int) -> DreamEntry:
         """A snapshot of the entry in ``slot``."""
-        s = self._store
+        s = self._columns()
         label = int(s.labels[slot])
         util = float(s.utility[slot])
         return DreamEntry(
-            id=int(s.ids[slot]), tensor=s.tensors[slot].copy(),
+            id=int(s.ids[slot]),
+            tensor=s.tensors[slot].copy(),
             certainty=s.certainty[slot].copy() if "certainty" in s.columns else None,
-            result=SolverResult(float(s.energy[slot]), float(s.coherence[slot]),
-                                float(s.violation[slot])),
-            chroma=s.chroma[slot].copy(), label=None if label < 0 else label,
-            utility=None if np.isnan(util) else util, util_mean=float(s.util_mean[slot]),
-            usage_count=int(s.usage[slot]), timestamp=float(s.timestamp[slot]),
-            spectral=s.spectral[slot].copy(), embedding=s.embeddings[slot].copy())
+            result=SolverResult(
+                float(s.energy[slot]), float(s.coherence[slot]), float(s.violation[slot])
+            ),
+            chroma=s.chroma[slot].copy(),
+            label=None if label < 0 else label,
+            utility=None if np.isnan(util) else util,
+            util_mean=float(s.util_mean[slot]),
+            usage_count=int(s.usage[slot]),
+            timestamp=float(s.timestamp[slot]),
+            spectral=s.spectral[slot].copy(),
+            embedding=s.embeddings[slot].copy(),
+        )
 
     def gather(self, column: str, ids) -> np.ndarray:
         """``column`` rows of those ``ids`` still live, in order (copies)."""
@@ -177,15 +197,16 @@ class EntryTable:
 
     def ensure_capacity(self, rows: int) -> None:
         """Grow the columns to ``rows`` (may raise; then nothing changed)."""
-        self._store.ensure_capacity(rows)
+        self._columns().ensure_capacity(rows)
 
     def free_slots(self, n: int) -> np.ndarray:
-        return self._store.free_slots(n)
+        return self._columns().free_slots(n)
 
-    def write(self, slots, ids, tensors, certainty, embeddings, chroma, spectral, results, labels,
-              utility) -> None:
+    def write(
+        self, slots, ids, tensors, certainty, embeddings, chroma, spectral, results, labels, utility
+    ) -> None:
         """Fill ``slots`` with new live entries ``ids`` (rows of already validated arrays)."""
-        s = self._store
+        s = self._columns()
         s.tensors.reshape(s.capacity, *tensors.shape[1:])[slots] = tensors
         if certainty is not None:
             s.certainty[slots] = certainty
@@ -208,7 +229,7 @@ class EntryTable:
 
     def remove(self, slots: np.ndarray) -> None:
         """Drop the live entries in ``slots`` (counted as evicted)."""
-        s = self._store
+        s = self._columns()
         for eid in s.ids[slots].tolist():
             del self._slot_of[eid]
         s.alive[slots] = False
@@ -216,19 +237,21 @@ class EntryTable:
 
     def fold_utilities(self, slots: np.ndarray, u: np.ndarray) -> None:
         """Fold utilities ``u`` into the running means of live ``slots`` (repeats allowed)."""
-        s = self._store
+        s = self._columns()
         total = np.zeros(s.capacity)
         count = np.zeros(s.capacity, dtype=np.int64)
         np.add.at(total, slots, u)
         np.add.at(count, slots, 1)
         touched = np.flatnonzero(count)
         n_old = s.util_count[touched]
-        s.util_mean[touched] = (s.util_mean[touched] * n_old + total[touched]) / (n_old + count[touched])
+        s.util_mean[touched] = (s.util_mean[touched] * n_old + total[touched]) / (
+            n_old + count[touched]
+        )
         s.util_count[touched] = n_old + count[touched]
 
     def count_usage(self, slots) -> None:
         """One more use of each of ``slots`` (distinct; the caller serialises counting)."""
-        self._store.usage[slots] += 1
+        self._columns().usage[slots] += 1
 
     # ------------------------------------------------------------------ checks
     def problems(self) -> list:
@@ -262,26 +285,34 @@ class EntryTable:
     def to_columns(self) -> tuple:
         """``(state, arrays)``: counters, shape and mode, and the live rows of every stored
         column (derived columns left out), oldest first."""
-        state = {"tensor_shape": None if self._shape is None else list(self._shape),
-                 "next_id": int(self._next_id), "evicted": int(self._evicted),
-                 "embedding_mode": self._embedding_mode, "count": len(self)}
+        state = {
+            "tensor_shape": None if self._shape is None else list(self._shape),
+            "next_id": int(self._next_id),
+            "evicted": int(self._evicted),
+            "embedding_mode": self._embedding_mode,
+            "count": len(self),
+        }
         arrays = {}
         store = self._store
         if store is not None:
             live = store.live_slots()
             live = live[np.argsort(store.ids[live], kind="stable")]
-            arrays = {name: np.ascontiguousarray(col[live]) for name, col in store.columns.items()
-                      if name not in DERIVED}
+            arrays = {
+                name: np.ascontiguousarray(col[live])
+                for name, col in store.columns.items()
+                if name not in DERIVED
+            }
         return state, arrays
 
-    def from_columns(self, shape, arrays: dict, count: int, next_id: int, evicted: int,
-                     mode) -> None:
+    def from_columns(
+        self, shape, arrays: dict, count: int, next_id: int, evicted: int, mode
+    ) -> None:
         """Fill an empty table from :meth:`to_columns` output (validated by the caller);
         entries take slots ``0..count-1``."""
         if shape is not None and self._shape is None:
             self.setup(tuple(shape))
         if count:
-            store = self._store
+            store = self._columns()
             store.ensure_capacity(count)
             for name, arr in arrays.items():
                 store.columns[name][:count] = arr

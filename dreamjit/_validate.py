@@ -4,6 +4,7 @@ Everything a user passes in goes through one of these helpers once; kernels
 never validate. Each helper returns a clean, C-contiguous array (or number) or
 raises the matching :class:`~dreamjit.errors.DreamError` subclass.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -26,8 +27,9 @@ F32_MAX = float(np.finfo(np.float32).max)
 MAX_ENTRIES = 2**40
 
 
-def as_float_array(value, name: str, *, dtype=np.float32, ndim=None, finite=True,
-                   allow_empty=False) -> np.ndarray:
+def as_float_array(
+    value, name: str, *, dtype=np.float32, ndim=None, finite=True, allow_empty=False
+) -> np.ndarray:
     """``value`` as a C-contiguous array of ``dtype``, checked.
 
     ndim may be an int or a tuple of allowed ints.
@@ -39,9 +41,12 @@ def as_float_array(value, name: str, *, dtype=np.float32, ndim=None, finite=True
     except Exception as exc:  # ragged lists and the like
         raise InvalidParameterError(name, value, "a real numeric array", detail=str(exc)) from None
     if arr.dtype.kind not in _NUMERIC_KINDS:
-        raise InvalidParameterError(name, arr if arr.dtype.kind != "O" else value,
-                                    "a real numeric array (bool, int or float dtype)",
-                                    detail=f"got dtype {arr.dtype}")
+        raise InvalidParameterError(
+            name,
+            arr if arr.dtype.kind != "O" else value,
+            "a real numeric array (bool, int or float dtype)",
+            detail=f"got dtype {arr.dtype}",
+        )
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
@@ -53,8 +58,13 @@ def as_float_array(value, name: str, *, dtype=np.float32, ndim=None, finite=True
         raise InvalidParameterError(name, arr, "finite values (no NaN or inf)")
     with np.errstate(over="ignore"):  # too-large values are reported just below
         out = np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d (ascontiguousarray would not)
-    if finite and dtype in (np.float32, np.dtype(np.float32)) and arr.dtype.kind == "f" \
-            and arr.dtype.itemsize > 4 and not np.isfinite(out).all():
+    if (
+        finite
+        and dtype in (np.float32, np.dtype(np.float32))
+        and arr.dtype.kind == "f"
+        and arr.dtype.itemsize > 4
+        and not np.isfinite(out).all()
+    ):
         raise InvalidParameterError(name, arr, "values within float32 range")
     return out
 
@@ -81,8 +91,16 @@ def is_integer(value) -> bool:
     return isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu"
 
 
-def as_float(value, name: str, *, minimum=None, maximum=None, allow_none=False,
-             exclusive_min=False, error=InvalidParameterError):
+def as_float(
+    value,
+    name: str,
+    *,
+    minimum=None,
+    maximum=None,
+    allow_none=False,
+    exclusive_min=False,
+    error=InvalidParameterError,
+):
     """A finite real number in the given range."""
     if value is None and allow_none:
         return None
@@ -94,13 +112,16 @@ def as_float(value, name: str, *, minimum=None, maximum=None, allow_none=False,
     try:
         value = float(value)
     except (OverflowError, TypeError, ValueError):  # e.g. a Python int beyond the float range
-        raise error(name, value, _range_text("a finite real number", minimum, maximum,
-                                             exclusive_min)) from None
+        raise error(
+            name, value, _range_text("a finite real number", minimum, maximum, exclusive_min)
+        ) from None
     bad = not np.isfinite(value)
     bad |= minimum is not None and (value <= minimum if exclusive_min else value < minimum)
     bad |= maximum is not None and value > maximum
     if bad:
-        raise error(name, value, _range_text("a finite real number", minimum, maximum, exclusive_min))
+        raise error(
+            name, value, _range_text("a finite real number", minimum, maximum, exclusive_min)
+        )
     return value
 
 
@@ -133,8 +154,10 @@ def check_utility_range(arr: np.ndarray, name: str) -> None:
         raise InvalidParameterError(name, float(arr[over][0]), _UTILITY_RANGE)
 
 
-_UTILITY_RANGE = (f"a finite utility with |u| <= {F32_MAX:.8g} (the float32 range, so running "
-                  "mean utilities cannot overflow)")
+_UTILITY_RANGE = (
+    f"a finite utility with |u| <= {F32_MAX:.8g} (the float32 range, so running "
+    "mean utilities cannot overflow)"
+)
 
 
 def as_sequence(value, name: str, what: str) -> list:
@@ -146,8 +169,9 @@ def as_sequence(value, name: str, what: str) -> list:
     """
     if isinstance(value, np.ndarray):
         return [value] if value.ndim == 0 else list(value)
-    if isinstance(value, (str, bytes, bytearray, collections.abc.Mapping, collections.abc.Set)) \
-            or not isinstance(value, collections.abc.Iterable):
+    if isinstance(
+        value, (str, bytes, bytearray, collections.abc.Mapping, collections.abc.Set)
+    ) or not isinstance(value, collections.abc.Iterable):
         raise InvalidParameterError(name, value, what)
     try:
         return list(value)
@@ -193,7 +217,9 @@ def as_tensor(value, name: str = "tensor", channels=None):
     shape = arr.shape
     t4 = arr.reshape(shape[0], shape[1], 1, shape[2]) if arr.ndim == 3 else arr
     if channels is not None and t4.shape[3] != channels:
-        raise DimensionMismatchError(name, arr, f"{channels} channels in the last axis, got {t4.shape[3]}")
+        raise DimensionMismatchError(
+            name, arr, f"{channels} channels in the last axis, got {t4.shape[3]}"
+        )
     return t4, tuple(shape)
 
 
@@ -208,5 +234,7 @@ def as_tensor_batch(value, name: str = "tensors", channels=None):
     shape = arr.shape
     t5 = arr.reshape(shape[0], shape[1], shape[2], 1, shape[3]) if arr.ndim == 4 else arr
     if channels is not None and t5.shape[4] != channels:
-        raise DimensionMismatchError(name, arr, f"{channels} channels in the last axis, got {t5.shape[4]}")
+        raise DimensionMismatchError(
+            name, arr, f"{channels} channels in the last axis, got {t5.shape[4]}"
+        )
     return t5, tuple(shape[1:])

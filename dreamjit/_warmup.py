@@ -1,4 +1,5 @@
 """Compile (or load from numba's cache) every kernel, on tiny inputs."""
+
 from __future__ import annotations
 
 import logging
@@ -32,11 +33,13 @@ def warmup(shape=(8, 8, 2, 3), dim: int = 64) -> float:
     big = rng.random((MIN_PARALLEL_ITEMS, *shape), dtype=np.float32)
     tensors = big[:4]
     results = evaluate_batch(tensors)
-    pool = DreamPool(PoolConfig(max_size=3, embedding_dim=dim, memory_budget_mb=None,
-                                use_ann=False))
+    pool = DreamPool(
+        PoolConfig(max_size=3, embedding_dim=dim, memory_budget_mb=None, use_ann=False)
+    )
     pool.add_batch(big, evaluate_batch(big), only_coherent=False)
-    pool.add_batch(tensors, results, labels=[0, 1, 0, 1], utilities=[0.1, 0.2, 0.3, 0.4],
-                   only_coherent=False)
+    pool.add_batch(
+        tensors, results, labels=[0, 1, 0, 1], utilities=[0.1, 0.2, 0.3, 0.4], only_coherent=False
+    )
     pool.record_feedback(pool.ids()[:1], 0.5)
     pool.retrieve_similar(tensors[0], k=2)
     pool.retrieve_similar(tensors[0], k=2, label=0)

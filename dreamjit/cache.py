@@ -1,4 +1,5 @@
 """LRU cache of query embeddings, keyed by the exact query features."""
+
 from __future__ import annotations
 
 import threading

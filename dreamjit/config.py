@@ -1,4 +1,5 @@
 """Pool configuration: one frozen, validated dataclass."""
+
 from __future__ import annotations
 
 import collections.abc
@@ -163,13 +164,20 @@ class PoolConfig:
             try:
                 value = as_int(value, name, minimum=minimum, maximum=maximum)
             except DreamError:
-                raise InvalidConfigError(name, value,
-                                         f"an integer in [{minimum}, {maximum}]") from None
+                raise InvalidConfigError(
+                    name, value, f"an integer in [{minimum}, {maximum}]"
+                ) from None
             object.__setattr__(self, name, value)
 
         def check_float(name, lo, hi, exclusive_min=False):
-            value = as_float(getattr(self, name), name, minimum=lo, maximum=hi,
-                             exclusive_min=exclusive_min, error=InvalidConfigError)
+            value = as_float(
+                getattr(self, name),
+                name,
+                minimum=lo,
+                maximum=hi,
+                exclusive_min=exclusive_min,
+                error=InvalidConfigError,
+            )
             object.__setattr__(self, name, value)
 
         check_int("max_size", 1, MAX_ENTRIES)
@@ -198,8 +206,9 @@ class PoolConfig:
         if self.ann_build_timeout is not None:
             check_float("ann_build_timeout", 0.0, 1e9, exclusive_min=True)
         if not isinstance(self.eviction, str) or self.eviction not in EVICTION_POLICIES:
-            raise InvalidConfigError("eviction", self.eviction,
-                                     "one of " + ", ".join(repr(p) for p in EVICTION_POLICIES))
+            raise InvalidConfigError(
+                "eviction", self.eviction, "one of " + ", ".join(repr(p) for p in EVICTION_POLICIES)
+            )
         self._check_tensor_shape()
         self._check_embedding_weights()
 
@@ -207,15 +216,21 @@ class PoolConfig:
         shape = self.tensor_shape
         if shape is None:
             return
-        ok = _is_vector(shape) and len(shape) in (3, 4) and all(
-            is_integer(s) and 1 <= int(s) <= MAX_TENSOR_VALUES for s in shape)
+        ok = (
+            _is_vector(shape)
+            and len(shape) in (3, 4)
+            and all(is_integer(s) and 1 <= int(s) <= MAX_TENSOR_VALUES for s in shape)
+        )
         if ok:
             shape = tuple(int(s) for s in shape)
             ok = int(np.prod(shape, dtype=object)) <= MAX_TENSOR_VALUES
         if not ok:
-            raise InvalidConfigError("tensor_shape", self.tensor_shape,
-                                     "None or a tuple (rows, cols, C) or (rows, cols, layers, C) "
-                                     f"of integers >= 1, at most {MAX_TENSOR_VALUES} values in all")
+            raise InvalidConfigError(
+                "tensor_shape",
+                self.tensor_shape,
+                "None or a tuple (rows, cols, C) or (rows, cols, layers, C) "
+                f"of integers >= 1, at most {MAX_TENSOR_VALUES} values in all",
+            )
         object.__setattr__(self, "tensor_shape", shape)
 
     def _check_embedding_weights(self):
@@ -223,14 +238,19 @@ class PoolConfig:
         ok = _is_vector(w) and len(w) == 5
         if ok:
             try:
-                w = tuple(as_float(x, "embedding_weights", minimum=0.0,
-                                   maximum=MAX_EMBEDDING_WEIGHT) for x in w)
+                w = tuple(
+                    as_float(x, "embedding_weights", minimum=0.0, maximum=MAX_EMBEDDING_WEIGHT)
+                    for x in w
+                )
             except DreamError:
                 ok = False
         if not ok:
-            raise InvalidConfigError("embedding_weights", self.embedding_weights,
-                                     f"5 finite weights in [0, {MAX_EMBEDDING_WEIGHT:g}] "
-                                     "(chroma, spectral, spatial, label, utility)")
+            raise InvalidConfigError(
+                "embedding_weights",
+                self.embedding_weights,
+                f"5 finite weights in [0, {MAX_EMBEDDING_WEIGHT:g}] "
+                "(chroma, spectral, spatial, label, utility)",
+            )
         object.__setattr__(self, "embedding_weights", w)
 
     @property
@@ -240,7 +260,7 @@ class PoolConfig:
             return None
         return int(self.memory_budget_mb * 2**20)
 
-    def replace(self, **changes) -> "PoolConfig":
+    def replace(self, **changes) -> PoolConfig:
         """A copy with some settings changed (validated again).
 
         Raises
@@ -260,7 +280,7 @@ class PoolConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PoolConfig":
+    def from_dict(cls, d: dict) -> PoolConfig:
         """Settings from a mapping such as :meth:`to_dict` gives (lists for tuples are fine).
 
         Raises
@@ -269,8 +289,9 @@ class PoolConfig:
             ``d`` is not a mapping, names an unknown setting, or holds a bad value.
         """
         if not isinstance(d, collections.abc.Mapping):
-            raise InvalidConfigError("config", d,
-                                     "a mapping of PoolConfig settings (e.g. to_dict())")
+            raise InvalidConfigError(
+                "config", d, "a mapping of PoolConfig settings (e.g. to_dict())"
+            )
         d = dict(d)
         _check_names(d)
         return cls(**d)  # tuple settings accept lists; __post_init__ validates every value
@@ -288,9 +309,12 @@ def _check_names(settings: dict) -> None:
     unknown = [key for key in settings if key not in _FIELD_NAMES]
     if unknown:
         key = unknown[0]
-        raise InvalidConfigError(key if isinstance(key, str) else "config", settings[key],
-                                 "a known PoolConfig setting, one of " + ", ".join(_FIELD_NAMES),
-                                 detail=f"unknown setting {key!r}")
+        raise InvalidConfigError(
+            key if isinstance(key, str) else "config",
+            settings[key],
+            "a known PoolConfig setting, one of " + ", ".join(_FIELD_NAMES),
+            detail=f"unknown setting {key!r}",
+        )
 
 
 def _checked_init(init):
@@ -304,11 +328,16 @@ def _checked_init(init):
         try:
             signature.bind(self, *args, **kwargs)
         except TypeError as exc:
-            raise InvalidConfigError("config", args, f"at most {len(_FIELD_NAMES)} settings, each "
-                                     "given once", detail=str(exc)) from None
+            raise InvalidConfigError(
+                "config",
+                args,
+                f"at most {len(_FIELD_NAMES)} settings, each given once",
+                detail=str(exc),
+            ) from None
         init(self, *args, **kwargs)
 
     return __init__
 
 
-PoolConfig.__init__ = _checked_init(PoolConfig.__init__)
+# replaced after the class is built, since @dataclass generates the __init__ being wrapped
+PoolConfig.__init__ = _checked_init(PoolConfig.__init__)  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ A drop-in for the numpy MMR helpers of vector-store libraries (LangChain's
 ``maximal_marginal_relevance`` and the like): same picks, in the same order,
 plus the score that won each pick, computed by a Numba kernel.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,8 +85,12 @@ def maximal_marginal_relevance(query_vec, candidate_vecs, k=4, lambda_=0.5):
     if _is_empty_sequence(candidate_vecs):
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     cands = as_float_array(candidate_vecs, "candidate_vecs", ndim=2, allow_empty=True)
-    check_shape(cands, "candidate_vecs", (cands.shape[0], query.shape[0]),
-                what="shape (n, len(query_vec)) =")
+    check_shape(
+        cands,
+        "candidate_vecs",
+        (cands.shape[0], query.shape[0]),
+        what="shape (n, len(query_vec)) =",
+    )
     return mmr_standard(query, cands, min(k, cands.shape[0]), lambda_)
 
 

@@ -1,4 +1,5 @@
 """Embedding mapper: entry features -> unit vectors for soft retrieval."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,26 +61,47 @@ class EmbeddingMapper:
     ((1, 8), 1.0)
     """
 
-    def __init__(self, dim: int = 64, seed: int = 0, channels: int = 3,
-                 weights=DEFAULT_WEIGHTS, buckets: int = 16, grid: int = 4):
+    def __init__(
+        self,
+        dim: int = 64,
+        seed: int = 0,
+        channels: int = 3,
+        weights=DEFAULT_WEIGHTS,
+        buckets: int = 16,
+        grid: int = 4,
+    ):
         self.dim = as_int(dim, "dim", minimum=1)
         self.seed = as_int(seed, "seed", minimum=0)
         self.channels = as_int(channels, "channels", minimum=1)
         self.buckets = as_int(buckets, "buckets", minimum=1)
         self.grid = as_int(grid, "grid", minimum=1)
         if len(weights) != N_GROUPS:
-            raise InvalidParameterError("weights", weights,
-                                        f"{N_GROUPS} weights ({', '.join(GROUPS)})")
-        self.weights = np.array([as_float(w, "weights", minimum=0.0) for w in weights], dtype=np.float64)
+            raise InvalidParameterError(
+                "weights", weights, f"{N_GROUPS} weights ({', '.join(GROUPS)})"
+            )
+        self.weights = np.array(
+            [as_float(w, "weights", minimum=0.0) for w in weights], dtype=np.float64
+        )
         self.spatial_len = self.grid * self.grid * self.channels
-        self.group_lengths = (self.channels, N_SPECTRAL, self.spatial_len + 1, self.buckets,
-                              UTILITY_LEN)
+        self.group_lengths = (
+            self.channels,
+            N_SPECTRAL,
+            self.spatial_len + 1,
+            self.buckets,
+            UTILITY_LEN,
+        )
         self.n_features = int(sum(self.group_lengths))
         self.bounds = np.concatenate([[0], np.cumsum(self.group_lengths)]).astype(np.int64)
         self.projection = self._make_projection()
         # identity for caches: two mappers with equal keys embed identically
-        self.key = (self.dim, self.seed, self.channels, self.buckets, self.grid,
-                    tuple(self.weights.tolist()))
+        self.key = (
+            self.dim,
+            self.seed,
+            self.channels,
+            self.buckets,
+            self.grid,
+            tuple(self.weights.tolist()),
+        )
 
     @staticmethod
     def _orthonormal(rng, rows: int, cols: int) -> np.ndarray:
@@ -112,7 +134,7 @@ class EmbeddingMapper:
         row = col = 0
         for length, width in zip(self.group_lengths, self._block_sizes()):
             if width > 0:
-                proj[row:row + length, col:col + width] = self._orthonormal(rng, length, width)
+                proj[row : row + length, col : col + width] = self._orthonormal(rng, length, width)
             row += length
             col += width
         return np.ascontiguousarray(proj)
@@ -126,19 +148,32 @@ class EmbeddingMapper:
         queries); by default every group given is on.
         """
         n = chroma.shape[0]
-        labels = np.full(n, -1, np.int32) if labels is None else np.ascontiguousarray(labels, np.int32)
-        utility = np.full(n, np.nan) if utility is None else np.ascontiguousarray(utility, np.float64)
+        labels = (
+            np.full(n, -1, np.int32) if labels is None else np.ascontiguousarray(labels, np.int32)
+        )
+        utility = (
+            np.full(n, np.nan) if utility is None else np.ascontiguousarray(utility, np.float64)
+        )
         if present is None:
             present = (True, True, spatial is not None, True, True)
         if spatial is None:
             spatial = np.zeros((n, self.spatial_len), np.float32)
             present = tuple(present[:2]) + (False,) + tuple(present[3:])
-        return embed_batch(np.ascontiguousarray(chroma, np.float32),
-                           np.ascontiguousarray(spectral, np.float32),
-                           np.ascontiguousarray(spatial, np.float32), labels, utility,
-                           np.asarray(present, dtype=np.bool_), self.weights, self.buckets,
-                           self.projection, self.bounds)
+        return embed_batch(
+            np.ascontiguousarray(chroma, np.float32),
+            np.ascontiguousarray(spectral, np.float32),
+            np.ascontiguousarray(spatial, np.float32),
+            labels,
+            utility,
+            np.asarray(present, dtype=np.bool_),
+            self.weights,
+            self.buckets,
+            self.projection,
+            self.bounds,
+        )
 
     def __repr__(self):
-        return (f"EmbeddingMapper(dim={self.dim}, seed={self.seed}, channels={self.channels}, "
-                f"weights={tuple(self.weights.tolist())}, buckets={self.buckets}, grid={self.grid})")
+        return (
+            f"EmbeddingMapper(dim={self.dim}, seed={self.seed}, channels={self.channels}, "
+            f"weights={tuple(self.weights.tolist())}, buckets={self.buckets}, grid={self.grid})"
+        )

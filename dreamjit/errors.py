@@ -5,6 +5,7 @@ Every error is a :class:`DreamError`. Errors about bad values also subclass
 already guards numpy calls that way. Each message names the parameter, the
 value that was given and what was expected.
 """
+
 from __future__ import annotations
 
 import numpy as np

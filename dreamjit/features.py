@@ -4,6 +4,7 @@ Tensors are ``(rows, cols, layers, C)`` arrays, or ``(rows, cols, C)`` for one
 layer; they are validated once here and computed on by the kernels in
 :mod:`dreamjit.kernels` as float32 (sums run in float64).
 """
+
 from __future__ import annotations
 
 from dataclasses import astuple, dataclass
@@ -82,7 +83,7 @@ class SpectralFeatures:
         return np.array(astuple(self), dtype=np.float32)
 
     @classmethod
-    def from_array(cls, a) -> "SpectralFeatures":
+    def from_array(cls, a) -> SpectralFeatures:
         """Build from a length-6 array in field order (e.g. a row of
         :func:`spectral_features_batch`)."""
         arr = as_float_array(a, "a", dtype=np.float64, ndim=1)
@@ -202,8 +203,12 @@ def check_spectral(feats: np.ndarray, name: str, value) -> None:
         i = int(np.flatnonzero(bad)[0])
         where = f"tensor {i} of the batch: " if feats.shape[0] > 1 else ""
         raise InvalidParameterError(
-            name, value, f"values whose spectral power fits float32 (mean_psd <= {F32_MAX:.4g}, "
-            "about |x - mean| <= 9e18)", detail=f"{where}mean_psd overflows float32")
+            name,
+            value,
+            f"values whose spectral power fits float32 (mean_psd <= {F32_MAX:.4g}, "
+            "about |x - mean| <= 9e18)",
+            detail=f"{where}mean_psd overflows float32",
+        )
 
 
 def chroma_signature(tensor, certainty=None) -> np.ndarray:
@@ -402,20 +407,29 @@ def _refuse_integers(value, name):
     except Exception:
         return  # as_tensor reports these
     if dtype.kind in "iu":
-        raise InvalidParameterError(name, value, "a float tensor with RGB values in [0, 1]",
-                                    detail=f"got integer dtype {dtype}; scale to [0, 1] first, "
-                                    "e.g. skimage.util.img_as_float(t) or t / 255")
+        raise InvalidParameterError(
+            name,
+            value,
+            "a float tensor with RGB values in [0, 1]",
+            detail=f"got integer dtype {dtype}; scale to [0, 1] first, "
+            "e.g. skimage.util.img_as_float(t) or t / 255",
+        )
 
 
 def _check_scores(out, lambda_tv, lambda_sat):
     """Energy is ``lambda_tv*TV + lambda_sat*sat_term``, both terms finite float64 for any
     float32 tensor: only lambdas large enough to overflow the products can make it inf."""
     if not np.isfinite(out).all():
-        raise InvalidParameterError("lambda_tv, lambda_sat", (lambda_tv, lambda_sat),
-                                    "weights small enough that the energy stays finite",
-                                    detail="the energy overflowed float64")
+        raise InvalidParameterError(
+            "lambda_tv, lambda_sat",
+            (lambda_tv, lambda_sat),
+            "weights small enough that the energy stays finite",
+            detail="the energy overflowed float64",
+        )
 
 
 def _lambdas(lambda_tv, lambda_sat):
-    return (as_float(lambda_tv, "lambda_tv", minimum=0.0),
-            as_float(lambda_sat, "lambda_sat", minimum=0.0))
+    return (
+        as_float(lambda_tv, "lambda_tv", minimum=0.0),
+        as_float(lambda_sat, "lambda_sat", minimum=0.0),
+    )

@@ -27,6 +27,7 @@ increasing ids below the id counter). Any failure is an
 used by a load stays proportional to the file's size (a pool with no entries
 may reserve at most ``MAX_EMPTY_SETUP_BYTES``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,20 @@ FORMAT_VERSION = 2
 MAGIC = "dreamjit-pool"
 _HEADER = "__header__"
 _HEADER_SHA = "header_sha256"
-_HEADER_KEYS = frozenset({"magic", "format_version", "config", "tensor_shape", "next_id",
-                          "evicted", "embedding_mode", "count", "checksums", _HEADER_SHA})
+_HEADER_KEYS = frozenset(
+    {
+        "magic",
+        "format_version",
+        "config",
+        "tensor_shape",
+        "next_id",
+        "evicted",
+        "embedding_mode",
+        "count",
+        "checksums",
+        _HEADER_SHA,
+    }
+)
 _EMBEDDING_MODES = ("mapper", "user")
 
 # --- limits of the loader: a file beyond any of them is refused before anything is allocated
@@ -90,8 +103,9 @@ def _checksum(arr: np.ndarray) -> str:
 
 
 def _canonical(obj) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
 
 
 def _encode_header(header: dict) -> bytes:
@@ -112,11 +126,14 @@ def save_pool(pool, path) -> str:
     path = os.fspath(path)
     config, state, arrays = pool.to_columns()
     header = {
-        "magic": MAGIC, "format_version": FORMAT_VERSION,
+        "magic": MAGIC,
+        "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
         "tensor_shape": state["tensor_shape"],
-        "next_id": state["next_id"], "evicted": state["evicted"],
-        "embedding_mode": state["embedding_mode"], "count": state["count"],
+        "next_id": state["next_id"],
+        "evicted": state["evicted"],
+        "embedding_mode": state["embedding_mode"],
+        "count": state["count"],
         "checksums": {name: _checksum(a) for name, a in arrays.items()},
     }
     blob = np.frombuffer(_encode_header(header), dtype=np.uint8)
@@ -182,8 +199,9 @@ class _Corrupt(Exception):
 
 
 def _corrupt(path, what, detail=""):
-    return IndexCorruptedError("path", os.fspath(path), f"a dreamjit pool file with {what}",
-                               detail=detail)
+    return IndexCorruptedError(
+        "path", os.fspath(path), f"a dreamjit pool file with {what}", detail=detail
+    )
 
 
 class _GuardedFile:
@@ -193,14 +211,17 @@ class _GuardedFile:
     before the reader builds an object per claimed member."""
 
     def __init__(self, fh, size):
-        self._fh, self.size, self.limit = fh, size, MAX_DIRECTORY_READ
+        self._fh, self.size = fh, size
+        self.limit: int | None = MAX_DIRECTORY_READ
 
     def read(self, n=-1):
         if self.limit is not None:
             want = self.size - self._fh.tell() if n is None or n < 0 else n
             if want > self.limit:
-                raise _Corrupt(f"a zip directory of at most {self.limit} bytes",
-                               f"the archive asks to read {want} bytes")
+                raise _Corrupt(
+                    f"a zip directory of at most {self.limit} bytes",
+                    f"the archive asks to read {want} bytes",
+                )
         return self._fh.read(n)
 
     def seek(self, *args):
@@ -247,17 +268,23 @@ def _members(zf, archive_size: int) -> dict:
     total = 0
     for info in infos:
         if info.compress_type != zipfile.ZIP_STORED:
-            raise _Corrupt(f"member {info.filename!r} stored uncompressed, as save() writes it",
-                           f"compression method {info.compress_type}")
+            raise _Corrupt(
+                f"member {info.filename!r} stored uncompressed, as save() writes it",
+                f"compression method {info.compress_type}",
+            )
         if info.flag_bits & 0x1:
             raise _Corrupt(f"member {info.filename!r} not encrypted")
         if info.compress_size != info.file_size:
-            raise _Corrupt(f"member {info.filename!r} of equal stored and real size",
-                           f"{info.compress_size} vs {info.file_size} bytes")
+            raise _Corrupt(
+                f"member {info.filename!r} of equal stored and real size",
+                f"{info.compress_size} vs {info.file_size} bytes",
+            )
         total += info.file_size
     if total > archive_size:
-        raise _Corrupt("members that fit in the file",
-                       f"members claim {total} bytes in a {archive_size} byte file")
+        raise _Corrupt(
+            "members that fit in the file",
+            f"members claim {total} bytes in a {archive_size} byte file",
+        )
     return dict(zip(names, infos))
 
 
@@ -279,8 +306,10 @@ def _open_npy(zf, info, name: str):
         else:
             raise _Corrupt(f"member {name!r} in .npy format 1.0 or 2.0", f"version {version}")
         if hlen > MAX_NPY_HEADER or len(pre) + hlen > info.file_size:
-            raise _Corrupt(f"member {name!r} with a .npy header of at most {MAX_NPY_HEADER} bytes",
-                           f"{hlen} bytes claimed")
+            raise _Corrupt(
+                f"member {name!r} with a .npy header of at most {MAX_NPY_HEADER} bytes",
+                f"{hlen} bytes claimed",
+            )
         text = _read_exact(fp, hlen, f"{name!r} .npy header")
         if _nesting(text) > 3:
             raise _Corrupt(f"member {name!r} with a plain .npy header", "nested too deeply")
@@ -295,8 +324,10 @@ def _open_npy(zf, info, name: str):
             raise  # cannot happen within the bounds above; never hidden
         except Exception as exc:  # numpy's parser of untrusted text raises many types
             # (ValueError, SyntaxError, tokenize.TokenError, ...)
-            raise _Corrupt(f"member {name!r} with a valid .npy header",
-                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            raise _Corrupt(
+                f"member {name!r} with a valid .npy header",
+                f"{type(exc).__name__}: {str(exc)[:200]}",
+            ) from None
         return fp, shape, fortran, dtype, info.file_size - len(pre) - hlen
     except BaseException:
         fp.close()
@@ -356,22 +387,26 @@ def _parse_header(zf, members) -> dict:
     if depth > MAX_JSON_DEPTH:
         raise _Corrupt(f"JSON nested at most {MAX_JSON_DEPTH} deep in the header", f"depth {depth}")
     try:
-        header = json.loads(raw.decode("ascii"), parse_constant=_reject_constant,
-                            parse_float=_finite_float)
+        header = json.loads(
+            raw.decode("ascii"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise _Corrupt("a JSON header", str(exc)[:200]) from None
     if not isinstance(header, dict) or header.get("magic") != MAGIC:
         raise _Corrupt(f"magic {MAGIC!r}")
     version = header.get("format_version")
     if version != FORMAT_VERSION or type(version) is not int:
-        raise _Corrupt(f"format_version {FORMAT_VERSION} (the only one this dreamjit reads; "
-                       "no migration: load it with the version that wrote it, rebuild and save)",
-                       f"found {version!r}")
+        raise _Corrupt(
+            f"format_version {FORMAT_VERSION} (the only one this dreamjit reads; "
+            "no migration: load it with the version that wrote it, rebuild and save)",
+            f"found {version!r}",
+        )
     sha = header.get(_HEADER_SHA)
     body = {k: v for k, v in header.items() if k != _HEADER_SHA}
     if not isinstance(sha, str) or hashlib.sha256(_canonical(body)).hexdigest() != sha:
-        raise _Corrupt("an intact header",
-                       "header_sha256 mismatch: the header was edited or damaged")
+        raise _Corrupt(
+            "an intact header", "header_sha256 mismatch: the header was edited or damaged"
+        )
     if _canonical(header) != raw:
         raise _Corrupt("a header in canonical JSON", "edited: keys, spacing or number forms differ")
     return header
@@ -400,9 +435,10 @@ def _validate_header(header):
     """``(config, shape, count, next_id, evicted, mode)`` from a parsed header."""
     keys = set(header)
     if keys != _HEADER_KEYS:
-        raise _Corrupt(f"header fields {sorted(_HEADER_KEYS)}",
-                       f"missing {sorted(_HEADER_KEYS - keys)}, "
-                       f"unknown {sorted(keys - _HEADER_KEYS)[:5]}")
+        raise _Corrupt(
+            f"header fields {sorted(_HEADER_KEYS)}",
+            f"missing {sorted(_HEADER_KEYS - keys)}, unknown {sorted(keys - _HEADER_KEYS)[:5]}",
+        )
     _check_numbers(header)
     raw_config = header["config"]
     if not isinstance(raw_config, dict):
@@ -413,8 +449,11 @@ def _validate_header(header):
     except (DreamError, TypeError, ValueError, OverflowError, KeyError, AttributeError) as exc:
         raise _Corrupt("a valid config", str(exc)[:300]) from None
     if _canonical(rebuilt) != _canonical(raw_config):
-        diff = sorted(k for k in set(rebuilt) | set(raw_config)
-                      if _canonical(rebuilt.get(k)) != _canonical(raw_config.get(k)))
+        diff = sorted(
+            k
+            for k in set(rebuilt) | set(raw_config)
+            if _canonical(rebuilt.get(k)) != _canonical(raw_config.get(k))
+        )
         raise _Corrupt("a config of exactly the PoolConfig fields and types", f"differs in {diff}")
     count = _int_field(header, "count", 0, MAX_COUNTER)
     next_id = _int_field(header, "next_id", 0, MAX_COUNTER)
@@ -430,10 +469,14 @@ def _validate_header(header):
         raise _Corrupt("next_id above every entry's id", f"count {count}, next_id {next_id}")
     shape = header["tensor_shape"]
     if shape is not None:
-        if not (isinstance(shape, list) and len(shape) in (3, 4)
-                and all(type(s) is int and 1 <= s < 2**31 for s in shape)):
-            raise _Corrupt("tensor_shape null or 3 or 4 integers in [1, 2**31)",
-                           f"found {shape!r}"[:200])
+        if not (
+            isinstance(shape, list)
+            and len(shape) in (3, 4)
+            and all(type(s) is int and 1 <= s < 2**31 for s in shape)
+        ):
+            raise _Corrupt(
+                "tensor_shape null or 3 or 4 integers in [1, 2**31)", f"found {shape!r}"[:200]
+            )
         shape = tuple(shape)
     if config.tensor_shape is not None and shape != config.tensor_shape:
         raise _Corrupt(f"tensor_shape {list(config.tensor_shape)} as configured", f"found {shape}")
@@ -450,27 +493,39 @@ def _expected_members(config, shape, count) -> dict:
     if shape is None:
         return {}
     spec = column_spec(shape, config.embedding_dim, config.store_certainty)
-    return {f"{name}.npy": (name, np.dtype(dt), (count, *row)) for name, (row, dt) in spec.items()
-            if name not in DERIVED}
+    return {
+        f"{name}.npy": (name, np.dtype(dt), (count, *row))
+        for name, (row, dt) in spec.items()
+        if name not in DERIVED
+    }
 
 
 def _check_setup_bounds(config, shape, count):
     """Refuse configs whose pool would reserve absurd memory on creation."""
     # the embedding projection (the mapper's feature groups, with slack for new ones),
     # built with the first entry's shape: checked even when that shape is not known yet
-    features = (shape[-1] if shape is not None else 1) + N_SPECTRAL + 1 \
-        + int(getattr(config, "label_buckets", 0)) + len(getattr(config, "embedding_weights", ()))
+    features = (
+        (shape[-1] if shape is not None else 1)
+        + N_SPECTRAL
+        + 1
+        + int(getattr(config, "label_buckets", 0))
+        + len(getattr(config, "embedding_weights", ()))
+    )
     projection = 8 * features * config.embedding_dim
     if projection > MAX_PROJECTION_BYTES:
-        raise _Corrupt(f"an embedding projection of at most {MAX_PROJECTION_BYTES} bytes",
-                       f"embedding_dim {config.embedding_dim} x about {features} features")
+        raise _Corrupt(
+            f"an embedding projection of at most {MAX_PROJECTION_BYTES} bytes",
+            f"embedding_dim {config.embedding_dim} x about {features} features",
+        )
     if shape is None or count:
         return  # entries: their storage is proven by the members' sizes, checked next
     spec = column_spec(shape, config.embedding_dim, config.store_certainty)
     entry = sum(math.prod(row) * np.dtype(dt).itemsize for row, dt in spec.values())
     if min(16, config.max_size) * entry > MAX_EMPTY_SETUP_BYTES:
-        raise _Corrupt(f"an empty pool reserving at most {MAX_EMPTY_SETUP_BYTES} bytes on creation",
-                       f"{entry} bytes per entry for tensor_shape {list(shape)}")
+        raise _Corrupt(
+            f"an empty pool reserving at most {MAX_EMPTY_SETUP_BYTES} bytes on creation",
+            f"{entry} bytes per entry for tensor_shape {list(shape)}",
+        )
 
 
 def _check_values(arrays, count, next_id):
@@ -480,10 +535,15 @@ def _check_values(arrays, count, next_id):
             # a NaN utility means none was given
             bad = np.isinf(arr) if name == "utility" else ~np.isfinite(arr)
             if bad.any():
-                raise _Corrupt(f"finite values in column {name!r}",
-                               f"entry {int(np.argwhere(bad)[0][0])}")
-    rules = {"labels": (-1, "labels >= -1 (-1: none)"), "usage": (0, "usage counts >= 0"),
-             "util_count": (0, "feedback counts >= 0"), "certainty": (0, "certainties >= 0")}
+                raise _Corrupt(
+                    f"finite values in column {name!r}", f"entry {int(np.argwhere(bad)[0][0])}"
+                )
+    rules = {
+        "labels": (-1, "labels >= -1 (-1: none)"),
+        "usage": (0, "usage counts >= 0"),
+        "util_count": (0, "feedback counts >= 0"),
+        "certainty": (0, "certainties >= 0"),
+    }
     for name, (lo, what) in rules.items():
         arr = arrays.get(name)
         if arr is not None and arr.size and arr.min() < lo:
@@ -493,8 +553,10 @@ def _check_values(arrays, count, next_id):
     ids = arrays.get("ids")
     if ids is not None and count:
         if ids[0] < 0 or ids[-1] >= next_id or (count > 1 and not (np.diff(ids) > 0).all()):
-            raise _Corrupt("unique increasing ids in [0, next_id)",
-                           f"ids from {ids[0]} to {ids[-1]}, next_id {next_id}")
+            raise _Corrupt(
+                "unique increasing ids in [0, next_id)",
+                f"ids from {ids[0]} to {ids[-1]}, next_id {next_id}",
+            )
     emb = arrays.get("embeddings")
     if emb is not None and count:
         e = emb.astype(np.float64)
@@ -521,19 +583,24 @@ def _read_validated(path):
                 expected = _expected_members(config, shape, count)
                 found = set(members) - {_HEADER + ".npy"}
                 if found != set(expected):
-                    raise _Corrupt(f"members {sorted(expected)}",
-                                   f"missing {sorted(set(expected) - found)}, "
-                                   f"unknown {sorted(found - set(expected))[:5]}")
+                    raise _Corrupt(
+                        f"members {sorted(expected)}",
+                        f"missing {sorted(set(expected) - found)}, "
+                        f"unknown {sorted(found - set(expected))[:5]}",
+                    )
                 sums = header["checksums"]
                 if set(sums) != {col for col, _, _ in expected.values()}:
-                    raise _Corrupt("a checksum for every column",
-                                   f"checksums for {sorted(sums)[:30]}")
-                for member, (col, dtype, shp) in expected.items():  # sizes first, nothing read
+                    raise _Corrupt(
+                        "a checksum for every column", f"checksums for {sorted(sums)[:30]}"
+                    )
+                for member, (_col, dtype, shp) in expected.items():  # sizes first, nothing read
                     want = math.prod(shp) * dtype.itemsize
                     got = members[member].file_size
                     if not want < got <= want + MAX_NPY_HEADER + 12:
-                        raise _Corrupt(f"member {member!r} of {want} data bytes",
-                                       f"{got} bytes including its .npy header")
+                        raise _Corrupt(
+                            f"member {member!r} of {want} data bytes",
+                            f"{got} bytes including its .npy header",
+                        )
                 arrays = {}
                 for member, (col, dtype, shp) in expected.items():
                     arr, digest = _read_member(zf, members[member], member, dtype, shp)
@@ -542,10 +609,21 @@ def _read_validated(path):
                     arrays[col] = arr
         except _Corrupt as exc:
             raise _corrupt(path, exc.what, exc.detail) from None
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-                struct.error, NotImplementedError, RuntimeError) as exc:
-            raise _corrupt(path, "a readable zip archive (no truncation, no damage)",
-                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            EOFError,
+            OSError,
+            ValueError,
+            struct.error,
+            NotImplementedError,
+            RuntimeError,
+        ) as exc:
+            raise _corrupt(
+                path,
+                "a readable zip archive (no truncation, no damage)",
+                f"{type(exc).__name__}: {str(exc)[:200]}",
+            ) from None
     try:
         _check_values(arrays, count, next_id)
     except _Corrupt as exc:
@@ -565,8 +643,15 @@ def load_pool(cls, path):
     """A new ``cls`` pool from ``path`` (see :meth:`DreamPool.load`)."""
     header, config, shape, count, next_id, evicted, mode, arrays = _read_validated(path)
     try:
-        pool = cls.from_columns(config, shape, arrays, count=count, next_id=next_id,
-                                evicted=evicted, embedding_mode=mode)
+        pool = cls.from_columns(
+            config,
+            shape,
+            arrays,
+            count=count,
+            next_id=next_id,
+            evicted=evicted,
+            embedding_mode=mode,
+        )
     except CriticalStateError as exc:  # the entries break the config's limits or bookkeeping
         raise _corrupt(path, "a pool within its own limits", str(exc)) from None
     except DreamError as exc:

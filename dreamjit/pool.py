@@ -9,10 +9,12 @@ state), and delegates to collaborators with one job each:
 - :class:`~dreamjit._indexes.IndexSet`: the exact and NN-descent indexes;
 - :class:`~dreamjit._retriever.Retriever`: queries in, ranked slots out.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -21,11 +23,25 @@ from ._indexes import IndexSet
 from ._retriever import DEFAULT_WEIGHTS, NO_SCORES, NO_SLOTS, Retriever
 from ._rwlock import RWLock, after_fork
 from ._table import EntryTable, make_mapper
-from ._validate import (as_bool, as_float, as_float_array, as_k, as_label, as_sequence,
-                        as_tensor_batch, as_utility, check_utility_range)
+from ._validate import (
+    as_bool,
+    as_float,
+    as_float_array,
+    as_k,
+    as_label,
+    as_sequence,
+    as_tensor_batch,
+    as_utility,
+    check_utility_range,
+)
 from .config import PoolConfig
-from .errors import (CriticalStateError, DimensionMismatchError, EmptyCollectionError,
-                     InvalidConfigError, InvalidParameterError)
+from .errors import (
+    CriticalStateError,
+    DimensionMismatchError,
+    EmptyCollectionError,
+    InvalidConfigError,
+    InvalidParameterError,
+)
 from .features import check_spectral
 from .kernels.cosine import normalize_rows
 from .kernels.spectral import describe_batch
@@ -41,8 +57,28 @@ logger = logging.getLogger("dreamjit")
 class _Batch:
     """A validated, fully computed batch, ready to commit."""
 
-    __slots__ = ("shape", "tensors", "certainty", "results", "labels", "utility",
-                 "embeddings", "chroma", "spectral", "user_embeddings")
+    __slots__ = (
+        "shape",
+        "tensors",
+        "certainty",
+        "results",
+        "labels",
+        "utility",
+        "embeddings",
+        "chroma",
+        "spectral",
+        "user_embeddings",
+    )
+    shape: tuple
+    tensors: np.ndarray
+    certainty: np.ndarray | None
+    results: np.ndarray
+    labels: np.ndarray
+    utility: np.ndarray
+    embeddings: np.ndarray
+    chroma: np.ndarray
+    spectral: np.ndarray
+    user_embeddings: bool
 
 
 class DreamPool:
@@ -102,9 +138,11 @@ class DreamPool:
         self._indexes = IndexSet(config, self._table, self._lock, on_install=self._fit_index)
         self._budget = Budget(config, self._table, self._indexes)
         self._retriever = Retriever(config, self._table, self._indexes)
-        self._adding = None  # slots written by the add in progress
+        self._adding: np.ndarray | None = None  # slots written by the add in progress
         if config.tensor_shape is not None:
-            self._budget.check_fits(config.tensor_shape)  # MemoryExceededError, not a failed allocation
+            self._budget.check_fits(
+                config.tensor_shape
+            )  # MemoryExceededError, not a failed allocation
             self._setup(config.tensor_shape)
         after_fork(self)
 
@@ -115,8 +153,17 @@ class DreamPool:
         self._retriever.reset_after_fork()
 
     @classmethod
-    def from_columns(cls, config: PoolConfig, shape, arrays: dict, *, count: int, next_id: int,
-                     evicted: int, embedding_mode) -> "DreamPool":
+    def from_columns(
+        cls,
+        config: PoolConfig,
+        shape,
+        arrays: dict,
+        *,
+        count: int,
+        next_id: int,
+        evicted: int,
+        embedding_mode,
+    ) -> DreamPool:
         """A pool of ``config`` holding the entries of ``arrays`` (what
         :meth:`EntryTable.to_columns <dreamjit._table.EntryTable.to_columns>` gives: the
         stored columns of ``count`` live entries, oldest first) and those counters.
@@ -131,7 +178,9 @@ class DreamPool:
             pool._indexes.reset()
         pool.check_invariants()
         if count:
-            pool._indexes.after_add(np.arange(count, dtype=np.int64))  # exact now, ANN by the usual rules
+            pool._indexes.after_add(
+                np.arange(count, dtype=np.int64)
+            )  # exact now, ANN by the usual rules
         return pool
 
     def to_columns(self) -> tuple:
@@ -264,13 +313,20 @@ class DreamPool:
         >>> pool.ids().tolist(), pool.stats()["evicted"]
         ([1, 2], 1)
         """
-        batch = self._prepare(tensor, [result], [label], [utility],
-                              None if embedding is None else [embedding],
-                              None if certainty is None else [certainty], single=True)
+        batch = self._prepare(
+            tensor,
+            [result],
+            [label],
+            [utility],
+            None if embedding is None else [embedding],
+            None if certainty is None else [certainty],
+            single=True,
+        )
         return int(self._commit(batch)[0])
 
-    def add_if_coherent(self, tensor, result, label=None, utility=None, embedding=None,
-                        certainty=None) -> int | None:
+    def add_if_coherent(
+        self, tensor, result, label=None, utility=None, embedding=None, certainty=None
+    ) -> int | None:
         """Store the tensor only if ``result.coherence >= coherence_threshold``.
 
         Parameters are those of :meth:`add`; input is validated the same way
@@ -296,15 +352,31 @@ class DreamPool:
         res = _as_results([result], 1, "result")
         if res[0, 1] < self.config.coherence_threshold:
             # validate the rest anyway, so bad input is reported the same either way
-            self._prepare(tensor, [result], [label], [utility],
-                          None if embedding is None else [embedding],
-                          None if certainty is None else [certainty], single=True, compute=False)
+            self._prepare(
+                tensor,
+                [result],
+                [label],
+                [utility],
+                None if embedding is None else [embedding],
+                None if certainty is None else [certainty],
+                single=True,
+                compute=False,
+            )
             return None
-        return self.add(tensor, result, label=label, utility=utility, embedding=embedding,
-                        certainty=certainty)
+        return self.add(
+            tensor, result, label=label, utility=utility, embedding=embedding, certainty=certainty
+        )
 
-    def add_batch(self, tensors, results=None, labels=None, utilities=None, embeddings=None,
-                  certainties=None, only_coherent=True) -> np.ndarray:
+    def add_batch(
+        self,
+        tensors,
+        results=None,
+        labels=None,
+        utilities=None,
+        embeddings=None,
+        certainties=None,
+        only_coherent=True,
+    ) -> np.ndarray:
         """Store a batch; returns the int64 ids of the entries stored.
 
         Parameters
@@ -353,14 +425,31 @@ class DreamPool:
             from .features import evaluate_batch
 
             results = evaluate_batch(tensors)
-        batch = self._prepare(tensors, results, labels, utilities, embeddings, certainties,
-                              only_coherent=only_coherent)
+        batch = self._prepare(
+            tensors,
+            results,
+            labels,
+            utilities,
+            embeddings,
+            certainties,
+            only_coherent=only_coherent,
+        )
         if batch is None:
             return np.empty(0, dtype=np.int64)
         return self._commit(batch)
 
-    def _prepare(self, tensors, results, labels, utilities, embeddings, certainties,
-                 single=False, only_coherent=False, compute=True):
+    def _prepare(
+        self,
+        tensors,
+        results,
+        labels,
+        utilities,
+        embeddings,
+        certainties,
+        single=False,
+        only_coherent=False,
+        compute=True,
+    ):
         """Validate everything, then compute features; nothing is stored here."""
         name = "tensor" if single else "tensors"
         if single:
@@ -371,8 +460,11 @@ class DreamPool:
         n = t5.shape[0]
         expected = self._table.shape if self._table.shape is not None else self.config.tensor_shape
         if expected is not None and shape != expected:
-            raise DimensionMismatchError(name, tensors if single else t5,
-                                         f"tensor shape {expected} (the pool's), got {shape}")
+            raise DimensionMismatchError(
+                name,
+                tensors if single else t5,
+                f"tensor shape {expected} (the pool's), got {shape}",
+            )
         res = _as_results(results, n, "result" if single else "results")
         lab = _as_labels(labels, n, "label" if single else "labels")
         util = _as_utilities(utilities, n, "utility" if single else "utilities")
@@ -382,8 +474,12 @@ class DreamPool:
         if only_coherent:
             keep = res[:, 1] >= self.config.coherence_threshold
             if compute and not keep.all():
-                logger.info("add_batch: %d of %d entries below coherence_threshold=%g, not stored",
-                            int(n - keep.sum()), n, self.config.coherence_threshold)
+                logger.info(
+                    "add_batch: %d of %d entries below coherence_threshold=%g, not stored",
+                    int(n - keep.sum()),
+                    n,
+                    self.config.coherence_threshold,
+                )
             if not keep.any():
                 return None
             if not keep.all():
@@ -407,21 +503,28 @@ class DreamPool:
             b.embeddings = mapper.embed(b.chroma, b.spectral, lab, util, spatial=spatial)
         for column in ("chroma", "embeddings"):  # never store what save() could not load back
             if not np.isfinite(getattr(b, column)).all():
-                raise InvalidParameterError(name, tensors, f"values whose {column} are finite",
-                                            detail=f"the computed {column} overflowed")
+                raise InvalidParameterError(
+                    name,
+                    tensors,
+                    f"values whose {column} are finite",
+                    detail=f"the computed {column} overflowed",
+                )
         return b
 
     def _as_certainty(self, certainties, t5, shape, name):
         if certainties is None:
             return None
         if not self.config.store_certainty:
-            raise InvalidParameterError(name, certainties,
-                                        "None (this pool was configured with store_certainty=False)")
+            raise InvalidParameterError(
+                name, certainties, "None (this pool was configured with store_certainty=False)"
+            )
         cert = as_float_array(certainties, name, ndim=(3, 4) if len(shape) == 4 else (3,))
         want = (t5.shape[0],) + t5.shape[1:4]
         cert = cert.reshape(cert.shape[0], *cert.shape[1:3], -1) if cert.ndim == 3 else cert
         if cert.shape != want:
-            raise DimensionMismatchError(name, cert, f"shape {want[1:]} per entry (rows, cols, layers)")
+            raise DimensionMismatchError(
+                name, cert, f"shape {want[1:]} per entry (rows, cols, layers)"
+            )
         if (cert < 0).any():
             raise InvalidParameterError(name, cert, "certainties >= 0")
         return cert
@@ -430,11 +533,14 @@ class DreamPool:
         mode = self._table.embedding_mode
         if embeddings is None:
             if mode == "user":
-                raise InvalidParameterError(name, None, "an embedding for every entry "
-                                            "(this pool stores user embeddings)")
+                raise InvalidParameterError(
+                    name, None, "an embedding for every entry (this pool stores user embeddings)"
+                )
             return None
         if mode == "mapper":
-            raise InvalidParameterError(name, embeddings, "None (this pool computes its own embeddings)")
+            raise InvalidParameterError(
+                name, embeddings, "None (this pool computes its own embeddings)"
+            )
         emb = as_float_array(embeddings, name, ndim=2)
         dim = self.config.embedding_dim
         if emb.shape != (n, dim):
@@ -455,14 +561,24 @@ class DreamPool:
             evict, keep = self._budget.admission(new_ids, b.results, b.utility)
             n_keep = int(keep.sum())
             n_live = len(table)
-            table.ensure_capacity(n_live - evict.shape[0] + n_keep)  # may raise: nothing changed yet
+            table.ensure_capacity(
+                n_live - evict.shape[0] + n_keep
+            )  # may raise: nothing changed yet
             if evict.shape[0]:
                 self._remove_slots(evict)
             slots = table.free_slots(n_keep)
-            table.write(slots, new_ids[keep], b.tensors[keep],
-                        None if b.certainty is None else b.certainty[keep], b.embeddings[keep],
-                        b.chroma[keep], b.spectral[keep], b.results[keep], b.labels[keep],
-                        b.utility[keep])
+            table.write(
+                slots,
+                new_ids[keep],
+                b.tensors[keep],
+                None if b.certainty is None else b.certainty[keep],
+                b.embeddings[keep],
+                b.chroma[keep],
+                b.spectral[keep],
+                b.results[keep],
+                b.labels[keep],
+                b.utility[keep],
+            )
             table.advance(m, dropped=m - n_keep)  # admitted from this batch and evicted within it
             table.set_embedding_mode("user" if b.user_embeddings else "mapper")
             self._adding = slots  # a graph installed during the add never evicts these
@@ -479,8 +595,9 @@ class DreamPool:
         mode = "user" if b.user_embeddings else "mapper"
         current = self._table.embedding_mode
         if current not in (None, mode):
-            raise InvalidParameterError("embeddings", mode, f"{current} embeddings, "
-                                        "as every earlier entry of this pool")
+            raise InvalidParameterError(
+                "embeddings", mode, f"{current} embeddings, as every earlier entry of this pool"
+            )
 
     def _remove_slots(self, slots: np.ndarray) -> None:
         self._table.remove(slots)
@@ -491,8 +608,11 @@ class DreamPool:
         """Before planning an add: the index leaves no room for even one entry, so its
         graph is dropped (queries scan exactly) and ``entries + index <= budget`` can hold."""
         if self._indexes.ann is not None:
-            logger.warning("NN-descent index (%d bytes) leaves no room for an entry in the "
-                           "memory budget: graph dropped", self._indexes.nbytes)
+            logger.warning(
+                "NN-descent index (%d bytes) leaves no room for an entry in the "
+                "memory budget: graph dropped",
+                self._indexes.nbytes,
+            )
             self._indexes.drop_graph()
 
     def _fit_index(self) -> None:
@@ -506,12 +626,18 @@ class DreamPool:
             live = self._table.live_slots()
             if self._adding is not None:
                 live = live[~np.isin(live, self._adding)]
-            logger.warning("NN-descent graph of %d bytes does not fit the memory budget "
-                           "beside %d entries: not used", self._indexes.nbytes, live.shape[0])
+            logger.warning(
+                "NN-descent graph of %d bytes does not fit the memory budget "
+                "beside %d entries: not used",
+                self._indexes.nbytes,
+                live.shape[0],
+            )
             self._indexes.drop_graph()
             return
-        logger.info("NN-descent graph installed: %d entries evicted to stay in the memory "
-                    "budget", plan.shape[0])
+        logger.info(
+            "NN-descent graph installed: %d entries evicted to stay in the memory budget",
+            plan.shape[0],
+        )
         self._remove_slots(plan)
 
     # ------------------------------------------------------------------ feedback
@@ -555,26 +681,31 @@ class DreamPool:
         try:
             id_arr = np.atleast_1d(np.asarray(ids))
         except Exception as exc:  # ragged nesting and the like
-            raise InvalidParameterError("ids", ids, "a sequence of integer entry ids",
-                                        detail=str(exc)) from None
+            raise InvalidParameterError(
+                "ids", ids, "a sequence of integer entry ids", detail=str(exc)
+            ) from None
         if id_arr.ndim == 1 and id_arr.size == 0:
             raise EmptyCollectionError("ids", ids, "at least one id")
         if id_arr.dtype.kind not in "iu" or id_arr.ndim != 1:
             raise InvalidParameterError("ids", ids, "a sequence of integer entry ids")
         if isinstance(utilities, (dict, set, frozenset)):
-            raise InvalidParameterError("utilities", utilities,
-                                        "a finite utility or a sequence of them")
+            raise InvalidParameterError(
+                "utilities", utilities, "a finite utility or a sequence of them"
+            )
         u = as_float_array(utilities, "utilities", dtype=np.float64, ndim=(0, 1))
         check_utility_range(u.reshape(-1), "utilities")
         u = np.broadcast_to(u, id_arr.shape) if u.ndim == 0 else u
         if u.shape != id_arr.shape:
-            raise DimensionMismatchError("utilities", u, f"one utility or {id_arr.shape[0]} of them")
+            raise DimensionMismatchError(
+                "utilities", u, f"one utility or {id_arr.shape[0]} of them"
+            )
         with self._lock.write():
             next_id = self._table.next_id
             bad = (id_arr < 0) | (id_arr >= next_id)
             if bad.any():
-                raise InvalidParameterError("ids", int(id_arr[bad][0]),
-                                            f"an id issued by this pool (0 <= id < {next_id})")
+                raise InvalidParameterError(
+                    "ids", int(id_arr[bad][0]), f"an id issued by this pool (0 <= id < {next_id})"
+                )
             slot_of = self._table.slot_or_none
             slots = np.array([slot_of(i) for i in id_arr.tolist()], dtype=np.int64)
             live = slots >= 0
@@ -617,7 +748,7 @@ class DreamPool:
         ids = self.ids().tolist()
         for lo in range(0, len(ids), self.ITER_CHUNK):
             with self._lock.read():
-                slots = self._table.slots_of(ids[lo:lo + self.ITER_CHUNK])
+                slots = self._table.slots_of(ids[lo : lo + self.ITER_CHUNK])
                 chunk = [self._table.entry(slot) for slot in slots]
             yield from chunk  # never yield while holding the lock
 
@@ -674,15 +805,26 @@ class DreamPool:
             table = self._table
             s = table.store
             live = table.live_slots()
-            out = {"count": int(live.shape[0]), "next_id": table.next_id, "evicted": table.evicted,
-                   "capacity": table.capacity,
-                   "bytes_used": self.used_bytes(),
-                   "bytes_allocated": 0 if s is None else table.allocated_bytes + self._indexes.nbytes,
-                   "entry_bytes": self.entry_bytes, "tensor_shape": table.shape,
-                   "parallel_reads": self._lock.shared_reads}
-            for col in ("energy", "coherence", "violation"):
-                out[f"mean_{col}"] = _mean(s.columns[col][live]) if live.size else float("nan")
-            labels, counts = np.unique(s.labels[live], return_counts=True) if live.size else ([], [])
+            out: dict[str, Any] = {
+                "count": int(live.shape[0]),
+                "next_id": table.next_id,
+                "evicted": table.evicted,
+                "capacity": table.capacity,
+                "bytes_used": self.used_bytes(),
+                "bytes_allocated": 0 if s is None else table.allocated_bytes + self._indexes.nbytes,
+                "entry_bytes": self.entry_bytes,
+                "tensor_shape": table.shape,
+                "parallel_reads": self._lock.shared_reads,
+            }
+            if live.size:
+                assert s is not None, "live slots exist only once the table is set up"
+                for col in ("energy", "coherence", "violation"):
+                    out[f"mean_{col}"] = _mean(s.columns[col][live])
+                labels, counts = np.unique(s.labels[live], return_counts=True)
+            else:
+                for col in ("energy", "coherence", "violation"):
+                    out[f"mean_{col}"] = float("nan")
+                labels, counts = np.empty(0, np.int64), np.empty(0, np.int64)
             out["label_counts"] = {int(lab): int(c) for lab, c in zip(labels, counts) if lab >= 0}
             out["unlabeled"] = int(sum(c for lab, c in zip(labels, counts) if lab < 0))
             out.update(self._indexes.stats())
@@ -693,8 +835,9 @@ class DreamPool:
         the pool is beyond its limits (``max_size``, the memory budget)."""
         problems = self._table.problems() + self._budget.problems()
         if problems:
-            raise CriticalStateError("pool", repr(self), "consistent bookkeeping",
-                                     detail="; ".join(problems))
+            raise CriticalStateError(
+                "pool", repr(self), "consistent bookkeeping", detail="; ".join(problems)
+            )
 
     def save(self, path) -> str:
         """Write the pool to one ``.npz`` file, atomically.
@@ -766,8 +909,10 @@ class DreamPool:
             return self._table.fingerprint()
 
     def __repr__(self):
-        return (f"DreamPool(count={len(self)}, max_size={self.config.max_size}, "
-                f"shape={self._table.shape}, eviction={self.config.eviction!r})")
+        return (
+            f"DreamPool(count={len(self)}, max_size={self.config.max_size}, "
+            f"shape={self._table.shape}, eviction={self.config.eviction!r})"
+        )
 
     # ------------------------------------------------------------------ retrieval
     def rebuild_index(self, block: bool = False, timeout: float | None = None) -> bool:
@@ -834,7 +979,8 @@ class DreamPool:
         >>> hits = pool.retrieve_similar([0.8, 0.3, 0.2], k=3)
         >>> len(hits), bool(np.all(np.diff(hits.scores) <= 0))
         (3, True)
-        >>> all(e.label == 1 for e in pool.retrieve_similar([0.8, 0.3, 0.2], k=3, label=1).entries())
+        >>> ones = pool.retrieve_similar([0.8, 0.3, 0.2], k=3, label=1)
+        >>> all(e.label == 1 for e in ones.entries())
         True
         """
         q = self._retriever.chroma_query(chroma)
@@ -892,8 +1038,9 @@ class DreamPool:
         with self._lock.read():
             return self._finish(*self._retriever.soft(query, k, weights))
 
-    def retrieve_diverse(self, query, k=None, lambda_=0.5, fast=False, min_similarity=None,
-                         sample_size=None) -> Hits:
+    def retrieve_diverse(
+        self, query, k=None, lambda_=0.5, fast=False, min_similarity=None, sample_size=None
+    ) -> Hits:
         """Diverse retrieval: greedy maximal marginal relevance over the soft candidates.
 
         ``lambda_`` trades relevance (1) against diversity (0). ``fast=True``
@@ -940,8 +1087,12 @@ class DreamPool:
         lambda_ = as_float(lambda_, "lambda_", minimum=0.0, maximum=1.0)
         if not isinstance(fast, bool):
             raise InvalidParameterError("fast", fast, "True or False")
-        min_sim = as_float(0.0 if min_similarity is None else min_similarity, "min_similarity",
-                           minimum=-1.0, maximum=1.0)
+        min_sim = as_float(
+            0.0 if min_similarity is None else min_similarity,
+            "min_similarity",
+            minimum=-1.0,
+            maximum=1.0,
+        )
         sample = as_k(sample_size, "sample_size", default=8, minimum=0)
         with self._lock.read():
             return self._finish(*self._retriever.diverse(query, k, lambda_, fast, min_sim, sample))
@@ -1076,8 +1227,9 @@ def _as_labels(labels, n, name) -> np.ndarray:
         return np.full(n, -1, dtype=np.int32)
     if isinstance(labels, np.ndarray) and labels.dtype.kind != "O":
         if labels.dtype.kind not in "iu" or labels.ndim != 1:
-            raise InvalidParameterError(name, labels,
-                                        "a 1-d array of integer labels >= 0 (-1 for none)")
+            raise InvalidParameterError(
+                name, labels, "a 1-d array of integer labels >= 0 (-1 for none)"
+            )
         seq = [None if lab == -1 else lab for lab in labels.tolist()]
     else:
         seq = as_sequence(labels, name, "a sequence of integer labels >= 0 (or None items)")
@@ -1094,8 +1246,9 @@ def _as_utilities(utilities, n, name) -> np.ndarray:
         check_utility_range(arr, name)
     else:
         seq = as_sequence(utilities, name, "a sequence of finite utilities (or None items)")
-        arr = np.array([np.nan if u is None else as_utility(u, name) for u in seq],
-                       dtype=np.float64)
+        arr = np.array(
+            [np.nan if u is None else as_utility(u, name) for u in seq], dtype=np.float64
+        )
     if arr.shape != (n,):
         raise DimensionMismatchError(name, arr, f"{n} utilities")
     return arr

@@ -1,4 +1,5 @@
 """Retrieval queries."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,7 +48,7 @@ class Query:
     spatial: object = None
 
     @classmethod
-    def from_tensor(cls, tensor, label=None, utility=None, certainty=None, grid: int = 4) -> "Query":
+    def from_tensor(cls, tensor, label=None, utility=None, certainty=None, grid: int = 4) -> Query:
         """A query carrying a tensor's chroma signature, spectral features and
         spatial thumbnail: what a pool computes for a stored entry, so a
         stored tensor used as a query finds itself first.
@@ -66,8 +67,13 @@ class Query:
         grid : int, default 4
             Thumbnail side; must match the pool's ``spatial_grid``.
         """
-        from .features import (_as_certainty, as_tensor, chroma_signature, spatial_thumbnail,
-                               spectral_features)
+        from .features import (
+            _as_certainty,
+            as_tensor,
+            chroma_signature,
+            spatial_thumbnail,
+            spectral_features,
+        )
 
         spectral = None
         if certainty is not None:
@@ -77,16 +83,20 @@ class Query:
             complete = True
         if complete:
             spectral = np.asarray(spectral_features(tensor).as_array())
-        return cls(chroma=chroma_signature(tensor, certainty=certainty), spectral=spectral,
-                   label=label, utility=utility,
-                   spatial=spatial_thumbnail(tensor, certainty=certainty, grid=grid))
+        return cls(
+            chroma=chroma_signature(tensor, certainty=certainty),
+            spectral=spectral,
+            label=label,
+            utility=utility,
+            spatial=spatial_thumbnail(tensor, certainty=certainty, grid=grid),
+        )
 
 
 class RetrievalMode(enum.Enum):
     """Which retrieval ``DreamPool.retrieve`` runs."""
 
-    HARD = "hard"      # exact cosine on chroma signatures
-    SOFT = "soft"      # embedding + index + hybrid rerank
+    HARD = "hard"  # exact cosine on chroma signatures
+    SOFT = "soft"  # embedding + index + hybrid rerank
     HYBRID = "hybrid"  # both, merged by id, best score first
 
 

@@ -1,10 +1,14 @@
 """What retrieval and lookups return: ``DreamEntry`` and ``Hits``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .features import SolverResult
 
 __all__ = ["DreamEntry", "Hits", "Hit"]
 
@@ -52,7 +56,7 @@ class DreamEntry:
     id: int
     tensor: np.ndarray
     certainty: np.ndarray | None
-    result: "object"  # SolverResult
+    result: SolverResult
     chroma: np.ndarray
     label: int | None
     utility: float | None
@@ -69,9 +73,11 @@ class DreamEntry:
                 arr.setflags(write=False)
 
     def __repr__(self):
-        return (f"DreamEntry(id={self.id}, shape={self.tensor.shape}, label={self.label}, "
-                f"coherence={self.result.coherence:.4f}, util_mean={self.util_mean:.4f}, "
-                f"usage_count={self.usage_count})")
+        return (
+            f"DreamEntry(id={self.id}, shape={self.tensor.shape}, label={self.label}, "
+            f"coherence={self.result.coherence:.4f}, util_mean={self.util_mean:.4f}, "
+            f"usage_count={self.usage_count})"
+        )
 
 
 class Hit(NamedTuple):
@@ -165,6 +171,8 @@ class Hits:
         return self._pool.gather("tensors", self.ids)
 
     def __repr__(self):
-        pairs = ", ".join(f"{i}:{s:.4f}" for i, s in zip(self.ids.tolist()[:8], self.scores.tolist()[:8]))
+        pairs = ", ".join(
+            f"{i}:{s:.4f}" for i, s in zip(self.ids.tolist()[:8], self.scores.tolist()[:8])
+        )
         more = ", ..." if len(self) > 8 else ""
         return f"Hits([{pairs}{more}])"

@@ -1,4 +1,5 @@
 """Seeded synthetic dreams for demos, docs and benchmarks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,9 @@ NAMED_COLOURS = {
 }
 
 
-def smooth_tensors(n: int, shape=(32, 32, 4, 3), seed: int = 0, smoothness: float = 3.0,
-                   noise: float = 0.3) -> np.ndarray:
+def smooth_tensors(
+    n: int, shape=(32, 32, 4, 3), seed: int = 0, smoothness: float = 3.0, noise: float = 0.3
+) -> np.ndarray:
     """``n`` spatially smoothed random tensors in [0, 1], float32.
 
     Each tensor is a random base colour plus Gaussian noise smoothed over

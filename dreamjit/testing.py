@@ -7,6 +7,7 @@ Data that this project did not make: :func:`photo_patches` cuts patches from
 the photographs bundled with scikit-image (an optional dependency, in the
 ``test`` extra).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -18,8 +19,20 @@ from .errors import FeatureUnavailableError
 __all__ = ["PHOTO_NAMES", "assert_pool_invariants", "photo_images", "photo_patches"]
 
 #: scikit-image sample images that ship with the package (no download needed)
-PHOTO_NAMES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry",
-               "coins", "moon", "hubble_deep_field", "page", "text", "clock")
+PHOTO_NAMES = (
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "coins",
+    "moon",
+    "hubble_deep_field",
+    "page",
+    "text",
+    "clock",
+)
 
 
 def photo_images(names=PHOTO_NAMES) -> list:
@@ -37,8 +50,9 @@ def photo_images(names=PHOTO_NAMES) -> list:
         import skimage.data as skdata
         from skimage.util import img_as_float
     except ImportError:
-        raise FeatureUnavailableError("scikit-image", None,
-                                      "scikit-image installed (pip install 'dreamjit[test]')") from None
+        raise FeatureUnavailableError(
+            "scikit-image", None, "scikit-image installed (pip install 'dreamjit[test]')"
+        ) from None
     out = []
     for name in names:
         try:
@@ -51,12 +65,15 @@ def photo_images(names=PHOTO_NAMES) -> list:
             img = np.repeat(img[:, :, None], 3, axis=2)
         out.append(np.ascontiguousarray(img[:, :, :3]))
     if not out:
-        raise FeatureUnavailableError("names", names, "at least one bundled scikit-image photograph")
+        raise FeatureUnavailableError(
+            "names", names, "at least one bundled scikit-image photograph"
+        )
     return out
 
 
-def photo_patches(n: int, size: int = 32, seed: int = 0, min_std: float = 0.0,
-                  names=PHOTO_NAMES) -> np.ndarray:
+def photo_patches(
+    n: int, size: int = 32, seed: int = 0, min_std: float = 0.0, names=PHOTO_NAMES
+) -> np.ndarray:
     """``n`` random ``size x size`` RGB patches ``(n, size, size, 3)`` float32 in [0, 1].
 
     Patches are cut at seeded random places of random photographs. With
@@ -82,7 +99,7 @@ def photo_patches(n: int, size: int = 32, seed: int = 0, min_std: float = 0.0,
         img = images[rng.integers(len(images))]
         r = rng.integers(0, img.shape[0] - size + 1)
         c = rng.integers(0, img.shape[1] - size + 1)
-        patch = img[r:r + size, c:c + size]
+        patch = img[r : r + size, c : c + size]
         if min_std > 0 and float(patch.std()) < min_std:
             continue
         out[i] = patch

@@ -7,6 +7,7 @@ Usage::
 
     python scripts/fork_stress.py [--forks 50] [--mp-rounds 10] [--timeout 120]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dreamjit as dj  # noqa: E402
 import dreamjit.index.nndescent as index_mod  # noqa: E402
 import dreamjit.index.worker as worker_mod  # noqa: E402
+from dreamjit._indexes import IndexSet  # noqa: E402
 from dreamjit.kernels._jit import active_layer, parallel_allowed  # noqa: E402
 from dreamjit.kernels.graph import knn_to_csr  # noqa: E402
-from dreamjit._indexes import IndexSet  # noqa: E402
 
 
 def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
@@ -56,8 +57,11 @@ def unit(n, d, seed):
 def child_report(pool, V):
     out = {"building": pool.stats()["ann_building"], "parallel": parallel_allowed()}
     out["rebuilt"] = pool.rebuild_index(block=True, timeout=60)
-    pool.add_batch(np.zeros((200, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (200, 1)),
-                   embeddings=V[400:600])
+    pool.add_batch(
+        np.zeros((200, 1, 1, 3), np.float32),
+        np.tile([0.0, 1.0, 0.0], (200, 1)),
+        embeddings=V[400:600],
+    )
     out["waited"] = pool.indexes.ann.wait(60)
     graph = pool.indexes.ann._state[0]
     out["rows"] = 0 if graph is None else int(graph.rows.shape[0])
@@ -76,10 +80,19 @@ def fork_during_build(i, timeout):
 
     index_mod._BUILD_HOOK = hold
     V = unit(600, 16, i)
-    pool = dj.DreamPool(dj.PoolConfig(max_size=5000, memory_budget_mb=None, embedding_dim=16,
-                                      ann_threshold=300, ann_n_neighbors=8, seed=i))
-    pool.add_batch(np.zeros((400, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (400, 1)),
-                   embeddings=V[:400])
+    pool = dj.DreamPool(
+        dj.PoolConfig(
+            max_size=5000,
+            memory_budget_mb=None,
+            embedding_dim=16,
+            ann_threshold=300,
+            ann_n_neighbors=8,
+            seed=i,
+        )
+    )
+    pool.add_batch(
+        np.zeros((400, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (400, 1)), embeddings=V[:400]
+    )
     try:
         if not started.wait(timeout):
             return "error", "build never started"
@@ -113,8 +126,14 @@ def fork_during_build(i, timeout):
         os.close(r)
         _, status = os.waitpid(pid, 0)
         out = json.loads(data or b"{}")
-        ok = (status == 0 and "error" not in out and not out["building"] and out["rebuilt"]
-              and out["waited"] and out["rows"] == 600)
+        ok = (
+            status == 0
+            and "error" not in out
+            and not out["building"]
+            and out["rebuilt"]
+            and out["waited"]
+            and out["rows"] == 600
+        )
         return ("ok" if ok else "error"), out
     finally:
         release.set()
@@ -144,8 +163,10 @@ def main(argv=None):
         outcomes[kind] += 1
         if kind != "ok":
             errors.append(detail)
-    print(f"fork during a held build: {args.forks} forks, {outcomes}, layer {active_layer()}",
-          flush=True)
+    print(
+        f"fork during a held build: {args.forks} forks, {outcomes}, layer {active_layer()}",
+        flush=True,
+    )
     mp_out = {"ok": 0, "hang": 0, "error": 0}
     for r in range(args.mp_rounds):
         workers = mp.get_context("fork").Pool(2)
@@ -161,8 +182,11 @@ def main(argv=None):
         finally:
             workers.terminate()
             workers.join()
-    print(f"multiprocessing fork pools: {args.mp_rounds} rounds x 2 workers x 4 jobs "
-          f"(80-tensor add_batch each), {mp_out}", flush=True)
+    print(
+        f"multiprocessing fork pools: {args.mp_rounds} rounds x 2 workers x 4 jobs "
+        f"(80-tensor add_batch each), {mp_out}",
+        flush=True,
+    )
     if errors:
         print("errors:", errors[:5])
 

@@ -11,6 +11,7 @@ the same mixture) and scikit-learn's ``load_digits`` (unit rows; 300 held
 out as queries). Recall@10 is against the exact top-10 over the live
 entries (numpy, float64).
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,10 @@ def mixture(n, nq=1000, d=64, c=100, seed=0, sigma=1.0, streams=(1, 2)):
         x = centres[rng.integers(0, c, m)] + sigma * rng.normal(size=(m, d))
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
-    return (draw(n, np.random.default_rng(seed + streams[0])),
-            draw(nq, np.random.default_rng(seed + streams[1])))
+    return (
+        draw(n, np.random.default_rng(seed + streams[0])),
+        draw(nq, np.random.default_rng(seed + streams[1])),
+    )
 
 
 def digits(nq=300, seed=0):
@@ -129,59 +132,82 @@ def make_ann(store, **kw):
 
 # ------------------------------------------------------------------ sections
 
+
 def section_table(params):
     print("\n== recall@10 and queries/s (single query, k=10) ==")
-    print(f"{'data':<22}{'n':>8}{'exact q/s':>11}{'ann q/s':>10}{'recall':>8}{'build s':>9}"
-          f"{'exact batch':>13}{'ann batch':>11}")
+    print(
+        f"{'data':<22}{'n':>8}{'exact q/s':>11}{'ann q/s':>10}{'recall':>8}{'build s':>9}"
+        f"{'exact batch':>13}{'ann batch':>11}"
+    )
     rows = []
-    for name, (X, Q) in (("digits", digits()), ("mixture 1e4", mixture(10_000)),
-                         ("mixture 1e5", mixture(100_000))):
+    for name, (X, Q) in (
+        ("digits", digits()),
+        ("mixture 1e4", mixture(10_000)),
+        ("mixture 1e5", mixture(100_000)),
+    ):
         store = ArrayStore(X, capacity=X.shape[0] + X.shape[0] // 4 + 8)
         ex = ExactIndex(store)
         ann = make_ann(store, **params)
         ann.rebuild(block=True)
         r = recall(ann, store, Q)
         rows.append((name, X.shape[0], qps(ex, Q), qps(ann, Q), r, ann.last_build_seconds))
-        print(f"{name:<22}{X.shape[0]:>8}{rows[-1][2]:>11.0f}{rows[-1][3]:>10.0f}{r:>8.4f}"
-              f"{ann.last_build_seconds:>9.1f}{batch_qps(ex, Q):>13.0f}{batch_qps(ann, Q):>11.0f}",
-              flush=True)
+        print(
+            f"{name:<22}{X.shape[0]:>8}{rows[-1][2]:>11.0f}{rows[-1][3]:>10.0f}{r:>8.4f}"
+            f"{ann.last_build_seconds:>9.1f}{batch_qps(ex, Q):>13.0f}{batch_qps(ann, Q):>11.0f}",
+            flush=True,
+        )
         if X.shape[1] == 64 and "mixture" in name:
             gone, new = churn(store)
             ann.remove(gone)
             ann.add(new)
             label = f"{name} churned"
             r = recall(ann, store, Q)
-            print(f"{label:<22}{len(ann):>8}{qps(ex, Q):>11.0f}{qps(ann, Q):>10.0f}{r:>8.4f}"
-                  f"{'':>9}  (delta {ann.n_delta}, tombstones {ann.n_tombstones})", flush=True)
+            print(
+                f"{label:<22}{len(ann):>8}{qps(ex, Q):>11.0f}{qps(ann, Q):>10.0f}{r:>8.4f}"
+                f"{'':>9}  (delta {ann.n_delta}, tombstones {ann.n_tombstones})",
+                flush=True,
+            )
             assert ann.maybe_rebuild()
             ann.wait()
             r = recall(ann, store, Q)
             label = f"{name} rebuilt"
-            print(f"{label:<22}{len(ann):>8}{qps(ex, Q):>11.0f}{qps(ann, Q):>10.0f}{r:>8.4f}"
-                  f"{ann.last_build_seconds:>9.1f}", flush=True)
+            print(
+                f"{label:<22}{len(ann):>8}{qps(ex, Q):>11.0f}{qps(ann, Q):>10.0f}{r:>8.4f}"
+                f"{ann.last_build_seconds:>9.1f}",
+                flush=True,
+            )
     return rows
 
 
 def section_crossover(params):
-    print("\n== crossover: q/s exact vs ANN (mixture; single queries k=10 and k=32, "
-          "search_batch of 1000 k=32) ==")
-    print(f"{'n':>8}{'exact':>9}{'ann':>9}{'exact32':>9}{'ann32':>9}{'recall':>8}"
-          f"{'ex batch':>10}{'ann batch':>10}")
+    print(
+        "\n== crossover: q/s exact vs ANN (mixture; single queries k=10 and k=32, "
+        "search_batch of 1000 k=32) =="
+    )
+    print(
+        f"{'n':>8}{'exact':>9}{'ann':>9}{'exact32':>9}{'ann32':>9}{'recall':>8}"
+        f"{'ex batch':>10}{'ann batch':>10}"
+    )
     for n in (1_000, 2_000, 3_000, 5_000, 10_000, 20_000, 30_000, 50_000):
         X, Q = mixture(n, nq=1000)
         store = ArrayStore(X)
         ex = ExactIndex(store)
         ann = make_ann(store, **dict(params, exact_batch_below=0))
         ann.rebuild(block=True)
-        print(f"{n:>8}{qps(ex, Q):>9.0f}{qps(ann, Q):>9.0f}{qps(ex, Q, 32):>9.0f}"
-              f"{qps(ann, Q, 32):>9.0f}{recall(ann, store, Q[:300]):>8.4f}"
-              f"{batch_qps(ex, Q, 32):>10.0f}{batch_qps(ann, Q, 32):>10.0f}", flush=True)
+        print(
+            f"{n:>8}{qps(ex, Q):>9.0f}{qps(ann, Q):>9.0f}{qps(ex, Q, 32):>9.0f}"
+            f"{qps(ann, Q, 32):>9.0f}{recall(ann, store, Q[:300]):>8.4f}"
+            f"{batch_qps(ex, Q, 32):>10.0f}{batch_qps(ann, Q, 32):>10.0f}",
+            flush=True,
+        )
 
 
 def section_gil(params, n=100_000, period=0.02):
     """Query latency (scheduled -> answered) from the main thread while a build runs."""
-    print(f"\n== query latency during a background build (n={n}, a query every "
-          f"{period * 1e3:.0f} ms) ==")
+    print(
+        f"\n== query latency during a background build (n={n}, a query every "
+        f"{period * 1e3:.0f} ms) =="
+    )
     X, Q = mixture(n)
     for builder in ("thread", "process"):
         for phase in ("first build", "rebuild"):
@@ -204,9 +230,12 @@ def section_gil(params, n=100_000, period=0.02):
                 lat.append(time.perf_counter() - nxt)
                 i += 1
             lat = np.array(lat) * 1e3
-            print(f"{builder:<8} {phase:<12} build {time.perf_counter() - t_start:6.1f} s  "
-                  f"queries {lat.size:5d}  p50 {np.percentile(lat, 50):7.2f} ms  "
-                  f"p99 {np.percentile(lat, 99):8.2f} ms  max {lat.max():8.1f} ms", flush=True)
+            print(
+                f"{builder:<8} {phase:<12} build {time.perf_counter() - t_start:6.1f} s  "
+                f"queries {lat.size:5d}  p50 {np.percentile(lat, 50):7.2f} ms  "
+                f"p99 {np.percentile(lat, 99):8.2f} ms  max {lat.max():8.1f} ms",
+                flush=True,
+            )
 
 
 _FIRST = r"""
@@ -260,8 +289,11 @@ def section_mask(params, n=100_000):
         for q in Q:
             ann.search(q, 10, mask)
         t_ann = time.perf_counter() - t0
-        print(f"share {share:5.3f}: exact {Q.shape[0] / t_ex:7.0f} q/s  "
-              f"walk {Q.shape[0] / t_ann:7.0f} q/s  recall {recall(ann, store, Q, 10, mask):.4f}", flush=True)
+        print(
+            f"share {share:5.3f}: exact {Q.shape[0] / t_ex:7.0f} q/s  "
+            f"walk {Q.shape[0] / t_ann:7.0f} q/s  recall {recall(ann, store, Q, 10, mask):.4f}",
+            flush=True,
+        )
 
 
 def section_params(params):
@@ -273,12 +305,21 @@ def section_params(params):
         for ef in (20, 40, 64):
             for eps in (0.0, 0.1, 0.2):
                 ann.min_ef, ann.epsilon = ef, eps
-                print(f"{name:<12} ef {ef:3d} eps {eps:.1f}: recall {recall(ann, store, Q):.4f}"
-                      f"  {qps(ann, Q):6.0f} q/s", flush=True)
+                print(
+                    f"{name:<12} ef {ef:3d} eps {eps:.1f}: recall {recall(ann, store, Q):.4f}"
+                    f"  {qps(ann, Q):6.0f} q/s",
+                    flush=True,
+                )
 
 
-SECTIONS = {"table": section_table, "crossover": section_crossover, "gil": section_gil,
-            "first": section_first, "mask": section_mask, "params": section_params}
+SECTIONS = {
+    "table": section_table,
+    "crossover": section_crossover,
+    "gil": section_gil,
+    "first": section_first,
+    "mask": section_mask,
+    "params": section_params,
+}
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

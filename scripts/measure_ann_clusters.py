@@ -35,6 +35,7 @@ the post-processing of the graph into the search structure; hnswlib
 ``add_items`` (all threads); pynndescent ``NNDescent(...)`` + ``prepare()`` in
 this process (its first build here includes its compile unless warmed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,10 +55,36 @@ from benchmarks.common import ann_pool, cluster_mixture, exact_truth, recall_at_
 log = logging.getLogger("dreamjit")
 K = 10
 DIM = 64
-DJ_GRID = [(ef, eps) for eps in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-           for ef in (10, 12, 16, 20, 24, 32, 40, 64)]
-HNSW_EFS = (10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 64, 80, 100, 128, 160, 200, 250, 300, 350,
-            400, 500, 600, 800)
+DJ_GRID = [
+    (ef, eps)
+    for eps in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+    for ef in (10, 12, 16, 20, 24, 32, 40, 64)
+]
+HNSW_EFS = (
+    10,
+    12,
+    14,
+    16,
+    20,
+    24,
+    28,
+    32,
+    40,
+    48,
+    64,
+    80,
+    100,
+    128,
+    160,
+    200,
+    250,
+    300,
+    350,
+    400,
+    500,
+    600,
+    800,
+)
 PYNN_EPS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2)
 
 
@@ -87,9 +114,11 @@ class Method:
 def dreamjit_methods(ann):
     out = []
     for ef, eps in DJ_GRID:
+
         def one(q, ef=ef, eps=eps):
             ann.min_ef, ann.overfetch, ann.epsilon = ef, 1.0, eps
             return ann.search(q, K)[0]
+
         out.append(Method("dreamjit index", f"ef={ef} eps={eps}", one))
     return out
 
@@ -97,9 +126,11 @@ def dreamjit_methods(ann):
 def hnsw_methods(index):
     out = []
     for ef in HNSW_EFS:
+
         def one(q, ef=ef):
             index.set_ef(max(ef, K))
             return index.knn_query(q[None, :], k=K)[0][0]
+
         out.append(Method("hnswlib", f"ef={ef}", one))
     return out
 
@@ -107,8 +138,10 @@ def hnsw_methods(index):
 def pynn_methods(nnd):
     out = []
     for eps in PYNN_EPS:
+
         def one(q, eps=eps):
             return nnd.query(q[None, :], K, epsilon=eps)[0][0]
+
         out.append(Method("pynndescent", f"epsilon={eps}", one))
     return out
 
@@ -118,6 +151,7 @@ def numpy_method(X):
         s = X @ q
         part = np.argpartition(-s, K - 1)[:K]
         return part[np.argsort(-s[part], kind="stable")]
+
     return Method("numpy exact", "X @ q + argpartition", one)
 
 
@@ -128,6 +162,7 @@ def pool_method(pool):
 
     def one(q):
         return pool.retrieve_soft(dj.Query(embedding=q), k=K, weights=weights).ids
+
     return Method("dreamjit pool", "retrieve_soft, defaults", one)
 
 
@@ -233,6 +268,7 @@ def run_dataset(n, n_clusters, noise, n_queries, n_timed, rounds, targets, warm)
         def pool_default(q, retrieve=pm.run_one):  # the pool's index at its own defaults
             ann.min_ef, ann.overfetch, ann.epsilon = defaults
             return retrieve(q)
+
         pm.run_one = pool_default
         secs = interleaved(timed, Qt, rounds)
     finally:
@@ -242,14 +278,19 @@ def run_dataset(n, n_clusters, noise, n_queries, n_timed, rounds, targets, warm)
     label = f"{n} rows, {n_clusters} clusters, noise {noise}"
     for t in targets:
         base = secs[id(hn_pick[t])]
-        for name, m in (("dreamjit index", dj_pick[t]), ("hnswlib", hn_pick[t]),
-                        ("pynndescent", pn_pick[t])):
-            rows.append((label, f">= {t}", name, m.setting, m.recall, secs[id(m)] * 1e6,
-                         secs[id(m)] / base))
+        for name, m in (
+            ("dreamjit index", dj_pick[t]),
+            ("hnswlib", hn_pick[t]),
+            ("pynndescent", pn_pick[t]),
+        ):
+            rows.append(
+                (label, f">= {t}", name, m.setting, m.recall, secs[id(m)] * 1e6, secs[id(m)] / base)
+            )
     base = secs[id(hn_pick[targets[-1]])]
     for m in (pm, npm):
-        rows.append((label, "-", m.name, m.setting, m.recall, secs[id(m)] * 1e6,
-                     secs[id(m)] / base))
+        rows.append(
+            (label, "-", m.name, m.setting, m.recall, secs[id(m)] * 1e6, secs[id(m)] / base)
+        )
     return rows, builds, info
 
 
@@ -265,21 +306,29 @@ def main(argv=None):
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     targets = [float(t) for t in a.targets.split(",")]
-    print(f"{'data':<34}{'target':>8}  {'method':<15}{'setting':<26}{'recall@10':>10}"
-          f"{'us/query':>10}{'x hnsw':>8}")
+    print(
+        f"{'data':<34}{'target':>8}  {'method':<15}{'setting':<26}{'recall@10':>10}"
+        f"{'us/query':>10}{'x hnsw':>8}"
+    )
     warm = True
     for c in (int(x) for x in a.clusters.split(",")):
-        rows, builds, info = run_dataset(a.n, c, a.noise, a.queries, a.timed, a.rounds, targets,
-                                         warm)
+        rows, builds, info = run_dataset(
+            a.n, c, a.noise, a.queries, a.timed, a.rounds, targets, warm
+        )
         warm = False
         for r in rows:
-            print(f"{r[0]:<34}{r[1]:>8}  {r[2]:<15}{r[3]:<26}{r[4]:>10.4f}{r[5]:>10.1f}"
-                  f"{r[6]:>8.2f}", flush=True)
-        print(f"{'':<34}builds: dreamjit {builds['dreamjit']:.1f} s (structure "
-              f"{builds['dreamjit_structure']:.2f} s: {info.get('entries')} entries, "
-              f"{info.get('n_components')} components, {info.get('n_bridges')} bridges, "
-              f"hops {info.get('hops')}), hnswlib {builds['hnswlib']:.1f} s, pynndescent "
-              f"{builds['pynndescent']:.1f} s", flush=True)
+            print(
+                f"{r[0]:<34}{r[1]:>8}  {r[2]:<15}{r[3]:<26}{r[4]:>10.4f}{r[5]:>10.1f}{r[6]:>8.2f}",
+                flush=True,
+            )
+        print(
+            f"{'':<34}builds: dreamjit {builds['dreamjit']:.1f} s (structure "
+            f"{builds['dreamjit_structure']:.2f} s: {info.get('entries')} entries, "
+            f"{info.get('n_components')} components, {info.get('n_bridges')} bridges, "
+            f"hops {info.get('hops')}), hnswlib {builds['hnswlib']:.1f} s, pynndescent "
+            f"{builds['pynndescent']:.1f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

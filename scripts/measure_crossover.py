@@ -7,6 +7,7 @@ exact index and once with a built NN-descent graph. Prints median latency,
 queries/s and recall@10 against brute force. The crossover is the smallest
 size where the ANN path is faster; it sets ``PoolConfig.ann_threshold``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -43,9 +44,18 @@ def run(n, nq=200, k=10, data=None):
     truth = np.argsort(-(base.astype(np.float64) @ queries.T.astype(np.float64)), axis=0)[:k].T
     out = {}
     for mode in ("exact", "ann"):
-        pool = dj.DreamPool(dj.PoolConfig(max_size=n, memory_budget_mb=None, embedding_dim=d,
-                                          use_ann=mode == "ann", ann_threshold=min(n, 5000)))
-        pool.add_batch(np.zeros((n, 1, 1, 3), np.float32), np.tile([0, 1.0, 0], (n, 1)), embeddings=base)
+        pool = dj.DreamPool(
+            dj.PoolConfig(
+                max_size=n,
+                memory_budget_mb=None,
+                embedding_dim=d,
+                use_ann=mode == "ann",
+                ann_threshold=min(n, 5000),
+            )
+        )
+        pool.add_batch(
+            np.zeros((n, 1, 1, 3), np.float32), np.tile([0, 1.0, 0], (n, 1)), embeddings=base
+        )
         if mode == "ann":
             pool.rebuild_index(block=True)
             assert pool.stats()["index"] == "ann"
@@ -64,14 +74,25 @@ def run(n, nq=200, k=10, data=None):
 
 
 def main(argv):
-    sizes = [a if a == "digits" else int(float(a)) for a in argv] or \
-        [5_000, 20_000, 50_000, 100_000, 200_000]
-    print(f"{'n':>8}  {'exact ms':>9} {'q/s':>7} {'recall':>6}   {'ann ms':>8} {'q/s':>7} {'recall':>6}  ann/exact")
+    sizes = [a if a == "digits" else int(float(a)) for a in argv] or [
+        5_000,
+        20_000,
+        50_000,
+        100_000,
+        200_000,
+    ]
+    print(
+        f"{'n':>8}  {'exact ms':>9} {'q/s':>7} {'recall':>6}   "
+        f"{'ann ms':>8} {'q/s':>7} {'recall':>6}  ann/exact"
+    )
     for n in sizes:
         r = run(0, nq=297, data=digits()) if n == "digits" else run(n)
         (em, eq, er), (am, aq, ar) = r["exact"], r["ann"]
-        print(f"{n:>8}  {em * 1e3:9.3f} {eq:7.0f} {er:6.3f}   {am * 1e3:8.3f} {aq:7.0f} {ar:6.3f}  {aq / eq:8.2f}x",
-              flush=True)
+        print(
+            f"{n:>8}  {em * 1e3:9.3f} {eq:7.0f} {er:6.3f}   "
+            f"{am * 1e3:8.3f} {aq:7.0f} {ar:6.3f}  {aq / eq:8.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ ratio's percentiles for searches answered by the graph ("ann" mode) and by
 the exact scan ("exact" mode: both timings are the same scan, so their ratio
 is the machine's timing noise), and how many cost more than 1.5x the scan.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -115,8 +116,9 @@ def run(V, Q, batch, queries, log):
     n_builds0 = len(log.builds)
     t_start = time.perf_counter()
     for lo in range(0, n, batch):
-        pool.add_batch(tiny[: min(batch, n - lo)], res[: min(batch, n - lo)],
-                       embeddings=V[lo:lo + batch])
+        pool.add_batch(
+            tiny[: min(batch, n - lo)], res[: min(batch, n - lo)], embeddings=V[lo : lo + batch]
+        )
     t_fill = time.perf_counter()
     state_at_fill = coverage(pool)
     t_covered = None
@@ -135,11 +137,14 @@ def run(V, Q, batch, queries, log):
         stop.set()
         qt.join(60)
     builds = [(round(t - t_start, 1), m, s) for t, m, s in log.builds[n_builds0:]]
-    out = {"fill_s": round(t_fill - t_start, 1), "state_at_fill_end": state_at_fill,
-           "covered_after_fill_s": None if t_covered is None else round(t_covered - t_fill, 1),
-           "final_state": coverage(pool),
-           "builds (t from start, entries, s)": builds,
-           "last_build_s": builds[-1][2] if builds else None}
+    out = {
+        "fill_s": round(t_fill - t_start, 1),
+        "state_at_fill_end": state_at_fill,
+        "covered_after_fill_s": None if t_covered is None else round(t_covered - t_fill, 1),
+        "final_state": coverage(pool),
+        "builds (t from start, entries, s)": builds,
+        "last_build_s": builds[-1][2] if builds else None,
+    }
     if t_covered is not None and builds:
         out["covered within last build + 10 s"] = t_covered - t_fill <= builds[-1][2] + 10
     if samples:
@@ -147,10 +152,12 @@ def run(V, Q, batch, queries, log):
         ratio = a[:, 0] / a[:, 1]
         modes = np.array([s[5] for s in samples])
         out["queries"] = len(samples)
-        out["search_ms p50/p99/max"] = [round(float(np.percentile(a[:, 0], p)) * 1e3, 2)
-                                        for p in (50, 99, 100)]
-        out["exact_ms p50/p99/max"] = [round(float(np.percentile(a[:, 1], p)) * 1e3, 2)
-                                       for p in (50, 99, 100)]
+        out["search_ms p50/p99/max"] = [
+            round(float(np.percentile(a[:, 0], p)) * 1e3, 2) for p in (50, 99, 100)
+        ]
+        out["exact_ms p50/p99/max"] = [
+            round(float(np.percentile(a[:, 1], p)) * 1e3, 2) for p in (50, 99, 100)
+        ]
         for mode in ("ann", "exact"):
             sel = modes == mode
             if sel.any():
@@ -158,15 +165,20 @@ def run(V, Q, batch, queries, log):
                 out[f"{mode}-mode searches: n, ratio p50/p90/p99/max, n over 1.5x"] = (
                     int(sel.sum()),
                     [round(float(np.percentile(r, p)), 2) for p in (50, 90, 99, 100)],
-                    int((r > 1.5).sum()))
+                    int((r > 1.5).sum()),
+                )
         ann_delta = (modes == "ann") & np.array([s[3] > 0 for s in samples])
         if ann_delta.any():
             out["ann-mode with a delta: n, search ms p50, exact ms p50"] = (
-                int(ann_delta.sum()), round(float(np.median(a[ann_delta, 0])) * 1e3, 2),
-                round(float(np.median(a[ann_delta, 1])) * 1e3, 2))
+                int(ann_delta.sum()),
+                round(float(np.median(a[ann_delta, 0])) * 1e3, 2),
+                round(float(np.median(a[ann_delta, 1])) * 1e3, 2),
+            )
         big = np.array([s[3] > s[2] for s in samples])  # delta larger than the graph
         out["searches while delta > graph rows: n, modes"] = (
-            int(big.sum()), sorted(set(modes[big].tolist())))
+            int(big.sum()),
+            sorted(set(modes[big].tolist())),
+        )
     return out, pool
 
 

@@ -12,6 +12,7 @@ Measures, through the public API only:
 
 Run: ``python scripts/measure_retrieval_quality.py [--n 4000] [--queries 200]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,6 @@ import time
 import numpy as np
 
 import dreamjit as dj
-
 from dreamjit.testing import photo_patches
 
 
@@ -36,14 +36,20 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-std", type=float, default=0.05,
-                    help="redraw flat patches (pixel std below this); 0 keeps them")
+    ap.add_argument(
+        "--min-std",
+        type=float,
+        default=0.05,
+        help="redraw flat patches (pixel std below this); 0 keeps them",
+    )
     args = ap.parse_args(argv)
     P = photo_patches(args.n, seed=args.seed, min_std=args.min_std)
     pool = dj.DreamPool(max_size=args.n, memory_budget_mb=None, seed=0, use_ann=False)
     t0 = time.perf_counter()
     ids = pool.add_batch(P, np.tile([1.0, 1.0, 0.0], (args.n, 1)), only_coherent=False)
-    print(f"pool of {len(pool)} photo patches {P.shape[1:]} built in {time.perf_counter() - t0:.1f} s")
+    print(
+        f"pool of {len(pool)} photo patches {P.shape[1:]} built in {time.perf_counter() - t0:.1f} s"
+    )
     rng = np.random.default_rng(args.seed + 1)
     pick = rng.choice(args.n, size=args.queries, replace=False)
     k = 10
@@ -53,11 +59,13 @@ def main(argv=None):
         t = P[i]
         eid = int(ids[i])
         noisy = np.clip(t + rng.normal(0, 0.1, t.shape), 0, 1).astype(np.float32)
-        keep = (rng.random(t.shape[:2]) >= 0.7)
+        keep = rng.random(t.shape[:2]) >= 0.7
         holed = np.where(keep[..., None], t, 0.0).astype(np.float32)
-        cases = {"example": dj.Query.from_tensor(t),
-                 "noisy": dj.Query.from_tensor(noisy),
-                 "missing": dj.Query.from_tensor(holed, certainty=keep.astype(np.float32))}
+        cases = {
+            "example": dj.Query.from_tensor(t),
+            "noisy": dj.Query.from_tensor(noisy),
+            "missing": dj.Query.from_tensor(holed, certainty=keep.astype(np.float32)),
+        }
         for name, q in cases.items():
             r = rank_of(pool.retrieve_soft(q, k=k), eid)
             first[name] += r == 1
@@ -65,13 +73,17 @@ def main(argv=None):
     m = args.queries
     for name in first:
         rk = np.array(ranks[name])
-        print(f"{name:8s}: stored patch first {first[name]}/{m} ({100 * first[name] / m:.1f}%), "
-              f"in top-{k} {int((rk <= k).sum())}/{m}")
+        print(
+            f"{name:8s}: stored patch first {first[name]}/{m} ({100 * first[name] / m:.1f}%), "
+            f"in top-{k} {int((rk <= k).sum())}/{m}"
+        )
     hard_first = 0
     for i in pick[:60]:
         t = P[i]
         noisy = np.clip(t + rng.normal(0, 0.1, t.shape), 0, 1).astype(np.float32)
-        hard_first += rank_of(pool.retrieve_similar(dj.chroma_signature(noisy), k=k), int(ids[i])) == 1
+        hard_first += (
+            rank_of(pool.retrieve_similar(dj.chroma_signature(noisy), k=k), int(ids[i])) == 1
+        )
     print(f"hard (chroma) on noisy copies: first {hard_first}/60")
 
     # 3. cache at small scale
@@ -82,8 +94,10 @@ def main(argv=None):
     nocache = dj.DreamPool(max_size=100, seed=0, query_cache_size=0)
     nocache.add_batch(smooth(60) * 1e-3, np.tile([1.0, 1.0, 0.0], (60, 1)), only_coherent=False)
     b0 = nocache.retrieve_soft([3e-4, 2e-4, 1e-4], k=5).ids.tolist()
-    print(f"cache at 1e-4 scale: second query {'correct' if b == b0 else 'WRONG (cached)'} "
-          f"({a} vs {b}; uncached {b0})")
+    print(
+        f"cache at 1e-4 scale: second query {'correct' if b == b0 else 'WRONG (cached)'} "
+        f"({a} vs {b}; uncached {b0})"
+    )
 
     # 4. ties to the lower id across slot reuse and save/load
     differ = 0
@@ -93,18 +107,21 @@ def main(argv=None):
         r = np.random.default_rng(1000 + trial)
         tp = dj.DreamPool(max_size=8, seed=0)
         base = r.uniform(0.2, 0.8, (3, 4, 4, 3)).astype(np.float32)
-        for step in range(14):
+        for _ in range(14):
             tp.add(base[r.integers(3)], dj.SolverResult(1.0, 0.9, 0.0))
         q = dj.Query.from_tensor(base[0])
         before = tp.retrieve_soft(q, k=8, weights=dj.RetrievalWeights(1, 0, 0, 0, 1))
         with tempfile.TemporaryDirectory() as d:
             after = dj.DreamPool.load(tp.save(os.path.join(d, "p.npz"))).retrieve_soft(
-                q, k=8, weights=dj.RetrievalWeights(1, 0, 0, 0, 1))
+                q, k=8, weights=dj.RetrievalWeights(1, 0, 0, 0, 1)
+            )
         differ += before.ids.tolist() != after.ids.tolist()
         s, ids_ = before.scores, before.ids
         wrong += any(s[j] == s[j + 1] and ids_[j] > ids_[j + 1] for j in range(len(s) - 1))
-    print(f"ties: {differ}/{trials} round trips changed the order; {wrong}/{trials} results had a "
-          f"tie not in id order")
+    print(
+        f"ties: {differ}/{trials} round trips changed the order; {wrong}/{trials} results had a "
+        f"tie not in id order"
+    )
 
     # 5. evicted inside one add_batch
     ev = dj.DreamPool(max_size=5)
@@ -112,8 +129,10 @@ def main(argv=None):
     ev2 = dj.DreamPool(max_size=5)
     for t in smooth(10):
         ev2.add(t, dj.SolverResult(1.0, 1.0, 0.0))
-    print(f"evicted: add_batch of 10 into max_size=5 -> {ev.stats()['evicted']}; "
-          f"10 single adds -> {ev2.stats()['evicted']}")
+    print(
+        f"evicted: add_batch of 10 into max_size=5 -> {ev.stats()['evicted']}; "
+        f"10 single adds -> {ev2.stats()['evicted']}"
+    )
 
 
 def smooth(n):

@@ -10,6 +10,7 @@ cold start (the observation itself) against a warm start (the retrieved state).
 
 Run: ``python scripts/measure_warm_start.py [--stored 300] [--queries 60]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,15 @@ def tv_energy(x, y, m, lam, shape):
 
 
 def solve(y, m, x0, lam=0.08, tol=1e-6):
-    res = minimize(tv_energy, x0.ravel(), args=(y, m, lam, y.shape), jac=True, method="L-BFGS-B",
-                   bounds=[(0.0, 1.0)] * y.size, options={"maxiter": 2000, "ftol": tol, "gtol": 1e-5})
+    res = minimize(
+        tv_energy,
+        x0.ravel(),
+        args=(y, m, lam, y.shape),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(0.0, 1.0)] * y.size,
+        options={"maxiter": 2000, "ftol": tol, "gtol": 1e-5},
+    )
     return res.x.reshape(y.shape).astype(np.float32), int(res.nit)
 
 
@@ -80,10 +88,13 @@ def run(task, clean, stored, queries, seed):
         cold_it.append(solve(y, m, y)[1])
         warm_it.append(solve(y, m, pool[hit].tensor)[1])
         warm_hard_it.append(solve(y, m, pool[hard].tensor)[1])
-    print(f"{task:8s}: {stored} solved states stored ({solve_s:.1f} s); of {queries} new observations "
-          f"retrieve_soft found the same patch's state {found}/{queries}, hard {found_hard}/{queries}; "
-          f"L-BFGS-B iterations median cold {np.median(cold_it):.0f}, warm (soft hit) "
-          f"{np.median(warm_it):.0f}, warm (hard hit) {np.median(warm_hard_it):.0f}")
+    print(
+        f"{task:8s}: {stored} solved states stored ({solve_s:.1f} s); "
+        f"of {queries} new observations retrieve_soft found the same patch's state "
+        f"{found}/{queries}, hard {found_hard}/{queries}; "
+        f"L-BFGS-B iterations median cold {np.median(cold_it):.0f}, warm (soft hit) "
+        f"{np.median(warm_it):.0f}, warm (hard hit) {np.median(warm_hard_it):.0f}"
+    )
 
 
 def main(argv=None):

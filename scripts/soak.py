@@ -4,6 +4,7 @@ Reports the maximum logical usage seen after any add (it must never pass the
 budget) and the process RSS over time. ``python scripts/soak.py`` streams 1M
 adds under 50 MB; ``--n 20000`` is the short version CI runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,27 @@ def rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def soak(n: int, budget_mb: float, shape=(8, 8, 3), batch: int = 1, seed: int = 0,
-         report_every: int = 0, policy: str = "lowest_utility", progress=None) -> dict:
+def soak(
+    n: int,
+    budget_mb: float,
+    shape=(8, 8, 3),
+    batch: int = 1,
+    seed: int = 0,
+    report_every: int = 0,
+    policy: str = "lowest_utility",
+    progress=None,
+) -> dict:
     import dreamjit as dj
 
-    pool = dj.DreamPool(dj.PoolConfig(max_size=10_000_000, memory_budget_mb=budget_mb,
-                                      eviction=policy, use_ann=False, seed=seed))
+    pool = dj.DreamPool(
+        dj.PoolConfig(
+            max_size=10_000_000,
+            memory_budget_mb=budget_mb,
+            eviction=policy,
+            use_ann=False,
+            seed=seed,
+        )
+    )
     budget = pool.config.budget_bytes
     rng = np.random.default_rng(seed)
     block = 4096  # draw random data in blocks: the stream itself stays cheap
@@ -44,9 +60,12 @@ def soak(n: int, budget_mb: float, shape=(8, 8, 3), batch: int = 1, seed: int = 
             if batch == 1:
                 pool.add(tensors[i], (0.0, coherence[i], 0.0), utility=float(utilities[i]))
             else:
-                pool.add_batch(tensors[i:j], np.column_stack([np.zeros(j - i), coherence[i:j],
-                                                             np.zeros(j - i)]),
-                               utilities=utilities[i:j], only_coherent=False)
+                pool.add_batch(
+                    tensors[i:j],
+                    np.column_stack([np.zeros(j - i), coherence[i:j], np.zeros(j - i)]),
+                    utilities=utilities[i:j],
+                    only_coherent=False,
+                )
             used = pool.used_bytes()
             if used > budget:
                 raise AssertionError(f"used {used} bytes > budget {budget} after add {done + j}")
@@ -55,13 +74,24 @@ def soak(n: int, budget_mb: float, shape=(8, 8, 3), batch: int = 1, seed: int = 
         if report_every and done % report_every < block:
             rss.append((done, round(time.perf_counter() - t0, 2), round(rss_mb(), 1), len(pool)))
             if progress:  # a line as it goes, so a cut-short run still says something
-                print(f"adds={done} s={rss[-1][1]} rss_mb={rss[-1][2]} count={len(pool)} "
-                      f"max_used_mb={max_used / 2**20:.3f}", file=progress, flush=True)
+                print(
+                    f"adds={done} s={rss[-1][1]} rss_mb={rss[-1][2]} count={len(pool)} "
+                    f"max_used_mb={max_used / 2**20:.3f}",
+                    file=progress,
+                    flush=True,
+                )
     pool.check_invariants()
-    return {"adds": n, "budget_mb": budget_mb, "max_used_mb": max_used / 2**20,
-            "max_usage_ratio": max_used / budget, "final_count": len(pool),
-            "evicted": pool.stats()["evicted"], "entry_bytes": pool.entry_bytes,
-            "seconds": time.perf_counter() - t0, "rss_mb": rss or [(n, None, round(rss_mb(), 1), len(pool))]}
+    return {
+        "adds": n,
+        "budget_mb": budget_mb,
+        "max_used_mb": max_used / 2**20,
+        "max_usage_ratio": max_used / budget,
+        "final_count": len(pool),
+        "evicted": pool.stats()["evicted"],
+        "entry_bytes": pool.entry_bytes,
+        "seconds": time.perf_counter() - t0,
+        "rss_mb": rss or [(n, None, round(rss_mb(), 1), len(pool))],
+    }
 
 
 def main(argv=None) -> int:
@@ -71,8 +101,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="adds per call (1 = single add)")
     parser.add_argument("--report-every", type=int, default=100_000)
     args = parser.parse_args(argv)
-    out = soak(args.n, args.budget_mb, batch=args.batch, report_every=args.report_every,
-               progress=sys.stderr)
+    out = soak(
+        args.n,
+        args.budget_mb,
+        batch=args.batch,
+        report_every=args.report_every,
+        progress=sys.stderr,
+    )
     json.dump(out, sys.stdout, indent=1)
     print()
     return 0

@@ -6,8 +6,9 @@ from hypothesis import HealthCheck, settings
 
 # hypothesis profiles: the default run keeps each property's own (small) example count;
 # ``--hypothesis-profile=thorough`` runs at least 1000 examples per property
-settings.register_profile("thorough", max_examples=1000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 

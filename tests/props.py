@@ -4,6 +4,7 @@ Few by default; with ``--hypothesis-profile=thorough`` (registered in
 ``conftest.py``; what the ``slow`` run of ``test_properties_thorough.py``
 passes) at least 1000 for each.
 """
+
 from hypothesis import settings
 
 

@@ -1,4 +1,5 @@
 """Plain numpy references of the embedding's feature groups and thumbnail (slow, obvious)."""
+
 import numpy as np
 
 
@@ -51,19 +52,23 @@ def group_features(chroma, spectral, spatial, label, utility, present, weights, 
             lab[:] = weights[3] / np.sqrt(buckets)
     parts.append(lab)
     u = 0.5 if (utility is None or np.isnan(utility)) else min(max(utility, 0.0), 1.0)
-    parts.append(weights[4] * np.array([np.cos(np.pi * u / 2), np.sin(np.pi * u / 2)])
-                 if present[4] else np.zeros(2))
+    parts.append(
+        weights[4] * np.array([np.cos(np.pi * u / 2), np.sin(np.pi * u / 2)])
+        if present[4]
+        else np.zeros(2)
+    )
     return np.concatenate(parts)
 
 
 def embed(mapper, chroma, spectral, spatial, label=-1, utility=np.nan, present=(True,) * 5):
-    f = group_features(chroma, spectral, spatial, label, utility, present, mapper.weights,
-                       mapper.buckets)
+    f = group_features(
+        chroma, spectral, spatial, label, utility, present, mapper.weights, mapper.buckets
+    )
     e = np.zeros(mapper.dim)
     b = mapper.bounds
     for g in range(len(b) - 1):
-        img = f[b[g]:b[g + 1]] @ mapper.projection[b[g]:b[g + 1]]
+        img = f[b[g] : b[g + 1]] @ mapper.projection[b[g] : b[g + 1]]
         if np.linalg.norm(img) > 0:
-            e += img * (np.linalg.norm(f[b[g]:b[g + 1]]) / np.linalg.norm(img))
+            e += img * (np.linalg.norm(f[b[g] : b[g + 1]]) / np.linalg.norm(img))
     n = np.linalg.norm(e)
     return e / n if n > 0 else e

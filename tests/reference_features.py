@@ -5,6 +5,7 @@ against an independent reading of the definitions. All arithmetic is float64
 on the float32-cast input (the package stores tensors as float32), so a
 reference value differs from a kernel value only by float rounding.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,22 +104,23 @@ def spectral_batch_numpy(tensors) -> np.ndarray:
     x -= x.reshape(n, C, N).mean(axis=2)[:, :, None, None]
     x *= hann_periodic(rows)[:, None] * hann_periodic(cols)[None, :]
     F = scipy.fft.fft2(x)
-    P = F.real ** 2
-    P += F.imag ** 2
+    P = F.real**2
+    P += F.imag**2
     P /= N
     P = P.reshape(n, C, N)
     total = P.sum(axis=2)
     flat = total < FLAT_POWER
     safe = np.where(flat, 1.0, total)
     # -sum p ln p = ln S - sum(P ln P) / S, with entr(P) = -P ln P (0 at P == 0)
-    entropy = (scipy.special.entr(P).sum(axis=2) / safe + np.log(safe))
+    entropy = scipy.special.entr(P).sum(axis=2) / safe + np.log(safe)
     entropy = entropy / math.log(N) if N > 1 else np.zeros_like(entropy)
     r = radius_grid(rows, cols).ravel()
     bands = np.stack([r < 1.0 / 3.0, (r >= 1.0 / 3.0) & (r < 2.0 / 3.0), r >= 2.0 / 3.0], axis=1)
     band = (P @ bands.astype(np.float64)) / safe[:, :, None]  # (n, C, 3)
     dominant = r[np.argmax(P, axis=2)]
-    feats = np.concatenate([entropy[:, :, None], band, dominant[:, :, None],
-                            (total / N)[:, :, None]], axis=2)
+    feats = np.concatenate(
+        [entropy[:, :, None], band, dominant[:, :, None], (total / N)[:, :, None]], axis=2
+    )
     feats[:, :, :5] = np.where(flat[:, :, None], 0.0, feats[:, :, :5])
     return feats.mean(axis=1).astype(np.float32)
 

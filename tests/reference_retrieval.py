@@ -7,6 +7,7 @@ bit-identical to theirs. BLAS (``X @ q``) would differ in the last bits, and
 turn exact ties into near-ties. Ranking: score descending, ties to the lower
 index (``np.lexsort`` on ``(index, -score)``).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,13 +15,24 @@ import math
 import numpy as np
 
 __all__ = [
-    "seq_dots", "seq_norms", "normalize_rows_ref", "topk_from_scores", "topk_dot_ref",
-    "topk_cosine_ref", "topk_dot_batch_ref", "cosine_ref", "mmr_ref", "mmr_fast_ref",
-    "hybrid_base_ref", "hybrid_rerank_ref", "dispersion_ref",
+    "seq_dots",
+    "seq_norms",
+    "normalize_rows_ref",
+    "topk_from_scores",
+    "topk_dot_ref",
+    "topk_cosine_ref",
+    "topk_dot_batch_ref",
+    "cosine_ref",
+    "mmr_ref",
+    "mmr_fast_ref",
+    "hybrid_base_ref",
+    "hybrid_rerank_ref",
+    "dispersion_ref",
 ]
 
 
 # ----------------------------------------------------------------------------- dots
+
 
 def seq_dots(X, q):
     """float64 ``dot(X[i], q)`` for every row, summed over ``j`` in order."""
@@ -57,6 +69,7 @@ def normalize_rows_ref(X):
 
 # ----------------------------------------------------------------------------- top-k
 
+
 def topk_from_scores(scores, mask, k):
     """Best ``min(k, mask.sum())`` selected rows: ``(indices int64, scores float64)``."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -91,6 +104,7 @@ def topk_dot_batch_ref(X, Q, mask, k):
 
 
 # ----------------------------------------------------------------------------- MMR
+
 
 def _vec(v):
     return [float(x) for x in np.asarray(v).ravel()]
@@ -141,7 +155,7 @@ def mmr_fast_ref(query, cands, k, lambda_, min_similarity, sample_size):
             continue
         sample = picks
         if sampled:  # the first pick plus the latest sample_size - 1 picks
-            recent = picks[1:][-(sample_size - 1):] if sample_size > 1 else []
+            recent = picks[1:][-(sample_size - 1) :] if sample_size > 1 else []
             sample = [picks[0]] + recent
         best, best_v = None, -math.inf
         for i in left:
@@ -155,6 +169,7 @@ def mmr_fast_ref(query, cands, k, lambda_, min_similarity, sample_size):
 
 
 # ----------------------------------------------------------------------------- hybrid
+
 
 def hybrid_base_ref(sim, util_mean, labels, query_label, alpha, beta, gamma):
     sim = [float(s) for s in sim]
@@ -171,8 +186,9 @@ def hybrid_base_ref(sim, util_mean, labels, query_label, alpha, beta, gamma):
     return base
 
 
-def hybrid_rerank_ref(sim, util_mean, labels, query_label, emb, alpha, beta, gamma, delta,
-                      lambda_, k):
+def hybrid_rerank_ref(
+    sim, util_mean, labels, query_label, emb, alpha, beta, gamma, delta, lambda_, k
+):
     """Greedy hybrid rerank with lists and loops; redundancy recomputed against every pick."""
     m = len(sim)
     if m == 0 or k <= 0:
@@ -204,6 +220,7 @@ def hybrid_rerank_ref(sim, util_mean, labels, query_label, emb, alpha, beta, gam
 
 
 # ----------------------------------------------------------------------------- dispersion
+
 
 def dispersion_ref(X):
     """Mean over pairs i < j of ``1 - cosine``; 0.0 for fewer than two rows."""

@@ -6,6 +6,7 @@ Recall@10 is against the exact top-10. The pool retrieves with similarity-only
 weights, so its top-10 is the index's candidates ranked by exact similarity.
 Speed is measured by ``scripts/measure_ann_clusters.py``, never here.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -9,6 +9,7 @@ not installed; in tiny mode also the ANN and fresh-subprocess benchmarks,
 unless ``DREAMJIT_BENCH_ANN=1`` / ``DREAMJIT_BENCH_SUBPROCESS=1``).
 CI never runs the full suite; see ``docs/performance.md``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -119,7 +120,16 @@ def test_benchmark_runs(module_name, cls_name, attr):
 
 def test_every_module_has_benchmarks():
     names = _module_names()
-    for expected in ("bench_cache", "bench_knn", "bench_mmr", "bench_spectral", "bench_embedding",
-                     "bench_budget", "bench_pipeline", "bench_startup", "bench_add"):
+    for expected in (
+        "bench_cache",
+        "bench_knn",
+        "bench_mmr",
+        "bench_spectral",
+        "bench_embedding",
+        "bench_budget",
+        "bench_pipeline",
+        "bench_startup",
+        "bench_add",
+    ):
         assert expected in names
     assert len(_cases()) >= len(names)

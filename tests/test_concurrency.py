@@ -1,4 +1,5 @@
 """Readers and a writer at once: no exceptions, no duplicates, invariants hold."""
+
 import os
 import threading
 import time
@@ -9,6 +10,7 @@ import pytest
 import dreamjit as dj
 from dreamjit import PoolConfig
 from dreamjit._rwlock import RWLock
+
 from invariants import assert_invariants
 
 SHAPE = (6, 6, 2, 3)
@@ -17,8 +19,9 @@ SHAPE = (6, 6, 2, 3)
 @pytest.mark.jit_only
 def test_four_readers_one_writer():
     rng = np.random.default_rng(0)
-    pool = dj.DreamPool(PoolConfig(max_size=300, memory_budget_mb=None, use_ann=False,
-                                   eviction="lowest_coherence"))
+    pool = dj.DreamPool(
+        PoolConfig(max_size=300, memory_budget_mb=None, use_ann=False, eviction="lowest_coherence")
+    )
     t = rng.random((400, *SHAPE), dtype=np.float32)
     r = dj.evaluate_batch(t)
     pool.add_batch(t[:200], r[:200], labels=list(np.arange(200) % 4), only_coherent=False)
@@ -30,8 +33,12 @@ def test_four_readers_one_writer():
         try:
             for _ in range(ops):
                 q = t[int(local.integers(0, 400))]
-                for hits in (pool.retrieve_similar(q, k=8), pool.retrieve_soft(q, k=8),
-                             pool.retrieve_diverse(q, k=8), pool.retrieve_similar(q, k=5, label=1)):
+                for hits in (
+                    pool.retrieve_similar(q, k=8),
+                    pool.retrieve_soft(q, k=8),
+                    pool.retrieve_diverse(q, k=8),
+                    pool.retrieve_similar(q, k=5, label=1),
+                ):
                     ids = hits.ids.tolist()
                     assert len(ids) == len(set(ids)), ids
                     assert len(ids) > 0
@@ -113,6 +120,7 @@ def test_rwlock_writer_excludes_readers_and_reentrancy():
 
 # ------------------------------------------------- iteration beside evictions
 
+
 def small_pool(n=40, max_size=40, seed=0):
     rng = np.random.default_rng(seed)
     pool = dj.DreamPool(PoolConfig(max_size=max_size, memory_budget_mb=None, use_ann=False))
@@ -143,8 +151,11 @@ def test_hits_entries_and_tensors_skip_evicted_hits():
     q = pool[int(pool.ids()[0])].tensor
     hits = pool.retrieve_similar(q, k=40)
     assert len(hits.entries()) == 40 and hits.tensors().shape == (40, *SHAPE)
-    pool.add_batch(rng.random((10, *SHAPE), dtype=np.float32), np.tile([0.0, 0.9, 0.0], (10, 1)),
-                   only_coherent=False)  # evicts the 10 oldest, some of them hits
+    pool.add_batch(
+        rng.random((10, *SHAPE), dtype=np.float32),
+        np.tile([0.0, 0.9, 0.0], (10, 1)),
+        only_coherent=False,
+    )  # evicts the 10 oldest, some of them hits
     live = [i for i in hits.ids.tolist() if i in pool]
     assert len(live) == 30
     entries = hits.entries()
@@ -192,23 +203,31 @@ def test_iterating_beside_a_writer_never_raises():
 
 # ------------------------------------------------- numba settings and the lock
 
+
 def _run(code, env=None, timeout=300):
     import subprocess
     import sys
 
     full_env = dict(os.environ, **(env or {}))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=timeout, env=full_env, cwd=os.path.dirname(os.path.dirname(
-                             os.path.abspath(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
 
 def test_import_leaves_numba_settings_alone():
-    code = ("import numba; before = numba.config.THREADING_LAYER\n"
-            "import dreamjit, dreamjit.pool, dreamjit.index\n"
-            "assert numba.config.THREADING_LAYER == before, numba.config.THREADING_LAYER\n"
-            "print(before)")
+    code = (
+        "import numba; before = numba.config.THREADING_LAYER\n"
+        "import dreamjit, dreamjit.pool, dreamjit.index\n"
+        "assert numba.config.THREADING_LAYER == before, numba.config.THREADING_LAYER\n"
+        "print(before)"
+    )
     assert _run(code).strip() == "default"
 
 

@@ -7,6 +7,7 @@ and the invariants hold at the end. The default run takes a few seconds with a
 stand-in graph builder; the ``slow`` one (~60 s) runs real pynndescent builds.
 ``PYTHONPATH=. python tests/test_concurrency_soak.py [ops] [real]`` prints the counts.
 """
+
 import os
 import sys
 import tempfile
@@ -21,8 +22,8 @@ import dreamjit as dj
 import dreamjit.index.nndescent as index_mod
 import dreamjit.index.worker as worker_mod
 from dreamjit import PoolConfig, Query
-from dreamjit.kernels.graph import knn_to_csr
 from dreamjit._indexes import IndexSet
+from dreamjit.kernels.graph import knn_to_csr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from invariants import assert_invariants  # noqa: E402
@@ -47,9 +48,16 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
     probe = dj.DreamPool(PoolConfig(memory_budget_mb=None, use_ann=False))
     probe.add(pool_tensors[0], (0.0, 0.9, 0.0))
     entry = probe.entry_bytes + 8
-    cfg = PoolConfig(max_size=3000, memory_budget_mb=900 * entry / 2**20,
-                     eviction="lowest_utility", ann_threshold=300, ann_n_neighbors=8,
-                     ann_rebuild_fraction=0.1, query_cache_size=64, seed=seed)
+    cfg = PoolConfig(
+        max_size=3000,
+        memory_budget_mb=900 * entry / 2**20,
+        eviction="lowest_utility",
+        ann_threshold=300,
+        ann_n_neighbors=8,
+        ann_rebuild_fraction=0.1,
+        query_cache_size=64,
+        seed=seed,
+    )
     pool = dj.DreamPool(cfg)
     budget = cfg.budget_bytes
     counts, errors, lock = Counter(), [], threading.Lock()
@@ -67,14 +75,20 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
                     count(name)
             except BaseException as exc:  # every error is reported
                 errors.append((name, repr(exc)))
+
         return threading.Thread(target=target, name=f"soak-{name}")
 
     def writer(local):
         m = int(local.integers(1, 100))
         idx = local.integers(0, 512, m)
         results = np.column_stack([np.zeros(m), local.uniform(0.5, 1.0, m), np.zeros(m)])
-        pool.add_batch(pool_tensors[idx], results, utilities=local.random(m),
-                       labels=list(local.integers(0, 4, m)), only_coherent=False)
+        pool.add_batch(
+            pool_tensors[idx],
+            results,
+            utilities=local.random(m),
+            labels=list(local.integers(0, 4, m)),
+            only_coherent=False,
+        )
         with pool.lock.read():  # the budget holds after every add
             assert pool.used_bytes() <= budget, (pool.used_bytes(), budget)
         count("entries_added", m)
@@ -84,9 +98,13 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
 
     def reader(local):
         q = pool_tensors[int(local.integers(0, 512))]
-        for hits in (pool.retrieve_soft(q, k=8), pool.retrieve_similar(q, k=8),
-                     pool.retrieve_diverse(q, k=5), pool.retrieve(q, k=6, mode="hybrid"),
-                     pool.retrieve_similar(q, k=5, label=int(local.integers(0, 4)))):
+        for hits in (
+            pool.retrieve_soft(q, k=8),
+            pool.retrieve_similar(q, k=8),
+            pool.retrieve_diverse(q, k=5),
+            pool.retrieve(q, k=6, mode="hybrid"),
+            pool.retrieve_similar(q, k=5, label=int(local.integers(0, 4))),
+        ):
             ids = hits.ids.tolist()
             assert len(ids) == len(set(ids))
             for eid in ids[:2]:
@@ -122,9 +140,15 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
         assert pool.rebuild_index(block=block, timeout=TIMEOUT) or not block
         count("rebuilds_blocking" if block else "rebuilds_background")
 
-    threads = [run("writer_a", writer), run("writer_b", writer), run("reader_a", reader),
-               run("reader_b", reader), run("iterator", iterator), run("saver", saver),
-               run("rebuilder", rebuilder)]
+    threads = [
+        run("writer_a", writer),
+        run("writer_b", writer),
+        run("reader_a", reader),
+        run("reader_b", reader),
+        run("iterator", iterator),
+        run("saver", saver),
+        run("rebuilder", rebuilder),
+    ]
     t0 = time.perf_counter()
     for th in threads:
         th.start()
@@ -137,9 +161,16 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
         assert pool.indexes.ann.wait(TIMEOUT), "a build hung"
     assert_invariants(pool)
     out = dict(counts)
-    out.update(seconds=round(seconds, 1), hung=hung, errors=errors, count=len(pool),
-               evicted=pool.stats()["evicted"], builds=0 if pool.indexes.ann is None else pool.indexes.ann.builds,
-               used_bytes=pool.used_bytes(), budget=budget)
+    out.update(
+        seconds=round(seconds, 1),
+        hung=hung,
+        errors=errors,
+        count=len(pool),
+        evicted=pool.stats()["evicted"],
+        builds=0 if pool.indexes.ann is None else pool.indexes.ann.builds,
+        used_bytes=pool.used_bytes(),
+        budget=budget,
+    )
     return out
 
 

@@ -1,4 +1,5 @@
 """dreamjit.diversity.maximal_marginal_relevance: the public MMR drop-in."""
+
 import doctest
 
 import numpy as np
@@ -9,11 +10,15 @@ from hypothesis.extra import numpy as hnp
 
 import dreamjit.diversity as diversity
 from dreamjit.diversity import maximal_marginal_relevance as mmr
-from dreamjit.errors import (DimensionMismatchError, DreamError, EmptyCollectionError,
-                             InvalidParameterError)
+from dreamjit.errors import (
+    DimensionMismatchError,
+    DreamError,
+    EmptyCollectionError,
+    InvalidParameterError,
+)
 
-from reference_retrieval import mmr_ref
 from props import examples
+from reference_retrieval import mmr_ref
 
 
 def _data(rng, n=40, d=8):
@@ -45,8 +50,8 @@ def test_defaults_are_k4_lambda_half(rng):
 @pytest.mark.parametrize("k", [1, 7, 40, 41, 100])
 def test_matches_reference_float32_and_float64(rng, lam, k):
     q, C = _data(rng)
-    C[9] = C[4]   # exact duplicate
-    C[11] = 0.0   # zero vector
+    C[9] = C[4]  # exact duplicate
+    C[11] = 0.0  # zero vector
     ref_i, ref_s = mmr_ref(q.astype(np.float32), C.astype(np.float32), k, lam)
     for dtype in (np.float32, np.float64):
         idx, scores = mmr(q.astype(dtype), C.astype(dtype), k=k, lambda_=lam)
@@ -58,16 +63,19 @@ def test_matches_reference_float32_and_float64(rng, lam, k):
 def test_noncontiguous_lists_and_ints(rng):
     q, C = _data(rng, 30, 12)
     expected = mmr(q[::2].copy(), np.ascontiguousarray(C[::3, ::2]), k=6)
-    for qv, cv in [(q[::2], C[::3, ::2]),
-                   (q[::2].tolist(), C[::3, ::2].tolist()),
-                   (q[::2], np.asfortranarray(C[::3, ::2]))]:
+    for qv, cv in [
+        (q[::2], C[::3, ::2]),
+        (q[::2].tolist(), C[::3, ::2].tolist()),
+        (q[::2], np.asfortranarray(C[::3, ::2])),
+    ]:
         got = mmr(qv, cv, k=6)
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_array_equal(got[1], expected[1])
     Ci = rng.integers(-3, 4, (20, 4))
     qi = rng.integers(-3, 4, 4)
-    np.testing.assert_array_equal(mmr(qi, Ci, k=5)[0],
-                                  mmr(qi.astype(float), Ci.astype(float), k=5)[0])
+    np.testing.assert_array_equal(
+        mmr(qi, Ci, k=5)[0], mmr(qi.astype(float), Ci.astype(float), k=5)[0]
+    )
     np.testing.assert_array_equal(mmr([True, False], [[True, True], [True, False]], k=1)[0], [1])
 
 
@@ -90,7 +98,7 @@ def test_matches_langchain(rng):
     lc = pytest.importorskip("langchain_core.vectorstores.utils")
     for n, d, k in [(1, 4, 1), (25, 6, 10), (500, 32, 40)]:
         q, C = _data(rng, n, d)
-        C[n // 2:n // 2 + n // 5] = C[:n // 5]  # duplicates
+        C[n // 2 : n // 2 + n // 5] = C[: n // 5]  # duplicates
         for lam in (0.0, 0.5, 1.0, 0.8):
             expected = lc.maximal_marginal_relevance(q, C.tolist(), lambda_mult=lam, k=k)
             assert mmr(q, C, k=k, lambda_=lam)[0].tolist() == list(expected)
@@ -98,14 +106,18 @@ def test_matches_langchain(rng):
 
 # ----------------------------------------------------------------------------- errors
 
-@pytest.mark.parametrize("query,cands,param", [
-    (np.ones((2, 3)), np.ones((4, 3)), "query_vec"),
-    (np.ones(3), np.ones(3), "candidate_vecs"),
-    (np.ones(3), np.ones((2, 2, 3)), "candidate_vecs"),
-    (np.ones(3), np.ones((4, 2)), "candidate_vecs"),
-    (np.ones(3), np.ones((0, 2)), "candidate_vecs"),
-    (1.0, np.ones((4, 1)), "query_vec"),
-])
+
+@pytest.mark.parametrize(
+    "query,cands,param",
+    [
+        (np.ones((2, 3)), np.ones((4, 3)), "query_vec"),
+        (np.ones(3), np.ones(3), "candidate_vecs"),
+        (np.ones(3), np.ones((2, 2, 3)), "candidate_vecs"),
+        (np.ones(3), np.ones((4, 2)), "candidate_vecs"),
+        (np.ones(3), np.ones((0, 2)), "candidate_vecs"),
+        (1.0, np.ones((4, 1)), "query_vec"),
+    ],
+)
 def test_shape_errors(query, cands, param):
     with pytest.raises(DimensionMismatchError) as err:
         mmr(query, cands)
@@ -113,17 +125,20 @@ def test_shape_errors(query, cands, param):
     assert isinstance(err.value, ValueError) and isinstance(err.value, DreamError)
 
 
-@pytest.mark.parametrize("query,cands,param", [
-    ([1.0, np.nan], np.ones((3, 2)), "query_vec"),
-    ([1.0, 2.0], [[1.0, np.inf], [0.0, 1.0]], "candidate_vecs"),
-    ([1.0, 2.0], [[1.0, -np.inf], [0.0, 1.0]], "candidate_vecs"),
-    (np.array(["a", "b"]), np.ones((3, 2)), "query_vec"),
-    ([1.0, 2.0], np.ones((3, 2), dtype=complex), "candidate_vecs"),
-    ([1.0, 2.0], np.array([[1, 2], [3, None]], dtype=object), "candidate_vecs"),
-    ([1.0, 2.0], [[1.0, 2.0], [1.0]], "candidate_vecs"),
-    ("ab", np.ones((3, 2)), "query_vec"),
-    ([1.0, 2.0], np.full((3, 2), 1e300), "candidate_vecs"),
-])
+@pytest.mark.parametrize(
+    "query,cands,param",
+    [
+        ([1.0, np.nan], np.ones((3, 2)), "query_vec"),
+        ([1.0, 2.0], [[1.0, np.inf], [0.0, 1.0]], "candidate_vecs"),
+        ([1.0, 2.0], [[1.0, -np.inf], [0.0, 1.0]], "candidate_vecs"),
+        (np.array(["a", "b"]), np.ones((3, 2)), "query_vec"),
+        ([1.0, 2.0], np.ones((3, 2), dtype=complex), "candidate_vecs"),
+        ([1.0, 2.0], np.array([[1, 2], [3, None]], dtype=object), "candidate_vecs"),
+        ([1.0, 2.0], [[1.0, 2.0], [1.0]], "candidate_vecs"),
+        ("ab", np.ones((3, 2)), "query_vec"),
+        ([1.0, 2.0], np.full((3, 2), 1e300), "candidate_vecs"),
+    ],
+)
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_value_errors(query, cands, param):
     with pytest.raises(InvalidParameterError) as err:
@@ -162,9 +177,14 @@ def test_inputs_not_modified(rng):
 
 
 @settings(max_examples=examples(20), deadline=None)
-@given(C=hnp.arrays(np.float64, st.tuples(st.integers(1, 10), st.integers(1, 4)),
-                    elements=st.integers(-3, 3).map(float)),
-       data=st.data())
+@given(
+    C=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 10), st.integers(1, 4)),
+        elements=st.integers(-3, 3).map(float),
+    ),
+    data=st.data(),
+)
 def test_public_properties(C, data):
     n, d = C.shape
     q = data.draw(hnp.arrays(np.float64, d, elements=st.integers(-3, 3).map(float)))

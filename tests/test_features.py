@@ -1,15 +1,29 @@
 """The public feature functions: values, dtypes, input forms and edge validation."""
+
 import dataclasses
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dreamjit.errors import (
+    DimensionMismatchError,
+    DreamError,
+    EmptyCollectionError,
+    InvalidParameterError,
+)
+from dreamjit.features import (
+    SolverResult,
+    SpectralFeatures,
+    chroma_signature,
+    evaluate,
+    evaluate_batch,
+    spectral_features,
+    spectral_features_batch,
+)
 
 import reference_features as ref
-from dreamjit.errors import (DimensionMismatchError, DreamError, EmptyCollectionError,
-                             InvalidParameterError)
-from dreamjit.features import (SolverResult, SpectralFeatures, chroma_signature, evaluate,
-                               evaluate_batch, spectral_features, spectral_features_batch)
 from props import examples
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -22,6 +36,7 @@ def t4(rng):
 
 # --- SpectralFeatures / SolverResult -------------------------------------------------------
 
+
 def test_spectral_features_roundtrip():
     f = SpectralFeatures.from_array(np.array([0.5, 0.2, 0.3, 0.5, 0.25, 1e-3], np.float32))
     assert all(type(v) is float for v in dataclasses.astuple(f))
@@ -29,16 +44,26 @@ def test_spectral_features_roundtrip():
     assert a.dtype == np.float32 and a.shape == (6,)
     assert SpectralFeatures.from_array(a) == f
     assert [fl.name for fl in dataclasses.fields(SpectralFeatures)] == [
-        "entropy", "low_band_energy", "mid_band_energy", "high_band_energy",
-        "dominant_frequency", "mean_psd"]
+        "entropy",
+        "low_band_energy",
+        "mid_band_energy",
+        "high_band_energy",
+        "dominant_frequency",
+        "mean_psd",
+    ]
     with pytest.raises(dataclasses.FrozenInstanceError):
         f.entropy = 1.0
 
 
-@pytest.mark.parametrize("bad,err", [([1.0] * 5, DimensionMismatchError),
-                                     (np.zeros((2, 3)), DimensionMismatchError),
-                                     ([1, 2, 3, 4, 5, np.nan], InvalidParameterError),
-                                     (["a"] * 6, InvalidParameterError)])
+@pytest.mark.parametrize(
+    "bad,err",
+    [
+        ([1.0] * 5, DimensionMismatchError),
+        (np.zeros((2, 3)), DimensionMismatchError),
+        ([1, 2, 3, 4, 5, np.nan], InvalidParameterError),
+        (["a"] * 6, InvalidParameterError),
+    ],
+)
 def test_spectral_features_from_array_rejects(bad, err):
     with pytest.raises(err):
         SpectralFeatures.from_array(bad)
@@ -51,6 +76,7 @@ def test_solver_result_is_a_named_tuple():
 
 # --- spectral ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8, bool])
 def test_spectral_features_dtypes(dtype, rng):
     t = (rng.random((7, 6, 2, 3)) * 3).astype(dtype)
@@ -59,22 +85,33 @@ def test_spectral_features_dtypes(dtype, rng):
     np.testing.assert_allclose(got.as_array(), ref.spectral_features_ref(t), rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("view", [lambda t: t[::2, ::2], lambda t: np.transpose(t, (1, 0, 2, 3)),
-                                  lambda t: np.asfortranarray(t), lambda t: t[..., ::-1],
-                                  lambda t: t[1:, :-1, 1:]])
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda t: t[::2, ::2],
+        lambda t: np.transpose(t, (1, 0, 2, 3)),
+        lambda t: np.asfortranarray(t),
+        lambda t: t[..., ::-1],
+        lambda t: t[1:, :-1, 1:],
+    ],
+)
 def test_spectral_features_non_contiguous(view, rng):
     v = view(rng.random((12, 10, 3, 3)))
-    np.testing.assert_allclose(spectral_features(v).as_array(), ref.spectral_features_ref(v),
-                               rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(spectral_features_batch(v[None])[0], spectral_features(v).as_array(),
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        spectral_features(v).as_array(), ref.spectral_features_ref(v), rtol=RTOL, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        spectral_features_batch(v[None])[0], spectral_features(v).as_array(), rtol=1e-6, atol=1e-9
+    )
 
 
 def test_three_d_tensor_is_one_layer(rng):
     t = rng.random((6, 5, 4))
     assert spectral_features(t) == spectral_features(t[:, :, None, :])
-    assert np.array_equal(spectral_features_batch(np.stack([t, t])),
-                          spectral_features_batch(np.stack([t, t])[:, :, :, None, :]))
+    assert np.array_equal(
+        spectral_features_batch(np.stack([t, t])),
+        spectral_features_batch(np.stack([t, t])[:, :, :, None, :]),
+    )
 
 
 @pytest.mark.parametrize("C", [1, 3, 4])
@@ -90,13 +127,15 @@ def test_spectral_batch_matches_reference(C, rng):
 def test_spectral_edge_sizes(rng):
     for shape in [(1, 1, 3), (1, 6, 3), (6, 1, 1, 2), (5, 7, 1)]:
         t = rng.random(shape)
-        np.testing.assert_allclose(spectral_features(t).as_array(), ref.spectral_features_ref(t),
-                                   rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(
+            spectral_features(t).as_array(), ref.spectral_features_ref(t), rtol=RTOL, atol=ATOL
+        )
     assert spectral_features(np.zeros((4, 4, 3))) == SpectralFeatures(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     assert spectral_features_batch(rng.random((1, 4, 4, 3))).shape == (1, 6)
 
 
 # --- chroma --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("C", [1, 3, 4])
 def test_chroma_signature(C, rng):
@@ -105,8 +144,9 @@ def test_chroma_signature(C, rng):
     assert got.dtype == np.float32 and got.shape == (C,)
     np.testing.assert_allclose(got, ref.chroma_ref(t), rtol=RTOL, atol=ATOL)
     w = rng.random((5, 4, 3))
-    np.testing.assert_allclose(chroma_signature(t, certainty=w), ref.chroma_ref(t, w),
-                               rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        chroma_signature(t, certainty=w), ref.chroma_ref(t, w), rtol=RTOL, atol=ATOL
+    )
 
 
 def test_chroma_signature_three_d_and_views(rng):
@@ -124,17 +164,20 @@ def test_chroma_zero_certainty_is_plain_mean(rng):
     assert np.array_equal(chroma_signature(t, np.zeros((3, 3))), chroma_signature(t))
 
 
-@pytest.mark.parametrize("cert,err", [
-    (np.ones((4, 4)), DimensionMismatchError),  # 4-d tensor needs (rows, cols, layers)
-    (np.ones((4, 4, 3)), DimensionMismatchError),
-    (np.ones((5, 4, 2)), DimensionMismatchError),
-    (-np.ones((4, 4, 2)), InvalidParameterError),
-    (np.full((4, 4, 2), np.nan), InvalidParameterError),
-    (np.full((4, 4, 2), np.inf), InvalidParameterError),
-    (np.ones((4, 4, 2), complex), InvalidParameterError),
-    ("weights", InvalidParameterError),
-    (np.ones((0, 4, 2)), EmptyCollectionError),
-])
+@pytest.mark.parametrize(
+    "cert,err",
+    [
+        (np.ones((4, 4)), DimensionMismatchError),  # 4-d tensor needs (rows, cols, layers)
+        (np.ones((4, 4, 3)), DimensionMismatchError),
+        (np.ones((5, 4, 2)), DimensionMismatchError),
+        (-np.ones((4, 4, 2)), InvalidParameterError),
+        (np.full((4, 4, 2), np.nan), InvalidParameterError),
+        (np.full((4, 4, 2), np.inf), InvalidParameterError),
+        (np.ones((4, 4, 2), complex), InvalidParameterError),
+        ("weights", InvalidParameterError),
+        (np.ones((0, 4, 2)), EmptyCollectionError),
+    ],
+)
 def test_chroma_bad_certainty(cert, err, rng):
     with pytest.raises(err):
         chroma_signature(rng.random((4, 4, 2, 3)), certainty=cert)
@@ -147,6 +190,7 @@ def test_chroma_bad_certainty_for_three_d_tensor(rng):
 
 # --- evaluate ------------------------------------------------------------------------------
 
+
 def test_evaluate_matches_reference(t4):
     got = evaluate(t4)
     assert isinstance(got, SolverResult) and all(type(v) is float for v in got)
@@ -155,8 +199,15 @@ def test_evaluate_matches_reference(t4):
     np.testing.assert_allclose(got, ref.evaluate_ref(t4, 0.5, 2.0), rtol=1e-9, atol=1e-7)
 
 
-@pytest.mark.parametrize("view", [lambda t: t[::2, ::2], lambda t: np.transpose(t, (1, 0, 2, 3)),
-                                  lambda t: t[..., ::-1], lambda t: t.astype(np.float32)])
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda t: t[::2, ::2],
+        lambda t: np.transpose(t, (1, 0, 2, 3)),
+        lambda t: t[..., ::-1],
+        lambda t: t.astype(np.float32),
+    ],
+)
 def test_evaluate_views_and_dtypes(view, rng):
     v = view(rng.uniform(-0.2, 1.2, (8, 6, 2, 3)))
     np.testing.assert_allclose(evaluate(v), ref.evaluate_ref(v), rtol=1e-9, atol=1e-7)
@@ -186,6 +237,7 @@ def test_evaluate_out_of_range_values():
 
 
 # --- bad input, every public function ------------------------------------------------------
+
 
 def _obj():
     a = np.empty((2, 2, 3), dtype=object)
@@ -220,15 +272,18 @@ def test_single_tensor_functions_reject(fn, bad, err):
     assert "tensor" in str(info.value)
 
 
-@pytest.mark.parametrize("bad,err", [
-    (np.full((2, 3, 3, 3), np.nan), InvalidParameterError),
-    (np.ones((3, 3, 3)), DimensionMismatchError),  # a single tensor is not a batch
-    (np.ones((2, 3, 3, 1, 3, 3)), DimensionMismatchError),
-    (np.ones((2, 3, 3, 3), complex), InvalidParameterError),
-    (np.ones((0, 3, 3, 3)), EmptyCollectionError),
-    ([], EmptyCollectionError),
-    ("tensors", InvalidParameterError),
-])
+@pytest.mark.parametrize(
+    "bad,err",
+    [
+        (np.full((2, 3, 3, 3), np.nan), InvalidParameterError),
+        (np.ones((3, 3, 3)), DimensionMismatchError),  # a single tensor is not a batch
+        (np.ones((2, 3, 3, 1, 3, 3)), DimensionMismatchError),
+        (np.ones((2, 3, 3, 3), complex), InvalidParameterError),
+        (np.ones((0, 3, 3, 3)), EmptyCollectionError),
+        ([], EmptyCollectionError),
+        ("tensors", InvalidParameterError),
+    ],
+)
 @pytest.mark.parametrize("fn", [spectral_features_batch, evaluate_batch])
 def test_batch_functions_reject(fn, bad, err):
     with pytest.raises(err) as info:
@@ -260,9 +315,15 @@ def test_lambdas_accept_ints_and_numpy_scalars():
 
 # --- properties ----------------------------------------------------------------------------
 
+
 @settings(max_examples=examples(15), deadline=None)
-@given(rows=st.integers(1, 7), cols=st.integers(1, 7), layers=st.integers(0, 2),
-       C=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+@given(
+    rows=st.integers(1, 7),
+    cols=st.integers(1, 7),
+    layers=st.integers(0, 2),
+    C=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_single_and_batch_agree(rows, cols, layers, C, seed):
     rng = np.random.default_rng(seed)
     shape = (rows, cols, C) if layers == 0 else (rows, cols, layers, C)

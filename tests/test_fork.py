@@ -1,6 +1,7 @@
 """Forks and multiprocessing: a child forked during a background build, and
 ``multiprocessing.Pool`` workers (fork and spawn) adding and querying after the
 parent ran a parallel kernel. Every wait is bounded: a hang fails the test."""
+
 import json
 import multiprocessing as mp
 import os
@@ -17,9 +18,10 @@ import dreamjit as dj
 import dreamjit.index.nndescent as index_mod
 import dreamjit.index.worker as worker_mod
 from dreamjit import PoolConfig, Query, RetrievalWeights
+from dreamjit._indexes import IndexSet
 from dreamjit.kernels._jit import FORK_UNSAFE_LAYERS, active_layer, parallel_allowed
 from dreamjit.kernels.graph import knn_to_csr
-from dreamjit._indexes import IndexSet
+
 from invariants import assert_invariants
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -60,8 +62,14 @@ def thread_builds(monkeypatch):
 
 def embedding_pool(V, **cfg):
     n, d = V.shape
-    cfg = {"memory_budget_mb": None, "max_size": 100_000, "embedding_dim": d,
-           "ann_threshold": 300, "ann_n_neighbors": 8, **cfg}
+    cfg = {
+        "memory_budget_mb": None,
+        "max_size": 100_000,
+        "embedding_dim": d,
+        "ann_threshold": 300,
+        "ann_n_neighbors": 8,
+        **cfg,
+    }
     pool = dj.DreamPool(PoolConfig(**cfg))
     add_vectors(pool, V)
     return pool
@@ -69,8 +77,9 @@ def embedding_pool(V, **cfg):
 
 def add_vectors(pool, V):
     n = V.shape[0]
-    return pool.add_batch(np.zeros((n, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (n, 1)),
-                          embeddings=V)
+    return pool.add_batch(
+        np.zeros((n, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (n, 1)), embeddings=V
+    )
 
 
 def graph_rows(pool):
@@ -136,8 +145,10 @@ def test_child_forked_during_a_build_forgets_it_and_builds_again(thread_builds, 
         assert pool.stats()["ann_building"]
 
         def child():
-            out = {"building_after_fork": pool.stats()["ann_building"],
-                   "parallel_allowed": parallel_allowed()}
+            out = {
+                "building_after_fork": pool.stats()["ann_building"],
+                "parallel_allowed": parallel_allowed(),
+            }
             out["rebuilt"] = pool.rebuild_index(block=True, timeout=TIMEOUT)
             st = pool.stats()
             out["ready"], out["index"] = st["ann_ready"], st["index"]
@@ -199,8 +210,11 @@ SHAPE = (6, 6, 3)
 
 def _job(seed):
     """Adds (>= 64 tensors: the batch kernels' prange size) and queries in a worker."""
-    pool = _PARENT_POOL if _PARENT_POOL is not None else dj.DreamPool(
-        PoolConfig(max_size=2000, memory_budget_mb=None))
+    pool = (
+        _PARENT_POOL
+        if _PARENT_POOL is not None
+        else dj.DreamPool(PoolConfig(max_size=2000, memory_budget_mb=None))
+    )
     rng = np.random.default_rng(seed)
     colours = rng.uniform(0.1, 1.0, (80, 1, 1, 3)).astype(np.float32)  # distinct signatures
     t = rng.random((80, *SHAPE), dtype=np.float32) * colours
@@ -209,10 +223,15 @@ def _job(seed):
     hard = pool.retrieve_similar(t[5], k=5)
     diverse = pool.retrieve_diverse(t[7], k=4)
     assert_invariants(pool)
-    return {"pid": os.getpid(), "added": int(len(ids)),
-            "hits": [len(soft), len(hard), len(diverse)],
-            "own_first": int(hard.ids[0]) == int(ids[5]), "parallel_allowed": parallel_allowed(),
-            "layer": active_layer(), "entries": len(list(pool))}
+    return {
+        "pid": os.getpid(),
+        "added": int(len(ids)),
+        "hits": [len(soft), len(hard), len(diverse)],
+        "own_first": int(hard.ids[0]) == int(ids[5]),
+        "parallel_allowed": parallel_allowed(),
+        "layer": active_layer(),
+        "entries": len(list(pool)),
+    }
 
 
 @pytest.mark.jit_only

@@ -5,6 +5,7 @@ Kernels against plain-Python references (scipy's ``connected_components`` and
 isolated vertices and tombstoned rows; then the structure inside the index:
 every component reachable, tombstoned representatives still routing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,13 @@ from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from dreamjit.index.structure import ENTRY_SHARE, _Graph, search_structure
 from dreamjit.index import ExactIndex, NNDescentIndex
-from dreamjit.kernels.entry_layer import (add_edges, bridge_edges, component_representatives,
-                                          cover_entries, graph_components)
+from dreamjit.kernels.entry_layer import (
+    add_edges,
+    bridge_edges,
+    component_representatives,
+    cover_entries,
+    graph_components,
+)
 from dreamjit.kernels.graph import _nav_scores, ann_search, knn_to_csr, quantize_block
 
 
@@ -51,7 +57,7 @@ def random_graph(rng, n_blocks, block, p_edge=0.3, n_isolated=3):
     perm = rng.permutation(n)
     edges = []
     for b in range(n_blocks):
-        members = perm[b * block:(b + 1) * block]
+        members = perm[b * block : (b + 1) * block]
         for i, u in enumerate(members):
             edges.append((u, members[(i + 1) % block]))  # a cycle keeps the block connected
             for v in members:
@@ -70,17 +76,21 @@ def exact_knn_csr(X, k, max_degree):
     S = X.astype(np.float64) @ X.astype(np.float64).T
     np.fill_diagonal(S, -np.inf)
     nbrs = np.argsort(-S, axis=1, kind="stable")[:, :k]
-    return knn_to_csr(nbrs.astype(np.int32), 1.0 - np.take_along_axis(S, nbrs, axis=1),
-                      max_degree)
+    return knn_to_csr(nbrs.astype(np.int32), 1.0 - np.take_along_axis(S, nbrs, axis=1), max_degree)
 
 
 # ----------------------------------------------------------------- components
 
+
 @pytest.mark.parametrize("seed", range(6))
 def test_components_match_scipy(seed):
     rng = np.random.default_rng(seed)
-    n, edges = random_graph(rng, n_blocks=int(rng.integers(1, 7)), block=int(rng.integers(2, 9)),
-                            n_isolated=int(rng.integers(0, 4)))
+    n, edges = random_graph(
+        rng,
+        n_blocks=int(rng.integers(1, 7)),
+        block=int(rng.integers(2, 9)),
+        n_isolated=int(rng.integers(0, 4)),
+    )
     indptr, indices = csr_of(n, edges)
     labels, count = graph_components(indptr, indices)
     n_ref, ref = scipy_labels(indptr, indices)
@@ -106,6 +116,7 @@ def test_components_edge_cases():
 
 
 # ------------------------------------------------------------ representatives
+
 
 def reference_reps(X, labels, count, dead):
     reps = np.full(count, -1, np.int64)
@@ -139,6 +150,7 @@ def test_representatives_match_reference(seed):
 
 # ------------------------------------------------------------------ cover
 
+
 def hop_distances(indptr, indices, sources):
     dist = np.full(indptr.shape[0] - 1, np.inf)
     queue = deque()
@@ -147,7 +159,7 @@ def hop_distances(indptr, indices, sources):
         queue.append(s)
     while queue:
         u = queue.popleft()
-        for v in indices[indptr[u]:indptr[u + 1]]:
+        for v in indices[indptr[u] : indptr[u + 1]]:
             if dist[v] == np.inf:
                 dist[v] = dist[u] + 1
                 queue.append(v)
@@ -179,12 +191,14 @@ def test_cover_reaches_every_live_row(hops):
 def test_cover_limit():
     indptr, indices = csr_of(50, [])  # 50 isolated rows need 50 entries
     order = np.arange(50, dtype=np.int64)
-    entries, complete = cover_entries(indptr, indices, np.zeros(50, bool),
-                                      np.empty(0, np.int64), order, 2, 10)
+    entries, complete = cover_entries(
+        indptr, indices, np.zeros(50, bool), np.empty(0, np.int64), order, 2, 10
+    )
     assert entries.tolist() == list(range(10)) and not complete
 
 
 # ---------------------------------------------------------------- bridges
+
 
 @pytest.mark.parametrize("seed", range(4))
 def test_bridges_are_a_maximum_spanning_tree(seed):
@@ -215,12 +229,13 @@ def test_add_edges_union_without_duplicates():
     src = np.array([0, 0, 2, 4, 4, 1], np.int64)
     dst = np.array([2, 3, 2, 0, 0, 1], np.int64)  # a duplicate, self loops, a repeat
     p, i = add_edges(indptr, indices, src, dst)
-    rows = [i[p[u]:p[u + 1]].tolist() for u in range(5)]
+    rows = [i[p[u] : p[u + 1]].tolist() for u in range(5)]
     assert rows == [[1, 2, 3], [], [], [4], [0]]
     assert p.dtype == np.int64 and i.dtype == np.int32
 
 
 # ------------------------------------------------------------ entry block
+
 
 def test_quantized_scan_orders_like_float():
     from dreamjit.kernels.graph import _quantize_query, _scan_block
@@ -253,6 +268,7 @@ def test_navigation_scores_within_tolerance():
 
 
 # ------------------------------------------------- the structure in the index
+
 
 def test_search_structure_components_all_reachable(caplog):
     rng = np.random.default_rng(7)
@@ -296,9 +312,18 @@ def fake_store(X):
 def install(store, X, st, **kw):
     n = X.shape[0]
     ann = NNDescentIndex(store, builder="thread", **kw)
-    ann._state = (_Graph(np.arange(n, dtype=np.int64), st["indptr"], st["indices"],
-                         st["entries"], st["block"], np.zeros(n, bool), st["n_components"]),
-                  np.empty(0, np.int64))
+    ann._state = (
+        _Graph(
+            np.arange(n, dtype=np.int64),
+            st["indptr"],
+            st["indices"],
+            st["entries"],
+            st["block"],
+            np.zeros(n, bool),
+            st["n_components"],
+        ),
+        np.empty(0, np.int64),
+    )
     return ann
 
 
@@ -341,8 +366,22 @@ def test_walk_with_rows_not_slots():
     alive[slots] = True
     dead = np.zeros(n, bool)
     for q in unit(X[::20] + 0.01):
-        got, sc = ann_search(E, slots, st["indptr"], st["indices"], dead, alive, st["entries"],
-                             st["block"], np.empty(0, np.int64), q, 5, 20, 0.0, 4)
+        got, sc = ann_search(
+            E,
+            slots,
+            st["indptr"],
+            st["indices"],
+            dead,
+            alive,
+            st["entries"],
+            st["block"],
+            np.empty(0, np.int64),
+            q,
+            5,
+            20,
+            0.0,
+            4,
+        )
         want = slots[np.argsort(-(X.astype(np.float64) @ q), kind="stable")[:5]]
         np.testing.assert_array_equal(got, want)
         np.testing.assert_allclose(sc, E[got].astype(np.float64) @ q, rtol=0, atol=1e-6)

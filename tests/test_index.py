@@ -1,4 +1,5 @@
 """Exact and NN-descent indexes: brute-force equality, recall, churn, masks, builds."""
+
 from __future__ import annotations
 
 import subprocess
@@ -63,8 +64,10 @@ def mixture(n, nq=200, d=64, c=100, seed=0, streams=(1, 2)):
         x = centres[rng.integers(0, c, m)] + rng.normal(size=(m, d))
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
-    return (draw(n, np.random.default_rng(seed + streams[0])),
-            draw(nq, np.random.default_rng(seed + streams[1])))
+    return (
+        draw(n, np.random.default_rng(seed + streams[0])),
+        draw(nq, np.random.default_rng(seed + streams[1])),
+    )
 
 
 def brute(store, q, k, mask=None):
@@ -105,6 +108,7 @@ def small_ann(store, **kw):
 
 # ------------------------------------------------------------------ exact
 
+
 @pytest.mark.parametrize("k", [1, 5, 40, 200])
 def test_exact_matches_brute_force(rng, k):
     store = FakeStore(unit(rng, 150), capacity=256)
@@ -122,7 +126,7 @@ def test_exact_matches_brute_force(rng, k):
     for t, q in enumerate(Q):
         np.testing.assert_array_equal(si[t, :kk], index.search(q, k)[0])
         assert (si[t, kk:] == -1).all() and np.isneginf(ss[t, kk:]).all()
-    assert len(index) == 120 and index.nbytes == 0 and index.bytes_bound(10 ** 6) == 0
+    assert len(index) == 120 and index.nbytes == 0 and index.bytes_bound(10**6) == 0
 
 
 def test_exact_mask_and_empty(rng):
@@ -150,12 +154,13 @@ def test_exact_on_column_store(rng):
     q = unit(rng, 1)[0]
     np.testing.assert_array_equal(index.search(q, 7)[0], brute(store, q, 7)[0])
     store.ensure_capacity(60)  # arrays replaced: the index must read them afresh
-    store.set_embeddings(np.arange(40,60), unit(rng, 20))
+    store.set_embeddings(np.arange(40, 60), unit(rng, 20))
     store.alive[40:60] = True
     np.testing.assert_array_equal(index.search(q, 7)[0], brute(store, q, 7)[0])
 
 
 # ------------------------------------------------------- ANN logic (fake builder)
+
 
 def test_merge_graph_delta_tombstones_exact(rng, fake_builder):
     """With every row a pivot and a huge beam, graph + delta + tombstones == brute force."""
@@ -194,7 +199,7 @@ def test_nbytes_exact_and_bounded(rng, fake_builder):
     graph, delta = ann._state
     assert ann.nbytes == sum(a.nbytes for a in graph.arrays) + delta.nbytes
     assert ann.nbytes <= ann.bytes_bound(len(ann))
-    for step in range(6):  # remove 20 and add 25 per step; no rebuild
+    for _ in range(6):  # remove 20 and add 25 per step; no rebuild
         live = np.flatnonzero(store.alive)
         gone = rng.choice(live, 20, replace=False)
         store.alive[gone] = False
@@ -303,12 +308,12 @@ def test_dimension_mismatch(rng, fake_builder):
 
 def test_import_does_not_import_pynndescent():
     code = "import sys, dreamjit; print('pynndescent' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 # ----------------------------------------------------------- real pynndescent
+
 
 @pytest.fixture(scope="module")
 def mixture_ann():

@@ -20,6 +20,7 @@ import pytest
 import dreamjit as dj
 from dreamjit import IndexCorruptedError, PoolConfig
 from dreamjit.io import FORMAT_VERSION, _checksum, _encode_header
+
 from invariants import assert_invariants
 
 SHAPE = (5, 4, 2, 3)
@@ -41,6 +42,7 @@ def make_pool(n=12, **cfg):
 # (shared with test_io_fuzz.py) A pool file is taken apart into (header, arrays) with plain
 # numpy, changed, and put together again, sealed (column checksums and header_sha256
 # recomputed, so the change reaches the loader's deeper checks) or not.
+
 
 class RawJSON:
     """A header value written as this exact JSON text (Infinity, deep nesting, ...)."""
@@ -115,8 +117,16 @@ def zip_bytes(members, compression=zipfile.ZIP_STORED):
     return bio.getvalue()
 
 
-def pack(header, arrays, *, seal=True, fix_sums=None, members=None, header_bytes=None,
-         compression=zipfile.ZIP_STORED):
+def pack(
+    header,
+    arrays,
+    *,
+    seal=True,
+    fix_sums=None,
+    members=None,
+    header_bytes=None,
+    compression=zipfile.ZIP_STORED,
+):
     """A pool file from parts. ``seal`` recomputes the column checksums (unless
     ``fix_sums=False``) and header_sha256; ``members`` replaces or adds raw
     members ``{name: bytes or None (drop)}``."""
@@ -140,16 +150,20 @@ def patch_member(data, name, method=None, crc=None, compress_size=None, file_siz
     buf = bytearray(data)
     info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo(name)
     local = info.header_offset
-    assert buf[local:local + 4] == b"PK\x03\x04"
+    assert buf[local : local + 4] == b"PK\x03\x04"
     cd = buf.find(b"PK\x01\x02")
     while cd >= 0:
         nlen = struct.unpack_from("<H", buf, cd + 28)[0]
-        if buf[cd + 46:cd + 46 + nlen] == name.encode():
+        if buf[cd + 46 : cd + 46 + nlen] == name.encode():
             break
         cd = buf.find(b"PK\x01\x02", cd + 4)
     assert cd >= 0
-    for value, at_local, at_cd, fmt in [(method, 8, 10, "<H"), (crc, 14, 16, "<I"),
-                                        (compress_size, 18, 20, "<I"), (file_size, 22, 24, "<I")]:
+    for value, at_local, at_cd, fmt in [
+        (method, 8, 10, "<H"),
+        (crc, 14, 16, "<I"),
+        (compress_size, 18, 20, "<I"),
+        (file_size, 22, 24, "<I"),
+    ]:
         if value is not None:
             struct.pack_into(fmt, buf, local + at_local, value)
             struct.pack_into(fmt, buf, cd + at_cd, value)
@@ -170,8 +184,9 @@ def with_bomb(data, name="bomb.npy", mib=1400):
     members = list(zipfile.ZipFile(io.BytesIO(data)).infolist())
     zf = zipfile.ZipFile(io.BytesIO(data))
     parts = [(i.filename, zf.read(i)) for i in members] + [(name, stream)]
-    return patch_member(zip_bytes(parts), name, method=zipfile.ZIP_DEFLATED,
-                        file_size=(mib << 20) & 0xFFFFFFFF)
+    return patch_member(
+        zip_bytes(parts), name, method=zipfile.ZIP_DEFLATED, file_size=(mib << 20) & 0xFFFFFFFF
+    )
 
 
 def load_traced(path):
@@ -205,12 +220,18 @@ def saved(tmp_path_factory):
     d = tmp_path_factory.mktemp("saved")
     rng = np.random.default_rng(3)
     user = dj.DreamPool(PoolConfig(max_size=10, embedding_dim=8, memory_budget_mb=None))
-    user.add_batch(rng.random((6, 4, 4, 3), dtype=np.float32),
-                   np.column_stack([np.ones(6), np.full(6, 0.9), np.zeros(6)]),
-                   embeddings=rng.standard_normal((6, 8)), labels=[0, 1, None, 2, 0, 1])
-    pools = {"small": make_pool(12, max_size=8, store_certainty=True), "user": user,
-             "empty": dj.DreamPool(PoolConfig(max_size=5)),
-             "empty_shaped": dj.DreamPool(PoolConfig(max_size=5, tensor_shape=(4, 4, 3)))}
+    user.add_batch(
+        rng.random((6, 4, 4, 3), dtype=np.float32),
+        np.column_stack([np.ones(6), np.full(6, 0.9), np.zeros(6)]),
+        embeddings=rng.standard_normal((6, 8)),
+        labels=[0, 1, None, 2, 0, 1],
+    )
+    pools = {
+        "small": make_pool(12, max_size=8, store_certainty=True),
+        "user": user,
+        "empty": dj.DreamPool(PoolConfig(max_size=5)),
+        "empty_shaped": dj.DreamPool(PoolConfig(max_size=5, tensor_shape=(4, 4, 3))),
+    }
     return {name: pathlib.Path(p.save(d / f"{name}.npz")).read_bytes() for name, p in pools.items()}
 
 
@@ -227,8 +248,14 @@ def test_round_trip_exact(tmp_path):
         a, b = pool[eid], back[eid]
         for field in ("tensor", "certainty", "chroma", "spectral", "embedding"):
             assert np.array_equal(getattr(a, field), getattr(b, field)), field
-        assert (a.result, a.label, a.utility, a.util_mean, a.usage_count, a.timestamp) == \
-               (b.result, b.label, b.utility, b.util_mean, b.usage_count, b.timestamp)
+        assert (a.result, a.label, a.utility, a.util_mean, a.usage_count, a.timestamp) == (
+            b.result,
+            b.label,
+            b.utility,
+            b.util_mean,
+            b.usage_count,
+            b.timestamp,
+        )
     q = [0.7, 0.2, 0.1]
     h1, h2 = pool.retrieve_similar(q, k=4), back.retrieve_similar(q, k=4)
     assert h1.ids.tolist() == h2.ids.tolist() and np.array_equal(h1.scores, h2.scores)
@@ -301,8 +328,10 @@ def test_save_keeps_the_mode_of_the_file_it_replaces_else_the_umask(tmp_path):
         pool.save(p)
         assert stat.S_IMODE(os.stat(p).st_mode) == mode
     # new files: in a child, so this process's umask is never changed under other threads
-    script = ("import os, sys, numpy as np, dreamjit as dj; os.umask(int(sys.argv[2], 8));"
-              "pool = dj.DreamPool(max_size=3); pool.save(sys.argv[1])")
+    script = (
+        "import os, sys, numpy as np, dreamjit as dj; os.umask(int(sys.argv[2], 8));"
+        "pool = dj.DreamPool(max_size=3); pool.save(sys.argv[1])"
+    )
     for umask, want in (("022", 0o644), ("077", 0o600), ("002", 0o664)):
         q = tmp_path / f"new{umask}.npz"
         subprocess.run([sys.executable, "-c", script, str(q), umask], check=True, env=_child_env())
@@ -337,7 +366,7 @@ def test_random_byte_flips_always_detected(tmp_path):
     rng = np.random.default_rng(0)
     detected = 0
     orig = dj.DreamPool.load(path)
-    for trial in range(200):
+    for _ in range(200):
         bad = bytearray(data)
         pos = int(rng.integers(0, len(bad)))
         bad[pos] ^= 1 << int(rng.integers(0, 8))
@@ -364,6 +393,7 @@ def test_object_arrays_and_pickles_refused(tmp_path):
         dj.DreamPool.load(evil)
     pkl = tmp_path / "p.pkl"
     import pickle
+
     pkl.write_bytes(pickle.dumps({"x": 1}))
     with pytest.raises(IndexCorruptedError):
         dj.DreamPool.load(pkl)
@@ -376,52 +406,56 @@ def _set(key, value):
         for p in parents:
             target = target[p]
         target[last] = value
+
     return change
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda h, a: h.update(format_version=99), "format_version 2"),
-    (lambda h, a: h.update(format_version=1), "format_version 2"),
-    (lambda h, a: h.update(magic="other"), "magic"),
-    (_set("config.max_size", 0), "max_size"),
-    (_set("config.max_size", 2), "max_size=2"),
-    (_set("config.bogus", 1), "config"),
-    (lambda h, a: h["config"].pop("seed"), "seed"),
-    (_set("config.max_size", 8.0), "max_size"),
-    (_set("next_id", 1), "next_id"),
-    (_set("next_id", -5), "next_id"),
-    (_set("next_id", 2**70), "2**62"),
-    (_set("next_id", 2**62), "next_id"),
-    (_set("next_id", True), "next_id"),
-    (_set("next_id", "12"), "next_id"),
-    (_set("evicted", -1), "evicted"),
-    (_set("count", 7), "count"),
-    (_set("count", 9), "max_size"),
-    (_set("embedding_mode", None), "embedding_mode"),
-    (_set("embedding_mode", "other"), "embedding_mode"),
-    (_set("tensor_shape", [5, 4, 6]), "of shape"),
-    (_set("tensor_shape", [5, 4, 0, 3]), "tensor_shape"),
-    (_set("tensor_shape", None), "tensor_shape"),
-    (_set("extra", 1), "unknown ['extra']"),
-    (lambda h, a: h.pop("evicted"), "missing ['evicted']"),
-    (lambda h, a: a.update(ids=a["ids"][::-1].copy()), "increasing ids"),
-    (lambda h, a: a.update(ids=np.zeros_like(a["ids"])), "increasing ids"),
-    (lambda h, a: a.update(tensors=a["tensors"][:, :1].copy()), "'tensors.npy' of"),
-    (lambda h, a: a.update(energy=a["energy"].astype(np.float32)), "'energy.npy' of"),
-    (lambda h, a: a.update(labels=a["labels"].astype(">i4")), "'labels.npy' of dtype"),
-    (lambda h, a: a.update(tensors=np.asfortranarray(a["tensors"])), "C order"),
-    (lambda h, a: a.pop("chroma"), "missing ['chroma.npy']"),
-    (lambda h, a: a.update(extra=np.zeros(3)), "unknown ['extra.npy']"),
-    (lambda h, a: a.update(labels=np.full_like(a["labels"], -5)), "labels >= -1"),
-    (lambda h, a: a.update(usage=a["usage"] - 3), "usage counts >= 0"),
-    (lambda h, a: a.update(util_count=a["util_count"] - 3), "feedback counts >= 0"),
-    (lambda h, a: a.update(certainty=-a["certainty"]), "certainties >= 0"),
-    (lambda h, a: a.update(embeddings=a["embeddings"] * 2), "unit"),
-    (lambda h, a: a.update(energy=a["energy"] * np.inf), "finite"),
-    (lambda h, a: a.update(utility=np.full_like(a["utility"], np.inf)), "finite"),
-    (lambda h, a: a.update(spectral=a["spectral"] * np.nan), "finite"),
-    (lambda h, a: a.update(alive=np.zeros_like(a["alive"])), "live entries"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda h, a: h.update(format_version=99), "format_version 2"),
+        (lambda h, a: h.update(format_version=1), "format_version 2"),
+        (lambda h, a: h.update(magic="other"), "magic"),
+        (_set("config.max_size", 0), "max_size"),
+        (_set("config.max_size", 2), "max_size=2"),
+        (_set("config.bogus", 1), "config"),
+        (lambda h, a: h["config"].pop("seed"), "seed"),
+        (_set("config.max_size", 8.0), "max_size"),
+        (_set("next_id", 1), "next_id"),
+        (_set("next_id", -5), "next_id"),
+        (_set("next_id", 2**70), "2**62"),
+        (_set("next_id", 2**62), "next_id"),
+        (_set("next_id", True), "next_id"),
+        (_set("next_id", "12"), "next_id"),
+        (_set("evicted", -1), "evicted"),
+        (_set("count", 7), "count"),
+        (_set("count", 9), "max_size"),
+        (_set("embedding_mode", None), "embedding_mode"),
+        (_set("embedding_mode", "other"), "embedding_mode"),
+        (_set("tensor_shape", [5, 4, 6]), "of shape"),
+        (_set("tensor_shape", [5, 4, 0, 3]), "tensor_shape"),
+        (_set("tensor_shape", None), "tensor_shape"),
+        (_set("extra", 1), "unknown ['extra']"),
+        (lambda h, a: h.pop("evicted"), "missing ['evicted']"),
+        (lambda h, a: a.update(ids=a["ids"][::-1].copy()), "increasing ids"),
+        (lambda h, a: a.update(ids=np.zeros_like(a["ids"])), "increasing ids"),
+        (lambda h, a: a.update(tensors=a["tensors"][:, :1].copy()), "'tensors.npy' of"),
+        (lambda h, a: a.update(energy=a["energy"].astype(np.float32)), "'energy.npy' of"),
+        (lambda h, a: a.update(labels=a["labels"].astype(">i4")), "'labels.npy' of dtype"),
+        (lambda h, a: a.update(tensors=np.asfortranarray(a["tensors"])), "C order"),
+        (lambda h, a: a.pop("chroma"), "missing ['chroma.npy']"),
+        (lambda h, a: a.update(extra=np.zeros(3)), "unknown ['extra.npy']"),
+        (lambda h, a: a.update(labels=np.full_like(a["labels"], -5)), "labels >= -1"),
+        (lambda h, a: a.update(usage=a["usage"] - 3), "usage counts >= 0"),
+        (lambda h, a: a.update(util_count=a["util_count"] - 3), "feedback counts >= 0"),
+        (lambda h, a: a.update(certainty=-a["certainty"]), "certainties >= 0"),
+        (lambda h, a: a.update(embeddings=a["embeddings"] * 2), "unit"),
+        (lambda h, a: a.update(energy=a["energy"] * np.inf), "finite"),
+        (lambda h, a: a.update(utility=np.full_like(a["utility"], np.inf)), "finite"),
+        (lambda h, a: a.update(spectral=a["spectral"] * np.nan), "finite"),
+        (lambda h, a: a.update(alive=np.zeros_like(a["alive"])), "live entries"),
+    ],
+)
 def test_self_consistent_but_invalid_files_refused(tmp_path, change, match):
     """Each change is sealed (checksums recomputed), so it reaches the check made for it."""
     pool = make_pool(5, store_certainty=True, max_size=8)
@@ -440,10 +474,15 @@ def test_unit_or_zero_embeddings_and_nan_utility_accepted(tmp_path, saved):
     assert np.isnan(arrays["utility"]).all() and np.array_equal(back[1].embedding, np.zeros(8))
 
 
-@pytest.mark.parametrize("change", [
-    _set("config.seed", 1), _set("config.embedding_weights", [1.0, 0.5, 0.5, 0.5]),
-    _set("next_id", 100), _set("config.coherence_threshold", 0.5),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        _set("config.seed", 1),
+        _set("config.embedding_weights", [1.0, 0.5, 0.5, 0.5]),
+        _set("next_id", 100),
+        _set("config.coherence_threshold", 0.5),
+    ],
+)
 def test_header_edits_detected_by_its_checksum(tmp_path, change):
     header, arrays = read_parts(make_pool(5).save(tmp_path / "good.npz"))
     change(header, arrays)
@@ -473,8 +512,17 @@ def test_deeply_nested_header_refused_before_parsing(tmp_path, saved):
     refused(tmp_path, pack({**header, "magic": big}, arrays), "at most 65536 bytes")
 
 
-@pytest.mark.parametrize("key", ["next_id", "count", "evicted", "config.max_size",
-                                 "config.coherence_threshold", "config.memory_budget_mb"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "next_id",
+        "count",
+        "evicted",
+        "config.max_size",
+        "config.coherence_threshold",
+        "config.memory_budget_mb",
+    ],
+)
 @pytest.mark.parametrize("text", ["Infinity", "-Infinity", "NaN", "1e999"])
 def test_non_finite_numbers_refused(tmp_path, saved, key, text):
     header, arrays = read_parts(saved["small"])
@@ -488,19 +536,34 @@ def test_non_finite_shape_element_refused(tmp_path, saved):
     refused(tmp_path, pack(header, arrays), "non-finite")
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda h: (h.update(tensor_shape=[100000, 100000, 3]),
-                h["config"].update(tensor_shape=[100000, 100000, 3])), "reserving at most"),
-    (lambda h: h.update(tensor_shape=[100000, 100000, 3]), "reserving at most"),
-    (lambda h: (h.update(tensor_shape=[4, 4, 3]), h["config"].update(tensor_shape=[4, 4, 4])),
-     "as configured"),
-    (lambda h: h["config"].update(embedding_dim=2**31), "embedding_dim=2147483648"),
-    (lambda h: (h.update(tensor_shape=[4, 4, 3]), h["config"].update(embedding_dim=2**31)),
-     "embedding_dim=2147483648"),
-    (lambda h: h["config"].update(label_buckets=2**31), "label_buckets=2147483648"),
-    (lambda h: h["config"].update(memory_budget_mb=1e300), "below 2**62"),
-    (lambda h: h["config"].update(max_size=2**70), "below 2**62"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda h: (
+                h.update(tensor_shape=[100000, 100000, 3]),
+                h["config"].update(tensor_shape=[100000, 100000, 3]),
+            ),
+            "reserving at most",
+        ),
+        (lambda h: h.update(tensor_shape=[100000, 100000, 3]), "reserving at most"),
+        (
+            lambda h: (
+                h.update(tensor_shape=[4, 4, 3]),
+                h["config"].update(tensor_shape=[4, 4, 4]),
+            ),
+            "as configured",
+        ),
+        (lambda h: h["config"].update(embedding_dim=2**31), "embedding_dim=2147483648"),
+        (
+            lambda h: (h.update(tensor_shape=[4, 4, 3]), h["config"].update(embedding_dim=2**31)),
+            "embedding_dim=2147483648",
+        ),
+        (lambda h: h["config"].update(label_buckets=2**31), "label_buckets=2147483648"),
+        (lambda h: h["config"].update(memory_budget_mb=1e300), "below 2**62"),
+        (lambda h: h["config"].update(max_size=2**70), "below 2**62"),
+    ],
+)
 def test_absurd_config_refused_before_any_allocation(tmp_path, saved, change, match):
     header, arrays = read_parts(saved["empty"])
     change(header)
@@ -512,29 +575,40 @@ def test_npy_member_claiming_huge_shape_refused_before_reading(tmp_path, saved):
     n = len(arrays["ids"])
     tensors = arrays["tensors"]
     for shape in [(2**40, *SHAPE), (n, 2**40, 4, 2, 3), (2**40,)]:
-        member = npy_raw(f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}",
-                         tensors.tobytes())
+        member = npy_raw(
+            f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}", tensors.tobytes()
+        )
         refused(tmp_path, pack(header, arrays, members={"tensors.npy": member}))
     # the header agrees with the huge count: the central directory sizes refuse it first
     header["count"], header["next_id"] = 2**40 - 1, 2**40
     header["config"]["max_size"] = 2**40
-    member = npy_raw(f"{{'descr': '<f4', 'fortran_order': False, 'shape': {(2**40 - 1, *SHAPE)}, }}",
-                     tensors.tobytes())
+    member = npy_raw(
+        f"{{'descr': '<f4', 'fortran_order': False, 'shape': {(2**40 - 1, *SHAPE)}, }}",
+        tensors.tobytes(),
+    )
     refused(tmp_path, pack(header, arrays, members={"tensors.npy": member}), "data bytes")
     header, arrays = read_parts(saved["small"])
-    deep = npy_raw("{'descr': " + "[" * 1000 + "]" * 1000
-                   + ", 'fortran_order': False, 'shape': (3,), }", tensors.tobytes())
+    deep = npy_raw(
+        "{'descr': " + "[" * 1000 + "]" * 1000 + ", 'fortran_order': False, 'shape': (3,), }",
+        tensors.tobytes(),
+    )
     refused(tmp_path, pack(header, arrays, members={"tensors.npy": deep}), ".npy header")
 
 
-@pytest.mark.parametrize("text", [
-    "{'descr': '<f4', 'fortran_order': False, 'shape': (10( 8, 5, 4, 2, 3), }",  # TokenError
-    "{'descr': '<f4', 'fortran_order': False, 'shape': (8, 5, 4, 2, 3), 'x': 1}",
-    "{'descr': '<f4', 'fortran_order': 0, 'shape': (8, 5, 4, 2, 3), }",
-    "{'descr': '<f4 , 'fortran_order': False, 'shape': (8, 5, 4, 2, 3), }",
-    "{'descr': '<f4', 'fortran_order': False, 'shape': (8, 5, 4, 2, 3)\t\x00",
-    "\xff\xfe{}", "", "[" * 3 + "]" * 3, "__import__('os')",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (10( 8, 5, 4, 2, 3), }",  # TokenError
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (8, 5, 4, 2, 3), 'x': 1}",
+        "{'descr': '<f4', 'fortran_order': 0, 'shape': (8, 5, 4, 2, 3), }",
+        "{'descr': '<f4 , 'fortran_order': False, 'shape': (8, 5, 4, 2, 3), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (8, 5, 4, 2, 3)\t\x00",
+        "\xff\xfe{}",
+        "",
+        "[" * 3 + "]" * 3,
+        "__import__('os')",
+    ],
+)
 def test_malformed_npy_headers_refused(tmp_path, saved, text):
     header, arrays = read_parts(saved["small"])
     member = npy_raw(text, arrays["tensors"].tobytes())
@@ -677,8 +751,10 @@ def _next_line(lines, proc, timeout=900.0):
 
 
 @pytest.mark.jit_only
-@pytest.mark.parametrize("hook, kill_at", [("none", 1), ("none", 2), ("none", 4),
-                                           ("write", 1), ("replace", 1), ("dirsync", 1)])
+@pytest.mark.parametrize(
+    "hook, kill_at",
+    [("none", 1), ("none", 2), ("none", 4), ("write", 1), ("replace", 1), ("dirsync", 1)],
+)
 def test_kill_minus_nine_mid_save_always_loads(tmp_path, hook, kill_at):
     """A child adds and saves in a loop; the parent waits (no timing) for a first
     complete save, then kills it with SIGKILL during a later save: right as it
@@ -688,8 +764,13 @@ def test_kill_minus_nine_mid_save_always_loads(tmp_path, hook, kill_at):
     entries (or the new ones once moved), and a temporary file left behind is
     ignored. Passes with an empty numba cache (the child just compiles first)."""
     path = tmp_path / "live.npz"
-    proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path), hook, str(kill_at)], cwd=REPO,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SAVER, str(path), hook, str(kill_at)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=_child_env(),
+    )
     lines, reader = _line_reader(proc)
     try:
         done = pending = None

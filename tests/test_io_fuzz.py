@@ -22,6 +22,7 @@ of a ~2.5 MB pool.
 ``DREAMJIT_FUZZ_STATS=FILE`` writes the counts (files tried, refused,
 accepted, worst peak, untyped errors) as JSON when the module finishes.
 """
+
 import io
 import json
 import os
@@ -33,14 +34,28 @@ import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dreamjit as dj
 from dreamjit import IndexCorruptedError, PoolConfig
+
 from invariants import assert_invariants
 from props import examples
-from test_io import (REPO, RawJSON, _child_env, deflate_bomb, load_traced, npy_bytes, npy_raw,
-                     pack, patch_member, read_parts, with_bomb, zip_bytes)
+from test_io import (
+    REPO,
+    RawJSON,
+    _child_env,
+    deflate_bomb,
+    load_traced,
+    npy_bytes,
+    npy_raw,
+    pack,
+    patch_member,
+    read_parts,
+    with_bomb,
+    zip_bytes,
+)
 
 MAX_PEAK = 64 << 20  # bytes a load may trace at its peak (files here are at most ~2.5 MB)
 DROP = object()
@@ -58,12 +73,18 @@ class Stats:
         self.by_group = {}
 
     def as_dict(self):
-        return {"files_tried": self.tried, "refused": self.refused, "accepted_exact": self.accepted,
-                "worst_peak_bytes": self.worst_peak, "worst_peak_file": self.worst,
-                "worst_peak_of_a_refused_file": self.worst_refused_peak,
-                "subprocess_peak_rss_growth_bytes": self.rss_growth,
-                "untyped_errors": len(self.untyped), "accepted_files": self.accepted_labels,
-                "by_group (files, accepted)": self.by_group}
+        return {
+            "files_tried": self.tried,
+            "refused": self.refused,
+            "accepted_exact": self.accepted,
+            "worst_peak_bytes": self.worst_peak,
+            "worst_peak_file": self.worst,
+            "worst_peak_of_a_refused_file": self.worst_refused_peak,
+            "subprocess_peak_rss_growth_bytes": self.rss_growth,
+            "untyped_errors": len(self.untyped),
+            "accepted_files": self.accepted_labels,
+            "by_group (files, accepted)": self.by_group,
+        }
 
 
 STATS = Stats()
@@ -81,28 +102,41 @@ def _report():
 def _make_bases(d):
     rng = np.random.default_rng(5)
     n = 12
-    small = dj.DreamPool(PoolConfig(max_size=10, memory_budget_mb=None, store_certainty=True,
-                                    embedding_dim=16))
-    small.add_batch(rng.random((n, 5, 4, 2, 3), dtype=np.float32),
-                    np.column_stack([rng.random(n), np.full(n, 0.9), rng.random(n) * 0.1]),
-                    labels=[i % 3 if i % 4 else None for i in range(n)],
-                    utilities=[0.5 if i % 2 else None for i in range(n)],
-                    certainties=rng.random((n, 5, 4, 2), dtype=np.float32))
+    small = dj.DreamPool(
+        PoolConfig(max_size=10, memory_budget_mb=None, store_certainty=True, embedding_dim=16)
+    )
+    small.add_batch(
+        rng.random((n, 5, 4, 2, 3), dtype=np.float32),
+        np.column_stack([rng.random(n), np.full(n, 0.9), rng.random(n) * 0.1]),
+        labels=[i % 3 if i % 4 else None for i in range(n)],
+        utilities=[0.5 if i % 2 else None for i in range(n)],
+        certainties=rng.random((n, 5, 4, 2), dtype=np.float32),
+    )
     small.record_feedback(small.ids()[:3], [1.0, 0.0, 0.25])
     small.retrieve_similar([0.3, 0.3, 0.3], k=3)  # usage counts
     user = dj.DreamPool(PoolConfig(max_size=10, embedding_dim=8, memory_budget_mb=1.0))
-    user.add_batch(rng.random((6, 4, 4, 3), dtype=np.float32),
-                   np.column_stack([np.ones(6), np.full(6, 0.9), np.zeros(6)]),
-                   embeddings=rng.standard_normal((6, 8)), labels=[0, 1, None, 2, 0, 1],
-                   utilities=[1.0] * 6)
+    user.add_batch(
+        rng.random((6, 4, 4, 3), dtype=np.float32),
+        np.column_stack([np.ones(6), np.full(6, 0.9), np.zeros(6)]),
+        embeddings=rng.standard_normal((6, 8)),
+        labels=[0, 1, None, 2, 0, 1],
+        utilities=[1.0] * 6,
+    )
     evicted = dj.DreamPool(PoolConfig(max_size=4, eviction="lowest_utility", embedding_dim=4))
-    evicted.add_batch(rng.random((9, 3, 3, 1), dtype=np.float32),
-                      np.column_stack([np.ones(9), np.full(9, 0.9), np.zeros(9)]),
-                      utilities=list(rng.random(9)))
-    pools = {"empty": dj.DreamPool(PoolConfig(max_size=5)),
-             "empty_shaped": dj.DreamPool(PoolConfig(max_size=5, tensor_shape=(4, 4, 2, 3),
-                                                     store_certainty=True)),
-             "small": small, "user": user, "evicted": evicted}
+    evicted.add_batch(
+        rng.random((9, 3, 3, 1), dtype=np.float32),
+        np.column_stack([np.ones(9), np.full(9, 0.9), np.zeros(9)]),
+        utilities=list(rng.random(9)),
+    )
+    pools = {
+        "empty": dj.DreamPool(PoolConfig(max_size=5)),
+        "empty_shaped": dj.DreamPool(
+            PoolConfig(max_size=5, tensor_shape=(4, 4, 2, 3), store_certainty=True)
+        ),
+        "small": small,
+        "user": user,
+        "evicted": evicted,
+    }
     return {name: pathlib.Path(p.save(d / f"{name}.npz")).read_bytes() for name, p in pools.items()}
 
 
@@ -119,9 +153,16 @@ def work(tmp_path_factory):
 # --------------------------------------------------------------------------- the oracle
 def _same_parts(a, b):
     (ha, aa), (hb, ab) = a, b
-    return ha == hb and set(aa) == set(ab) and all(
-        aa[k].dtype == ab[k].dtype and aa[k].shape == ab[k].shape
-        and aa[k].tobytes() == ab[k].tobytes() for k in aa)
+    return (
+        ha == hb
+        and set(aa) == set(ab)
+        and all(
+            aa[k].dtype == ab[k].dtype
+            and aa[k].shape == ab[k].shape
+            and aa[k].tobytes() == ab[k].tobytes()
+            for k in aa
+        )
+    )
 
 
 def _smoke(pool):
@@ -177,18 +218,53 @@ def check(work, data, group, base=None):
 
 # --------------------------------------------------------------------------- header mutations
 BAD_VALUES = [
-    ("drop", DROP), ("null", None), ("str", "x"), ("empty_str", ""), ("list", []), ("dict", {}),
-    ("true", True), ("false", False), ("zero", 0), ("one", 1), ("minus1", -1), ("minus5", -5),
-    ("2**31", 2**31), ("2**63", 2**63), ("2**70", 2**70), ("-2**63", -2**63), ("half", 1.5),
-    ("1e308", 1e308), ("neg_zero", -0.0), ("tiny", 5e-324),
-    ("inf", RawJSON("Infinity")), ("-inf", RawJSON("-Infinity")), ("nan", RawJSON("NaN")),
-    ("1e999", RawJSON("1e999")), ("deep", RawJSON("[" * 64 + "]" * 64)),
-    ("very_deep", RawJSON("[" * 100_000 + "]" * 100_000)), ("long_str", "x" * 100_000),
-    ("big_list", [0] * 20_000), ("nested", {"a": {"b": {"c": [1]}}}), ("unicode", "\u00e9\u4e2d"),
-    ("digits", RawJSON("9" * 5000)), ("shape_like", [2**20, 2**20, 3]),
+    ("drop", DROP),
+    ("null", None),
+    ("str", "x"),
+    ("empty_str", ""),
+    ("list", []),
+    ("dict", {}),
+    ("true", True),
+    ("false", False),
+    ("zero", 0),
+    ("one", 1),
+    ("minus1", -1),
+    ("minus5", -5),
+    ("2**31", 2**31),
+    ("2**63", 2**63),
+    ("2**70", 2**70),
+    ("-2**63", -(2**63)),
+    ("half", 1.5),
+    ("1e308", 1e308),
+    ("neg_zero", -0.0),
+    ("tiny", 5e-324),
+    ("inf", RawJSON("Infinity")),
+    ("-inf", RawJSON("-Infinity")),
+    ("nan", RawJSON("NaN")),
+    ("1e999", RawJSON("1e999")),
+    ("deep", RawJSON("[" * 64 + "]" * 64)),
+    ("very_deep", RawJSON("[" * 100_000 + "]" * 100_000)),
+    ("long_str", "x" * 100_000),
+    ("big_list", [0] * 20_000),
+    ("nested", {"a": {"b": {"c": [1]}}}),
+    ("unicode", "\u00e9\u4e2d"),
+    ("digits", RawJSON("9" * 5000)),
+    ("shape_like", [2**20, 2**20, 3]),
 ]
-QUICK_VALUES = ["drop", "null", "str", "minus5", "2**31", "2**70", "inf", "nan", "very_deep",
-                "long_str", "half", "true"]
+QUICK_VALUES = [
+    "drop",
+    "null",
+    "str",
+    "minus5",
+    "2**31",
+    "2**70",
+    "inf",
+    "nan",
+    "very_deep",
+    "long_str",
+    "half",
+    "true",
+]
 
 
 def header_paths(header):
@@ -224,12 +300,15 @@ def header_grid(base, full):
     or with a rotating three of them (each value still used on some paths), one also unsealed."""
     header, _ = read_parts(base)
     for i, path in enumerate(header_paths(header)):
-        values = BAD_VALUES if full else [BAD_VALUES[(i * 3 + j) % len(BAD_VALUES)]
-                                          for j in range(3)]
+        values = (
+            BAD_VALUES if full else [BAD_VALUES[(i * 3 + j) % len(BAD_VALUES)] for j in range(3)]
+        )
         for k, (label, value) in enumerate(values):
             for seal in (True, False) if full or k == 0 else (True,):
-                yield (f"header:{'.'.join(map(str, path))}={label}:{'sealed' if seal else 'stale'}",
-                       header_mutation(base, path, value, seal))
+                yield (
+                    f"header:{'.'.join(map(str, path))}={label}:{'sealed' if seal else 'stale'}",
+                    header_mutation(base, path, value, seal),
+                )
 
 
 @pytest.mark.parametrize("name", ["empty", "empty_shaped", "small", "user", "evicted"])
@@ -253,8 +332,11 @@ DTYPES = ["<f4", "<f8", "<i4", "<i8", "|u1", "|b1", ">f4", ">i8", "<f2"]
 
 def array_mutations(arr):
     """name -> changed copy of ``arr`` (shape, dtype, order, values)."""
-    out = {"extra_axis": arr[..., None], "flatten": arr.reshape(-1),
-           "scalar": np.asarray(arr.ravel()[:1].sum())}
+    out = {
+        "extra_axis": arr[..., None],
+        "flatten": arr.reshape(-1),
+        "scalar": np.asarray(arr.ravel()[:1].sum()),
+    }
     if arr.ndim:
         out["drop_row"] = arr[:-1]
         out["add_row"] = np.concatenate([arr, arr[:1]])
@@ -266,8 +348,12 @@ def array_mutations(arr):
             if np.dtype(dt) != arr.dtype:
                 out[f"dtype{dt}"] = arr.astype(dt)
     if arr.size:
-        kinds = {"f": [np.nan, np.inf, -np.inf, -1.0, 3e38, 2.0], "i": [-1, -5, 2**31 - 1, -2**31],
-                 "u": [255], "b": [False]}.get(arr.dtype.kind, [])
+        kinds = {
+            "f": [np.nan, np.inf, -np.inf, -1.0, 3e38, 2.0],
+            "i": [-1, -5, 2**31 - 1, -(2**31)],
+            "u": [255],
+            "b": [False],
+        }.get(arr.dtype.kind, [])
         for v in kinds:
             changed = arr.copy()
             with np.errstate(over="ignore", invalid="ignore"):
@@ -323,26 +409,52 @@ def member_mutations(base):
             for seal in (True, False):
                 a = dict(arrays)
                 a[name] = changed
-                yield f"array:{name}:{label}:{'sealed' if seal else 'stale'}", pack(
-                    header, a, seal=True, fix_sums=seal)
+                yield (
+                    f"array:{name}:{label}:{'sealed' if seal else 'stale'}",
+                    pack(header, a, seal=True, fix_sums=seal),
+                )
         for label, member in npy_lies(arr).items():
             yield f"npy:{name}:{label}", pack(header, arrays, members={f"{name}.npy": member})
         rest = {k: v for k, v in arrays.items() if k != name}
         yield f"member:{name}:drop", pack(header, rest)
         yield f"member:{name}:drop_keep_sum", pack(header, rest, fix_sums=False)
         yield f"member:{name}:rename", pack(header, {**rest, name + "_x": arr})
-        yield f"member:{name}:rename_npy", pack(header, arrays, members={
-            f"{name}.npy": None, f"{name}.NPY": npy_bytes(arr)})
-        yield f"member:{name}:subdir", pack(header, arrays, members={
-            f"{name}.npy": None, f"x/{name}.npy": npy_bytes(arr)})
+        yield (
+            f"member:{name}:rename_npy",
+            pack(header, arrays, members={f"{name}.npy": None, f"{name}.NPY": npy_bytes(arr)}),
+        )
+        yield (
+            f"member:{name}:subdir",
+            pack(header, arrays, members={f"{name}.npy": None, f"x/{name}.npy": npy_bytes(arr)}),
+        )
     yield "member:extra", pack(header, {**arrays, "zz_extra": np.zeros(3)})
     yield "member:extra_unsealed", pack(header, arrays, members={"zz.npy": npy_bytes(np.zeros(3))})
     yield "member:extra_text", pack(header, arrays, members={"readme.txt": b"hello"})
     yield "member:header_dropped", pack(header, arrays, members={"__header__.npy": None})
-    yield "member:header_f8", pack(header, arrays, members={"__header__.npy": npy_bytes(
-        np.frombuffer(json.dumps(header).encode(), np.uint8).astype(np.float64))})
-    yield "member:header_2d", pack(header, arrays, members={"__header__.npy": npy_bytes(
-        np.frombuffer(json.dumps(header).encode(), np.uint8)[None])})
+    yield (
+        "member:header_f8",
+        pack(
+            header,
+            arrays,
+            members={
+                "__header__.npy": npy_bytes(
+                    np.frombuffer(json.dumps(header).encode(), np.uint8).astype(np.float64)
+                )
+            },
+        ),
+    )
+    yield (
+        "member:header_2d",
+        pack(
+            header,
+            arrays,
+            members={
+                "__header__.npy": npy_bytes(
+                    np.frombuffer(json.dumps(header).encode(), np.uint8)[None]
+                )
+            },
+        ),
+    )
     for label, member in npy_lies(np.frombuffer(json.dumps(header).encode(), np.uint8)).items():
         yield f"npy:__header__:{label}", pack(header, arrays, members={"__header__.npy": member})
 
@@ -386,18 +498,32 @@ def zip_mutations(base):
     yield "zip:empty_zip", zip_bytes([])
     for name, data in members:
         stream = deflate_bomb(8)
-        yield f"zip:bomb_as:{name}", patch_member(
-            zip_bytes([(n, stream if n == name else d) for n, d in members]), name,
-            method=zipfile.ZIP_DEFLATED, file_size=len(data))
-        for field, values in (("file_size", (0, len(data) - 1, len(data) + 1, 2**31, 0xFFFFFFFF)),
-                              ("compress_size", (0, len(data) - 1, len(data) + 1, 2**31)),
-                              ("crc", (0,)), ("method", (99, zipfile.ZIP_DEFLATED))):
+        yield (
+            f"zip:bomb_as:{name}",
+            patch_member(
+                zip_bytes([(n, stream if n == name else d) for n, d in members]),
+                name,
+                method=zipfile.ZIP_DEFLATED,
+                file_size=len(data),
+            ),
+        )
+        for field, values in (
+            ("file_size", (0, len(data) - 1, len(data) + 1, 2**31, 0xFFFFFFFF)),
+            ("compress_size", (0, len(data) - 1, len(data) + 1, 2**31)),
+            ("crc", (0,)),
+            ("method", (99, zipfile.ZIP_DEFLATED)),
+        ):
             for v in values:
                 yield f"zip:{name}:{field}={v}", patch_member(base, name, **{field: v})
     eocd = base.rfind(b"PK\x05\x06")
-    for off, fmt, value, label in [(10, "<H", 0xFFFF, "entries"), (12, "<I", 0xFFFFFFFF, "cd_size"),
-                                   (12, "<I", 0, "cd_size0"), (16, "<I", 0xFFFFFFFF, "cd_offset"),
-                                   (16, "<I", 1, "cd_offset1"), (20, "<H", 10, "comment_len")]:
+    for off, fmt, value, label in [
+        (10, "<H", 0xFFFF, "entries"),
+        (12, "<I", 0xFFFFFFFF, "cd_size"),
+        (12, "<I", 0, "cd_size0"),
+        (16, "<I", 0xFFFFFFFF, "cd_offset"),
+        (16, "<I", 1, "cd_offset1"),
+        (20, "<H", 10, "comment_len"),
+    ]:
         buf = bytearray(base)
         struct.pack_into(fmt, buf, eocd + off, value)
         yield f"zip:eocd_{label}", bytes(buf)
@@ -457,10 +583,16 @@ def _strategy(bases):
         for _ in range(draw(st.integers(1, 3))):
             if kind in ("header", "mixed"):
                 path = draw(st.sampled_from(paths))
-                value = draw(st.one_of(st.sampled_from([v for _, v in BAD_VALUES]),
-                                       st.integers(-2**70, 2**70), st.floats(allow_nan=False,
-                                                                             allow_infinity=False),
-                                       st.text(max_size=20), st.booleans(), st.none()))
+                value = draw(
+                    st.one_of(
+                        st.sampled_from([v for _, v in BAD_VALUES]),
+                        st.integers(-(2**70), 2**70),
+                        st.floats(allow_nan=False, allow_infinity=False),
+                        st.text(max_size=20),
+                        st.booleans(),
+                        st.none(),
+                    )
+                )
                 try:
                     header = set_path(header, path, value)
                 except (KeyError, IndexError, TypeError):
@@ -486,10 +618,10 @@ def _strategy(bases):
                 elif op == "insert":
                     buf[pos:pos] = draw(st.binary(min_size=1, max_size=16))
                 elif op == "delete":
-                    del buf[pos:pos + draw(st.integers(1, 64))]
+                    del buf[pos : pos + draw(st.integers(1, 64))]
                 else:
                     chunk = draw(st.binary(min_size=1, max_size=32))
-                    buf[pos:pos + len(chunk)] = chunk
+                    buf[pos : pos + len(chunk)] = chunk
             data = bytes(buf)
         return label, data, (base if kind == "bytes" else None)
 
@@ -497,8 +629,13 @@ def _strategy(bases):
 
 
 def _run_hypothesis(bases, work, n):
-    @settings(max_examples=n, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(_strategy(bases))
     def run(case):
         label, data, base = case
@@ -522,8 +659,11 @@ def _medium(d):
 
     pool = dj.DreamPool(PoolConfig(max_size=400, memory_budget_mb=None, store_certainty=True))
     t = smooth_tensors(300, shape=(16, 16, 2, 3), seed=2)
-    pool.add_batch(t, np.column_stack([np.ones(300), np.full(300, 0.9), np.zeros(300)]),
-                   labels=list(np.arange(300) % 5))
+    pool.add_batch(
+        t,
+        np.column_stack([np.ones(300), np.full(300, 0.9), np.zeros(300)]),
+        labels=list(np.arange(300) % 5),
+    )
     return pathlib.Path(pool.save(d / "medium.npz")).read_bytes()
 
 
@@ -534,17 +674,34 @@ def hostile_files(base):
     fmt = "{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}"
     cfg = header["config"]
     big = {**header, "count": 2**40, "next_id": 2**41, "config": {**cfg, "max_size": 2**41}}
-    empty = {**header, "count": 0, "tensor_shape": [100000, 100000, 3],
-             "config": {**header["config"], "tensor_shape": [100000, 100000, 3]}}
+    empty = {
+        **header,
+        "count": 0,
+        "tensor_shape": [100000, 100000, 3],
+        "config": {**header["config"], "tensor_shape": [100000, 100000, 3]},
+    }
     files = {
         "bomb_extra_1400MiB": with_bomb(base, mib=1400),
         "bomb_as_tensors": patch_member(
-            pack(header, arrays, members={"tensors.npy": deflate_bomb(512)}), "tensors.npy",
-            method=zipfile.ZIP_DEFLATED, file_size=len(npy_bytes(tensors))),
-        "npy_2**40": pack(header, arrays, members={"tensors.npy": npy_raw(
-            fmt.format((2**40, *tensors.shape[1:])), tensors.tobytes())}),
-        "count_2**40": pack(big, arrays, members={"tensors.npy": npy_raw(
-            fmt.format((2**40, *tensors.shape[1:])), tensors.tobytes())}),
+            pack(header, arrays, members={"tensors.npy": deflate_bomb(512)}),
+            "tensors.npy",
+            method=zipfile.ZIP_DEFLATED,
+            file_size=len(npy_bytes(tensors)),
+        ),
+        "npy_2**40": pack(
+            header,
+            arrays,
+            members={
+                "tensors.npy": npy_raw(fmt.format((2**40, *tensors.shape[1:])), tensors.tobytes())
+            },
+        ),
+        "count_2**40": pack(
+            big,
+            arrays,
+            members={
+                "tensors.npy": npy_raw(fmt.format((2**40, *tensors.shape[1:])), tensors.tobytes())
+            },
+        ),
         "stored_size_lie": patch_member(base, "tensors.npy", file_size=2**31, compress_size=2**31),
         "empty_huge_shape": pack(empty, {}),
         "embedding_dim_2**31": pack({**header, "config": {**cfg, "embedding_dim": 2**31}}, arrays),
@@ -613,8 +770,14 @@ def test_hostile_files_bounded_peak_rss_in_a_subprocess(tmp_path, medium):
         p = tmp_path / f"{label}.npz"
         p.write_bytes(data)
         paths.append(str(p))
-    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, *paths], cwd=REPO,
-                         env=_child_env(), capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, *paths],
+        cwd=REPO,
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["typed"] == res["files"] == len(paths)

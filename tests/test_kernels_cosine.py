@@ -4,6 +4,7 @@ The references sum dot products in the kernels' order, so indices and scores
 are compared exactly (ties included); one test also checks against BLAS
 scores with a near-tie tolerance.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,22 +12,34 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from dreamjit.kernels.cosine import (
-    dots_transposed, normalize_rows, pairwise_dispersion, rows_transposed, topk_cosine,
-    topk_dot, topk_dot_batch, topk_dot_columns, topk_dot_columns_parallel,
+    dots_transposed,
+    normalize_rows,
+    pairwise_dispersion,
+    rows_transposed,
+    topk_cosine,
+    topk_dot,
+    topk_dot_batch,
+    topk_dot_columns,
+    topk_dot_columns_parallel,
 )
 
-from reference_retrieval import (
-    dispersion_ref, normalize_rows_ref, seq_dots, topk_cosine_ref, topk_dot_batch_ref,
-    topk_dot_ref, topk_from_scores,
-)
 from props import examples
+from reference_retrieval import (
+    dispersion_ref,
+    normalize_rows_ref,
+    seq_dots,
+    topk_cosine_ref,
+    topk_dot_batch_ref,
+    topk_dot_ref,
+    topk_from_scores,
+)
 
 
 def _data(rng, n, d, dup=True):
     X = rng.standard_normal((n, d)).astype(np.float32)
     if dup and n >= 6:
-        X[n - 1] = X[1]   # exact ties: a duplicate row ...
-        X[3] = 0.0        # ... and a zero row
+        X[n - 1] = X[1]  # exact ties: a duplicate row ...
+        X[3] = 0.0  # ... and a zero row
     q = rng.standard_normal(d).astype(np.float32)
     return X, q
 
@@ -53,11 +66,16 @@ MASKS = ["all", "none", "random", "sparse"]
 
 
 def _mask(rng, n, kind):
-    return {"all": np.ones(n, bool), "none": np.zeros(n, bool),
-            "random": rng.random(n) < 0.6, "sparse": rng.random(n) < 0.05}[kind]
+    return {
+        "all": np.ones(n, bool),
+        "none": np.zeros(n, bool),
+        "random": rng.random(n) < 0.6,
+        "sparse": rng.random(n) < 0.05,
+    }[kind]
 
 
 # ----------------------------------------------------------------------------- normalize
+
 
 @pytest.mark.parametrize("n,d", [(0, 4), (1, 1), (7, 3), (50, 64)])
 def test_normalize_rows(rng, n, d):
@@ -75,10 +93,21 @@ def test_normalize_rows(rng, n, d):
 
 # ----------------------------------------------------------------------------- topk_dot
 
-@pytest.mark.parametrize("n,d,k", [
-    (0, 4, 3), (1, 1, 1), (5, 1, 2), (6, 3, 6), (7, 3, 7), (9, 5, 100), (103, 17, 1),
-    (103, 17, 10), (400, 64, 33),
-])
+
+@pytest.mark.parametrize(
+    "n,d,k",
+    [
+        (0, 4, 3),
+        (1, 1, 1),
+        (5, 1, 2),
+        (6, 3, 6),
+        (7, 3, 7),
+        (9, 5, 100),
+        (103, 17, 1),
+        (103, 17, 10),
+        (400, 64, 33),
+    ],
+)
 @pytest.mark.parametrize("kind", MASKS)
 def test_topk_dot_matches_reference(rng, n, d, k, kind):
     X, q = _data(rng, n, d)
@@ -119,8 +148,9 @@ def test_topk_dot_against_blas_scores(rng):
     assert_topk_close(i, s, ri, rs)
 
 
-@pytest.mark.parametrize("n,d,k", [(0, 4, 3), (1, 1, 1), (6, 3, 6), (9, 5, 100), (103, 17, 10),
-                                   (400, 64, 33)])
+@pytest.mark.parametrize(
+    "n,d,k", [(0, 4, 3), (1, 1, 1), (6, 3, 6), (9, 5, 100), (103, 17, 10), (400, 64, 33)]
+)
 @pytest.mark.parametrize("kind", MASKS)
 def test_topk_dot_columns_matches_reference(rng, n, d, k, kind):
     X, q = _data(rng, n, d)
@@ -146,6 +176,7 @@ def test_topk_dot_columns_many_blocks_and_chunks(rng):
 
 
 # ----------------------------------------------------------------------------- cosine
+
 
 @pytest.mark.parametrize("n,d,k", [(0, 3, 2), (1, 1, 1), (8, 3, 8), (50, 3, 5), (61, 12, 100)])
 @pytest.mark.parametrize("kind", MASKS)
@@ -178,9 +209,17 @@ def test_topk_cosine_is_scale_invariant(rng):
 
 # ----------------------------------------------------------------------------- batch
 
-@pytest.mark.parametrize("n,d,m,k", [
-    (0, 4, 3, 2), (5, 1, 1, 1), (9, 3, 4, 12), (37, 7, 13, 5), (130, 16, 70, 8),
-])
+
+@pytest.mark.parametrize(
+    "n,d,m,k",
+    [
+        (0, 4, 3, 2),
+        (5, 1, 1, 1),
+        (9, 3, 4, 12),
+        (37, 7, 13, 5),
+        (130, 16, 70, 8),
+    ],
+)
 @pytest.mark.parametrize("kind", MASKS)
 def test_topk_dot_batch_matches_reference(rng, n, d, m, k, kind):
     X, _ = _data(rng, n, d)
@@ -225,6 +264,7 @@ def test_topk_dot_batch_many_tiles(rng):
 
 # ----------------------------------------------------------------------------- helpers
 
+
 @pytest.mark.parametrize("n,d", [(0, 3), (1, 1), (7, 4), (10, 9), (33, 64)])
 def test_dots_transposed_is_sequential_dot(rng, n, d):
     X, q = _data(rng, n, d)
@@ -250,8 +290,11 @@ def test_pairwise_dispersion_known_values():
 
 # ----------------------------------------------------------------------------- properties
 
-small_ints = hnp.arrays(np.float32, st.tuples(st.integers(0, 24), st.integers(1, 5)),
-                        elements=st.integers(-2, 2).map(float))
+small_ints = hnp.arrays(
+    np.float32,
+    st.tuples(st.integers(0, 24), st.integers(1, 5)),
+    elements=st.integers(-2, 2).map(float),
+)
 
 
 @settings(max_examples=examples(25), deadline=None)
@@ -272,9 +315,14 @@ def test_topk_properties(X, data):
 
 @pytest.mark.slow
 @settings(max_examples=examples(300), deadline=None)
-@given(X=hnp.arrays(np.float32, st.tuples(st.integers(0, 300), st.integers(1, 70)),
-                    elements=st.floats(-4, 4, width=32)),
-       data=st.data())
+@given(
+    X=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(0, 300), st.integers(1, 70)),
+        elements=st.floats(-4, 4, width=32),
+    ),
+    data=st.data(),
+)
 def test_topk_properties_large(X, data):
     n, d = X.shape
     q = data.draw(hnp.arrays(np.float32, d, elements=st.floats(-4, 4, width=32)))

@@ -1,13 +1,16 @@
 """The evaluator kernel against the plain-Python reference."""
+
 import colorsys
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dreamjit.kernels.evaluate import evaluate_batch, evaluate_one, hue_direction
 
 import reference_features as ref
-from dreamjit.kernels.evaluate import evaluate_batch, evaluate_one, hue_direction
 from props import examples
 
 
@@ -31,8 +34,9 @@ def check(t, lambda_tv=1.0, lambda_sat=0.1):
     return got
 
 
-@pytest.mark.parametrize("shape", [(8, 8, 2), (1, 1, 1), (1, 9, 1), (9, 1, 2), (5, 7, 3),
-                                   (2, 2, 1)])
+@pytest.mark.parametrize(
+    "shape", [(8, 8, 2), (1, 1, 1), (1, 9, 1), (9, 1, 2), (5, 7, 3), (2, 2, 1)]
+)
 def test_random_tensors_match_reference(shape, rng):
     check(rng.random(shape + (3,)))
 
@@ -72,8 +76,9 @@ def test_gray_image_has_full_hue_consistency():
     assert got[1] == pytest.approx(0.6 * balance + 0.4)
 
 
-@pytest.mark.parametrize("rgb", [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.2, 0.4, 0.9),
-                                 (0.9, 0.8, 0.1)])
+@pytest.mark.parametrize(
+    "rgb", [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.2, 0.4, 0.9), (0.9, 0.8, 0.1)]
+)
 def test_single_hue_image_has_consistency_one(rgb):
     scale = np.linspace(0.2, 1.0, 20).reshape(4, 5, 1, 1)
     t = scale * np.array(rgb)  # one hue, many values
@@ -97,9 +102,23 @@ def test_zero_tensor():
     assert got.tolist() == pytest.approx([0.1 * 0.25, 0.4, 0.0])
 
 
-@pytest.mark.parametrize("rgb", [(1, 0, 0), (1, 1, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1), (1, 0, 1),
-                                 (0.3, 0.2, 0.1), (0.1, 0.2, 0.3), (1.0, 1.0 - 1e-7, 0.5),
-                                 (0.5, 0.5, 0.49), (1.0, 0.5, 0.5 + 1e-12), (-0.5, 2.0, 0.3)])
+@pytest.mark.parametrize(
+    "rgb",
+    [
+        (1, 0, 0),
+        (1, 1, 0),
+        (0, 1, 0),
+        (0, 1, 1),
+        (0, 0, 1),
+        (1, 0, 1),
+        (0.3, 0.2, 0.1),
+        (0.1, 0.2, 0.3),
+        (1.0, 1.0 - 1e-7, 0.5),
+        (0.5, 0.5, 0.49),
+        (1.0, 0.5, 0.5 + 1e-12),
+        (-0.5, 2.0, 0.3),
+    ],
+)
 def test_hue_direction_matches_colorsys(rgb):
     r, g, b = (float(v) for v in rgb)
     mx, mn = max(r, g, b), min(r, g, b)
@@ -150,10 +169,16 @@ def test_reference_circular_std_matches_scipy_known():
 
 
 @settings(max_examples=examples(20), deadline=None)
-@given(rows=st.integers(1, 6), cols=st.integers(1, 6), layers=st.integers(1, 3),
-       seed=st.integers(0, 2**32 - 1), lo=st.sampled_from([0.0, -0.2]),
-       hi=st.sampled_from([1.0, 1.3]),
-       lambda_tv=st.floats(0.0, 5.0), lambda_sat=st.floats(0.0, 5.0))
+@given(
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 6),
+    layers=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+    lo=st.sampled_from([0.0, -0.2]),
+    hi=st.sampled_from([1.0, 1.3]),
+    lambda_tv=st.floats(0.0, 5.0),
+    lambda_sat=st.floats(0.0, 5.0),
+)
 def test_evaluate_property(rows, cols, layers, seed, lo, hi, lambda_tv, lambda_sat):
     rng = np.random.default_rng(seed)
     t = rng.uniform(lo, hi, (rows, cols, layers, 3))

@@ -1,4 +1,5 @@
 """dreamjit.kernels.hybrid against the plain-Python hybrid rerank reference."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,8 +8,8 @@ from hypothesis.extra import numpy as hnp
 
 from dreamjit.kernels.hybrid import hybrid_base_scores, hybrid_rerank
 
-from reference_retrieval import hybrid_base_ref, hybrid_rerank_ref
 from props import examples
+from reference_retrieval import hybrid_base_ref, hybrid_rerank_ref
 
 W = dict(alpha=0.65, beta=0.20, gamma=0.10, delta=0.05, lambda_=0.7)
 
@@ -18,14 +19,25 @@ def _cands(rng, m, d, unit=True):
     if unit and m:
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     sim = rng.uniform(-1, 1, m).astype(np.float32)
-    util = rng.uniform(-0.5, 1.5, m)            # clipped to [0, 1] inside
+    util = rng.uniform(-0.5, 1.5, m)  # clipped to [0, 1] inside
     labels = rng.integers(-1, 3, m).astype(np.int32)
     return sim, util, labels, emb
 
 
 def _run(fn, sim, util, labels, qlabel, emb, w, k):
-    return fn(sim, util, labels, qlabel, emb, w["alpha"], w["beta"], w["gamma"], w["delta"],
-              w["lambda_"], k)
+    return fn(
+        sim,
+        util,
+        labels,
+        qlabel,
+        emb,
+        w["alpha"],
+        w["beta"],
+        w["gamma"],
+        w["delta"],
+        w["lambda_"],
+        k,
+    )
 
 
 def _check(got, ref):
@@ -36,28 +48,46 @@ def _check(got, ref):
     np.testing.assert_array_equal(s, rs.astype(np.float32))
 
 
-@pytest.mark.parametrize("m,d,k", [(0, 4, 3), (1, 1, 1), (1, 3, 5), (6, 2, 6), (10, 4, 3),
-                                   (40, 16, 40), (40, 16, 100), (75, 7, 10)])
+@pytest.mark.parametrize(
+    "m,d,k",
+    [
+        (0, 4, 3),
+        (1, 1, 1),
+        (1, 3, 5),
+        (6, 2, 6),
+        (10, 4, 3),
+        (40, 16, 40),
+        (40, 16, 100),
+        (75, 7, 10),
+    ],
+)
 @pytest.mark.parametrize("qlabel", [-1, 0, 2])
 def test_hybrid_matches_reference(rng, m, d, k, qlabel):
     args = _cands(rng, m, d)
-    _check(_run(hybrid_rerank, *args[:3], qlabel, args[3], W, k),
-           _run(hybrid_rerank_ref, *args[:3], qlabel, args[3], W, k))
+    _check(
+        _run(hybrid_rerank, *args[:3], qlabel, args[3], W, k),
+        _run(hybrid_rerank_ref, *args[:3], qlabel, args[3], W, k),
+    )
 
 
-@pytest.mark.parametrize("w", [
-    dict(alpha=1, beta=0, gamma=0, delta=0, lambda_=1),
-    dict(alpha=0, beta=1, gamma=0, delta=1, lambda_=0),
-    dict(alpha=0, beta=0, gamma=1, delta=0.5, lambda_=0.5),
-    dict(alpha=0, beta=0, gamma=0, delta=0, lambda_=0),
-    dict(alpha=0.3, beta=0.3, gamma=0.3, delta=1, lambda_=1),
-])
+@pytest.mark.parametrize(
+    "w",
+    [
+        dict(alpha=1, beta=0, gamma=0, delta=0, lambda_=1),
+        dict(alpha=0, beta=1, gamma=0, delta=1, lambda_=0),
+        dict(alpha=0, beta=0, gamma=1, delta=0.5, lambda_=0.5),
+        dict(alpha=0, beta=0, gamma=0, delta=0, lambda_=0),
+        dict(alpha=0.3, beta=0.3, gamma=0.3, delta=1, lambda_=1),
+    ],
+)
 def test_hybrid_weight_corners(rng, w):
     sim, util, labels, emb = _cands(rng, 30, 5)
     emb[7] = emb[3]
     sim[9] = sim[4]
-    _check(_run(hybrid_rerank, sim, util, labels, 1, emb, w, 12),
-           _run(hybrid_rerank_ref, sim, util, labels, 1, emb, w, 12))
+    _check(
+        _run(hybrid_rerank, sim, util, labels, 1, emb, w, 12),
+        _run(hybrid_rerank_ref, sim, util, labels, 1, emb, w, 12),
+    )
 
 
 def test_hybrid_base_scores_rules():
@@ -69,16 +99,26 @@ def test_hybrid_base_scores_rules():
     # sim min-max -> 0, 0.5, 1, 0.5; utility clipped; class 1 / 0 / 0.5 / 1
     np.testing.assert_allclose(base, [0 + 0 + 1, 0.5 + 0.5 + 0, 1 + 1 + 0.5, 0.5 + 0.25 + 1])
     np.testing.assert_allclose(hybrid_base_scores(sim, util, labels, -1, 0.0, 0.0, 1.0), 0.5)
-    np.testing.assert_array_equal(
-        base, hybrid_base_ref(sim, util, labels, 3, 1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(base, hybrid_base_ref(sim, util, labels, 3, 1.0, 1.0, 1.0))
 
 
 def test_hybrid_equal_similarities_normalise_to_one():
     sim = np.full(4, 0.3, np.float32)
     base = hybrid_base_scores(sim, np.zeros(4), np.full(4, -1, np.int32), -1, 1.0, 0.0, 0.0)
     np.testing.assert_array_equal(base, 1.0)
-    o, s = hybrid_rerank(sim[:1], np.zeros(1), np.full(1, -1, np.int32), -1,
-                         np.ones((1, 2), np.float32) / np.sqrt(2), 1.0, 0, 0, 0, 1, 3)
+    o, s = hybrid_rerank(
+        sim[:1],
+        np.zeros(1),
+        np.full(1, -1, np.int32),
+        -1,
+        np.ones((1, 2), np.float32) / np.sqrt(2),
+        1.0,
+        0,
+        0,
+        0,
+        1,
+        3,
+    )
     assert o.tolist() == [0] and s[0] == 1.0
 
 

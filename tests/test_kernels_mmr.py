@@ -1,4 +1,5 @@
 """dreamjit.kernels.mmr against the plain-Python MMR references and LangChain."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,8 +8,8 @@ from hypothesis.extra import numpy as hnp
 
 from dreamjit.kernels.mmr import mmr_fast, mmr_standard
 
-from reference_retrieval import mmr_fast_ref, mmr_ref
 from props import examples
+from reference_retrieval import mmr_fast_ref, mmr_ref
 
 LAMBDAS = [0.0, 0.5, 1.0]
 
@@ -16,9 +17,9 @@ LAMBDAS = [0.0, 0.5, 1.0]
 def _data(rng, n, d, extras=True):
     C = rng.standard_normal((n, d)).astype(np.float32)
     if extras and n >= 8:
-        C[5] = C[2]           # exact duplicate
-        C[6] = 0.0            # zero row
-        C[7] = C[1] * 1.001   # near duplicate
+        C[5] = C[2]  # exact duplicate
+        C[6] = 0.0  # zero row
+        C[7] = C[1] * 1.001  # near duplicate
     q = rng.standard_normal(d).astype(np.float32)
     return q, C
 
@@ -32,10 +33,21 @@ def _check(got, ref):
     np.testing.assert_allclose(s, rs.astype(np.float32), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("n,d,k", [
-    (0, 3, 2), (1, 1, 1), (1, 4, 3), (3, 1, 3), (8, 2, 8), (9, 3, 4), (20, 5, 1),
-    (20, 5, 20), (20, 5, 25), (60, 17, 12),
-])
+@pytest.mark.parametrize(
+    "n,d,k",
+    [
+        (0, 3, 2),
+        (1, 1, 1),
+        (1, 4, 3),
+        (3, 1, 3),
+        (8, 2, 8),
+        (9, 3, 4),
+        (20, 5, 1),
+        (20, 5, 20),
+        (20, 5, 25),
+        (60, 17, 12),
+    ],
+)
 @pytest.mark.parametrize("lam", LAMBDAS + [0.3])
 def test_mmr_standard_matches_reference(rng, n, d, k, lam):
     q, C = _data(rng, n, d)
@@ -101,7 +113,7 @@ def test_mmr_fast_early_termination():
     C = np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], np.float32)
     q = np.array([1, 0], np.float32)
     i, _ = mmr_fast(q, C, 4, 1.0, 0.5, 0)
-    assert i.tolist() == [0, 1]     # rows 2 and 3 are below 0.5
+    assert i.tolist() == [0, 1]  # rows 2 and 3 are below 0.5
     assert mmr_fast(q, C, 4, 1.0, 1.5, 0)[0].shape == (0,)  # nothing relevant enough
     i, _ = mmr_fast(q, C, 4, 1.0, -1.0, 0)
     assert len(i) == 4
@@ -124,8 +136,9 @@ def test_mmr_matches_langchain_random(rng):
     for n, d, k in [(1, 3, 1), (10, 4, 3), (200, 16, 20), (300, 64, 50)]:
         q, C = _data(rng, n, d, extras=False)
         for lam in LAMBDAS + [0.25, 0.75]:
-            expected = lc.maximal_marginal_relevance(q.astype(np.float64), C.astype(np.float64),
-                                                     lambda_mult=lam, k=k)
+            expected = lc.maximal_marginal_relevance(
+                q.astype(np.float64), C.astype(np.float64), lambda_mult=lam, k=k
+            )
             assert mmr_standard(q, C, k, lam)[0].tolist() == list(expected)
 
 
@@ -135,8 +148,9 @@ def test_mmr_matches_langchain_with_duplicates_and_zeros(rng):
     C[10:20] = C[0:10]
     C[30] = 0.0
     for lam in LAMBDAS:
-        expected = lc.maximal_marginal_relevance(q.astype(np.float64), C.astype(np.float64),
-                                                 lambda_mult=lam, k=40)
+        expected = lc.maximal_marginal_relevance(
+            q.astype(np.float64), C.astype(np.float64), lambda_mult=lam, k=40
+        )
         assert mmr_standard(q, C, 40, lam)[0].tolist() == list(expected)
 
 
@@ -150,8 +164,10 @@ ints = st.integers(-2, 2).map(float)
 
 
 @settings(max_examples=examples(30), deadline=None)
-@given(C=hnp.arrays(np.float32, st.tuples(st.integers(0, 12), st.integers(1, 4)), elements=ints),
-       data=st.data())
+@given(
+    C=hnp.arrays(np.float32, st.tuples(st.integers(0, 12), st.integers(1, 4)), elements=ints),
+    data=st.data(),
+)
 def test_mmr_properties(C, data):
     n, d = C.shape
     q = data.draw(hnp.arrays(np.float32, d, elements=ints))
@@ -167,9 +183,14 @@ def test_mmr_properties(C, data):
 
 @pytest.mark.slow
 @settings(max_examples=examples(200), deadline=None)
-@given(C=hnp.arrays(np.float32, st.tuples(st.integers(0, 80), st.integers(1, 20)),
-                    elements=st.floats(-3, 3, width=32)),
-       data=st.data())
+@given(
+    C=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(0, 80), st.integers(1, 20)),
+        elements=st.floats(-3, 3, width=32),
+    ),
+    data=st.data(),
+)
 def test_mmr_properties_large(C, data):
     n, d = C.shape
     q = data.draw(hnp.arrays(np.float32, d, elements=st.floats(-3, 3, width=32)))

@@ -1,15 +1,29 @@
 """Spectral and chroma kernels against the plain numpy references."""
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dreamjit.kernels.chroma import chroma_batch, chroma_one
+from dreamjit.kernels.spectral import (
+    CHUNK,
+    FEATURES,
+    N_FEATURES,
+    describe_batch,
+    half_grids,
+    hann_window,
+    log_into,
+    radius_grid,
+    spectra_features,
+    spectral_batch,
+    spectral_one,
+    window_2d,
+)
 
 import reference_features as ref
-from dreamjit.kernels.chroma import chroma_batch, chroma_one
-from dreamjit.kernels.spectral import (CHUNK, FEATURES, N_FEATURES, describe_batch, half_grids,
-                                       hann_window, log_into, radius_grid, spectra_features,
-                                       spectral_batch, spectral_one, window_2d)
 from props import examples
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -33,6 +47,7 @@ def check_one(t4):
 
 # --- grids and helpers ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 31, 32])
 def test_hann_window_matches_formula(n):
     np.testing.assert_allclose(hann_window(n), ref.hann_periodic(n), rtol=0, atol=1e-15)
@@ -43,9 +58,12 @@ def test_hann_window_matches_formula(n):
 def test_radius_grid_is_bitwise_numpys(rows, cols):
     # band edges sit exactly on grid values (e.g. r == 2/3 at 3x3): same bits, same bands
     assert np.array_equal(radius_grid(rows, cols), ref.radius_grid(rows, cols))
-    np.testing.assert_allclose(window_2d(rows, cols),
-                               np.outer(ref.hann_periodic(rows), ref.hann_periodic(cols)),
-                               rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        window_2d(rows, cols),
+        np.outer(ref.hann_periodic(rows), ref.hann_periodic(cols)),
+        rtol=0,
+        atol=1e-15,
+    )
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (2, 2), (3, 3), (4, 6), (5, 7), (6, 5)])
@@ -66,9 +84,23 @@ def test_half_grids_cover_full_spectrum(rows, cols):
 
 
 def test_log_into_accuracy(rng):
-    special = [1.0, 2.0, 0.5, math.sqrt(0.5), math.sqrt(2.0), np.nextafter(math.sqrt(2.0), 3.0),
-               np.nextafter(math.sqrt(0.5), 0.0), 1e-300, 2.2250738585072014e-308, 1.7e308,
-               np.nextafter(1.0, 0.0), np.nextafter(1.0, 2.0), 3.0, 10.0, 1e-12]
+    special = [
+        1.0,
+        2.0,
+        0.5,
+        math.sqrt(0.5),
+        math.sqrt(2.0),
+        np.nextafter(math.sqrt(2.0), 3.0),
+        np.nextafter(math.sqrt(0.5), 0.0),
+        1e-300,
+        2.2250738585072014e-308,
+        1.7e308,
+        np.nextafter(1.0, 0.0),
+        np.nextafter(1.0, 2.0),
+        3.0,
+        10.0,
+        1e-12,
+    ]
     p = np.concatenate([special, np.exp(rng.uniform(-700, 700, 500)), rng.random(500) * 3])
     out = np.empty_like(p)
     log_into(p, out, np.empty(2 * p.size, np.int64))
@@ -100,9 +132,14 @@ def _expected_features(half, rows, cols):
     r = ref.radius_grid(rows, cols)
     S = P.sum()
     p = P[P > 0] / S
-    return [-(p * np.log(p)).sum() / math.log(rows * cols), P[r < 1 / 3].sum() / S,
-            P[(r >= 1 / 3) & (r < 2 / 3)].sum() / S, P[r >= 2 / 3].sum() / S,
-            r.ravel()[np.argmax(P)], P.mean()]
+    return [
+        -(p * np.log(p)).sum() / math.log(rows * cols),
+        P[r < 1 / 3].sum() / S,
+        P[(r >= 1 / 3) & (r < 2 / 3)].sum() / S,
+        P[r >= 2 / 3].sum() / S,
+        r.ravel()[np.argmax(P)],
+        P.mean(),
+    ]
 
 
 @pytest.mark.parametrize("rows,cols", [(4, 4), (3, 5), (6, 7), (5, 2), (8, 8)])
@@ -126,9 +163,21 @@ def test_spectra_features_tie_rule_on_exact_ties(rows, cols, rng):
 
 # --- spectral_one / spectral_batch ---------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(32, 32, 4, 3), (16, 16, 1, 3), (5, 7, 2, 3), (7, 5, 3, 1),
-                                   (3, 3, 1, 4), (6, 6, 2, 2), (9, 4, 1, 3), (2, 9, 2, 3),
-                                   (13, 11, 2, 1)])
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (32, 32, 4, 3),
+        (16, 16, 1, 3),
+        (5, 7, 2, 3),
+        (7, 5, 3, 1),
+        (3, 3, 1, 4),
+        (6, 6, 2, 2),
+        (9, 4, 1, 3),
+        (2, 9, 2, 3),
+        (13, 11, 2, 1),
+    ],
+)
 def test_spectral_one_matches_reference(shape, rng):
     check_one(rand(rng, *shape))
 
@@ -140,8 +189,9 @@ def test_spectral_features_are_in_range(rng):
     assert got[4] >= 0.0 and got[5] > 0.0
 
 
-@pytest.mark.parametrize("shape", [(8, 8, 2, 3), (5, 7, 1, 1), (1, 1, 1, 3), (1, 9, 2, 3),
-                                   (9, 1, 1, 2)])
+@pytest.mark.parametrize(
+    "shape", [(8, 8, 2, 3), (5, 7, 1, 1), (1, 1, 1, 3), (1, 9, 2, 3), (9, 1, 1, 2)]
+)
 @pytest.mark.parametrize("value", [0.0, 0.37, -2.5])
 def test_flat_and_degenerate_tensors_are_zero(shape, value):
     # a flat channel, and any 1-row/1-col tensor (the n == 1 Hann window is [0]), has no power
@@ -206,6 +256,7 @@ def test_spectral_batch_numpy_peer_matches_reference(rng):
 @pytest.mark.jit_only
 def test_spectral_batch_is_deterministic_across_threads(rng):
     import numba
+
     t = rand(rng, 4 * CHUNK + 1, 16, 16, 2, 3)
     before = numba.get_num_threads()
     try:
@@ -218,14 +269,25 @@ def test_spectral_batch_is_deterministic_across_threads(rng):
 
 
 def test_feature_names_order():
-    assert FEATURES == ("entropy", "low_band_energy", "mid_band_energy", "high_band_energy",
-                        "dominant_frequency", "mean_psd")
+    assert FEATURES == (
+        "entropy",
+        "low_band_energy",
+        "mid_band_energy",
+        "high_band_energy",
+        "dominant_frequency",
+        "mean_psd",
+    )
 
 
 @settings(max_examples=examples(25), deadline=None)
-@given(rows=st.integers(1, 9), cols=st.integers(1, 9), layers=st.integers(1, 3),
-       C=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
-       scale=st.sampled_from([1e-3, 1.0, 50.0]))
+@given(
+    rows=st.integers(1, 9),
+    cols=st.integers(1, 9),
+    layers=st.integers(1, 3),
+    C=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-3, 1.0, 50.0]),
+)
 def test_spectral_property(rows, cols, layers, C, seed, scale):
     t = f32(np.random.default_rng(seed).normal(0.0, scale, (rows, cols, layers, C)))
     got = check_one(t)
@@ -243,6 +305,7 @@ def test_spectral_batch_large(rng):
 
 # --- chroma and describe_batch -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(4, 4, 2, 3), (1, 1, 1, 1), (5, 7, 3, 4), (3, 2, 1, 2)])
 def test_chroma_matches_reference(shape, rng):
     t = rand(rng, *shape, lo=-1.0, hi=2.0)
@@ -255,8 +318,12 @@ def test_chroma_matches_reference(shape, rng):
 
 def test_chroma_zero_weights_fall_back_to_plain_mean(rng):
     t = rand(rng, 3, 3, 2, 3)
-    np.testing.assert_allclose(chroma_one(t, np.zeros((3, 3, 2), np.float32), True),
-                               chroma_one(t, NO_W, False), rtol=0, atol=0)
+    np.testing.assert_allclose(
+        chroma_one(t, np.zeros((3, 3, 2), np.float32), True),
+        chroma_one(t, NO_W, False),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_chroma_one_hot_weight_picks_the_cell(rng):
@@ -276,8 +343,9 @@ def test_chroma_batch_and_describe_batch(n, rng):
     weighted = chroma_batch(t, w, True)
     assert plain.dtype == weighted.dtype == np.float32 and plain.shape == (n, 4)
     np.testing.assert_allclose(plain, [ref.chroma_ref(x) for x in t], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(weighted, [ref.chroma_ref(x, y) for x, y in zip(t, w)],
-                               rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        weighted, [ref.chroma_ref(x, y) for x, y in zip(t, w)], rtol=RTOL, atol=ATOL
+    )
     for cert, use, chroma in ((empty, False, plain), (w, True, weighted)):
         spec, chrom = describe_batch(t, cert, use)
         assert spec.dtype == chrom.dtype == np.float32

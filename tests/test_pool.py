@@ -2,10 +2,18 @@ import numpy as np
 import pytest
 
 import dreamjit as dj
-from dreamjit import (DimensionMismatchError, DreamError, EmptyCollectionError,
-                      InvalidParameterError, MemoryExceededError, PoolConfig, SolverResult)
-from invariants import assert_invariants
+from dreamjit import (
+    DimensionMismatchError,
+    DreamError,
+    EmptyCollectionError,
+    InvalidParameterError,
+    MemoryExceededError,
+    PoolConfig,
+    SolverResult,
+)
+
 import reference_pool as ref
+from invariants import assert_invariants
 
 SHAPE = (6, 5, 2, 3)
 
@@ -25,8 +33,12 @@ def results(n, seed=0, coherence=None):
 def pool_with(n=10, seed=0, **cfg):
     cfg.setdefault("memory_budget_mb", None)
     pool = dj.DreamPool(PoolConfig(**cfg))
-    pool.add_batch(tensors(n, seed), results(n, seed, coherence=0.9), labels=list(np.arange(n) % 3),
-                   utilities=list(np.linspace(0, 1, n)))
+    pool.add_batch(
+        tensors(n, seed),
+        results(n, seed, coherence=0.9),
+        labels=list(np.arange(n) % 3),
+        utilities=list(np.linspace(0, 1, n)),
+    )
     assert_invariants(pool)
     return pool
 
@@ -122,8 +134,12 @@ def test_eviction_policies_match_model(policy):
             model.feedback(target, 0.9, counts)
         if batch[0] != i:
             continue
-        pool.add_batch(t[batch], np.column_stack([np.zeros(len(batch)), coh[batch], np.zeros(len(batch))]),
-                       utilities=util[batch].tolist(), only_coherent=False)
+        pool.add_batch(
+            t[batch],
+            np.column_stack([np.zeros(len(batch)), coh[batch], np.zeros(len(batch))]),
+            utilities=util[batch].tolist(),
+            only_coherent=False,
+        )
         for j in batch:
             model.add(coh[j], util[j])
         assert sorted(model.entries) == pool.ids().tolist()
@@ -152,8 +168,9 @@ def test_budget_never_exceeded_and_exact_limit():
     entry = probe.entry_bytes
     for n_fit in (1, 3, 8):
         budget_mb = n_fit * entry / 2**20  # exactly n_fit entries at eviction_threshold=1
-        pool = dj.DreamPool(PoolConfig(memory_budget_mb=budget_mb, eviction_threshold=1.0,
-                                       max_size=1000))
+        pool = dj.DreamPool(
+            PoolConfig(memory_budget_mb=budget_mb, eviction_threshold=1.0, max_size=1000)
+        )
         for i in range(3 * n_fit + 2):
             pool.add(tensors(1, seed=i)[0], (0.0, 0.9, 0.0))
             assert pool.used_bytes() <= pool.config.budget_bytes
@@ -201,10 +218,15 @@ def test_record_feedback_skips_evicted_and_refuses_unknown():
     pool = pool_with(10, max_size=3)
     assert pool.record_feedback([0, 9], 0.5) == 1
     before = pool.fingerprint()
-    for ids, u, err in [([99], 0.5, InvalidParameterError), ([-1], 0.5, InvalidParameterError),
-                        ([9], np.nan, InvalidParameterError), ([9, 8], [0.1, 0.2, 0.3], DimensionMismatchError),
-                        ([], 0.1, EmptyCollectionError), (["a"], 0.1, InvalidParameterError),
-                        ([9.5], 0.1, InvalidParameterError)]:
+    for ids, u, err in [
+        ([99], 0.5, InvalidParameterError),
+        ([-1], 0.5, InvalidParameterError),
+        ([9], np.nan, InvalidParameterError),
+        ([9, 8], [0.1, 0.2, 0.3], DimensionMismatchError),
+        ([], 0.1, EmptyCollectionError),
+        (["a"], 0.1, InvalidParameterError),
+        ([9.5], 0.1, InvalidParameterError),
+    ]:
         with pytest.raises(err):
             pool.record_feedback(ids, u)
         assert pool.fingerprint() == before
@@ -279,19 +301,22 @@ def test_bad_tensor_leaves_pool_unchanged(bad, err):
     assert_invariants(pool)
 
 
-@pytest.mark.parametrize("kwargs,err", [
-    ({"result": (0.0, np.nan, 0.0)}, InvalidParameterError),
-    ({"result": (0.0, 0.9)}, DimensionMismatchError),
-    ({"result": "good"}, InvalidParameterError),
-    ({"result": (0j, 0.9, 0.0)}, InvalidParameterError),
-    ({"label": -1}, InvalidParameterError),
-    ({"label": 1.5}, InvalidParameterError),
-    ({"label": "a"}, InvalidParameterError),
-    ({"utility": np.inf}, InvalidParameterError),
-    ({"utility": "high"}, InvalidParameterError),
-    ({"embedding": np.ones(64)}, InvalidParameterError),  # pool computes its own embeddings
-    ({"certainty": np.ones(SHAPE[:3])}, InvalidParameterError),  # store_certainty=False
-])
+@pytest.mark.parametrize(
+    "kwargs,err",
+    [
+        ({"result": (0.0, np.nan, 0.0)}, InvalidParameterError),
+        ({"result": (0.0, 0.9)}, DimensionMismatchError),
+        ({"result": "good"}, InvalidParameterError),
+        ({"result": (0j, 0.9, 0.0)}, InvalidParameterError),
+        ({"label": -1}, InvalidParameterError),
+        ({"label": 1.5}, InvalidParameterError),
+        ({"label": "a"}, InvalidParameterError),
+        ({"utility": np.inf}, InvalidParameterError),
+        ({"utility": "high"}, InvalidParameterError),
+        ({"embedding": np.ones(64)}, InvalidParameterError),  # pool computes its own embeddings
+        ({"certainty": np.ones(SHAPE[:3])}, InvalidParameterError),  # store_certainty=False
+    ],
+)
 def test_bad_arguments_leave_pool_unchanged(kwargs, err):
     pool = pool_with(5)
     before = pool.fingerprint()
@@ -312,7 +337,10 @@ def test_bad_batch_is_all_or_nothing():
         (dict(tensors=tensors(4), results=results(3)), DimensionMismatchError),
         (dict(tensors=tensors(4), results=results(4), labels=[0, 1, 2]), DimensionMismatchError),
         (dict(tensors=tensors(4), results=results(4), labels=[0, 1, 2, -5]), InvalidParameterError),
-        (dict(tensors=tensors(4), results=results(4), utilities=[0, 1, 2, np.nan]), InvalidParameterError),
+        (
+            dict(tensors=tensors(4), results=results(4), utilities=[0, 1, 2, np.nan]),
+            InvalidParameterError,
+        ),
         (dict(tensors=[], results=[]), EmptyCollectionError),
         (dict(tensors=tensors(4, shape=(3, 3, 3)), results=results(4)), DimensionMismatchError),
     ]
@@ -323,17 +351,20 @@ def test_bad_batch_is_all_or_nothing():
     assert_invariants(pool)
 
 
-@pytest.mark.parametrize("call", [
-    lambda p: p.retrieve_similar([np.nan, 0, 0]),
-    lambda p: p.retrieve_similar([1, 0]),
-    lambda p: p.retrieve_similar([1, 0, 0], k=0),
-    lambda p: p.retrieve_similar([1, 0, 0], k=-2),
-    lambda p: p.retrieve_similar([1, 0, 0], k=2.5),
-    lambda p: p.retrieve_similar([1, 0, 0], label=-3),
-    lambda p: p.retrieve_similar(np.zeros(3, dtype=complex)),
-    lambda p: p.retrieve_similar([]),
-    lambda p: p.retrieve_similar(dj.Query(label=1)),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p: p.retrieve_similar([np.nan, 0, 0]),
+        lambda p: p.retrieve_similar([1, 0]),
+        lambda p: p.retrieve_similar([1, 0, 0], k=0),
+        lambda p: p.retrieve_similar([1, 0, 0], k=-2),
+        lambda p: p.retrieve_similar([1, 0, 0], k=2.5),
+        lambda p: p.retrieve_similar([1, 0, 0], label=-3),
+        lambda p: p.retrieve_similar(np.zeros(3, dtype=complex)),
+        lambda p: p.retrieve_similar([]),
+        lambda p: p.retrieve_similar(dj.Query(label=1)),
+    ],
+)
 def test_bad_retrieval_raises_typed_error(call):
     pool = pool_with(5)
     before = pool.fingerprint()
@@ -408,9 +439,15 @@ def test_from_columns_rebuilds_the_pool_of_to_columns():
     config, state, arrays = pool.to_columns()
     assert state["count"] == len(pool) == 8 and state["next_id"] == 12
     assert arrays["ids"].tolist() == pool.ids().tolist()
-    back = dj.DreamPool.from_columns(config, state["tensor_shape"], arrays, count=state["count"],
-                                     next_id=state["next_id"], evicted=state["evicted"],
-                                     embedding_mode=state["embedding_mode"])
+    back = dj.DreamPool.from_columns(
+        config,
+        state["tensor_shape"],
+        arrays,
+        count=state["count"],
+        next_id=state["next_id"],
+        evicted=state["evicted"],
+        embedding_mode=state["embedding_mode"],
+    )
     assert_invariants(back)
     assert back.fingerprint().split(":")[1:] == pool.fingerprint().split(":")[1:]
     for a, b in zip(pool, back):
@@ -422,9 +459,15 @@ def test_from_columns_refuses_entries_beyond_the_config_limits():
     pool = pool_with(6)
     config, state, arrays = pool.to_columns()
     with pytest.raises(dj.CriticalStateError, match="above max_size"):
-        dj.DreamPool.from_columns(config.replace(max_size=4), state["tensor_shape"], arrays,
-                                  count=6, next_id=6, evicted=0,
-                                  embedding_mode=state["embedding_mode"])
+        dj.DreamPool.from_columns(
+            config.replace(max_size=4),
+            state["tensor_shape"],
+            arrays,
+            count=6,
+            next_id=6,
+            evicted=0,
+            embedding_mode=state["embedding_mode"],
+        )
 
 
 def test_entries_of_and_gather_skip_ids_not_live():

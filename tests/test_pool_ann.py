@@ -1,5 +1,6 @@
 """Pool-level recall of the ANN path, churn through evictions, and no waiting for builds;
 memory admission of the index; the build lifecycle (scheduling, timeouts, the worker)."""
+
 import os
 import threading
 import time
@@ -11,8 +12,9 @@ import dreamjit as dj
 import dreamjit.index.nndescent as index_mod
 import dreamjit.index.worker as worker_mod
 from dreamjit import MemoryExceededError, PoolConfig, Query, RetrievalWeights
-from dreamjit.kernels.graph import knn_to_csr
 from dreamjit._indexes import IndexSet
+from dreamjit.kernels.graph import knn_to_csr
+
 from invariants import assert_invariants
 
 pytestmark = pytest.mark.ann
@@ -36,8 +38,15 @@ def gmm(n, d=64, clusters=100, seed=0):
 
 def embedding_pool(V, **cfg):
     n, d = V.shape
-    cfg = {"memory_budget_mb": None, "max_size": n, "embedding_dim": d, "use_ann": True,
-           "ann_threshold": 256, "ann_background": True, **cfg}
+    cfg = {
+        "memory_budget_mb": None,
+        "max_size": n,
+        "embedding_dim": d,
+        "use_ann": True,
+        "ann_threshold": 256,
+        "ann_background": True,
+        **cfg,
+    }
     pool = dj.DreamPool(PoolConfig(**cfg))
     tiny = np.zeros((n, 1, 1, 3), np.float32)
     pool.add_batch(tiny, np.tile([0.0, 1.0, 0.0], (n, 1)), embeddings=V)
@@ -60,6 +69,7 @@ def pool_recall(pool, queries, k=10):
 @pytest.mark.jit_only
 def test_digits_recall_and_churn():
     from sklearn.datasets import load_digits
+
     X = load_digits().data.astype(np.float64)
     X = unit(X - X.mean(0))
     base, extra, queries = X[:1500], X[1500:1725], X[1725:]
@@ -125,6 +135,7 @@ def test_gmm_1e5_recall_and_churn():
 
 # ------------------------------------------------------------------ admission
 
+
 def test_first_and_second_identical_adds_behave_the_same():
     """A budget just above (or below) one entry, ANN from the first entry: every add alike."""
     t = np.full((4, 4, 3), 0.5, np.float32)
@@ -134,8 +145,9 @@ def test_first_and_second_identical_adds_behave_the_same():
     entry = probe.entry_bytes  # storage rows + the delta slot an add can cost the index
     assert entry == probe.table.store_entry_bytes() + 8
     for budget, fits in ((entry + 20, True), (entry - 20, False)):
-        pool = dj.DreamPool(PoolConfig(memory_budget_mb=budget / 2**20, ann_threshold=1,
-                                       max_size=10))
+        pool = dj.DreamPool(
+            PoolConfig(memory_budget_mb=budget / 2**20, ann_threshold=1, max_size=10)
+        )
         for _ in range(3):
             if fits:
                 eid = pool.add(t, res)
@@ -160,7 +172,7 @@ def test_ann_pool_keeps_about_as_many_entries_as_an_exact_one():
     res = np.tile([0.0, 1.0, 0.0], (1000, 1))
     for lo in range(0, 9000, 1000):
         for pool in (exact, ann):
-            pool.add_batch(tensors, res, embeddings=V[lo:lo + 1000])
+            pool.add_batch(tensors, res, embeddings=V[lo : lo + 1000])
             assert pool.used_bytes() <= pool.config.budget_bytes
     assert ann.rebuild_index(block=True, timeout=TIMEOUT)
     assert ann.stats()["ann_ready"] and ann.stats()["index_bytes"] > 0
@@ -172,6 +184,7 @@ def test_ann_pool_keeps_about_as_many_entries_as_an_exact_one():
 
 
 # ----------------------------------------------------------- build scheduling
+
 
 def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
     """Stand-in for pynndescent: the exact k-NN graph."""
@@ -230,37 +243,45 @@ def test_a_build_that_lands_stale_starts_the_next_by_itself(thread_builds, monke
     assert gate.started[0].wait(TIMEOUT)  # the first build: its snapshot of 400 taken
     tiny = np.zeros((400, 1, 1, 3), np.float32)
     for lo in range(400, 2400, 400):  # a bulk fill while it builds
-        pool.add_batch(tiny, np.tile([0.0, 1.0, 0.0], (400, 1)), embeddings=V[lo:lo + 400])
+        pool.add_batch(tiny, np.tile([0.0, 1.0, 0.0], (400, 1)), embeddings=V[lo : lo + 400])
     assert len(gate.threads) == 1  # one build at a time
     gate.release[0].set()
     gate.join(0)
     # the first graph landed 2000 entries behind: the next build started with no call
     assert gate.started[1].wait(TIMEOUT)
-    assert graph_rows(pool) == 400 and pool.indexes.ann.n_delta == 2000 and pool.indexes.ann.building
+    assert (
+        graph_rows(pool) == 400 and pool.indexes.ann.n_delta == 2000 and pool.indexes.ann.building
+    )
     # meanwhile the delta (5x the graph) would cost more than a scan: queries scan exactly
     for q in V[::300]:
         got, want = pool.indexes.ann.search(q, 10), pool.indexes.exact.search(q, 10)
         np.testing.assert_array_equal(got[0], want[0])
     gate.release[1].set()
     gate.join(1)
-    assert graph_rows(pool) == 2400 and pool.indexes.ann.n_delta == 0 and not pool.indexes.ann.building
+    assert (
+        graph_rows(pool) == 2400 and pool.indexes.ann.n_delta == 0 and not pool.indexes.ann.building
+    )
     assert len(gate.threads) == 2 and pool.indexes.ann.builds == 2
     assert_invariants(pool)
 
 
-def test_rebuild_index_during_a_build_waits_for_one_that_covers_the_call(thread_builds,
-                                                                         monkeypatch):
+def test_rebuild_index_during_a_build_waits_for_one_that_covers_the_call(
+    thread_builds, monkeypatch
+):
     gate = BuildGate(hold={0})
     monkeypatch.setattr(index_mod, "_BUILD_HOOK", gate)
     V = gmm(600, d=16, clusters=20, seed=6)
-    pool = embedding_pool(V[:400], max_size=5000, ann_threshold=300, ann_n_neighbors=8,
-                          ann_rebuild_fraction=0.9)
+    pool = embedding_pool(
+        V[:400], max_size=5000, ann_threshold=300, ann_n_neighbors=8, ann_rebuild_fraction=0.9
+    )
     assert gate.started[0].wait(TIMEOUT)
-    pool.add_batch(np.zeros((200, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (200, 1)),
-                   embeddings=V[400:])  # 200 < 0.9 * 400: no automatic rebuild
+    pool.add_batch(
+        np.zeros((200, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (200, 1)), embeddings=V[400:]
+    )  # 200 < 0.9 * 400: no automatic rebuild
     out = []
-    caller = threading.Thread(target=lambda: out.append(pool.rebuild_index(block=True,
-                                                                           timeout=TIMEOUT)))
+    caller = threading.Thread(
+        target=lambda: out.append(pool.rebuild_index(block=True, timeout=TIMEOUT))
+    )
     caller.start()
     gate.release[0].set()
     caller.join(TIMEOUT)

@@ -1,17 +1,25 @@
 """Random sequences of pool operations checked against a plain-Python model."""
+
 import os
 import tempfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, invariant, precondition, rule,
-                                 run_state_machine_as_test)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 import dreamjit as dj
 from dreamjit import PoolConfig
-from invariants import assert_invariants
+
 import reference_pool as ref
+from invariants import assert_invariants
 
 SHAPE = (3, 3, 3)
 coherence = st.sampled_from([0.1, 0.5, 0.8, 0.8, 0.95])  # repeats make ties
@@ -24,15 +32,25 @@ class PoolMachine(RuleBasedStateMachine):
         self.policy = None
 
     @precondition(lambda self: self.policy is None)
-    @rule(policy=st.sampled_from(["oldest", "lowest_coherence", "lowest_utility"]),
-          max_size=st.integers(1, 6), budget_entries=st.one_of(st.none(), st.integers(1, 8)))
+    @rule(
+        policy=st.sampled_from(["oldest", "lowest_coherence", "lowest_utility"]),
+        max_size=st.integers(1, 6),
+        budget_entries=st.one_of(st.none(), st.integers(1, 8)),
+    )
     def start(self, policy, max_size, budget_entries):
         self.policy = policy
         probe = dj.DreamPool(PoolConfig(memory_budget_mb=None, use_ann=False))
         probe.add(np.zeros(SHAPE, np.float32), (0, 1, 0))
         budget = None if budget_entries is None else budget_entries * probe.entry_bytes / 2**20
-        self.pool = dj.DreamPool(PoolConfig(max_size=max_size, eviction=policy, memory_budget_mb=budget,
-                                            eviction_threshold=1.0, use_ann=False))
+        self.pool = dj.DreamPool(
+            PoolConfig(
+                max_size=max_size,
+                eviction=policy,
+                memory_budget_mb=budget,
+                eviction_threshold=1.0,
+                use_ann=False,
+            )
+        )
         limit = max_size if budget_entries is None else min(max_size, budget_entries)
         self.model = ref.PoolModel(limit, policy)
         self.counts = {}
@@ -71,9 +89,11 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.policy is not None)
     @rule(k=st.integers(1, 8))
     def retrieve(self, k):
-        for hits in (self.pool.retrieve_similar([0.5, 0.4, 0.3], k=k),
-                     self.pool.retrieve_soft([0.5, 0.4, 0.3], k=k),
-                     self.pool.retrieve_diverse([0.5, 0.4, 0.3], k=k)):
+        for hits in (
+            self.pool.retrieve_similar([0.5, 0.4, 0.3], k=k),
+            self.pool.retrieve_soft([0.5, 0.4, 0.3], k=k),
+            self.pool.retrieve_diverse([0.5, 0.4, 0.3], k=k),
+        ):
             assert len(hits) == min(k, len(self.pool))
             assert set(hits.ids.tolist()) <= set(self.model.entries)
 
@@ -98,12 +118,22 @@ class PoolMachine(RuleBasedStateMachine):
 
 
 TestPoolMachine = PoolMachine.TestCase
-TestPoolMachine.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
-                                    suppress_health_check=[HealthCheck.too_slow])
+TestPoolMachine.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @pytest.mark.slow
 def test_pool_machine_long():
-    run_state_machine_as_test(PoolMachine, settings=settings(
-        max_examples=300, stateful_step_count=40, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow]))
+    run_state_machine_as_test(
+        PoolMachine,
+        settings=settings(
+            max_examples=300,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

@@ -1,4 +1,5 @@
 """A query with no direction is refused; stored zero rows stay allowed (similarity 0)."""
+
 import numpy as np
 import pytest
 
@@ -14,9 +15,18 @@ def pool():
     return p
 
 
-@pytest.mark.parametrize("query", [np.zeros(3), np.zeros((4, 4, 3)), dj.Query(chroma=np.zeros(3)),
-                                   dj.Query(chroma=[0.0, -0.0, 0.0], spectral=np.zeros(6))])
-@pytest.mark.parametrize("call", ["retrieve_soft", "retrieve_similar", "retrieve_diverse", "hybrid"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        np.zeros(3),
+        np.zeros((4, 4, 3)),
+        dj.Query(chroma=np.zeros(3)),
+        dj.Query(chroma=[0.0, -0.0, 0.0], spectral=np.zeros(6)),
+    ],
+)
+@pytest.mark.parametrize(
+    "call", ["retrieve_soft", "retrieve_similar", "retrieve_diverse", "hybrid"]
+)
 def test_direction_less_query_is_refused(pool, query, call):
     before = pool.fingerprint()
     cache = pool.query_cache_stats()

@@ -1,13 +1,21 @@
 """Pool-level soft, diverse and hybrid retrieval against brute force + references."""
+
 import numpy as np
 import pytest
 
 import dreamjit as dj
-from dreamjit import (DimensionMismatchError, DreamError, InvalidParameterError, PoolConfig,
-                      Query, RetrievalMode, RetrievalWeights)
+from dreamjit import (
+    DimensionMismatchError,
+    InvalidParameterError,
+    PoolConfig,
+    Query,
+    RetrievalMode,
+    RetrievalWeights,
+)
 from dreamjit.retrieval import candidate_count
-from invariants import assert_invariants
+
 import reference_retrieval as ref
+from invariants import assert_invariants
 
 SHAPE = (6, 6, 2, 3)
 
@@ -15,6 +23,7 @@ SHAPE = (6, 6, 2, 3)
 @pytest.fixture(scope="module")
 def data():
     from dreamjit.synthetic import smooth_tensors
+
     t = smooth_tensors(120, shape=SHAPE, seed=3)
     return t, dj.evaluate_batch(t)
 
@@ -24,8 +33,13 @@ def make_pool(data, n=120, **cfg):
     cfg.setdefault("memory_budget_mb", None)
     cfg.setdefault("use_ann", False)
     pool = dj.DreamPool(PoolConfig(**cfg))
-    pool.add_batch(t[:n], r[:n], labels=list(np.arange(n) % 5), utilities=list(np.linspace(0, 1, n)),
-                   only_coherent=False)
+    pool.add_batch(
+        t[:n],
+        r[:n],
+        labels=list(np.arange(n) % 5),
+        utilities=list(np.linspace(0, 1, n)),
+        only_coherent=False,
+    )
     pool.record_feedback(pool.ids()[::7], 0.9)
     return pool
 
@@ -49,8 +63,9 @@ def test_retrieve_soft_equals_brute_force_and_reference_rerank(data, k, qlabel):
     util = np.array([pool[i].util_mean for i in cand_ids])
     labels = np.array([-1 if pool[i].label is None else pool[i].label for i in cand_ids])
     w = RetrievalWeights()
-    order, scores = ref.hybrid_rerank_ref(sims, util, labels, lab, E, w.alpha, w.beta, w.gamma,
-                                          w.delta, w.lambda_, k)
+    order, scores = ref.hybrid_rerank_ref(
+        sims, util, labels, lab, E, w.alpha, w.beta, w.gamma, w.delta, w.lambda_, k
+    )
     hits = pool.retrieve_soft(query, k=k)
     assert hits.ids.tolist() == cand_ids[order].tolist()
     np.testing.assert_allclose(hits.scores, scores, rtol=1e-5, atol=1e-6)
@@ -68,8 +83,9 @@ def test_retrieve_diverse_equals_reference_mmr(data, lambda_):
     hits = pool.retrieve_diverse(query, k=8, lambda_=lambda_)
     assert hits.ids.tolist() == cand_ids[picks].tolist()
     np.testing.assert_allclose(hits.scores, scores, rtol=1e-5, atol=1e-6)
-    fast = pool.retrieve_diverse(query, k=8, lambda_=lambda_, fast=True, min_similarity=-1.0,
-                                 sample_size=0)
+    fast = pool.retrieve_diverse(
+        query, k=8, lambda_=lambda_, fast=True, min_similarity=-1.0, sample_size=0
+    )
     assert fast.ids.tolist() == hits.ids.tolist()
     assert_invariants(pool)
 
@@ -79,8 +95,10 @@ def test_diverse_is_more_diverse_than_soft(data):
     query = data[0][0]
     soft = pool.retrieve_soft(query, k=10, weights=RetrievalWeights(1.0, 0.0, 0.0, 0.0, 1.0))
     div = pool.retrieve_diverse(query, k=10, lambda_=0.3)
-    assert pool.diversity_stats(div)["embedding_dispersion"] >= \
-        pool.diversity_stats(soft)["embedding_dispersion"] - 1e-6
+    assert (
+        pool.diversity_stats(div)["embedding_dispersion"]
+        >= pool.diversity_stats(soft)["embedding_dispersion"] - 1e-6
+    )
     st = pool.diversity_stats()
     assert st["count"] == len(pool) and 0 <= st["chroma_dispersion"] <= 2
 
@@ -167,27 +185,30 @@ def test_empty_pool_soft_returns_nothing():
     assert len(pool.retrieve_diverse([0.1, 0.2, 0.3])) == 0
 
 
-@pytest.mark.parametrize("call,err", [
-    (lambda p: p.retrieve_soft([np.nan, 0, 0]), InvalidParameterError),
-    (lambda p: p.retrieve_soft([1, 0]), DimensionMismatchError),
-    (lambda p: p.retrieve_soft([1, 0, 0], k=0), InvalidParameterError),
-    (lambda p: p.retrieve_soft([1, 0, 0], weights=RetrievalWeights), InvalidParameterError),
-    (lambda p: p.retrieve_soft([1, 0, 0], weights={"alpha": 1}), InvalidParameterError),
-    (lambda p: p.retrieve_soft(Query()), InvalidParameterError),
-    (lambda p: p.retrieve_soft(Query(spectral=[1, 2])), DimensionMismatchError),
-    (lambda p: p.retrieve_soft(Query(chroma=[1, 0, 0], label=-2)), InvalidParameterError),
-    (lambda p: p.retrieve_soft(Query(chroma=[1, 0, 0], utility=np.inf)), InvalidParameterError),
-    (lambda p: p.retrieve_soft(Query(embedding=np.ones(64))), InvalidParameterError),
-    (lambda p: p.retrieve_diverse([1, 0, 0], lambda_=1.5), InvalidParameterError),
-    (lambda p: p.retrieve_diverse([1, 0, 0], k=-1), InvalidParameterError),
-    (lambda p: p.retrieve_diverse([1, 0, 0], fast=1), InvalidParameterError),
-    (lambda p: p.retrieve_diverse([1, 0, 0], sample_size=-1), InvalidParameterError),
-    (lambda p: p.retrieve_diverse([1, 0, 0], min_similarity=np.nan), InvalidParameterError),
-    (lambda p: p.retrieve([1, 0, 0], mode="fuzzy"), InvalidParameterError),
-    (lambda p: p.retrieve([1, 0, 0], mode=3), InvalidParameterError),
-    (lambda p: p.retrieve(np.zeros(3, complex)), InvalidParameterError),
-    (lambda p: p.diversity_stats([1, 2]), InvalidParameterError),
-])
+@pytest.mark.parametrize(
+    "call,err",
+    [
+        (lambda p: p.retrieve_soft([np.nan, 0, 0]), InvalidParameterError),
+        (lambda p: p.retrieve_soft([1, 0]), DimensionMismatchError),
+        (lambda p: p.retrieve_soft([1, 0, 0], k=0), InvalidParameterError),
+        (lambda p: p.retrieve_soft([1, 0, 0], weights=RetrievalWeights), InvalidParameterError),
+        (lambda p: p.retrieve_soft([1, 0, 0], weights={"alpha": 1}), InvalidParameterError),
+        (lambda p: p.retrieve_soft(Query()), InvalidParameterError),
+        (lambda p: p.retrieve_soft(Query(spectral=[1, 2])), DimensionMismatchError),
+        (lambda p: p.retrieve_soft(Query(chroma=[1, 0, 0], label=-2)), InvalidParameterError),
+        (lambda p: p.retrieve_soft(Query(chroma=[1, 0, 0], utility=np.inf)), InvalidParameterError),
+        (lambda p: p.retrieve_soft(Query(embedding=np.ones(64))), InvalidParameterError),
+        (lambda p: p.retrieve_diverse([1, 0, 0], lambda_=1.5), InvalidParameterError),
+        (lambda p: p.retrieve_diverse([1, 0, 0], k=-1), InvalidParameterError),
+        (lambda p: p.retrieve_diverse([1, 0, 0], fast=1), InvalidParameterError),
+        (lambda p: p.retrieve_diverse([1, 0, 0], sample_size=-1), InvalidParameterError),
+        (lambda p: p.retrieve_diverse([1, 0, 0], min_similarity=np.nan), InvalidParameterError),
+        (lambda p: p.retrieve([1, 0, 0], mode="fuzzy"), InvalidParameterError),
+        (lambda p: p.retrieve([1, 0, 0], mode=3), InvalidParameterError),
+        (lambda p: p.retrieve(np.zeros(3, complex)), InvalidParameterError),
+        (lambda p: p.diversity_stats([1, 2]), InvalidParameterError),
+    ],
+)
 def test_bad_soft_input_typed_error_pool_unchanged(data, call, err):
     pool = make_pool(data, n=20)
     before = pool.fingerprint()
@@ -195,6 +216,7 @@ def test_bad_soft_input_typed_error_pool_unchanged(data, call, err):
     with pytest.raises(err):
         call(pool)
     assert pool.fingerprint() == before
+    assert pool.query_cache_stats() == cache_before
     assert_invariants(pool)
 
 

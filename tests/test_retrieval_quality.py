@@ -4,6 +4,7 @@ And the embedding's promises: a query that leaves feature groups out ranks by
 the groups it has; ``Hits.similarity`` is the cosine to the query; cache keys
 are exact at any scale; ties go to the lower id across slot reuse and save/load.
 """
+
 import logging
 
 import numpy as np
@@ -13,8 +14,8 @@ import dreamjit as dj
 from dreamjit.embedding import EmbeddingMapper
 from dreamjit.kernels.thumbnail import thumbnail_batch
 
-from invariants import assert_invariants
 import reference_embedding as ref
+from invariants import assert_invariants
 
 pytest.importorskip("skimage")
 from dreamjit.testing import photo_patches  # noqa: E402
@@ -81,7 +82,9 @@ def test_query_by_example_small_random_tensors():
     T = rng.random((300, 8, 8, 3)).astype(np.float32)
     pool = dj.DreamPool(max_size=300, memory_budget_mb=None, seed=0)
     ids = pool.add_batch(T, np.tile([1.0, 1.0, 0.0], (300, 1)), only_coherent=False)
-    hits = [int(pool.retrieve_soft(dj.Query.from_tensor(T[i]), k=1).ids[0]) for i in range(0, 300, 5)]
+    hits = [
+        int(pool.retrieve_soft(dj.Query.from_tensor(T[i]), k=1).ids[0]) for i in range(0, 300, 5)
+    ]
     assert hits == [int(ids[i]) for i in range(0, 300, 5)]
 
 
@@ -95,14 +98,22 @@ def test_embedding_matches_reference(dim):
     spectral = rng.random((n, 6)).astype(np.float32) * [1, 1, 1, 1, 1, 50]
     spatial = rng.random((n, 48)).astype(np.float32)
     spatial[0] = 0.3  # flat thumbnail: its own direction, not a zero group
-    chroma[1] = 0.0   # zero group stays zero
+    chroma[1] = 0.0  # zero group stays zero
     labels = rng.integers(-1, 40, n).astype(np.int32)
     util = rng.random(n)
     util[::3] = np.nan
-    for present in [(True,) * 5, (True, False, True, False, False), (False, False, True, False, True)]:
+    for present in [
+        (True,) * 5,
+        (True, False, True, False, False),
+        (False, False, True, False, True),
+    ]:
         got = m.embed(chroma, spectral, labels, util, present, spatial=spatial)
-        want = np.array([ref.embed(m, chroma[i], spectral[i], spatial[i], labels[i], util[i], present)
-                         for i in range(n)])
+        want = np.array(
+            [
+                ref.embed(m, chroma[i], spectral[i], spatial[i], labels[i], util[i], present)
+                for i in range(n)
+            ]
+        )
         np.testing.assert_allclose(got, want, atol=2e-6)
 
 
@@ -117,25 +128,36 @@ def test_thumbnail_matches_reference(shape, grid):
     got = thumbnail_batch(np.ascontiguousarray(t5), w, True, grid)
     for i in range(3):
         np.testing.assert_allclose(got[i], ref.thumbnail(t5[i], grid, w[i]), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(dj.spatial_thumbnail(t[i], grid=grid), ref.thumbnail(t5[i], grid),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            dj.spatial_thumbnail(t[i], grid=grid), ref.thumbnail(t5[i], grid), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_missing_groups_do_not_bias_the_ranking():
     """A chroma-only query ranks exactly as chroma cosine does (hard retrieval):
     the stored entries' other groups (label, utility, spatial) carry no weight."""
     rng = np.random.default_rng(7)
-    T = rng.random((120, 6, 6, 3)).astype(np.float32) * rng.random((120, 1, 1, 3)).astype(np.float32)
+    T = rng.random((120, 6, 6, 3)).astype(np.float32) * rng.random((120, 1, 1, 3)).astype(
+        np.float32
+    )
     pool = dj.DreamPool(max_size=200, memory_budget_mb=None, seed=0)
     labels = [int(x) if x >= 0 else None for x in rng.integers(-1, 5, 120)]
-    pool.add_batch(T, np.tile([1.0, 1.0, 0.0], (120, 1)), labels=labels,
-                   utilities=rng.random(120), only_coherent=False)
+    pool.add_batch(
+        T,
+        np.tile([1.0, 1.0, 0.0], (120, 1)),
+        labels=labels,
+        utilities=rng.random(120),
+        only_coherent=False,
+    )
     for _ in range(10):
         c = rng.random(3).astype(np.float32)
         soft = pool.retrieve_soft(dj.Query(chroma=c), k=20, weights=SIM_ONLY)
         hard = pool.retrieve_similar(c, k=20)
-        np.testing.assert_allclose(np.sort(soft.similarity)[::-1] / soft.similarity[0],
-                                   hard.similarity / hard.similarity[0], rtol=1e-4)
+        np.testing.assert_allclose(
+            np.sort(soft.similarity)[::-1] / soft.similarity[0],
+            hard.similarity / hard.similarity[0],
+            rtol=1e-4,
+        )
         assert soft.ids[:5].tolist() == hard.ids[:5].tolist()
 
 
@@ -147,16 +169,20 @@ def test_similarity_is_the_cosine_to_the_query():
     pool.add_batch(T, np.tile([1.0, 1.0, 0.0], (80, 1)), only_coherent=False)
     q = dj.Query.from_tensor(T[3])
     qv, _ = pool.query_embedding(q)
-    for hits in (pool.retrieve_soft(q, k=6), pool.retrieve_diverse(q, k=6, lambda_=0.3),
-                 pool.retrieve(q, k=6, mode="hybrid")):
+    for hits in (
+        pool.retrieve_soft(q, k=6),
+        pool.retrieve_diverse(q, k=6, lambda_=0.3),
+        pool.retrieve(q, k=6, mode="hybrid"),
+    ):
         E = np.array([pool[i].embedding for i in hits.ids], np.float64)
         np.testing.assert_allclose(hits.similarity, E @ qv.astype(np.float64), atol=1e-6)
         assert hits.similarity.dtype == np.float32 and hits.similarity.shape == hits.ids.shape
     hard = pool.retrieve_similar(q, k=6)
     C = np.array([pool[i].chroma for i in hard.ids], np.float64)
     c = np.asarray(q.chroma, np.float64)
-    np.testing.assert_allclose(hard.similarity, C @ c / np.linalg.norm(C, axis=1) / np.linalg.norm(c),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        hard.similarity, C @ c / np.linalg.norm(C, axis=1) / np.linalg.norm(c), atol=1e-6
+    )
     assert np.array_equal(hard.similarity, hard.scores)
     empty = dj.DreamPool().retrieve_soft([0.5, 0.5, 0.5])
     assert empty.similarity.shape == (0,)
@@ -170,9 +196,14 @@ def test_cache_keys_are_exact_at_any_scale(scale):
     cached = dj.DreamPool(max_size=50, seed=0, memory_budget_mb=None)
     fresh = dj.DreamPool(max_size=50, seed=0, memory_budget_mb=None, query_cache_size=0)
     for p in (cached, fresh):
-        p.add_batch(np.ones((40, 4, 4, 3), np.float32) * C[:, None, None, :],
-                    np.tile([1.0, 1.0, 0.0], (40, 1)), only_coherent=False)
-    queries = [np.array(v, np.float64) * scale for v in ([1, 2, 3], [3, 2, 1], [1, 2, 3.001], [2, 1, 3])]
+        p.add_batch(
+            np.ones((40, 4, 4, 3), np.float32) * C[:, None, None, :],
+            np.tile([1.0, 1.0, 0.0], (40, 1)),
+            only_coherent=False,
+        )
+    queries = [
+        np.array(v, np.float64) * scale for v in ([1, 2, 3], [3, 2, 1], [1, 2, 3.001], [2, 1, 3])
+    ]
     for q in queries + queries:
         a = cached.retrieve_soft(q, k=5)
         b = fresh.retrieve_soft(q, k=5)
@@ -204,12 +235,14 @@ def test_ties_go_to_the_lower_id_across_slot_reuse_and_save_load(tmp_path, trial
     q = dj.Query.from_tensor(base[0])
     for p in (pool, again):
         assert_invariants(p)
-    calls = [lambda p: p.retrieve_soft(q, k=8, weights=SIM_ONLY),
-             lambda p: p.retrieve_soft(q, k=3, weights=SIM_ONLY),
-             lambda p: p.retrieve_similar(q, k=8),
-             lambda p: p.retrieve_similar(q, k=2),
-             lambda p: p.retrieve_diverse(q, k=8, lambda_=1.0),
-             lambda p: p.retrieve(q, k=8, mode="hybrid")]
+    calls = [
+        lambda p: p.retrieve_soft(q, k=8, weights=SIM_ONLY),
+        lambda p: p.retrieve_soft(q, k=3, weights=SIM_ONLY),
+        lambda p: p.retrieve_similar(q, k=8),
+        lambda p: p.retrieve_similar(q, k=2),
+        lambda p: p.retrieve_diverse(q, k=8, lambda_=1.0),
+        lambda p: p.retrieve(q, k=8, mode="hybrid"),
+    ]
     for call in calls:
         a, b = call(pool), call(again)
         assert a.ids.tolist() == b.ids.tolist()
@@ -227,7 +260,10 @@ def test_tie_at_the_cut_keeps_the_lowest_ids():
     for _ in range(5):  # fill slots 0..4 again, in order: ids 5..9
         pool.add(t, dj.SolverResult(1.0, 0.9, 0.0))
     pool.add(t, dj.SolverResult(1.0, 0.9, 0.0))  # id 10 into slot 0
-    for call in (lambda k: pool.retrieve_similar(t, k=k), lambda k: pool.retrieve_soft(t, k=k, weights=SIM_ONLY)):
+    for call in (
+        lambda k: pool.retrieve_similar(t, k=k),
+        lambda k: pool.retrieve_soft(t, k=k, weights=SIM_ONLY),
+    ):
         assert call(2).ids.tolist() == [6, 7]
         assert call(5).ids.tolist() == [6, 7, 8, 9, 10]
 

@@ -9,12 +9,21 @@ evicts as many old entries: the steady state of a long-running producer.
 Target (issue 4): >= 20K tensors/s, i.e. ``time_add_batch`` <= ADD_BATCH / 20000 s
 (50 ms for 1000); ``track_tensors_per_second`` reports it directly.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from .common import (ADD_BATCH, ADD_POOL_ENTRIES, SEED, TENSOR_SHAPE, coherent_results,
-                     forget, median_seconds, memo, smooth_tensors)
+from .common import (
+    ADD_BATCH,
+    ADD_POOL_ENTRIES,
+    SEED,
+    coherent_results,
+    forget,
+    median_seconds,
+    memo,
+    smooth_tensors,
+)
 
 GROW_LIMIT = 8 * ADD_BATCH
 
@@ -37,8 +46,9 @@ class AddBatch:
         probe = dj.DreamPool(dj.PoolConfig(max_size=4, memory_budget_mb=None))
         probe.add(self.T[0], dj.SolverResult(1.0, 1.0, 0.0))
         budget_mb = (ADD_POOL_ENTRIES + 0.5) * probe.entry_bytes / 0.9 / 2**20
-        self.full = dj.DreamPool(dj.PoolConfig(max_size=10 * ADD_POOL_ENTRIES,
-                                               memory_budget_mb=budget_mb, seed=SEED))
+        self.full = dj.DreamPool(
+            dj.PoolConfig(max_size=10 * ADD_POOL_ENTRIES, memory_budget_mb=budget_mb, seed=SEED)
+        )
         while len(self.full) < ADD_POOL_ENTRIES - ADD_BATCH // 2:
             self._add(self.full)
         self._add(self.full)  # now at the budget: every further batch evicts

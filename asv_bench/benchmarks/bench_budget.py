@@ -6,12 +6,21 @@ add plans and performs evictions by the policy. ``peakmem_fill_pool`` is the
 peak resident memory of a process filling a budgeted pool from empty (the
 tensors themselves included).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from .common import (BUDGET_BATCH, BUDGET_ENTRIES, PEAKMEM_ENTRIES, SEED, TENSOR_SHAPE,
-                     coherent_results, memo, smooth_tensors)
+from .common import (
+    BUDGET_BATCH,
+    BUDGET_ENTRIES,
+    PEAKMEM_ENTRIES,
+    SEED,
+    TENSOR_SHAPE,
+    coherent_results,
+    memo,
+    smooth_tensors,
+)
 
 POLICIES = ["oldest", "lowest_coherence", "lowest_utility"]
 
@@ -36,13 +45,18 @@ class BudgetAdd:
         probe = dj.DreamPool(dj.PoolConfig(max_size=10, memory_budget_mb=None))
         probe.add(self.T[0], dj.SolverResult(1.0, 1.0, 0.0))
         budget = _budget_mb(BUDGET_ENTRIES, probe.entry_bytes)
-        self.pool = dj.DreamPool(dj.PoolConfig(max_size=10 * BUDGET_ENTRIES, memory_budget_mb=budget,
-                                               eviction=eviction, seed=SEED))
+        self.pool = dj.DreamPool(
+            dj.PoolConfig(
+                max_size=10 * BUDGET_ENTRIES, memory_budget_mb=budget, eviction=eviction, seed=SEED
+            )
+        )
         rng = np.random.default_rng(SEED)
         fill = np.repeat(self.T[:1], BUDGET_ENTRIES, axis=0)
         res = coherent_results(BUDGET_ENTRIES)
         res[:, 1] = rng.uniform(0.8, 1.0, BUDGET_ENTRIES)
-        self.pool.add_batch(fill, res, utilities=rng.uniform(0, 1, BUDGET_ENTRIES), only_coherent=False)
+        self.pool.add_batch(
+            fill, res, utilities=rng.uniform(0, 1, BUDGET_ENTRIES), only_coherent=False
+        )
         self.one = dj.SolverResult(1.0, 0.9, 0.0)
         self.batch = self.T[1:]
         self.batch_res = coherent_results(BUDGET_BATCH)
@@ -59,8 +73,9 @@ class BudgetAdd:
 
     def time_add_batch_evicting(self, eviction):
         """``pool.add_batch`` of BUDGET_BATCH tensors into a full pool: as many evicted."""
-        self.pool.add_batch(self.batch, self.batch_res, utilities=self.batch_util,
-                            only_coherent=False)
+        self.pool.add_batch(
+            self.batch, self.batch_res, utilities=self.batch_util, only_coherent=False
+        )
 
     def time_memory_budget_stats(self, eviction):
         self.pool.memory_budget_stats()
@@ -85,9 +100,11 @@ class FillPool:
     def _fill(self):
         import dreamjit as dj
 
-        pool = dj.DreamPool(dj.PoolConfig(max_size=PEAKMEM_ENTRIES, memory_budget_mb=500, seed=SEED))
+        pool = dj.DreamPool(
+            dj.PoolConfig(max_size=PEAKMEM_ENTRIES, memory_budget_mb=500, seed=SEED)
+        )
         for s in range(0, PEAKMEM_ENTRIES, 100):
-            pool.add_batch(self.T[s:s + 100], self.res[s:s + 100], only_coherent=False)
+            pool.add_batch(self.T[s : s + 100], self.res[s : s + 100], only_coherent=False)
         return pool
 
     def peakmem_fill_pool(self):

@@ -6,6 +6,7 @@ The seed report claimed "15% faster on repeated queries": compare
 ``PoolQueryCache.time_retrieve_soft`` for cache ``hit`` and ``off`` (every
 query embedded again) at the same pool size.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,9 @@ def _query(pool_tensors):
     t = pool_tensors[:1]
     spectral, chroma = describe_batch(t, np.empty((0, 0, 0, 0), np.float32), False)
     spatial = thumbnail_batch(t, np.empty((0, 0, 0, 0), np.float32), False, 4)
-    return dj.Query(chroma=chroma[0] * 0.97, spectral=spectral[0], label=3, utility=0.6,
-                    spatial=spatial[0])
+    return dj.Query(
+        chroma=chroma[0] * 0.97, spectral=spectral[0], label=3, utility=0.6, spatial=spatial[0]
+    )
 
 
 class PoolQueryCache:
@@ -76,13 +78,18 @@ class RawQueryCache:
         self.time_miss()
 
     def _key(self):
-        return self.QueryCache.key(self.mapper.key, self.chroma, self.spectral, self.spatial,
-                                   3, 0.6)
+        return self.QueryCache.key(
+            self.mapper.key, self.chroma, self.spectral, self.spatial, 3, 0.6
+        )
 
     def _embed(self):
-        return self.mapper.embed(self.chroma[None], self.spectral[None],
-                                 np.array([3], np.int32), np.array([0.6]),
-                                 spatial=self.spatial[None])[0]
+        return self.mapper.embed(
+            self.chroma[None],
+            self.spectral[None],
+            np.array([3], np.int32),
+            np.array([0.6]),
+            spatial=self.spatial[None],
+        )[0]
 
     def time_hit(self):
         self.hot.get(self._key())

@@ -6,6 +6,7 @@ computing those features from 32x32x4x3 tensors (what ``add_batch`` does per
 batch); ``time_query_embedding`` is one query through the pool's query path
 (cache off). ``NumpyEmbed`` is the same mapping in vectorised numpy.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,13 +36,15 @@ class Embedding:
         self.describe = describe_batch
         self.thumbnails = thumbnail_batch
         self.T, self.chroma, self.spectral, self.labels, self.utility, self.spatial = memo(
-            ("features", EMBED_BATCH), lambda: _features(EMBED_BATCH))
+            ("features", EMBED_BATCH), lambda: _features(EMBED_BATCH)
+        )
         self.mapper = dj.EmbeddingMapper(dim=DIM, seed=SEED, channels=TENSOR_SHAPE[-1])
         self.one = (self.chroma[:1], self.spectral[:1], self.labels[:1], self.utility[:1])
         self.no_cert = np.empty((0, 0, 0, 0), np.float32)
         self.pool = memo(("Embedding.pool",), lambda: tensor_pool(self.T[:16], query_cache_size=0))
-        self.query = dj.Query(chroma=self.chroma[0], spectral=self.spectral[0], label=1,
-                              spatial=self.spatial[0])
+        self.query = dj.Query(
+            chroma=self.chroma[0], spectral=self.spectral[0], label=1, spatial=self.spatial[0]
+        )
         for _ in range(2):
             self.time_embed_one()
             self.time_embed_batch()
@@ -52,8 +55,9 @@ class Embedding:
         self.mapper.embed(*self.one, spatial=self.spatial[:1])
 
     def time_embed_batch(self):
-        self.mapper.embed(self.chroma, self.spectral, self.labels, self.utility,
-                          spatial=self.spatial)
+        self.mapper.embed(
+            self.chroma, self.spectral, self.labels, self.utility, spatial=self.spatial
+        )
 
     def time_describe_and_embed(self):
         spectral, chroma = self.describe(self.T, self.no_cert, False)
@@ -71,8 +75,9 @@ class NumpyEmbed:
     def setup(self):
         import dreamjit as dj
 
-        (_, self.chroma, self.spectral, self.labels, self.utility,
-         self.spatial) = memo(("features", EMBED_BATCH), lambda: _features(EMBED_BATCH))
+        (_, self.chroma, self.spectral, self.labels, self.utility, self.spatial) = memo(
+            ("features", EMBED_BATCH), lambda: _features(EMBED_BATCH)
+        )
         self.mapper = m = dj.EmbeddingMapper(dim=DIM, seed=SEED, channels=TENSOR_SHAPE[-1])
         ours = m.embed(self.chroma, self.spectral, self.labels, self.utility, spatial=self.spatial)
         np.testing.assert_allclose(self._numpy(), ours, rtol=1e-4, atol=1e-5)
@@ -91,8 +96,9 @@ class NumpyEmbed:
         spec[:, 5] = np.maximum(spec[:, 5], 0) / (1 + np.maximum(spec[:, 5], 0))
         sp = self.spatial.astype(np.float64).reshape(n, -1, C)
         flat = 1e-3 * np.abs(sp).mean(axis=(1, 2))
-        spat = np.concatenate([(sp - sp.mean(axis=1, keepdims=True)).reshape(n, -1),
-                               flat[:, None]], axis=1)
+        spat = np.concatenate(
+            [(sp - sp.mean(axis=1, keepdims=True)).reshape(n, -1), flat[:, None]], axis=1
+        )
         onehot = np.zeros((n, m.buckets))
         onehot[np.arange(n), self.labels % m.buckets] = 1.0
         util = np.clip(np.where(np.isnan(self.utility), 0.5, self.utility), 0.0, 1.0)
@@ -101,7 +107,7 @@ class NumpyEmbed:
         e = np.zeros((n, m.dim))
         b = m.bounds
         for g, raw in enumerate(groups):
-            img = self._unit(raw, 1.0) @ m.projection[b[g]:b[g + 1]]
+            img = self._unit(raw, 1.0) @ m.projection[b[g] : b[g + 1]]
             e += self._unit(img, w[g])
         e /= np.linalg.norm(e, axis=1, keepdims=True)
         return e.astype(np.float32)

@@ -26,6 +26,7 @@ Targets (issue 4), all at n = 1e5:
   ``AnnPool.track_recall_index`` >= 0.95, and ``AnnPool.time_index_search``
   <= 1.1 x ``PynndescentRaw.time_query_matched`` (pynndescent at recall >= 0.95).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,13 +34,42 @@ import time
 
 import numpy as np
 
-from .common import (BATCH_SIZES, CLUSTER_N, CLUSTER_SETS, DIM, EXACT_SIZES,
-                     HNSW_EF_CONSTRUCTION, HNSW_M, K, KNN_SIZES, N_BATCH_QUERIES, N_CYCLE_QUERIES,
-                     N_RECALL_QUERIES, NN_NEIGHBORS, RECALL_TARGET, SEED, ann_pool,
-                     blas_one_thread, build_ann_graphs, build_cluster_graphs, cluster_mixture,
-                     cycler, embedding_pool, exact_truth, numpy_topk, numpy_topk_batch,
-                     pool_ann_index, memo, recall_at_k, require, require_ann, stream_sum,
-                     stream_sum_parallel, unit_mixture, unit_queries)
+from .common import (
+    BATCH_SIZES,
+    CLUSTER_N,
+    CLUSTER_SETS,
+    DIM,
+    EXACT_SIZES,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_M,
+    KNN_SIZES,
+    N_BATCH_QUERIES,
+    N_CYCLE_QUERIES,
+    N_RECALL_QUERIES,
+    NN_NEIGHBORS,
+    RECALL_TARGET,
+    SEED,
+    K,
+    ann_pool,
+    blas_one_thread,
+    build_ann_graphs,
+    build_cluster_graphs,
+    cluster_mixture,
+    cycler,
+    embedding_pool,
+    exact_truth,
+    memo,
+    numpy_topk,
+    numpy_topk_batch,
+    pool_ann_index,
+    recall_at_k,
+    require,
+    require_ann,
+    stream_sum,
+    stream_sum_parallel,
+    unit_mixture,
+    unit_queries,
+)
 
 
 def _queries(m=N_CYCLE_QUERIES):
@@ -56,6 +86,7 @@ def _faiss_index(faiss, n):
 
 
 # ============================================================================ exact: dreamjit
+
 
 class ExactPool:
     """Exact top-10 through the pool (``use_ann=False``): public retrieval and the raw index."""
@@ -76,11 +107,15 @@ class ExactPool:
         store = pool.table.store
         cols = store.columns.get("embeddings_t")
         if cols is not None:  # the column-major copy the exact index scans
-            scans = (lambda q: cosine.topk_dot_columns(cols, q, store.alive, 4 * K),
-                     lambda q: cosine.topk_dot_columns_parallel(cols, q, store.alive, 4 * K))
+            scans = (
+                lambda q: cosine.topk_dot_columns(cols, q, store.alive, 4 * K),
+                lambda q: cosine.topk_dot_columns_parallel(cols, q, store.alive, 4 * K),
+            )
         else:
-            scans = (lambda q: cosine.topk_dot(store.embeddings, q, store.alive, 4 * K),
-                     lambda q: cosine.topk_dot(store.embeddings, q, store.alive, 4 * K))
+            scans = (
+                lambda q: cosine.topk_dot(store.embeddings, q, store.alive, 4 * K),
+                lambda q: cosine.topk_dot(store.embeddings, q, store.alive, 4 * K),
+            )
         _, vectors, queries = _queries()
         for _ in range(3):  # compile or load every kernel with the timed dtypes and shapes
             q = next(queries)
@@ -90,8 +125,14 @@ class ExactPool:
             index.search(next(vectors), K)
             scans[0](next(vectors))
             scans[1](next(vectors))
-        return {"pool": pool, "index": index, "vectors": vectors, "queries": queries,
-                "scan_serial": scans[0], "scan_parallel": scans[1]}
+        return {
+            "pool": pool,
+            "index": index,
+            "vectors": vectors,
+            "queries": queries,
+            "scan_serial": scans[0],
+            "scan_parallel": scans[1],
+        }
 
     def time_retrieve_soft(self, n):
         """pool.retrieve_soft: embedding -> exact index (40 candidates) -> hybrid rerank -> 10."""
@@ -162,6 +203,7 @@ class ExactBatch:
 
 # ============================================================================ exact: peers
 
+
 class NumpyBrute:
     """numpy ``X @ q`` + argpartition + sort of the top 10 (BLAS with its default threads)."""
 
@@ -216,8 +258,9 @@ class FaissFlat:
         faiss = require("faiss")
         faiss.omp_set_num_threads(1)
         self.index = memo(("faiss", n), lambda: _faiss_index(faiss, n))
-        self.vectors = memo(("vectors2d",), lambda: cycler(
-            q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES)))
+        self.vectors = memo(
+            ("vectors2d",), lambda: cycler(q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES))
+        )
         self.index.search(next(self.vectors), K)
 
     def time_query(self, n):
@@ -243,6 +286,7 @@ class FaissBatch:
 
 
 # ============================================================================ ANN: dreamjit
+
 
 class AnnPool:
     """The pool's NN-descent path (graphs built once in ``setup_cache``).
@@ -311,8 +355,10 @@ class AnnPool:
 
         exact = embedding_pool(self.X, use_ann=False)
         qs = [dj.Query(embedding=q) for q in self.Q]
-        return recall_at_k([self.pool.retrieve_soft(q, k=K).ids for q in qs],
-                           [exact.retrieve_soft(q, k=K).ids for q in qs])
+        return recall_at_k(
+            [self.pool.retrieve_soft(q, k=K).ids for q in qs],
+            [exact.retrieve_soft(q, k=K).ids for q in qs],
+        )
 
     track_recall_soft.unit = "recall@10"
 
@@ -325,7 +371,7 @@ class AnnPool:
 
 
 class AnnQueryDuringBuild:
-    """"No query waits for an ANN build": retrieve_soft latency while the pool
+    """The claim "no query waits for an ANN build": retrieve_soft latency while the pool
     builds its NN-descent graph in the background (fresh build worker, so the
     build includes pynndescent's compile). Returns the 99th percentile in ms;
     compare with ``ExactPool.time_retrieve_soft`` at the same n."""
@@ -357,6 +403,7 @@ class AnnQueryDuringBuild:
 
 
 # ============================================================================ ANN: peers
+
 
 def _calibrate(query_fn, knobs, Q, truth):
     """The first knob value whose recall@10 reaches RECALL_TARGET (else the last)."""
@@ -392,16 +439,27 @@ class PynndescentRaw:
         for n in KNN_SIZES:
             X = unit_mixture(n)
             t0 = time.perf_counter()
-            nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=min(NN_NEIGHBORS, n - 1),
-                                        random_state=SEED, low_memory=True)
+            nnd = pynndescent.NNDescent(
+                X,
+                metric="dot",
+                n_neighbors=min(NN_NEIGHBORS, n - 1),
+                random_state=SEED,
+                low_memory=True,
+            )
             nnd.prepare()
             seconds = time.perf_counter() - t0
             truth = exact_truth(X, Q)
-            eps, recalls = _calibrate(lambda Q_, e: nnd.query(Q_, K, epsilon=e)[0],
-                                      self.EPSILONS, Q, truth)
+            eps, recalls = _calibrate(
+                lambda Q_, e, nnd=nnd: nnd.query(Q_, K, epsilon=e)[0], self.EPSILONS, Q, truth
+            )
             default = recalls.get(0.1)
-            out[n] = {"index": nnd, "epsilon": eps, "recall": recalls[eps],
-                      "recall_default": default, "build_seconds": seconds}
+            out[n] = {
+                "index": nnd,
+                "epsilon": eps,
+                "recall": recalls[eps],
+                "recall_default": default,
+                "build_seconds": seconds,
+            }
         return out
 
     setup_cache.timeout = 3600
@@ -413,8 +471,9 @@ class PynndescentRaw:
             raise NotImplementedError("pynndescent indexes were not built")
         c = cache[n]
         self.nnd, self.eps = c["index"], c["epsilon"]
-        self.vectors = memo(("vectors2d",), lambda: cycler(
-            q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES)))
+        self.vectors = memo(
+            ("vectors2d",), lambda: cycler(q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES))
+        )
         for _ in range(3):  # compiles pynndescent's search in this process (once)
             self.nnd.query(next(self.vectors), K, epsilon=self.eps)
             self.nnd.query(next(self.vectors), K)
@@ -470,8 +529,9 @@ class Hnswlib:
             X = unit_mixture(n)
             t0 = time.perf_counter()
             index = hnswlib.Index(space="ip", dim=DIM)
-            index.init_index(max_elements=n, ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M,
-                             random_seed=SEED)
+            index.init_index(
+                max_elements=n, ef_construction=HNSW_EF_CONSTRUCTION, M=HNSW_M, random_seed=SEED
+            )
             index.add_items(X, np.arange(n))
             seconds = time.perf_counter() - t0
             truth = exact_truth(X, Q)
@@ -495,8 +555,9 @@ class Hnswlib:
         self.index = c["index"]
         self.index.set_ef(max(c["ef"], K))
         self.index.set_num_threads(1)
-        self.vectors = memo(("vectors2d",), lambda: cycler(
-            q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES)))
+        self.vectors = memo(
+            ("vectors2d",), lambda: cycler(q[None, :].copy() for q in unit_queries(N_CYCLE_QUERIES))
+        )
         self.k = min(K, n)
         self.index.knn_query(next(self.vectors), k=self.k)
 
@@ -516,9 +577,12 @@ class Hnswlib:
 
 # ============================================================================ ANN: many clusters
 
+
 def _cluster_data(c):
-    return memo(("clusters", c), lambda: (cluster_mixture(CLUSTER_N, c),
-                                          cluster_mixture(N_RECALL_QUERIES, c, stream=2)))
+    return memo(
+        ("clusters", c),
+        lambda: (cluster_mixture(CLUSTER_N, c), cluster_mixture(N_RECALL_QUERIES, c, stream=2)),
+    )
 
 
 def _cluster_truth(c):
@@ -581,9 +645,19 @@ class AnnClusters:
         queries = cycler(dj.Query(embedding=q) for q in Q[:N_CYCLE_QUERIES])
         for _ in range(3):
             pool.retrieve_soft(next(queries), k=K, weights=weights)
-        return {"X": X, "Q": Q, "pool": pool, "ann": ann, "truth": truth, "defaults": defaults,
-                "tuned": tuned, "tuned_recall": recall, "weights": weights, "queries": queries,
-                "vectors": _cluster_vectors(c)}
+        return {
+            "X": X,
+            "Q": Q,
+            "pool": pool,
+            "ann": ann,
+            "truth": truth,
+            "defaults": defaults,
+            "tuned": tuned,
+            "tuned_recall": recall,
+            "weights": weights,
+            "queries": queries,
+            "vectors": _cluster_vectors(c),
+        }
 
     def time_index_search(self, graphs, c):
         """``NNDescentIndex.search(q, 10)`` at the tuned (ef, epsilon)."""
@@ -613,8 +687,10 @@ class AnnClusters:
         """recall@10 of ``retrieve_soft`` (similarity only) against the exact top-10 (id = row)."""
         import dreamjit as dj
 
-        got = [self.pool.retrieve_soft(dj.Query(embedding=q), k=K, weights=self.weights).ids
-               for q in self.Q]
+        got = [
+            self.pool.retrieve_soft(dj.Query(embedding=q), k=K, weights=self.weights).ids
+            for q in self.Q
+        ]
         return recall_at_k(got, self.truth)
 
     track_recall_pool.unit = "recall@10"
@@ -657,8 +733,12 @@ class HnswlibClusters:
             X, Q = _cluster_data(c)
             t0 = time.perf_counter()
             index = hnswlib.Index(space="ip", dim=DIM)
-            index.init_index(max_elements=X.shape[0], ef_construction=HNSW_EF_CONSTRUCTION,
-                             M=HNSW_M, random_seed=SEED)
+            index.init_index(
+                max_elements=X.shape[0],
+                ef_construction=HNSW_EF_CONSTRUCTION,
+                M=HNSW_M,
+                random_seed=SEED,
+            )
             index.add_items(X, np.arange(X.shape[0]))
             seconds = time.perf_counter() - t0
 
@@ -721,14 +801,23 @@ class PynndescentClusters:
         for c in CLUSTER_SETS:
             X, Q = _cluster_data(c)
             t0 = time.perf_counter()
-            nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=NN_NEIGHBORS,
-                                        random_state=SEED, low_memory=True)
+            nnd = pynndescent.NNDescent(
+                X, metric="dot", n_neighbors=NN_NEIGHBORS, random_state=SEED, low_memory=True
+            )
             nnd.prepare()
             seconds = time.perf_counter() - t0
-            eps, recalls = _calibrate(lambda Q_, e: nnd.query(Q_, K, epsilon=e)[0],
-                                      self.EPSILONS, Q, _cluster_truth(c))
-            out[c] = {"index": nnd, "epsilon": eps, "recall": recalls[eps],
-                      "build_seconds": seconds}
+            eps, recalls = _calibrate(
+                lambda Q_, e, nnd=nnd: nnd.query(Q_, K, epsilon=e)[0],
+                self.EPSILONS,
+                Q,
+                _cluster_truth(c),
+            )
+            out[c] = {
+                "index": nnd,
+                "epsilon": eps,
+                "recall": recalls[eps],
+                "build_seconds": seconds,
+            }
         return out
 
     setup_cache.timeout = 3600

@@ -6,13 +6,14 @@ with the pool's defaults (``min_similarity=0.0``, ``sample_size=8``).
 Target (issue 4): ``MMR.time_public`` at k=50 <= ``MMRLangChain.time_langchain`` / 200,
 with identical picks (checked in ``MMRLangChain.setup``: a mismatch fails the benchmark).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from .common import MMR_CANDIDATES, MMR_KS, MMR_LAMBDA, memo, require, unit_mixture, unit_queries
 
-FAST_MIN_SIMILARITY = 0.0   # the pool's retrieve_diverse(fast=True) defaults
+FAST_MIN_SIMILARITY = 0.0  # the pool's retrieve_diverse(fast=True) defaults
 FAST_SAMPLE_SIZE = 8
 
 
@@ -57,8 +58,11 @@ class MMR:
 
     def track_fast_picks(self, k):
         """Picks the fast kernel returns (fewer than k when it terminates early)."""
-        return int(self.fast(self.q, self.C, k, MMR_LAMBDA, FAST_MIN_SIMILARITY,
-                             FAST_SAMPLE_SIZE)[0].shape[0])
+        return int(
+            self.fast(self.q, self.C, k, MMR_LAMBDA, FAST_MIN_SIMILARITY, FAST_SAMPLE_SIZE)[
+                0
+            ].shape[0]
+        )
 
     track_fast_picks.unit = "picks"
 
@@ -87,7 +91,9 @@ class MMRLangChain:
         theirs = list(self.mmr(q64, C64, lambda_mult=MMR_LAMBDA, k=k))
         ours = dj.maximal_marginal_relevance(q, C, k=k, lambda_=MMR_LAMBDA)[0].tolist()
         if theirs != ours:
-            raise AssertionError(f"MMR picks differ at k={k}: dreamjit {ours} vs LangChain {theirs}")
+            raise AssertionError(
+                f"MMR picks differ at k={k}: dreamjit {ours} vs LangChain {theirs}"
+            )
         return q64, C64
 
     def time_langchain(self, k):

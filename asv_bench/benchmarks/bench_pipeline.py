@@ -7,6 +7,7 @@ the exact index for ``max(4k, 32)`` candidates, and reranks (``retrieve_soft``)
 or runs MMR over them (``retrieve_diverse``). ``time_retrieve_similar`` is
 the hard (chroma cosine) path and ``time_retrieve_hybrid`` both merged.
 """
+
 from __future__ import annotations
 
 from .common import PIPELINE_SHAPE, PIPELINE_SIZES, cycler, memo, smooth_tensors, tensor_pool

@@ -7,6 +7,7 @@ default; ``time_numpy_all_workers`` gives it every core, as
 
 Target (issue 4): ``SpectralBatch.time_dreamjit`` <= ``SpectralBatch.time_numpy`` / 8.
 """
+
 from __future__ import annotations
 
 import os

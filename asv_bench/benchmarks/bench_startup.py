@@ -16,6 +16,7 @@ The warm cache is a private ``NUMBA_CACHE_DIR`` filled by one run of the
 script in ``setup``, so results do not depend on the source tree's
 ``__pycache__``. Skipped in tiny mode (``DREAMJIT_BENCH_SUBPROCESS=1`` runs them).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -70,8 +71,9 @@ def _run(script: str, cache_dir: str, timeout: float = 900) -> dict:
     env = dict(os.environ)
     env["NUMBA_CACHE_DIR"] = cache_dir
     env.pop("NUMBA_DISABLE_JIT", None)
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
     if out.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed ({out.returncode}): {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

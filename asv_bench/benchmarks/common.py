@@ -15,6 +15,7 @@ This is the one place for sizes. Environment switches:
 Peers are imported inside ``setup`` through :func:`require`, which raises
 ``NotImplementedError`` (asv's "skip") when the peer is not installed.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -38,9 +39,9 @@ SUBPROCESS_ENABLED = _flag("DREAMJIT_BENCH_SUBPROCESS", not TINY)
 
 # ----------------------------------------------------------------------------- sizes
 SEED = 0
-DIM = 64                      # embedding length of every k-NN benchmark
-K = 10                        # top-k of every k-NN benchmark
-N_CENTRES = 100               # Gaussian-mixture centres of the embedding data
+DIM = 64  # embedding length of every k-NN benchmark
+K = 10  # top-k of every k-NN benchmark
+N_CENTRES = 100  # Gaussian-mixture centres of the embedding data
 
 #: pool sizes of the exact-vs-ANN groups (the seed suite's 100..5K, plus 1e4, 1e5)
 KNN_SIZES = [100, 600] if TINY else [100, 500, 1_000, 5_000, 10_000, 100_000]
@@ -107,7 +108,9 @@ def require_ann():
 
 def require_subprocess():
     if not SUBPROCESS_ENABLED:
-        raise NotImplementedError("startup benchmarks off (DREAMJIT_BENCH_SUBPROCESS=1 enables them)")
+        raise NotImplementedError(
+            "startup benchmarks off (DREAMJIT_BENCH_SUBPROCESS=1 enables them)"
+        )
 
 
 def blas_one_thread():
@@ -141,8 +144,9 @@ def forget(prefix=None) -> None:
 
 
 # ----------------------------------------------------------------------------- data
-def unit_mixture(n: int, d: int = DIM, seed: int = SEED, stream: int = 1,
-                 chunk: int = 100_000) -> np.ndarray:
+def unit_mixture(
+    n: int, d: int = DIM, seed: int = SEED, stream: int = 1, chunk: int = 100_000
+) -> np.ndarray:
     """``n`` unit float32 rows of a Gaussian mixture (N_CENTRES centres ~ N(0, I_d), unit noise).
 
     Generated in chunks of ``chunk`` rows, each from its own seeded stream, so
@@ -162,8 +166,15 @@ def unit_mixture(n: int, d: int = DIM, seed: int = SEED, stream: int = 1,
     return out
 
 
-def cluster_mixture(n: int, n_clusters: int, d: int = DIM, seed: int = SEED, stream: int = 1,
-                    noise: float = 1.0, chunk: int = 100_000) -> np.ndarray:
+def cluster_mixture(
+    n: int,
+    n_clusters: int,
+    d: int = DIM,
+    seed: int = SEED,
+    stream: int = 1,
+    noise: float = 1.0,
+    chunk: int = 100_000,
+) -> np.ndarray:
     """``n`` unit float32 rows of a mixture of ``n_clusters`` Gaussian clusters.
 
     Centres ~ N(0, I_d) (drawn from ``seed`` alone, so every ``stream`` shares
@@ -210,8 +221,14 @@ def coherent_results(n: int) -> np.ndarray:
     return res
 
 
-def embedding_pool(X: np.ndarray, *, use_ann: bool = False, ann_threshold: int | None = None,
-                   chunk: int = 100_000, **config):
+def embedding_pool(
+    X: np.ndarray,
+    *,
+    use_ann: bool = False,
+    ann_threshold: int | None = None,
+    chunk: int = 100_000,
+    **config,
+):
     """A pool of ``len(X)`` entries with the user embeddings ``X`` and tiny (1, 1, 3) tensors.
 
     Storage is dominated by the embeddings, as for a pool of real tensors
@@ -221,8 +238,15 @@ def embedding_pool(X: np.ndarray, *, use_ann: bool = False, ann_threshold: int |
     import dreamjit as dj
 
     n, d = X.shape
-    cfg = dict(max_size=max(n, 1), memory_budget_mb=None, use_ann=use_ann, embedding_dim=d,
-               tensor_shape=(1, 1, 3), seed=SEED, query_cache_size=0)
+    cfg = dict(
+        max_size=max(n, 1),
+        memory_budget_mb=None,
+        use_ann=use_ann,
+        embedding_dim=d,
+        tensor_shape=(1, 1, 3),
+        seed=SEED,
+        query_cache_size=0,
+    )
     if ann_threshold is not None:
         cfg["ann_threshold"] = ann_threshold
     cfg.update(config)
@@ -247,8 +271,9 @@ def tensor_pool(tensors: np.ndarray, labels=None, utilities=None, **config):
         labels = (np.arange(n) % 8).astype(np.int64)
     if utilities is None:
         utilities = np.random.default_rng(SEED).uniform(0.0, 1.0, n)
-    pool.add_batch(tensors, coherent_results(n), labels=labels, utilities=utilities,
-                   only_coherent=False)
+    pool.add_batch(
+        tensors, coherent_results(n), labels=labels, utilities=utilities, only_coherent=False
+    )
     return pool
 
 
@@ -261,6 +286,7 @@ def tensor_pool(tensors: np.ndarray, labels=None, utilities=None, **config):
 # if it changes, the helper falls back to a real (slow) build, so results stay
 # right.
 
+
 def export_ann_graph(pool):
     """The arrays of the pool's sealed NN-descent graph, or None (no graph)."""
     ann = pool.indexes.ann
@@ -268,8 +294,14 @@ def export_ann_graph(pool):
     if not state or state[0] is None:
         return None
     g = state[0]
-    return {"rows": g.rows, "indptr": g.indptr, "indices": g.indices, "entries": g.entries,
-            "block": g.block, "n_components": g.n_components}
+    return {
+        "rows": g.rows,
+        "indptr": g.indptr,
+        "indices": g.indices,
+        "entries": g.entries,
+        "block": g.block,
+        "n_components": g.n_components,
+    }
 
 
 def _install_graph(pool, graph) -> bool:
@@ -278,9 +310,18 @@ def _install_graph(pool, graph) -> bool:
 
         ann = pool.indexes.make_ann()
         dead = np.zeros(graph["rows"].shape[0], dtype=np.bool_)
-        ann._state = (_Graph(graph["rows"], graph["indptr"], graph["indices"], graph["entries"],
-                             graph["block"], dead, graph["n_components"]),
-                      np.empty(0, dtype=np.int64))
+        ann._state = (
+            _Graph(
+                graph["rows"],
+                graph["indptr"],
+                graph["indices"],
+                graph["entries"],
+                graph["block"],
+                dead,
+                graph["n_components"],
+            ),
+            np.empty(0, dtype=np.int64),
+        )
         with pool.lock.write():
             pool.indexes.adopt_ann(ann)
         return pool.stats()["index"] == "ann"
@@ -321,7 +362,9 @@ def build_ann_graphs(sizes) -> dict:
         pool = ann_pool(unit_mixture(n))
         graph = export_ann_graph(pool)
         if graph is not None:
-            graph["build_seconds"] = getattr(pool_ann_index(pool), "last_build_seconds", None) or 0.0
+            graph["build_seconds"] = (
+                getattr(pool_ann_index(pool), "last_build_seconds", None) or 0.0
+            )
         out[n] = graph
         del pool
     return out
@@ -348,15 +391,17 @@ def exact_truth(X: np.ndarray, Q: np.ndarray, k: int = K) -> np.ndarray:
     """Exact top-k row numbers of ``X`` for each query (float64 scores, ties to the lower row)."""
     out = np.empty((Q.shape[0], min(k, X.shape[0])), dtype=np.int64)
     for s in range(0, Q.shape[0], 256):
-        S = Q[s:s + 256].astype(np.float64) @ X.astype(np.float64).T
-        out[s:s + 256] = np.argsort(-S, axis=1, kind="stable")[:, :k]
+        S = Q[s : s + 256].astype(np.float64) @ X.astype(np.float64).T
+        out[s : s + 256] = np.argsort(-S, axis=1, kind="stable")[:, :k]
     return out
 
 
 def recall_at_k(found, truth) -> float:
     """Mean over queries of ``|found_i & truth_i| / |truth_i|``."""
-    hits = [len(set(np.asarray(f).tolist()) & set(np.asarray(t).tolist())) / max(len(t), 1)
-            for f, t in zip(found, truth)]
+    hits = [
+        len(set(np.asarray(f).tolist()) & set(np.asarray(t).tolist())) / max(len(t), 1)
+        for f, t in zip(found, truth)
+    ]
     return float(np.mean(hits))
 
 
@@ -420,21 +465,22 @@ def spectral_batch_numpy(tensors) -> np.ndarray:
     x -= x.reshape(n, C, N).mean(axis=2)[:, :, None, None]
     x *= hann_periodic(rows)[:, None] * hann_periodic(cols)[None, :]
     F = scipy.fft.fft2(x)
-    P = F.real ** 2
-    P += F.imag ** 2
+    P = F.real**2
+    P += F.imag**2
     P /= N
     P = P.reshape(n, C, N)
     total = P.sum(axis=2)
     flat = total < FLAT_POWER
     safe = np.where(flat, 1.0, total)
-    entropy = (scipy.special.entr(P).sum(axis=2) / safe + np.log(safe))
+    entropy = scipy.special.entr(P).sum(axis=2) / safe + np.log(safe)
     entropy = entropy / math.log(N) if N > 1 else np.zeros_like(entropy)
     r = radius_grid(rows, cols).ravel()
     bands = np.stack([r < 1.0 / 3.0, (r >= 1.0 / 3.0) & (r < 2.0 / 3.0), r >= 2.0 / 3.0], axis=1)
     band = (P @ bands.astype(np.float64)) / safe[:, :, None]
     dominant = r[np.argmax(P, axis=2)]
-    feats = np.concatenate([entropy[:, :, None], band, dominant[:, :, None],
-                            (total / N)[:, :, None]], axis=2)
+    feats = np.concatenate(
+        [entropy[:, :, None], band, dominant[:, :, None], (total / N)[:, :, None]], axis=2
+    )
     feats[:, :, :5] = np.where(flat[:, :, None], 0.0, feats[:, :, :5])
     return feats.mean(axis=1).astype(np.float32)
 
@@ -443,6 +489,7 @@ def spectral_batch_numpy(tensors) -> np.ndarray:
 # The memory-bandwidth bound of a scan over the same bytes: a vectorised
 # float32 sum (fastmath, so LLVM may reorder the adds) that does nothing but
 # load every element once.
+
 
 @njit(cache=True, nogil=True, fastmath=True)
 def stream_sum(flat):
@@ -458,7 +505,7 @@ def stream_sum_parallel(flat):
     n = flat.shape[0]
     part = np.zeros(64, dtype=np.float32)
     for c in prange(64):  # a call per chunk: inlined into the parfor the loop did not vectorise
-        part[c] = stream_sum(flat[c * n // 64:(c + 1) * n // 64])
+        part[c] = stream_sum(flat[c * n // 64 : (c + 1) * n // 64])
     return part.sum()
 
 

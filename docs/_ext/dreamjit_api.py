@@ -89,7 +89,8 @@ class DreamjitAPI(SphinxDirective):
     def run(self):
         group = self.arguments[0]
         if group not in GROUPS and group not in COMPUTED:
-            raise self.error(f"unknown API group {group!r}; known: {sorted(GROUPS) + list(COMPUTED)}")
+            known = sorted(GROUPS) + list(COMPUTED)
+            raise self.error(f"unknown API group {group!r}; known: {known}")
         public = _public()
         names = group_names(group)
         missing = [n for n in names if n not in public]
@@ -97,7 +98,8 @@ class DreamjitAPI(SphinxDirective):
             raise self.error(f"names not in dreamjit.__all__: {missing}")
         if not names:
             return [nodes.paragraph(text="None: every public name is placed in a group above.")]
-        lines = [".. currentmodule:: dreamjit", "", ".. autosummary::", ""] + [f"   {n}" for n in names] + [""]
+        lines = [".. currentmodule:: dreamjit", "", ".. autosummary::", ""]
+        lines += [f"   {n}" for n in names] + [""]
         for n in names:
             lines += _entry(n, public[n]) + [""]
         container = nodes.container()

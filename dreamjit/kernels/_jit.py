@@ -23,6 +23,7 @@ A fork is noticed by an ``os.register_at_fork`` handler registered when this
 module is imported: a child forked from a process that had not imported
 dreamjit, after GNU OpenMP started there, is not recognised.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,6 +32,7 @@ import os
 import sys
 import threading
 import types
+from typing import TypedDict
 
 import numba
 import numba.extending
@@ -63,7 +65,7 @@ def _layer_loads(name: str) -> bool:
             check = getattr(parallel, "_check_tbb_version_compatible", None)
             if check is not None:
                 check()
-        importlib.import_module("numba.np.ufunc.%spool" % name)
+        importlib.import_module(f"numba.np.ufunc.{name}pool")
         return True
     except Exception:  # ImportError, or a missing/old shared library
         return False
@@ -71,14 +73,18 @@ def _layer_loads(name: str) -> bool:
 
 def likely_layer() -> str:
     """The layer numba will pick at its first parallel kernel, from its own settings."""
-    setting = str(numba.config.THREADING_LAYER).lower()
-    priority = tuple(numba.config.THREADING_LAYER_PRIORITY)
+    # numba.config sets its settings at import from the environment; its stubs omit these
+    setting = str(numba.config.THREADING_LAYER).lower()  # type: ignore[attr-defined]
+    priority = tuple(numba.config.THREADING_LAYER_PRIORITY)  # type: ignore[attr-defined]
     key = (setting, priority)
     if key not in _likely_cache:
         linux = sys.platform.startswith("linux")
-        candidates = {"default": priority, "safe": ("tbb",), "threadsafe": ("tbb", "omp"),
-                      "forksafe": ("tbb",) + (() if linux else ("omp",)) + ("workqueue",)
-                      }.get(setting, (setting,))
+        candidates = {
+            "default": priority,
+            "safe": ("tbb",),
+            "threadsafe": ("tbb", "omp"),
+            "forksafe": ("tbb",) + (() if linux else ("omp",)) + ("workqueue",),
+        }.get(setting, (setting,))
         _likely_cache[key] = next((c for c in candidates if _layer_loads(c)), "workqueue")
     return _likely_cache[key]
 
@@ -101,8 +107,18 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
-KERNEL_OPTIONS = {"cache": True, "nogil": True}
-PARALLEL_OPTIONS = {**KERNEL_OPTIONS, "parallel": True}
+
+class JitOptions(TypedDict, total=False):
+    """Keyword arguments of ``numba.njit`` used here (typed so they match its overloads)."""
+
+    cache: bool
+    nogil: bool
+    parallel: bool
+    fastmath: bool | set[str]
+
+
+KERNEL_OPTIONS: JitOptions = {"cache": True, "nogil": True}
+PARALLEL_OPTIONS: JitOptions = {**KERNEL_OPTIONS, "parallel": True}
 
 #: every function decorated here, so ``dreamjit.warmup`` can find them
 REGISTRY: list = []
@@ -146,8 +162,9 @@ class SizeDispatch:
     def __init__(self, fn, size_arg: int | None):
         self.size_arg = size_arg
         self.parallel = njit(**PARALLEL_OPTIONS)(fn)
-        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                                    fn.__defaults__, fn.__closure__)
+        serial = types.FunctionType(
+            fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__
+        )
         serial.__qualname__ = fn.__qualname__ + "_serial"
         serial.__module__, serial.__doc__ = fn.__module__, fn.__doc__
         self.serial = njit(**KERNEL_OPTIONS)(serial)
@@ -174,7 +191,7 @@ def parallel_kernel(fn=None, *, size_arg=0):
 #: dot products vectorise), never the no-NaN/no-Inf assumptions. A kernel compiled
 #: with it must not return its sums: they steer a graph walk whose results are
 #: scored again exactly (tests bound the difference, ``tests/test_graph_structure.py``).
-NAV_OPTIONS = {**KERNEL_OPTIONS, "fastmath": {"reassoc", "contract"}}
+NAV_OPTIONS: JitOptions = {**KERNEL_OPTIONS, "fastmath": {"reassoc", "contract"}}
 
 
 def nav_kernel(fn):
@@ -203,8 +220,15 @@ def prefetch(typingctx, arr, row, col):
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
+        builder.call(
+            fn,
+            [
+                builder.bitcast(ptr, i8p),
+                ir.Constant(i32, 0),
+                ir.Constant(i32, 3),
+                ir.Constant(i32, 1),
+            ],
+        )
         return context.get_dummy_value()
 
     return numba.types.void(arr, row, col), codegen

@@ -7,6 +7,7 @@ its entries were added one at a time: before each add, if the pool is at its
 entry limit, the entry that comes first in eviction order leaves (an earlier
 entry of the same batch included); the entry being added never evicts itself.
 """
+
 from __future__ import annotations
 
 import numpy as np

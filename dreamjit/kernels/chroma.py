@@ -5,6 +5,7 @@ cell in row-major order. With a certainty array ``(rows, cols, layers)`` the
 mean is certainty-weighted, ``sum(w*x) / sum(w)``; a total weight <= 0 falls
 back to the plain mean (there is nothing to weight by).
 """
+
 from __future__ import annotations
 
 import numpy as np

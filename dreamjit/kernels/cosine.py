@@ -14,13 +14,14 @@ and runs near memory bandwidth. The batch kernel vectorises across queries
 (a tile of queries is held transposed, one float64 accumulator per (row,
 query)).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
+from ._jit import kernel, parallel_kernel, prange
 from .heap import heap_drain as _heap_sort_into
 from .heap import heap_offer as _heap_offer
-from ._jit import kernel, parallel_kernel, prange
 
 __all__ = [
     "normalize_rows",
@@ -56,6 +57,7 @@ def _heap_result(hs, hi, size):
 
 
 # --------------------------------------------------------------------------- rows
+
 
 @kernel
 def _to_f64(v):
@@ -105,8 +107,10 @@ def dots_transposed(XT, v64, out):
         c2 = v64[j + 2]
         c3 = v64[j + 3]
         for i in range(n):
-            out[i] = (((out[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
-                      + np.float64(r2[i]) * c2) + np.float64(r3[i]) * c3
+            out[i] = (
+                ((out[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
+                + np.float64(r2[i]) * c2
+            ) + np.float64(r3[i]) * c3
         j += 4
     while j < d:
         r0 = XT[j]
@@ -215,6 +219,7 @@ def _merge_heaps(hs, hi, sizes, cap):
 # over rows: no reduction, so LLVM vectorises it without fastmath and the scan
 # runs near memory bandwidth (several times the row-major kernels, same bits).
 
+
 @kernel
 def _topk_cols_range(XT, q64, mask, start, stop, hs, hi, acc):
     """Offer columns ``start <= i < stop`` with ``mask[i]`` to the empty heap; return its size.
@@ -231,20 +236,22 @@ def _topk_cols_range(XT, q64, mask, start, stop, hs, hi, acc):
         a[:] = 0.0
         j = 0
         while j + 4 <= d:  # four j per pass over the block: same order of adds
-            r0 = XT[j, i0:i0 + b]
-            r1 = XT[j + 1, i0:i0 + b]
-            r2 = XT[j + 2, i0:i0 + b]
-            r3 = XT[j + 3, i0:i0 + b]
+            r0 = XT[j, i0 : i0 + b]
+            r1 = XT[j + 1, i0 : i0 + b]
+            r2 = XT[j + 2, i0 : i0 + b]
+            r3 = XT[j + 3, i0 : i0 + b]
             c0 = q64[j]
             c1 = q64[j + 1]
             c2 = q64[j + 2]
             c3 = q64[j + 3]
             for i in range(b):
-                a[i] = (((a[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
-                        + np.float64(r2[i]) * c2) + np.float64(r3[i]) * c3
+                a[i] = (
+                    ((a[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
+                    + np.float64(r2[i]) * c2
+                ) + np.float64(r3[i]) * c3
             j += 4
         while j < d:
-            r0 = XT[j, i0:i0 + b]
+            r0 = XT[j, i0 : i0 + b]
             c0 = q64[j]
             for i in range(b):
                 a[i] += np.float64(r0[i]) * c0

@@ -27,6 +27,7 @@ Group vectors (before weighting):
 
 A group whose vector is zero (an all-zero tensor) stays zero.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -68,7 +69,7 @@ def group_features(chroma, spectral, spatial, label, utility, present, weights, 
         g = np.empty(n_chroma)
         for j in range(n_chroma):
             g[j] = np.float64(chroma[j])
-        _unit_into(g, feat[base:base + n_chroma], weights[0])
+        _unit_into(g, feat[base : base + n_chroma], weights[0])
     base += n_chroma
     if present[1]:
         g = np.empty(n_spec)
@@ -77,7 +78,7 @@ def group_features(chroma, spectral, spatial, label, utility, present, weights, 
         if n_spec == 6:  # mean_psd is unbounded: squash it into [0, 1)
             p = max(g[5], 0.0)
             g[5] = p / (1.0 + p)
-        _unit_into(g, feat[base:base + n_spec], weights[1])
+        _unit_into(g, feat[base : base + n_spec], weights[1])
     base += n_spec
     if present[2]:
         g = np.zeros(n_spat + 1)
@@ -94,7 +95,7 @@ def group_features(chroma, spectral, spatial, label, utility, present, weights, 
                 absum += abs(v)
                 g[q * C + ch] = v - m
         g[n_spat] = FLAT_EPS * absum / max(n_spat, 1)
-        _unit_into(g, feat[base:base + n_spat + 1], weights[2])
+        _unit_into(g, feat[base : base + n_spat + 1], weights[2])
     base += n_spat + 1
     if present[3]:
         if label >= 0:
@@ -111,8 +112,9 @@ def group_features(chroma, spectral, spatial, label, utility, present, weights, 
 
 
 @kernel
-def _embed_one(chroma, spectral, spatial, label, utility, present, weights, buckets, projection,
-               bounds, out):
+def _embed_one(
+    chroma, spectral, spatial, label, utility, present, weights, buckets, projection, bounds, out
+):
     n_feat = projection.shape[0]
     dim = projection.shape[1]
     feat = np.empty(n_feat)
@@ -153,8 +155,9 @@ def _embed_one(chroma, spectral, spatial, label, utility, present, weights, buck
 
 
 @parallel_kernel
-def embed_batch(chroma, spectral, spatial, labels, utility, present, weights, buckets, projection,
-                bounds):
+def embed_batch(
+    chroma, spectral, spatial, labels, utility, present, weights, buckets, projection, bounds
+):
     """Unit embeddings ``(n, dim)`` float32 of ``n`` entries' feature groups.
 
     ``chroma`` (n, C), ``spectral`` (n, 6), ``spatial`` (n, grid*grid*C) float32;
@@ -167,6 +170,17 @@ def embed_batch(chroma, spectral, spatial, labels, utility, present, weights, bu
     dim = projection.shape[1]
     out64 = np.zeros((n, dim))
     for i in prange(n):
-        _embed_one(chroma[i], spectral[i], spatial[i], labels[i], utility[i], present, weights,
-                   buckets, projection, bounds, out64[i])
+        _embed_one(
+            chroma[i],
+            spectral[i],
+            spatial[i],
+            labels[i],
+            utility[i],
+            present,
+            weights,
+            buckets,
+            projection,
+            bounds,
+            out64[i],
+        )
     return out64.astype(np.float32)

@@ -16,6 +16,7 @@ column in the same layer.
 
 All sums run in float64.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,14 +55,26 @@ def hue_direction(r, g, b, mx, d):
     z4 = z2 * z2
     # Taylor series to x**17 / x**16 (error < 1e-15 on [-pi/3, pi/3]), by Estrin's scheme:
     # short dependency chains, the loop is latency-bound otherwise
-    sin_x = x * ((1.0 - z * (1.0 / 6)) + z2 * (1.0 / 120 - z * (1.0 / 5040))
-                 + z4 * ((1.0 / 362880 - z * (1.0 / 39916800))
-                         + z2 * (1.0 / 6227020800 - z * (1.0 / 1307674368000))
-                         + z4 * (1.0 / 355687428096000)))
-    cos_x = ((1.0 - z * (1.0 / 2)) + z2 * (1.0 / 24 - z * (1.0 / 720))
-             + z4 * ((1.0 / 40320 - z * (1.0 / 3628800))
-                     + z2 * (1.0 / 479001600 - z * (1.0 / 87178291200))
-                     + z4 * (1.0 / 20922789888000)))
+    sin_x = x * (
+        (1.0 - z * (1.0 / 6))
+        + z2 * (1.0 / 120 - z * (1.0 / 5040))
+        + z4
+        * (
+            (1.0 / 362880 - z * (1.0 / 39916800))
+            + z2 * (1.0 / 6227020800 - z * (1.0 / 1307674368000))
+            + z4 * (1.0 / 355687428096000)
+        )
+    )
+    cos_x = (
+        (1.0 - z * (1.0 / 2))
+        + z2 * (1.0 / 24 - z * (1.0 / 720))
+        + z4
+        * (
+            (1.0 / 40320 - z * (1.0 / 3628800))
+            + z2 * (1.0 / 479001600 - z * (1.0 / 87178291200))
+            + z4 * (1.0 / 20922789888000)
+        )
+    )
     return cb * cos_x - sb * sin_x, sb * cos_x + cb * sin_x
 
 
@@ -120,8 +133,9 @@ def evaluate_one(t, lambda_tv, lambda_sat, out):
                     tv += dist
                     jumps += 1 if dist > JUMP else 0
     out[0] = lambda_tv * tv + lambda_sat * (sat_dev / cells)
-    balance = 1.0 - (abs(sum_r / cells - 0.5) + abs(sum_g / cells - 0.5)
-                     + abs(sum_b / cells - 0.5)) / 1.5
+    balance = (
+        1.0 - (abs(sum_r / cells - 0.5) + abs(sum_g / cells - 0.5) + abs(sum_b / cells - 0.5)) / 1.5
+    )
     R = min(max(math.sqrt(hue_cos * hue_cos + hue_sin * hue_sin) / cells, 0.0), 1.0)
     if R > 0.0:
         std_deg = math.degrees(math.sqrt(-2.0 * math.log(R)))

@@ -4,6 +4,7 @@ A min-heap of the best items seen so far, where "smallest" means worst: a lower
 score, or an equal score and a higher index. The root is the item that leaves
 first when a better one arrives, so ties always keep the lower index.
 """
+
 from __future__ import annotations
 
 from ._jit import kernel

@@ -14,6 +14,7 @@ Candidates are then picked greedily: first the best base score, then the best
 of dot products with the embeddings already picked (unit rows, so cosine).
 Ties go to the lower index throughout.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,7 @@ def hybrid_base_scores(sim, util_mean, labels, query_label, alpha, beta, gamma):
 
 
 @kernel
-def hybrid_rerank(sim, util_mean, labels, query_label, emb, alpha, beta, gamma, delta,
-                  lambda_, k):
+def hybrid_rerank(sim, util_mean, labels, query_label, emb, alpha, beta, gamma, delta, lambda_, k):
     """Greedy hybrid rerank of ``m`` candidates; ``min(k, m)`` picks.
 
     Parameters: ``sim`` (m,) float32 cosine to the query, ``util_mean`` (m,)

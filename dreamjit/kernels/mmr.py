@@ -10,13 +10,14 @@ index. :func:`mmr_standard` keeps redundancy as a running max over all picks,
 so each step costs one pass of dot products against the newest pick only:
 O(n k d) in all.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from ._jit import kernel
-from .select import fold_max, greedy_pick
 from .cosine import _dot64, dots_transposed, rows_transposed
+from .select import fold_max, greedy_pick
 
 __all__ = ["mmr_standard", "mmr_fast"]
 

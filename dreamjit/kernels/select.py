@@ -4,6 +4,7 @@ Both pick candidates one at a time: first the best ``base`` value, then the best
 ``a * base[i] - b * maxsim[i]``, where ``maxsim`` is each candidate's running max
 similarity to the picks so far. Ties go to the lower position.
 """
+
 from __future__ import annotations
 
 import numpy as np

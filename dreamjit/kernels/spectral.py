@@ -21,14 +21,15 @@ How it is fast (the definition above is what the tests check):
 - ``P ln P`` needs one log per position, and ``math.log`` (a scalar libm call)
   was the largest single cost: :func:`log_into` is a vectorisable float64 log.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
 # np.fft inside kernels comes from the rocket-fft package, which numba loads through
 # its "numba_extensions" entry point on the first compile (not at import: it costs 0.4 s)
-
 from ._jit import kernel, parallel_kernel, prange
 from .chroma import chroma_into
 
@@ -46,8 +47,14 @@ __all__ = [
     "describe_batch",
 ]
 
-FEATURES = ("entropy", "low_band_energy", "mid_band_energy", "high_band_energy",
-            "dominant_frequency", "mean_psd")
+FEATURES = (
+    "entropy",
+    "low_band_energy",
+    "mid_band_energy",
+    "high_band_energy",
+    "dominant_frequency",
+    "mean_psd",
+)
 N_FEATURES = 6
 FLAT_POWER = 1e-12
 CHUNK = 8  # tensors per FFT call: amortises the call, keeps the chunk in L2
@@ -55,7 +62,7 @@ CHUNK = 8  # tensors per FFT call: amortises the call, keeps the chunk in L2
 # log_into: x = 2**k * z with z in [sqrt(1/2), sqrt(2)), split on the bit pattern
 _SQRT_HALF_BITS = 0x3FE6A09E667F3BCD  # bits of sqrt(0.5)
 _TWO52_BITS = 0x4330000000000000  # bits of 2**52; OR-ing a small int n in gives 2**52 + n
-_K_OFFSET = 2.0 ** 52 + 1023.0
+_K_OFFSET = 2.0**52 + 1023.0
 _LN2 = math.log(2.0)
 
 
@@ -159,7 +166,7 @@ def log_into(p, out, bits):
     n = p.size
     pb = p.view(np.int64)
     zb = bits[:n]
-    kb = bits[n:2 * n]
+    kb = bits[n : 2 * n]
     for q in range(n):
         k = (pb[q] - _SQRT_HALF_BITS) >> 52
         zb[q] = pb[q] - (k << 52)
@@ -326,7 +333,7 @@ def _spectral_chunk(tensors, lo, hi, w2d, grids, out):
     x = np.empty((count * C, rows, cols))
     sums = np.empty(C)
     for b in range(count):
-        _window_channels(tensors[lo + b], w2d, x[b * C:(b + 1) * C], sums)
+        _window_channels(tensors[lo + b], w2d, x[b * C : (b + 1) * C], sums)
     spec = np.fft.rfft2(x)
     feats = np.empty((count * C, N_FEATURES))
     spectra_features(spec, rows * cols, grids, feats)
@@ -343,8 +350,14 @@ def spectral_one(tensor):
     """Spectral features of one tensor ``(rows, cols, layers, C)`` -> float32 (6,)."""
     rows, cols = tensor.shape[0], tensor.shape[1]
     out = np.empty((1, N_FEATURES), dtype=np.float32)
-    _spectral_chunk(tensor.reshape((1,) + tensor.shape), 0, 1, window_2d(rows, cols),
-                    half_grids(rows, cols), out)
+    _spectral_chunk(
+        tensor.reshape((1,) + tensor.shape),
+        0,
+        1,
+        window_2d(rows, cols),
+        half_grids(rows, cols),
+        out,
+    )
     return out[0]
 
 

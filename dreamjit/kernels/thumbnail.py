@@ -8,6 +8,7 @@ b*n // grid + 1))`` (axes shorter than ``grid`` repeat cells). An area whose
 weights sum to 0 takes the tensor's weighted mean (the chroma), so unobserved
 areas carry no structure. Sums run in float64.
 """
+
 from __future__ import annotations
 
 import numpy as np
