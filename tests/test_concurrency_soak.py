@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import dreamjit as dj
-import dreamjit.index.nndescent as index_mod
 import dreamjit.index.worker as worker_mod
 from dreamjit import PoolConfig, Query
 from dreamjit._indexes import IndexSet

@@ -16,8 +16,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-from dreamjit.index.structure import ENTRY_SHARE, _Graph, search_structure
 from dreamjit.index import ExactIndex, NNDescentIndex
+from dreamjit.index.structure import ENTRY_SHARE, _Graph, search_structure
 from dreamjit.kernels.entry_layer import (
     add_edges,
     bridge_edges,

@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 
-import dreamjit.index.nndescent as index_mod
 import dreamjit.index.worker as worker_mod
 from dreamjit._storage import ColumnStore, column_spec
 from dreamjit.index import ExactIndex, NNDescentIndex

@@ -33,6 +33,7 @@ worker is spawned on the first build, shared by every index of the process
 (its compile is paid once), and talks over pipes: arrays go as raw bytes
 with a JSON header, nothing is pickled.
 """
+
 from __future__ import annotations
 
 from .exact import ExactIndex, exact_topk

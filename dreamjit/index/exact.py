@@ -1,4 +1,5 @@
 """The exact index: a top-k scan of the live embeddings (see :mod:`dreamjit.index`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,9 +33,9 @@ def _as_queries(Q, store) -> np.ndarray:
 #: (0.8 ms at 1e5 x 64 serially), and on a machine whose other core is busy a
 #: statically scheduled parallel region waits for the descheduled thread:
 #: 10-16 ms measured here at 1e5-4e5 rows, against 0.8-3.9 ms serial.
-PARALLEL_SCAN_ROWS = 8_000_000  # at 1e6 too: 23.8 ms parallel vs 13.8 ms serial, measured under load
-
-
+PARALLEL_SCAN_ROWS = (
+    8_000_000  # at 1e6 too: 23.8 ms parallel vs 13.8 ms serial, measured under load
+)
 
 
 def exact_topk(store, q, mask, k):

@@ -1,5 +1,6 @@
 """The NN-descent index: a sealed search graph, an exact delta and tombstones
 (see :mod:`dreamjit.index`)."""
+
 from __future__ import annotations
 
 import logging
@@ -7,6 +8,7 @@ import math
 import threading
 import time
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -88,11 +90,27 @@ class NNDescentIndex:
     finished build at its next call, in the caller's thread.
     """
 
-    def __init__(self, store, n_neighbors=30, epsilon=0.15, overfetch=1.5,
-                 rebuild_fraction=0.1, seed=0, background=True, n_pivots=None, min_ef=40,
-                 mask_share=0.05, graph="search", builder="process", min_build=256,
-                 exact_batch_below=30_000, n_jobs=None, build_timeout=None, entry_hops=None,
-                 n_seeds=8):
+    def __init__(
+        self,
+        store,
+        n_neighbors=30,
+        epsilon=0.15,
+        overfetch=1.5,
+        rebuild_fraction=0.1,
+        seed=0,
+        background=True,
+        n_pivots=None,
+        min_ef=40,
+        mask_share=0.05,
+        graph="search",
+        builder="process",
+        min_build=256,
+        exact_batch_below=30_000,
+        n_jobs=None,
+        build_timeout=None,
+        entry_hops=None,
+        n_seeds=8,
+    ):
         self._store = store
         self.n_neighbors = int(n_neighbors)
         self.epsilon = float(epsilon)
@@ -112,15 +130,17 @@ class NNDescentIndex:
         self.n_jobs = n_jobs
         self.max_degree = int(round(1.5 * self.n_neighbors))
         self.build_timeout = None if build_timeout is None else float(build_timeout)
-        self._state = (None, _EMPTY_I)  # (graph or None, delta slots): replaced atomically
+        # (graph or None, delta slots): replaced atomically
+        self._state: tuple[_Graph | None, np.ndarray] = (None, _EMPTY_I)
         self._lock = threading.RLock()
         self._thread = None  # the running build thread
-        self._pending = None  # (status, payload, seq) of a finished build not installed yet
+        # (status, payload, seq) of a finished build not installed yet
+        self._pending: tuple | None = None
         self._failures = 0  # consecutive failed builds; 3 stop automatic rebuilds
         self._asked = 0  # rebuild requests so far (numbered)
         self._covered = 0  # the latest request a finished build's snapshot covered
         self._gen = 0  # bumped when running builds must be forgotten (fork, abandon)
-        self._guard = None  # the owner's RWLock (see attach)
+        self._guard: Any = None  # the owner's RWLock (see attach)
         self._on_install = None
         self.last_build_seconds = None
         self.builds = 0  # graphs installed
@@ -182,8 +202,12 @@ class NNDescentIndex:
         graph = self._state[0]
         if graph is None:
             return {}
-        return dict(graph.info, rows=int(graph.rows.shape[0]),
-                    edges=int(graph.indices.shape[0]), entries=int(graph.entries.shape[0]))
+        return dict(
+            graph.info,
+            rows=int(graph.rows.shape[0]),
+            edges=int(graph.indices.shape[0]),
+            entries=int(graph.entries.shape[0]),
+        )
 
     @property
     def nbytes(self) -> int:
@@ -244,8 +268,9 @@ class NNDescentIndex:
     def _drop_if_stale(self, graph) -> None:
         """Keep tombstones <= half the graph rows (what :meth:`bytes_bound` relies on)."""
         if 2 * graph.n_dead > graph.rows.shape[0]:
-            logger.info("NN-descent graph more than half tombstones: dropped, exact scans "
-                        "until the rebuild")
+            logger.info(
+                "NN-descent graph more than half tombstones: dropped, exact scans until the rebuild"
+            )
             self._state = (None, _EMPTY_I)
 
     @staticmethod
@@ -317,15 +342,19 @@ class NNDescentIndex:
         gen = self._gen
         if not self.background:
             return lambda: self._run_build(gen, snap)
-        thread = threading.Thread(target=self._run_build, args=(gen, snap),
-                                  name="dreamjit-nndescent", daemon=True)
+        thread = threading.Thread(
+            target=self._run_build, args=(gen, snap), name="dreamjit-nndescent", daemon=True
+        )
         self._thread = thread
         thread.start()
         return None
 
     def _log_small(self):
-        logger.info("NN-descent: %d live entries, below %d: exact scans",
-                    int(np.count_nonzero(self._store.alive)), self.min_build)
+        logger.info(
+            "NN-descent: %d live entries, below %d: exact scans",
+            int(np.count_nonzero(self._store.alive)),
+            self.min_build,
+        )
 
     def _snapshot(self):
         """``(slots, ids, embeddings, request number)`` of the live entries, or None if too few."""
@@ -334,12 +363,21 @@ class NNDescentIndex:
         if slots.shape[0] < self.min_build:
             self._log_small()
             return None
-        return (slots, store.ids[slots].copy(), np.ascontiguousarray(store.embeddings[slots]),
-                self._asked)
+        return (
+            slots,
+            store.ids[slots].copy(),
+            np.ascontiguousarray(store.embeddings[slots]),
+            self._asked,
+        )
 
     def _request(self) -> dict:
-        return {"n_neighbors": self.n_neighbors, "seed": self.seed, "graph": self.graph_kind,
-                "max_degree": self.max_degree, "n_jobs": self.n_jobs}
+        return {
+            "n_neighbors": self.n_neighbors,
+            "seed": self.seed,
+            "graph": self.graph_kind,
+            "max_degree": self.max_degree,
+            "n_jobs": self.n_jobs,
+        }
 
     def _run_build(self, gen, snap) -> None:
         """The build thread: worker ready -> snapshot -> build -> install (see the class notes)."""
@@ -349,9 +387,13 @@ class NNDescentIndex:
             if use_worker:
                 try:  # start the worker and compile pynndescent before the snapshot
                     dim = self._store.embeddings.shape[1]
-                    _worker._Worker.build(np.empty((0, dim), np.float32), self._request(),
-                                  timeout=self.build_timeout, warm_only=True,
-                                  wanted=self._wanted)
+                    _worker._Worker.build(
+                        np.empty((0, dim), np.float32),
+                        self._request(),
+                        timeout=self.build_timeout,
+                        warm_only=True,
+                        wanted=self._wanted,
+                    )
                 except (BuildTimeout, BuildUnwanted):
                     raise
                 except RuntimeError as exc:
@@ -372,9 +414,9 @@ class NNDescentIndex:
             indptr = None
             if use_worker:
                 try:
-                    indptr, indices = _worker._Worker.build(X, self._request(),
-                                                    timeout=self.build_timeout,
-                                                    wanted=self._wanted)
+                    indptr, indices = _worker._Worker.build(
+                        X, self._request(), timeout=self.build_timeout, wanted=self._wanted
+                    )
                 except (BuildTimeout, BuildUnwanted):
                     raise
                 except RuntimeError as exc:
@@ -384,8 +426,12 @@ class NNDescentIndex:
             payload = self._payload(slots, ids, indptr, indices, X)
             self._failures = 0
             self.last_build_seconds = time.perf_counter() - t0
-            logger.info("NN-descent graph of %d entries built in %.1f s (%d edges)",
-                        slots.shape[0], self.last_build_seconds, payload[2]["indices"].shape[0])
+            logger.info(
+                "NN-descent graph of %d entries built in %.1f s (%d edges)",
+                slots.shape[0],
+                self.last_build_seconds,
+                payload[2]["indices"].shape[0],
+            )
             result = ("ok", payload)
         except BuildUnwanted:
             logger.debug("NN-descent build dropped: its pool is gone")
@@ -425,8 +471,10 @@ class NNDescentIndex:
         th.start()
         th.join(self.build_timeout)
         if th.is_alive():
-            raise BuildTimeout(f"NN-descent build of {X.shape[0]} entries ran past "
-                               f"{self.build_timeout} s in a thread; abandoned")
+            raise BuildTimeout(
+                f"NN-descent build of {X.shape[0]} entries ran past "
+                f"{self.build_timeout} s in a thread; abandoned"
+            )
         if "err" in box:
             raise box["err"]
         return box["out"]
@@ -434,11 +482,16 @@ class NNDescentIndex:
     def _payload(self, slots, ids, indptr, indices, X):
         """What a build hands to :meth:`_install`: the graph and its search structure
         (components, bridges, the entry layer: :func:`search_structure`)."""
-        struct = search_structure(X, indptr, indices, seed=self.seed,
-                                  max_entries=self.n_pivots, hops=self.entry_hops)
-        logger.info("NN-descent search structure of %d rows: %d edges, %d entry rows, "
-                    "%d components", slots.shape[0], struct["indices"].shape[0],
-                    struct["entries"].shape[0], struct["n_components"])
+        struct = search_structure(
+            X, indptr, indices, seed=self.seed, max_entries=self.n_pivots, hops=self.entry_hops
+        )
+        logger.info(
+            "NN-descent search structure of %d rows: %d edges, %d entry rows, %d components",
+            slots.shape[0],
+            struct["indices"].shape[0],
+            struct["entries"].shape[0],
+            struct["n_components"],
+        )
         return (slots, ids, struct)
 
     def _finish(self, gen, result, seq) -> None:
@@ -469,8 +522,9 @@ class NNDescentIndex:
             return
         run = None
         with self._lock:
-            if self._thread is None and (self._asked > self._covered
-                                         or (auto and self.needs_rebuild())):
+            if self._thread is None and (
+                self._asked > self._covered or (auto and self.needs_rebuild())
+            ):
                 run = self._start(self._asked)
         if run is not None:
             run()
@@ -487,6 +541,7 @@ class NNDescentIndex:
 
     def _install_pending(self) -> None:
         """Install ``_pending`` (``self._lock`` held; with an owner, its write lock too)."""
+        assert self._pending is not None
         status, payload, seq = self._pending
         self._pending = None
         self._thread = None
@@ -503,17 +558,27 @@ class NNDescentIndex:
         dead = tombstones(slots, ids, alive, store.ids)
         live = np.flatnonzero(alive)
         delta = np.setdiff1d(live, slots[~dead], assume_unique=True)
-        graph = _Graph(slots, struct["indptr"], struct["indices"], struct["entries"],
-                       struct["block"], dead, struct["n_components"],
-                       {key: value for key, value in struct.items()
-                        if not isinstance(value, np.ndarray)})
+        graph = _Graph(
+            slots,
+            struct["indptr"],
+            struct["indices"],
+            struct["entries"],
+            struct["block"],
+            dead,
+            struct["n_components"],
+            {key: value for key, value in struct.items() if not isinstance(value, np.ndarray)},
+        )
         if 2 * graph.n_dead > slots.shape[0]:
             logger.info("new NN-descent graph already more than half stale: not used")
             self._state = (None, _EMPTY_I)
             return
         self._state = (graph, delta.astype(np.int64))
-        logger.debug("NN-descent graph swapped in: %d rows, %d tombstones, %d delta",
-                     slots.shape[0], graph.n_dead, delta.shape[0])
+        logger.debug(
+            "NN-descent graph swapped in: %d rows, %d tombstones, %d delta",
+            slots.shape[0],
+            graph.n_dead,
+            delta.shape[0],
+        )
 
     def wait(self, timeout=None) -> bool:
         """Wait until the builds asked for so far have finished (and are installed).
@@ -560,12 +625,28 @@ class NNDescentIndex:
         else:
             m = _live_mask(store, mask)
             n_cand = int(np.count_nonzero(m))
-        if (k >= n_cand or n_cand < self.mask_share * n_live
-                or delta.shape[0] > DELTA_EXACT_SHARE * n_live):
+        if (
+            k >= n_cand
+            or n_cand < self.mask_share * n_live
+            or delta.shape[0] > DELTA_EXACT_SHARE * n_live
+        ):
             return exact_topk(store, q, m, k)
-        idx, sc = ann_search(store.embeddings, graph.rows, graph.indptr, graph.indices,
-                             graph.dead, m, graph.entries, graph.block, delta, q, k, self._ef(k),
-                             self.epsilon, self.n_seeds)
+        idx, sc = ann_search(
+            store.embeddings,
+            graph.rows,
+            graph.indptr,
+            graph.indices,
+            graph.dead,
+            m,
+            graph.entries,
+            graph.block,
+            delta,
+            q,
+            k,
+            self._ef(k),
+            self.epsilon,
+            self.n_seeds,
+        )
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
         return idx, sc
@@ -580,13 +661,31 @@ class NNDescentIndex:
         graph, delta = self._state
         n_live = len(self)
         n_cand = n_live if mask is None else int(np.count_nonzero(m))
-        if (graph is None or k == 0 or k >= n_cand or n_cand < self.mask_share * n_live
-                or n_cand < self.exact_batch_below or delta.shape[0] > DELTA_EXACT_SHARE * n_live):
+        if (
+            graph is None
+            or k == 0
+            or k >= n_cand
+            or n_cand < self.mask_share * n_live
+            or n_cand < self.exact_batch_below
+            or delta.shape[0] > DELTA_EXACT_SHARE * n_live
+        ):
             return topk_dot_batch(store.embeddings, Q, m, k)
-        idx, sc, counts = ann_search_batch(store.embeddings, graph.rows, graph.indptr,
-                                           graph.indices, graph.dead, m, graph.entries,
-                                           graph.block, delta, Q, k, self._ef(k), self.epsilon,
-                                           self.n_seeds)
+        idx, sc, counts = ann_search_batch(
+            store.embeddings,
+            graph.rows,
+            graph.indptr,
+            graph.indices,
+            graph.dead,
+            m,
+            graph.entries,
+            graph.block,
+            delta,
+            Q,
+            k,
+            self._ef(k),
+            self.epsilon,
+            self.n_seeds,
+        )
         for t in np.flatnonzero(counts < k):
             i, s = topk_dot(store.embeddings, Q[t], m, k)
             idx[t, : i.shape[0]] = i

@@ -6,6 +6,7 @@ thread, off the query path); :class:`_Graph` holds the result with the
 tombstones. The kernels are in :mod:`dreamjit.kernels.entry_layer` and
 :mod:`dreamjit.kernels.graph`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,13 @@ import time
 
 import numpy as np
 
-from ..kernels.entry_layer import (add_edges, bridge_edges, component_representatives,
-                                  cover_entries, graph_components)
+from ..kernels.entry_layer import (
+    add_edges,
+    bridge_edges,
+    component_representatives,
+    cover_entries,
+    graph_components,
+)
 from ..kernels.graph import quantize_block
 
 __all__ = ["ENTRY_SHARE", "entry_cap", "search_structure"]
@@ -97,17 +103,35 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
     block = quantize_block(np.ascontiguousarray(X[entries], dtype=np.float32))
     if n_comp > 1:
         sizes = np.bincount(labels, minlength=n_comp)
-        logger.warning("NN-descent graph of %d rows has %d connected components (sizes %d..%d, "
-                       "median %d): %d bridging edges join them; one representative of %s is "
-                       "an entry of the walk", n, n_comp, sizes.min(), sizes.max(),
-                       int(np.median(sizes)), n_bridges,
-                       "each" if n_comp <= cap else f"the first {cap} (entry layer full)")
+        logger.warning(
+            "NN-descent graph of %d rows has %d connected components (sizes %d..%d, "
+            "median %d): %d bridging edges join them; one representative of %s is "
+            "an entry of the walk",
+            n,
+            n_comp,
+            sizes.min(),
+            sizes.max(),
+            int(np.median(sizes)),
+            n_bridges,
+            "each" if n_comp <= cap else f"the first {cap} (entry layer full)",
+        )
     if not covered:
-        logger.warning("NN-descent entry layer full at %d rows: some rows are more than %d "
-                       "hops from an entry", cap, h)
-    return {"indptr": indptr, "indices": indices, "entries": entries, "block": block,
-            "n_components": int(n_comp), "n_bridges": int(n_bridges), "hops": int(h),
-            "covered": bool(covered), "seconds": time.perf_counter() - t0}
+        logger.warning(
+            "NN-descent entry layer full at %d rows: some rows are more than %d hops from an entry",
+            cap,
+            h,
+        )
+    return {
+        "indptr": indptr,
+        "indices": indices,
+        "entries": entries,
+        "block": block,
+        "n_components": int(n_comp),
+        "n_bridges": int(n_bridges),
+        "hops": int(h),
+        "covered": bool(covered),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 class _Graph:
@@ -118,8 +142,17 @@ class _Graph:
     a copy, so a tombstoned entry keeps routing its part of the graph).
     """
 
-    __slots__ = ("rows", "indptr", "indices", "entries", "block", "dead", "n_dead",
-                 "n_components", "info")
+    __slots__ = (
+        "rows",
+        "indptr",
+        "indices",
+        "entries",
+        "block",
+        "dead",
+        "n_dead",
+        "n_components",
+        "info",
+    )
 
     def __init__(self, rows, indptr, indices, entries, block, dead, n_components=1, info=None):
         self.rows, self.indptr, self.indices = rows, indptr, indices

@@ -7,6 +7,7 @@ spawned on the first build, shared by every index of the process (its compile
 is paid once), and talks over pipes: arrays go as raw bytes with a JSON header,
 nothing is pickled.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -26,15 +27,19 @@ from ..kernels.graph import knn_to_csr, relabel_csr
 
 logger = logging.getLogger("dreamjit")
 
+
 def _build_csr(X, n_neighbors, seed, graph, max_degree, n_jobs):
     """pynndescent k-NN graph of the unit rows ``X`` -> (indptr int64, indices int32)."""
     if not parallel_allowed():  # pynndescent's prange kernels would end this process
-        raise RuntimeError("pynndescent cannot run in this thread of this process (numba's "
-                           "threading layer is not safe here: forked child or workqueue)")
+        raise RuntimeError(
+            "pynndescent cannot run in this thread of this process (numba's "
+            "threading layer is not safe here: forked child or workqueue)"
+        )
     import pynndescent  # lazy: ~2 s import, never on ``import dreamjit``
 
-    nnd = pynndescent.NNDescent(X, metric="dot", n_neighbors=n_neighbors, random_state=seed,
-                                n_jobs=n_jobs, low_memory=True)
+    nnd = pynndescent.NNDescent(
+        X, metric="dot", n_neighbors=n_neighbors, random_state=seed, n_jobs=n_jobs, low_memory=True
+    )
     if graph == "knn":
         nbrs, dists = nnd.neighbor_graph
         return knn_to_csr(np.ascontiguousarray(nbrs), np.ascontiguousarray(dists), max_degree)
@@ -48,8 +53,11 @@ def pynndescent_search_graph(nnd):
     reads pynndescent's private attributes (``_search_graph``, ``_vertex_order``)."""
     nnd.prepare()
     sg = nnd._search_graph
-    return (np.asarray(sg.indptr, dtype=np.int64), np.asarray(sg.indices, dtype=np.int64),
-            np.asarray(nnd._vertex_order, dtype=np.int64))
+    return (
+        np.asarray(sg.indptr, dtype=np.int64),
+        np.asarray(sg.indices, dtype=np.int64),
+        np.asarray(nnd._vertex_order, dtype=np.int64),
+    )
 
 
 def _write_msg(fp, header: dict, arrays=()) -> None:
@@ -84,8 +92,9 @@ def _read_msg(fp):
         if dt.hasobject:
             raise ValueError("object arrays are refused")
         count = int(np.prod(shape, dtype=np.int64))
-        arrays.append(np.frombuffer(_read_exact(fp, count * dt.itemsize), dtype=dt)
-                      .reshape(shape).copy())
+        arrays.append(
+            np.frombuffer(_read_exact(fp, count * dt.itemsize), dtype=dt).reshape(shape).copy()
+        )
     return header, arrays
 
 
@@ -101,14 +110,13 @@ def _worker_main() -> None:
             return
         t0 = time.perf_counter()
         try:
-            indptr, indices = _build_csr(X, req["n_neighbors"], req["seed"], req["graph"],
-                                         req["max_degree"], req["n_jobs"])
+            indptr, indices = _build_csr(
+                X, req["n_neighbors"], req["seed"], req["graph"], req["max_degree"], req["n_jobs"]
+            )
         except Exception as exc:  # report, keep serving
             _write_msg(out, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
             continue
         _write_msg(out, {"ok": True, "seconds": time.perf_counter() - t0}, (indptr, indices))
-
-
 
 
 class BuildTimeout(RuntimeError):
@@ -141,8 +149,13 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-c", self.CODE], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.log, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.CODE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=env,
+        )
         self.lock = threading.Lock()  # one build at a time; held while the worker is in use
         self.closed = False
         self.warm = False  # pynndescent has compiled and run here
@@ -151,7 +164,7 @@ class _Worker:
         logger.info("started NN-descent build worker (pid %d)", self.proc.pid)
 
     @classmethod
-    def get(cls) -> "_Worker":
+    def get(cls) -> _Worker:
         with cls._guard:
             if cls.closing:
                 raise RuntimeError("the interpreter is exiting: no build worker")
@@ -208,8 +221,10 @@ class _Worker:
         except (OSError, EOFError, ValueError) as exc:
             self._stop()  # dead or out of step: kill and reap it now, never leave a zombie
             if self.timed_out:
-                raise BuildTimeout(f"NN-descent build of {X.shape[0]} entries ran past "
-                                   f"{timeout} s; build worker killed") from None
+                raise BuildTimeout(
+                    f"NN-descent build of {X.shape[0]} entries ran past "
+                    f"{timeout} s; build worker killed"
+                ) from None
             self.log.seek(0)
             tail = self.log.read()[-2000:].decode(errors="replace")
             raise RuntimeError(f"build worker failed: {exc}; stderr: {tail}") from None
@@ -224,8 +239,9 @@ class _Worker:
 
     def _kill_for_timeout(self) -> None:
         self.timed_out = True
-        logger.warning("NN-descent build worker (pid %d) passed the build timeout: killing it",
-                       self.proc.pid)
+        logger.warning(
+            "NN-descent build worker (pid %d) passed the build timeout: killing it", self.proc.pid
+        )
         try:
             self.proc.kill()  # the blocked read then sees EOF; the builder reaps it
         except OSError:  # pragma: no cover - already gone
@@ -236,7 +252,8 @@ class _Worker:
         self.closed = True
         for fp in (self.proc.stdin, self.proc.stdout):
             try:
-                fp.close()
+                if fp is not None:
+                    fp.close()
             except Exception:  # pragma: no cover - a broken pipe
                 pass
         try:
@@ -303,7 +320,8 @@ class _Worker:
         try:
             for fp in (self.proc.stdin, self.proc.stdout, self.log):
                 try:
-                    os.dup2(devnull, fp.fileno())
+                    if fp is not None:
+                        os.dup2(devnull, fp.fileno())
                 except (OSError, ValueError):
                     pass
         finally:

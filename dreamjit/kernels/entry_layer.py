@@ -8,14 +8,20 @@ the representatives) with :func:`add_edges`, and :func:`cover_entries` (the
 entry layer: representatives, then a greedy hop cover). The object layer
 (:func:`dreamjit.index.structure.search_structure`) strings them together.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from ._jit import kernel
 
-__all__ = ["add_edges", "bridge_edges", "component_representatives", "cover_entries",
-           "graph_components"]
+__all__ = [
+    "add_edges",
+    "bridge_edges",
+    "component_representatives",
+    "cover_entries",
+    "graph_components",
+]
 
 
 @kernel

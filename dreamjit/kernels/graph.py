@@ -21,16 +21,23 @@ whose navigation scores are float32 dot products of prefetched rows
 vectorise); the rows the walk keeps are scored again exactly before they
 are ranked and returned.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
+from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange, prefetch
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
-from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange, prefetch
 
-__all__ = ["ann_search", "ann_search_batch", "knn_to_csr", "quantize_block", "relabel_csr",
-           "tombstones"]
+__all__ = [
+    "ann_search",
+    "ann_search_batch",
+    "knn_to_csr",
+    "quantize_block",
+    "relabel_csr",
+    "tombstones",
+]
 
 
 @kernel
@@ -78,6 +85,7 @@ def _score_slots(X, slots, m, q64, out):
 
 # --------------------------------------------------------- "best-first" candidates
 # cs/ci: a max-heap by score (the candidate to expand next at the root); grows.
+
 
 @inline_kernel
 def _cand_push(cs, ci, size, s, i):
@@ -128,6 +136,7 @@ def _cand_pop(cs, ci, size):
 
 
 # ------------------------------------------------------------------- one query
+
 
 @nav_kernel
 def _nav_scores(X, slots, m, q, out):
@@ -199,8 +208,24 @@ def _scan_block(block, q16, out):
 
 
 @kernel
-def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon,
-               n_seeds, out_i, out_s):
+def _walk_into(
+    X,
+    rows,
+    indptr,
+    indices,
+    dead,
+    mask,
+    entries,
+    block,
+    delta,
+    q,
+    k,
+    ef,
+    epsilon,
+    n_seeds,
+    out_i,
+    out_s,
+):
     """Graph + delta top-k of one query into ``out_i``/``out_s`` (length k); returns the count.
 
     1. Score every entry of the layer (the contiguous int8 block, int32
@@ -217,7 +242,7 @@ def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k
     q64 = np.empty(d, dtype=np.float64)
     for j in range(d):
         q64[j] = q[j]
-    fs = np.empty(k, dtype=np.float64)   # final heap, ids are slots
+    fs = np.empty(k, dtype=np.float64)  # final heap, ids are slots
     fi = np.empty(k, dtype=np.int64)
     fsize = 0
     n_entries = entries.shape[0]
@@ -282,7 +307,7 @@ def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k
                 bits[w] |= bit
                 slot = v if ident else rows[v]
                 for j in range(0, d, 16):  # one cache line of float32 per 16
-                    prefetch(X, slot, j)
+                    prefetch(X, slot, j)  # type: ignore[call-arg]  # numba's stubs count typingctx
                 buf[m] = v
                 sbuf[m] = slot
                 m += 1
@@ -320,8 +345,9 @@ def _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k
 
 
 @kernel
-def ann_search(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon,
-               n_seeds):
+def ann_search(
+    X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon, n_seeds
+):
     """Top-k slots of one query: ``(slots int64, scores float32)``, best first.
 
     Fewer than ``k`` come back when the walk and the delta hold fewer valid
@@ -329,26 +355,60 @@ def ann_search(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k
     """
     out_i = np.empty(k, dtype=np.int64)
     out_s = np.empty(k, dtype=np.float32)
-    m = _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef,
-                   epsilon, n_seeds, out_i, out_s)
+    m = _walk_into(
+        X,
+        rows,
+        indptr,
+        indices,
+        dead,
+        mask,
+        entries,
+        block,
+        delta,
+        q,
+        k,
+        ef,
+        epsilon,
+        n_seeds,
+        out_i,
+        out_s,
+    )
     return out_i[:m].copy(), out_s[:m].copy()
 
 
 @parallel_kernel(size_arg=9)
-def ann_search_batch(X, rows, indptr, indices, dead, mask, entries, block, delta, Q, k, ef,
-                     epsilon, n_seeds):
+def ann_search_batch(
+    X, rows, indptr, indices, dead, mask, entries, block, delta, Q, k, ef, epsilon, n_seeds
+):
     """:func:`ann_search` per row of ``Q``; ``(m, k)`` padded with -1 / -inf, plus counts."""
     m = Q.shape[0]
     out_i = np.full((m, k), -1, dtype=np.int64)
     out_s = np.full((m, k), -np.inf, dtype=np.float32)
     counts = np.zeros(m, dtype=np.int64)
     for t in prange(m):
-        counts[t] = _walk_into(X, rows, indptr, indices, dead, mask, entries, block, delta,
-                               Q[t], k, ef, epsilon, n_seeds, out_i[t], out_s[t])
+        counts[t] = _walk_into(
+            X,
+            rows,
+            indptr,
+            indices,
+            dead,
+            mask,
+            entries,
+            block,
+            delta,
+            Q[t],
+            k,
+            ef,
+            epsilon,
+            n_seeds,
+            out_i[t],
+            out_s[t],
+        )
     return out_i, out_s, counts
 
 
 # -------------------------------------------------------------- graph assembly
+
 
 @kernel
 def tombstones(rows, snap_ids, alive, ids):
