@@ -68,7 +68,7 @@ def _to_f64(v):
 
 
 @kernel
-def _dot64(x, q64):
+def dot64(x, q64):
     s = 0.0
     for j in range(q64.shape[0]):
         s += np.float64(x[j]) * q64[j]
@@ -87,37 +87,44 @@ def rows_transposed(X):
 
 
 @kernel
-def dots_transposed(XT, v64, out):
-    """``out[i] = dot(X[i], v64)`` for every row, from ``XT = rows_transposed(X)``.
+def _block_dots(XT, v64, i0, b, out):
+    """``out[i] = dot(X[i0 + i], v64)`` for ``i < b``, from the column-major ``XT`` (d, n).
 
-    Same sequential float64 order as :func:`topk_dot`, but the inner loop runs
-    over rows, so it vectorises (no reduction); four ``j`` per pass over
-    ``out`` to cut its loads and stores, without changing the order of adds.
+    Sequential float64 order over ``j`` (as :func:`topk_dot`), but the inner loop
+    runs over rows, so it vectorises (no reduction); four ``j`` per pass over
+    ``out`` cut its loads and stores without changing the order of adds.
     """
-    d, n = XT.shape
-    out[:] = 0.0
+    d = XT.shape[0]
+    out[:b] = 0.0
     j = 0
     while j + 4 <= d:
-        r0 = XT[j]
-        r1 = XT[j + 1]
-        r2 = XT[j + 2]
-        r3 = XT[j + 3]
+        r0 = XT[j, i0 : i0 + b]
+        r1 = XT[j + 1, i0 : i0 + b]
+        r2 = XT[j + 2, i0 : i0 + b]
+        r3 = XT[j + 3, i0 : i0 + b]
         c0 = v64[j]
         c1 = v64[j + 1]
         c2 = v64[j + 2]
         c3 = v64[j + 3]
-        for i in range(n):
+        for i in range(b):
             out[i] = (
                 ((out[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
                 + np.float64(r2[i]) * c2
             ) + np.float64(r3[i]) * c3
         j += 4
     while j < d:
-        r0 = XT[j]
+        r0 = XT[j, i0 : i0 + b]
         c0 = v64[j]
-        for i in range(n):
+        for i in range(b):
             out[i] += np.float64(r0[i]) * c0
         j += 1
+
+
+@kernel
+def dots_transposed(XT, v64, out):
+    """``out[i] = dot(X[i], v64)`` for every row, from ``XT = rows_transposed(X)``
+    (same sums, bit for bit, as :func:`topk_dot`)."""
+    _block_dots(XT, v64, 0, XT.shape[1], out)
 
 
 @kernel
@@ -172,7 +179,7 @@ def _topk_dot_range(X, q64, mask, use_mask, start, stop, hs, hi):
         i += 4
     while i < stop:
         if not use_mask or mask[i]:
-            s = _dot64(X[i], q64)
+            s = dot64(X[i], q64)
             if s > thr:
                 size = _heap_offer(hs, hi, size, s, i)
                 if size == cap:
@@ -226,36 +233,13 @@ def _topk_cols_range(XT, q64, mask, start, stop, hs, hi, acc):
 
     ``acc`` is float64 scratch of ``_COL_BLOCK`` (dot products of one block).
     """
-    d = XT.shape[0]
     cap = hs.shape[0]
     size = 0
     thr = -np.inf
     for i0 in range(start, stop, _COL_BLOCK):
         b = min(_COL_BLOCK, stop - i0)
         a = acc[:b]
-        a[:] = 0.0
-        j = 0
-        while j + 4 <= d:  # four j per pass over the block: same order of adds
-            r0 = XT[j, i0 : i0 + b]
-            r1 = XT[j + 1, i0 : i0 + b]
-            r2 = XT[j + 2, i0 : i0 + b]
-            r3 = XT[j + 3, i0 : i0 + b]
-            c0 = q64[j]
-            c1 = q64[j + 1]
-            c2 = q64[j + 2]
-            c3 = q64[j + 3]
-            for i in range(b):
-                a[i] = (
-                    ((a[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
-                    + np.float64(r2[i]) * c2
-                ) + np.float64(r3[i]) * c3
-            j += 4
-        while j < d:
-            r0 = XT[j, i0 : i0 + b]
-            c0 = q64[j]
-            for i in range(b):
-                a[i] += np.float64(r0[i]) * c0
-            j += 1
+        _block_dots(XT, q64, i0, b, a)
         for i in range(b):
             s = a[i]
             if s > thr and mask[i0 + i]:  # index order: an equal score never displaces
@@ -315,7 +299,7 @@ def topk_cosine(X, q, mask, k):
     if cap == 0:
         return _heap_result(hs, hi, 0)
     q64 = _to_f64(q)
-    qn = np.sqrt(_dot64(q64, q64))
+    qn = np.sqrt(dot64(q64, q64))
     for i in range(n):
         if not mask[i]:
             continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange, prefetch
+from .cosine import dot64
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
 
@@ -41,20 +42,12 @@ __all__ = [
 
 
 @kernel
-def _dot(x, q64):
-    s = 0.0
-    for j in range(q64.shape[0]):
-        s += np.float64(x[j]) * q64[j]
-    return s
-
-
-@kernel
 def _score_slots(X, slots, m, q64, out):
-    """``out[t] = dot(X[slots[t]], q)`` for t < m; four rows at a time (same sums as ``_dot``).
+    """``out[t] = dot(X[slots[t]], q)`` for t < m; four rows at a time (same sums as ``dot64``).
 
     Four independent float64 chains overlap their adds instead of stalling on
     each one, about 3x faster than one row at a time; each chain still sums
-    in plain order, so the scores are bit-identical to ``_dot``.
+    in plain order, so the scores are bit-identical to ``dot64``.
     """
     d = q64.shape[0]
     t = 0
@@ -79,7 +72,7 @@ def _score_slots(X, slots, m, q64, out):
         out[t + 3] = s3
         t += 4
     while t < m:
-        out[t] = _dot(X[slots[t]], q64)
+        out[t] = dot64(X[slots[t]], q64)
         t += 1
 
 
@@ -324,7 +317,7 @@ def _walk_into(
         # 3. exact scores of the kept rows
         for t in range(rsize):
             slot = rows[ri[t]]
-            fsize = _offer(fs, fi, fsize, _dot(X[slot], q64), slot)
+            fsize = _offer(fs, fi, fsize, dot64(X[slot], q64), slot)
     # the delta, exactly, in chunks of masked slots
     chunk = np.empty(256, dtype=np.int64)
     dsc = np.empty(256, dtype=np.float64)

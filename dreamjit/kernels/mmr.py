@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
-from .cosine import _dot64, dots_transposed, rows_transposed
+from .cosine import dot64, dots_transposed, rows_transposed
 from .select import fold_max, greedy_pick
 
 __all__ = ["mmr_standard", "mmr_fast"]
@@ -68,7 +68,7 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
     for j in range(d):
         q64[j] = query[j]
     rel = np.empty(n)
-    _cosines_to(CT, norms, q64, np.sqrt(_dot64(q64, q64)), rel)  # sequential, as the rows
+    _cosines_to(CT, norms, q64, np.sqrt(dot64(q64, q64)), rel)  # sequential, as the rows
     lam = np.float64(lambda_)
     sampled = 0 < sample_size < kk
     window = sample_size - 1 if sampled else 0  # latest picks kept besides the first
