@@ -32,7 +32,7 @@ import os
 import sys
 import threading
 import types
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numba
 import numba.extending
@@ -202,7 +202,7 @@ def nav_kernel(fn):
 
 
 @numba.extending.intrinsic
-def prefetch(typingctx, arr, row, col):
+def _prefetch_intrinsic(typingctx, arr, row, col):
     """Hint the CPU to fetch the cache line holding ``arr[row, col]`` (2-D array) for reading.
 
     Emits LLVM's ``llvm.prefetch`` (locality 3, data cache); it never faults
@@ -232,3 +232,13 @@ def prefetch(typingctx, arr, row, col):
         return context.get_dummy_value()
 
     return numba.types.void(arr, row, col), codegen
+
+
+def _prefetch_noop(arr, row, col) -> None:
+    """With ``NUMBA_DISABLE_JIT=1`` kernel bodies run as Python: a prefetch hint does nothing."""
+
+
+#: ``prefetch(arr, row, col)``: the LLVM intrinsic in compiled kernels, a no-op without the JIT
+prefetch: Any = (
+    _prefetch_noop if getattr(numba.config, "DISABLE_JIT", False) else _prefetch_intrinsic
+)

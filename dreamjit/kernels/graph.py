@@ -300,7 +300,7 @@ def _walk_into(
                 bits[w] |= bit
                 slot = v if ident else rows[v]
                 for j in range(0, d, 16):  # one cache line of float32 per 16
-                    prefetch(X, slot, j)  # type: ignore[call-arg]  # numba's stubs count typingctx
+                    prefetch(X, slot, j)
                 buf[m] = v
                 sbuf[m] = slot
                 m += 1
