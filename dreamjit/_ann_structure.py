@@ -27,6 +27,8 @@ ENTRY_SHARE = 8
 ENTRY_SQRT = 6.0
 #: cover radii tried, smallest first
 MAX_HOPS = 8
+#: from this many connected components on, the build logs a warning (else info)
+MANY_COMPONENTS = 10
 
 
 def entry_cap(n: int, max_entries=None) -> int:
@@ -97,11 +99,11 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
     block = quantize_block(np.ascontiguousarray(X[entries], dtype=np.float32))
     if n_comp > 1:
         sizes = np.bincount(labels, minlength=n_comp)
-        logger.warning("NN-descent graph of %d rows has %d connected components (sizes %d..%d, "
-                       "median %d): %d bridging edges join them; one representative of %s is "
-                       "an entry of the walk", n, n_comp, sizes.min(), sizes.max(),
-                       int(np.median(sizes)), n_bridges,
-                       "each" if n_comp <= cap else f"the first {cap} (entry layer full)")
+        log = logger.warning if n_comp >= MANY_COMPONENTS else logger.info
+        log("NN-descent graph of %d rows has %d connected components (sizes %d..%d, median "
+            "%d): %d bridging edges join them; one representative of %s is an entry of the "
+            "walk", n, n_comp, sizes.min(), sizes.max(), int(np.median(sizes)), n_bridges,
+            "each" if n_comp <= cap else f"the first {cap} (entry layer full)")
     if not covered:
         logger.warning("NN-descent entry layer full at %d rows: some rows are more than %d "
                        "hops from an entry", cap, h)
