@@ -48,8 +48,8 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
     seed : int
         Orders the cover and the pivots.
     max_entries : int or None
-        Cap of the entry layer (None: ``ENTRY_SQRT * sqrt(n)``; never more
-        than ``n // ENTRY_SHARE``).
+        Cap of the entry layer (None: ``ENTRY_SQRT * sqrt(n)``, or the number
+        of components if larger; never more than ``n // ENTRY_SHARE``).
     hops : int or None
         Cover radius; None: the smallest radius whose cover fits the cap.
 
@@ -84,10 +84,11 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
         indptr, indices = add_edges(indptr, indices, src, dst)
         n_bridges = src.shape[0] // 2
     cap = entry_cap(n, max_entries)
+    n_reps = int(np.count_nonzero(reps >= 0))
+    if max_entries is None:  # room for every component, within the byte bound
+        cap = max(cap, min(n_reps, n // ENTRY_SHARE))
     order = np.random.default_rng(seed).permutation(n).astype(np.int64)
     radii = range(1, MAX_HOPS + 1) if hops is None else (int(hops),)
-    if np.count_nonzero(reps >= 0) >= cap:
-        radii = radii[:1]  # the representatives alone fill the layer
     for h in radii:
         entries, covered = cover_entries(indptr, indices, dead, reps, order, h, cap)
         if covered:
