@@ -291,11 +291,36 @@ def test_search_structure_caps_and_warns(caplog):
     rng = np.random.default_rng(8)
     X, _ = clustered(rng, n_clusters=20, size=8)  # 160 rows: at most 20 entries
     indptr, indices = exact_knn_csr(X, k=4, max_degree=6)
+    labels, n_comp = graph_components(indptr, indices)
+    assert n_comp >= 10
     with caplog.at_level(logging.WARNING, logger="dreamjit"):
         st = search_structure(X, indptr, indices, seed=0, max_entries=5)
-    assert st["entries"].size == 5 and not st["covered"]
-    assert "entry layer full" in caplog.text
+    # the first 5 representatives; the bridges reach the other components
+    assert st["entries"].size == 5 and np.unique(labels[st["entries"]]).size == 5
+    assert "the first 5 (entry layer full)" in caplog.text
     assert scipy_labels(st["indptr"], st["indices"])[0] == 1
+    dist = hop_distances(st["indptr"], st["indices"], st["entries"])
+    assert np.isfinite(dist).all() and st["covered"] == (dist.max() <= st["hops"])
+
+
+def test_entry_layer_grows_to_hold_every_component():
+    """More components than the default 6 sqrt(n) entries: all their representatives enter."""
+    rng = np.random.default_rng(11)
+    n_comp, size = 1500, 20  # n = 30000: default cap 1040, byte-bound cap 3750
+    n = n_comp * size
+    edges = []
+    for c in range(n_comp):
+        base = c * size
+        edges += [(base + i, base + (i + 1) % size) for i in range(size)]
+        edges += [(base + (i + 1) % size, base + i) for i in range(size)]
+    indptr, indices = csr_of(n, edges)
+    X = unit(rng.normal(size=(n, 8)))
+    st = search_structure(X, indptr, indices, seed=0)
+    # cycles of 20: a representative is up to 10 hops from its rows, beyond MAX_HOPS = 8
+    assert st["n_components"] == n_comp and not st["covered"] and st["hops"] == 8
+    labels = np.repeat(np.arange(n_comp), size)
+    assert np.unique(labels[st["entries"]]).size == n_comp
+    assert st["entries"].size == n_comp  # no room left for the cover beyond the components
 
 
 def fake_store(X):

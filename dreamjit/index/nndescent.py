@@ -55,8 +55,8 @@ class NNDescentIndex:
     n_pivots : int or None
         Rows of the entry layer (scanned first by every query): one
         representative per connected component, a cover of the graph, then
-        seeded random rows. None: ``ceil(ENTRY_SQRT * sqrt(n))``; never more
-        than ``n // ENTRY_SHARE``.
+        seeded random rows. None: ``ceil(ENTRY_SQRT * sqrt(n))``, or the
+        number of components if larger; never more than ``n // ENTRY_SHARE``.
     entry_hops : int or None
         Cover radius: every row is within this many edges of an entry. None:
         the smallest radius whose cover fits in ``n_pivots`` rows.

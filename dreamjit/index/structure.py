@@ -33,6 +33,8 @@ ENTRY_SHARE = 8
 ENTRY_SQRT = 6.0
 #: cover radii tried, smallest first
 MAX_HOPS = 8
+#: from this many connected components on, the build logs a warning (else info)
+MANY_COMPONENTS = 10
 
 
 def entry_cap(n: int, max_entries=None) -> int:
@@ -52,8 +54,8 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
     seed : int
         Orders the cover and the pivots.
     max_entries : int or None
-        Cap of the entry layer (None: ``ENTRY_SQRT * sqrt(n)``; never more
-        than ``n // ENTRY_SHARE``).
+        Cap of the entry layer (None: ``ENTRY_SQRT * sqrt(n)``, or the number
+        of components if larger; never more than ``n // ENTRY_SHARE``).
     hops : int or None
         Cover radius; None: the smallest radius whose cover fits the cap.
 
@@ -88,10 +90,11 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
         indptr, indices = add_edges(indptr, indices, src, dst)
         n_bridges = src.shape[0] // 2
     cap = entry_cap(n, max_entries)
+    n_reps = int(np.count_nonzero(reps >= 0))
+    if max_entries is None:  # room for every component, within the byte bound
+        cap = max(cap, min(n_reps, n // ENTRY_SHARE))
     order = np.random.default_rng(seed).permutation(n).astype(np.int64)
     radii = range(1, MAX_HOPS + 1) if hops is None else (int(hops),)
-    if np.count_nonzero(reps >= 0) >= cap:
-        radii = radii[:1]  # the representatives alone fill the layer
     for h in radii:
         entries, covered = cover_entries(indptr, indices, dead, reps, order, h, cap)
         if covered:
@@ -103,7 +106,8 @@ def search_structure(X, indptr, indices, *, seed=0, max_entries=None, hops=None)
     block = quantize_block(np.ascontiguousarray(X[entries], dtype=np.float32))
     if n_comp > 1:
         sizes = np.bincount(labels, minlength=n_comp)
-        logger.warning(
+        log = logger.warning if n_comp >= MANY_COMPONENTS else logger.info
+        log(
             "NN-descent graph of %d rows has %d connected components (sizes %d..%d, "
             "median %d): %d bridging edges join them; one representative of %s is "
             "an entry of the walk",
