@@ -15,8 +15,8 @@ from .errors import DreamError, InvalidConfigError
 
 __all__ = ["PoolConfig", "EVICTION_POLICIES"]
 
-#: eviction policy name -> code used by the budget kernel
-EVICTION_POLICIES = {"oldest": 0, "lowest_coherence": 1, "lowest_utility": 2}
+#: the eviction policies (the order in which entries leave: see ``_budget.Budget``)
+EVICTION_POLICIES = ("oldest", "lowest_coherence", "lowest_utility")
 
 #: default number of live entries at which the pool switches from the exact
 #: index to NN-descent. Through retrieve_soft (d=64, recall@10 1.0 both ways)

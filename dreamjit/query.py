@@ -97,7 +97,7 @@ class RetrievalMode(enum.Enum):
 
     HARD = "hard"  # exact cosine on chroma signatures
     SOFT = "soft"  # embedding + index + hybrid rerank
-    HYBRID = "hybrid"  # both, merged by id, best score first
+    HYBRID = "hybrid"  # both rankings fused by reciprocal rank, best first
 
 
 @dataclass(frozen=True)
