@@ -25,6 +25,7 @@ from .errors import (
     InvalidConfigError,
     InvalidParameterError,
     MemoryExceededError,
+    ShardUnavailableError,
 )
 
 logging.getLogger("dreamjit").addHandler(logging.NullHandler())
@@ -91,10 +92,13 @@ __all__ = [
     "MemoryExceededError",
     "FeatureUnavailableError",
     "CriticalStateError",
+    "ShardUnavailableError",
 ]
 
 
 def __getattr__(name):
+    if name == "distributed":  # the optional submodule (needs dask.distributed)
+        return importlib.import_module(".distributed", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dreamjit' has no attribute {name!r}")

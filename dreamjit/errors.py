@@ -22,6 +22,7 @@ __all__ = [
     "MemoryExceededError",
     "FeatureUnavailableError",
     "CriticalStateError",
+    "ShardUnavailableError",
     "describe_value",
 ]
 
@@ -107,3 +108,8 @@ class FeatureUnavailableError(DreamError, RuntimeError):
 
 class CriticalStateError(DreamError, RuntimeError):
     """An internal invariant was found broken; the pool should not be used."""
+
+
+class ShardUnavailableError(DreamError, RuntimeError):
+    """A shard of a :class:`~dreamjit.distributed.ShardedPool` cannot be reached (its
+    worker was lost, or it did not answer in time); ``value`` is the shard's index."""
