@@ -227,7 +227,8 @@ class _Shard:
         of the ``c_hard`` best chroma matches (or None)."""
         pool = self.pool
         retriever = pool.retriever
-        soft = hard = None
+        soft: tuple | None = None
+        hard: tuple | None = None
         hard_q = None
         if hybrid:  # as DreamPool.retrieve(mode=HYBRID): chroma from the query, if any
             q = retriever.as_query(query)
@@ -244,6 +245,7 @@ class _Shard:
             if query is not None:
                 qv, qlabel = retriever.query_embedding(query)
                 if qv is not None and n:
+                    assert store is not None, "a pool with entries has storage"
                     slots, sims = pool.indexes.search(qv, min(c_soft, n))
                     soft = (
                         qv,
@@ -269,11 +271,10 @@ class _Shard:
         pool = self.pool
         n = len(pool)
         soft = hard = None
+        kw = {"where": where}  # DreamPool's where= (see the module docstring)
         if query is not None:
             qv, qlabel = pool.query_embedding(query)
-            hits = pool.retrieve_soft(
-                query, k=max(c_soft, 1), weights=_SIMILARITY_ONLY, where=where
-            )
+            hits = pool.retrieve_soft(query, k=max(c_soft, 1), weights=_SIMILARITY_ONLY, **kw)
             ids = hits.ids
             soft = (
                 qv,
@@ -285,7 +286,7 @@ class _Shard:
                 np.ascontiguousarray(pool.gather("embeddings", ids)),
             )
         if hard_q is not None:
-            hits = pool.retrieve_similar(hard_q, k=max(c_hard, 1), label=label, where=where)
+            hits = pool.retrieve_similar(hard_q, k=max(c_hard, 1), label=label, **kw)
             hard = (
                 hits.ids,
                 hits.scores,
@@ -419,7 +420,7 @@ class ShardedPool:
             "addresses": [a._address for a in self._actors],
             "keys": [a.key for a in self._actors],
         }
-        client.publish_dataset(**{name: {"futures": futures, "record": json.dumps(record)}})
+        client.publish_dataset({"futures": futures, "record": json.dumps(record)}, name=name)
         self._next = 0
         self._shape = None
         self._mode = None
@@ -464,8 +465,7 @@ class ShardedPool:
         self._futures = published["futures"]
         self._tokens = record["tokens"]
         self._actors = [
-            Actor(_Shard, addr, key, client)
-            for addr, key in zip(record["addresses"], record["keys"])
+            Actor(_Shard, addr, key) for addr, key in zip(record["addresses"], record["keys"])
         ]
         self._next = 0
         self._shape = None
@@ -566,7 +566,7 @@ class ShardedPool:
     def _call(self, i: int, method: str, *args):
         try:
             future = getattr(self._actors[i], method)(*args)
-        except (OSError, distributed.TimeoutError) as exc:
+        except (OSError, RuntimeError, distributed.TimeoutError) as exc:  # lost worker
             raise self._unavailable(i, exc) from None
         return self._result(future, i)
 
@@ -580,7 +580,7 @@ class ShardedPool:
             args = () if args_of is None else args_of(i)
             try:
                 futures[i] = getattr(self._actors[i], method)(*args)
-            except (OSError, distributed.TimeoutError) as exc:
+            except (OSError, RuntimeError, distributed.TimeoutError) as exc:  # lost worker
                 errors[i] = self._unavailable(i, exc)
         out = {}
         for i, f in futures.items():
@@ -1060,8 +1060,8 @@ class ShardedPool:
         gids = np.asarray(gids, np.int64)
         if gids.size:
             parts = self._split(gids)
-            for s, (_, local) in parts.items():  # usage counted asynchronously
-                self._actors[s].count_usage(local)
+            for s, (_, local) in parts.items():
+                self._count_usage(s, local)
         return Hits(gids, scores, self, similarity=sims)
 
     def _gather_parts(
@@ -1080,8 +1080,8 @@ class ShardedPool:
         n = 0
         qv = None
         qlabel = -1
-        soft = [[], [], [], [], []]
-        hard = [[], [], []]
+        soft: list[list] = [[], [], [], [], []]
+        hard: list[list] = [[], [], []]
         for s, ans in enumerate(answers):
             if ans is None:
                 continue
@@ -1276,7 +1276,7 @@ class ShardedPool:
         )
         depth = 2 * min(k, max(n, 1))
         lists = []
-        emb_of = {}
+        emb_of: dict[int, np.ndarray] = {}
         if qv is not None and soft is not None:
             cand = self._candidates(soft, candidate_count(depth, n))
             gids, sims, util, labels, emb = cand
@@ -1395,7 +1395,15 @@ class ShardedPool:
         if not gids:
             return
         for s, (_, local) in self._split(np.concatenate(gids)).items():
-            self._actors[s].count_usage(local)
+            self._count_usage(s, local)
+
+    def _count_usage(self, shard: int, local) -> None:
+        """Count one use of each hit on its shard, without waiting for the answer (a
+        lost shard's count is lost with it)."""
+        try:
+            self._actors[shard].count_usage(local)
+        except (OSError, RuntimeError, distributed.TimeoutError):  # lost worker
+            pass
 
     # ---------------------------------------------------------------- files
     def save(self, path) -> str:
