@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import zlib
 
 import numpy as np
 
@@ -14,6 +16,29 @@ N_SPECTRAL = 6
 TRANSPOSED = frozenset({"embeddings_t"})
 #: columns recomputed from others on load (never written to files)
 DERIVED = frozenset({"embeddings_t"})
+#: the column kept in a memory-mapped file with ``tensor_store="mmap"``
+ON_DISK = "tensors"
+#: rows copied per step when a tensor file is compacted (bounds the RAM used)
+COPY_ROWS = 1024
+
+
+def row_bytes(spec: dict, names) -> int:
+    """Bytes per entry of the columns ``names`` of ``spec``."""
+    return int(
+        sum(
+            np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
+            for name, (shape, dt) in spec.items()
+            if name in names
+        )
+    )
+
+
+def row_crcs(arr: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """CRC-32 (uint32) of the raw bytes of rows ``slots`` of ``arr`` (e.g. a memmap)."""
+    out = np.empty(slots.shape[0], dtype=np.uint32)
+    for i, slot in enumerate(slots.tolist()):
+        out[i] = zlib.crc32(memoryview(np.ascontiguousarray(arr[slot])).cast("B"))
+    return out
 
 
 def column_spec(shape: tuple, dim: int, store_certainty: bool) -> dict:
@@ -45,25 +70,66 @@ def column_spec(shape: tuple, dim: int, store_certainty: bool) -> dict:
 
 
 class ColumnStore:
-    """Preallocated per-entry columns; ``capacity`` rows, grown by doubling up to ``max_rows``."""
+    """Preallocated per-entry columns; ``capacity`` rows, grown by doubling up to ``max_rows``.
 
-    def __init__(self, spec: dict, max_rows: int, initial: int = 16):
+    With ``tensor_file`` the ``tensors`` column is a ``numpy.memmap`` of that
+    file (created or, with ``adopt``, opened as it is: its rows are kept), grown
+    by extending the file; ``entry_bytes`` then counts the RAM columns only and
+    ``disk_entry_bytes`` the tensor row.
+    """
+
+    def __init__(
+        self,
+        spec: dict,
+        max_rows: int,
+        initial: int = 16,
+        tensor_file: str | None = None,
+        on_disk: bool = False,
+    ):
         self.spec = spec
         self.max_rows = max_rows
         self.capacity = 0
         self.columns: dict[str, np.ndarray] = {}
-        self.entry_bytes = int(
-            sum(
-                np.dtype(dt).itemsize * int(np.prod(shape, dtype=np.int64))
-                for shape, dt in spec.values()
-            )
-        )
+        self.tensor_file = tensor_file
+        disk = {ON_DISK} if (on_disk or tensor_file is not None) else set()
+        self.disk_entry_bytes = row_bytes(spec, disk)
+        self.entry_bytes = row_bytes(spec, set(spec) - disk)
+        if tensor_file is not None:
+            with open(tensor_file, "xb"):  # a new file, never one in use
+                pass
         self._allocate(min(initial, max_rows))
+
+    def reopen(self, tensor_file: str) -> None:
+        """Use the existing tensor file ``tensor_file`` (its rows kept) instead of this
+        empty store's own new one, which is deleted."""
+        assert self.tensor_file is not None and not self.columns["alive"].any()
+        own = self.tensor_file
+        rows = os.path.getsize(tensor_file) // max(self.disk_entry_bytes, 1)
+        self.columns.pop(ON_DISK)
+        self.tensor_file = tensor_file
+        self._allocate(max(self.capacity, rows))
+        if own != tensor_file:
+            os.remove(own)
+
+    def _disk_column(self, capacity: int) -> np.ndarray:
+        """The tensors memmap for ``capacity`` rows (the file grows, its rows stay)."""
+        assert self.tensor_file is not None
+        shape, dtype = self.spec[ON_DISK]
+        size = capacity * self.disk_entry_bytes
+        if os.path.getsize(self.tensor_file) < size:
+            with open(self.tensor_file, "r+b") as f:
+                f.truncate(size)
+        if capacity == 0:
+            return np.zeros((0, *shape), dtype=dtype)
+        return np.memmap(self.tensor_file, dtype=dtype, mode="r+", shape=(capacity, *shape))
 
     def _allocate(self, capacity: int) -> None:
         new = {}
         for name, (shape, dtype) in self.spec.items():
             transposed = name in TRANSPOSED
+            if name == ON_DISK and self.tensor_file is not None:
+                new[name] = self._disk_column(capacity)  # old rows are in the file already
+                continue
             arr = np.zeros((*shape, capacity) if transposed else (capacity, *shape), dtype=dtype)
             if name == "labels":
                 arr[:] = -1
@@ -109,7 +175,25 @@ class ColumnStore:
 
     @property
     def allocated_bytes(self) -> int:
-        return int(sum(a.nbytes for a in self.columns.values()))
+        """Bytes of the columns held in RAM."""
+        return int(sum(a.nbytes for a in self.columns.values() if not isinstance(a, np.memmap)))
+
+    @property
+    def disk_bytes(self) -> int:
+        """Size of the tensor file (0 without one)."""
+        return 0 if self.tensor_file is None else os.path.getsize(self.tensor_file)
+
+    def flush(self) -> None:
+        """Write the memory-mapped rows to the file and fsync it (no-op in RAM)."""
+        arr = self.columns.get(ON_DISK)
+        if isinstance(arr, np.memmap):
+            arr.flush()
+        if self.tensor_file is not None:
+            fd = os.open(self.tensor_file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def fingerprint(self) -> str:
         """A digest of every column (for "nothing changed" checks)."""
