@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import zlib
 
@@ -37,7 +38,7 @@ def row_crcs(arr: np.ndarray, slots: np.ndarray) -> np.ndarray:
     """CRC-32 (uint32) of the raw bytes of rows ``slots`` of ``arr`` (e.g. a memmap)."""
     out = np.empty(slots.shape[0], dtype=np.uint32)
     for i, slot in enumerate(slots.tolist()):
-        out[i] = zlib.crc32(memoryview(np.ascontiguousarray(arr[slot])).cast("B"))
+        out[i] = zlib.crc32(np.ascontiguousarray(arr[slot]).data.cast("B"))
     return out
 
 
@@ -91,6 +92,7 @@ class ColumnStore:
         self.capacity = 0
         self.columns: dict[str, np.ndarray] = {}
         self.tensor_file = tensor_file
+        self._map: mmap.mmap | None = None  # the tensor file's mapping
         disk = {ON_DISK} if (on_disk or tensor_file is not None) else set()
         self.disk_entry_bytes = row_bytes(spec, disk)
         self.entry_bytes = row_bytes(spec, set(spec) - disk)
@@ -112,16 +114,33 @@ class ColumnStore:
             os.remove(own)
 
     def _disk_column(self, capacity: int) -> np.ndarray:
-        """The tensors memmap for ``capacity`` rows (the file grows, its rows stay)."""
+        """The tensors column mapped from the file for ``capacity`` rows (the file
+        grows, its rows stay)."""
         assert self.tensor_file is not None
         shape, dtype = self.spec[ON_DISK]
         size = capacity * self.disk_entry_bytes
-        if os.path.getsize(self.tensor_file) < size:
-            with open(self.tensor_file, "r+b") as f:
+        with open(self.tensor_file, "r+b") as f:
+            if os.fstat(f.fileno()).st_size < size:
                 f.truncate(size)
-        if capacity == 0:
-            return np.zeros((0, *shape), dtype=dtype)
-        return np.memmap(self.tensor_file, dtype=dtype, mode="r+", shape=(capacity, *shape))
+            if capacity == 0:
+                self._map = None
+                return np.zeros((0, *shape), dtype=dtype)
+            self._map = mmap.mmap(f.fileno(), size)  # shared, read-write
+        return np.frombuffer(self._map, dtype=dtype).reshape(capacity, *shape)
+
+    def release(self, slots=None) -> None:
+        """Drop the mapped tensor pages of rows ``slots`` (all rows when None) from
+        this process's memory; written rows are kept by the page cache and the file,
+        so resident memory stays bounded while a pool larger than RAM fills."""
+        if self._map is None or self.capacity == 0:
+            return
+        row = self.disk_entry_bytes
+        if slots is None or len(slots) == 0:
+            lo, hi = 0, self.capacity * row
+        else:
+            lo, hi = int(np.min(slots)) * row, (int(np.max(slots)) + 1) * row
+        lo -= lo % mmap.PAGESIZE
+        self._map.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(self._map)) - lo)
 
     def _allocate(self, capacity: int) -> None:
         new = {}
@@ -176,7 +195,11 @@ class ColumnStore:
     @property
     def allocated_bytes(self) -> int:
         """Bytes of the columns held in RAM."""
-        return int(sum(a.nbytes for a in self.columns.values() if not isinstance(a, np.memmap)))
+        return int(sum(a.nbytes for n, a in self.columns.items() if not self.is_mapped(n)))
+
+    def is_mapped(self, name: str) -> bool:
+        """True for the column kept in the memory-mapped tensor file."""
+        return name == ON_DISK and self.tensor_file is not None
 
     @property
     def disk_bytes(self) -> int:
@@ -185,9 +208,8 @@ class ColumnStore:
 
     def flush(self) -> None:
         """Write the memory-mapped rows to the file and fsync it (no-op in RAM)."""
-        arr = self.columns.get(ON_DISK)
-        if isinstance(arr, np.memmap):
-            arr.flush()
+        if self._map is not None:
+            self._map.flush()
         if self.tensor_file is not None:
             fd = os.open(self.tensor_file, os.O_RDONLY)
             try:

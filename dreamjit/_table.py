@@ -103,6 +103,7 @@ class EntryTable:
         dest = store.columns[ON_DISK]
         for lo in range(0, n, COPY_ROWS):
             dest[lo : lo + COPY_ROWS] = old[slots[lo : lo + COPY_ROWS]]
+            store.release(np.arange(lo, min(lo + COPY_ROWS, n)))
         del old
         store.flush()
 
@@ -275,6 +276,8 @@ class EntryTable:
         """Fill ``slots`` with new live entries ``ids`` (rows of already validated arrays)."""
         s = self._columns()
         s.tensors.reshape(s.capacity, *tensors.shape[1:])[slots] = tensors
+        if s.tensor_file is not None:
+            s.release(slots)  # the rows are in the page cache / file, not this process
         if certainty is not None:
             s.certainty[slots] = certainty
         elif "certainty" in s.columns:
