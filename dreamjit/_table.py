@@ -16,7 +16,7 @@ import uuid
 
 import numpy as np
 
-from ._storage import COPY_ROWS, DERIVED, ON_DISK, ColumnStore, column_spec, row_crcs
+from ._storage import COPY_ROWS, DERIVED, ON_DISK, ColumnStore, column_spec, read_rows, row_crcs
 from ._validate import is_integer
 from .embedding import EmbeddingMapper
 from .features import SolverResult
@@ -98,13 +98,10 @@ class EntryTable:
         n = slots.shape[0]
         store.ensure_capacity(n)
         shape, dtype = store.spec[ON_DISK]
-        rows = os.path.getsize(source) // max(store.disk_entry_bytes, 1)
-        old = np.memmap(source, dtype=dtype, mode="r", shape=(rows, *shape))
         dest = store.columns[ON_DISK]
         for lo in range(0, n, COPY_ROWS):
-            dest[lo : lo + COPY_ROWS] = old[slots[lo : lo + COPY_ROWS]]
+            dest[lo : lo + COPY_ROWS] = read_rows(source, slots[lo : lo + COPY_ROWS], shape, dtype)
             store.release(np.arange(lo, min(lo + COPY_ROWS, n)))
-        del old
         store.flush()
 
     def store_entry_bytes(self, shape: tuple | None = None) -> int:
@@ -367,17 +364,18 @@ class EntryTable:
         if store is not None:
             live = store.live_slots()
             live = live[np.argsort(store.ids[live], kind="stable")]
-            on_disk = store.tensor_file is not None
+            tensor_file = store.tensor_file
+            on_disk = tensor_file is not None
             arrays = {
                 name: np.ascontiguousarray(col[live])
                 for name, col in store.columns.items()
                 if name not in DERIVED and not (on_disk and name == ON_DISK)
             }
-            if on_disk:  # a sealed sidecar: the rows stay in the file, checked by CRC
+            if tensor_file is not None:  # a sealed sidecar: rows stay in the file, with CRCs
                 store.flush()
                 arrays["tensor_slots"] = live.astype(np.int64)
-                arrays["tensor_crc"] = row_crcs(store.columns[ON_DISK], live)
-                state["tensor_file"] = store.tensor_file
+                arrays["tensor_crc"] = row_crcs(tensor_file, live, store.disk_entry_bytes)
+                state["tensor_file"] = tensor_file
         return state, arrays
 
     def from_columns(

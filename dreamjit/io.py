@@ -678,10 +678,7 @@ def _check_tensor_file(name, config, shape, count, arrays) -> dict:
             f"a tensor file of whole {row}-byte rows, at least {need} bytes", f"{size} bytes"
         )
     if count:
-        rows = size // row
-        tensors = np.memmap(file, dtype=np.float32, mode="r", shape=(rows, *shape))
-        got = row_crcs(tensors, slots)
-        del tensors
+        got = row_crcs(file, slots, row)
         bad = np.flatnonzero(got != crc)
         if bad.size:
             raise _Corrupt(
