@@ -683,6 +683,17 @@ class ShardedPool:
         numpy.ndarray of int64
             Global ids of the entries stored, in batch order.
         """
+        if self._n == 1:  # one shard: its own validation is all-or-nothing already
+            kwargs = {
+                "tensors": tensors,
+                "results": results,
+                "labels": labels,
+                "utilities": utilities,
+                "embeddings": embeddings,
+                "certainties": certainties,
+                "only_coherent": only_coherent,
+            }
+            return np.asarray(self._call(0, "add_batch", kwargs)[0], dtype=np.int64)
         if results is None:  # as DreamPool.add_batch does
             from .features import evaluate_batch
 

@@ -51,8 +51,11 @@ def main() -> None:
     need = args.n * row
     os.makedirs(args.path, exist_ok=True)
     free = shutil.disk_usage(args.path).free
-    print(f"tensors: {args.n} x {SHAPE} float32 = {need / 1e9:.1f} GB; free at {args.path}: "
-          f"{free / 1e9:.1f} GB", flush=True)
+    print(
+        f"tensors: {args.n} x {SHAPE} float32 = {need / 1e9:.1f} GB; free at {args.path}: "
+        f"{free / 1e9:.1f} GB",
+        flush=True,
+    )
     if free < need * 1.05:
         print("not enough free disk space: stopping")
         raise SystemExit(2)
@@ -79,9 +82,11 @@ def main() -> None:
         t_add += time.perf_counter() - t
         done += m
         if done % (args.batch * 25) == 0 or done == args.n:
-            print(f"{done:>7} entries  {done / t_add:8.0f} adds/s  RSS {rss_mb():7.0f} MiB  "
-                  f"peak {peak_rss_mb():7.0f} MiB  elapsed {time.perf_counter() - t0:6.0f} s",
-                  flush=True)
+            print(
+                f"{done:>7} entries  {done / t_add:8.0f} adds/s  RSS {rss_mb():7.0f} MiB  "
+                f"peak {peak_rss_mb():7.0f} MiB  elapsed {time.perf_counter() - t0:6.0f} s",
+                flush=True,
+            )
     queries = rng.random((args.queries, *SHAPE), dtype=np.float32)
     lat = []
     for q in queries:
