@@ -36,6 +36,15 @@ Failures
     the shard. Retrievals take ``allow_partial=True`` to answer from the shards
     that did reply instead (logged as a warning).
 
+Usage and filters
+    The entries a merged retrieval returns have their usage counted on their
+    shards without the caller waiting for it. ``where=`` (a label, labels or a
+    callable over the columns, as ``DreamPool`` takes it) is passed to every
+    shard as given, so a callable sees shard-local columns (local ids); a
+    filtered soft, diverse or hybrid retrieval takes each shard's most similar
+    allowed entries through the shard's own ``retrieve_soft(where=...)`` (so
+    their usage is counted there too).
+
 Many clients
     A pool is published on the scheduler under its ``name``
     (``client.publish_dataset``); any client of the same cluster joins it with
