@@ -212,3 +212,20 @@ os._exit(9)
     for i in range(25):
         np.testing.assert_array_equal(loaded[i].tensor, np.asarray(t[i], np.float32))
     assert_pool_invariants(loaded)
+
+
+def test_files_from_before_the_store_settings_still_load(tmp_path, tensors, monkeypatch):
+    from dreamjit.config import LATER_FIELDS, PoolConfig
+
+    pool = dj.DreamPool(max_size=10, seed=0)
+    pool.add_batch(tensors[:4], only_coherent=False)
+    full = PoolConfig.to_dict
+
+    def old_to_dict(self):  # what a file written before these settings holds
+        return {k: v for k, v in full(self).items() if k not in LATER_FIELDS}
+
+    monkeypatch.setattr(PoolConfig, "to_dict", old_to_dict)
+    path = pool.save(tmp_path / "old.npz")
+    monkeypatch.setattr(PoolConfig, "to_dict", full)
+    loaded = dj.DreamPool.load(path)
+    assert loaded.config == pool.config and loaded.ids().tolist() == [0, 1, 2, 3]
