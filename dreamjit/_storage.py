@@ -245,5 +245,11 @@ class ColumnStore:
         h = hashlib.sha256()
         for name in sorted(self.columns):
             h.update(name.encode())
-            h.update(np.ascontiguousarray(self.columns[name]).tobytes())
+            col = self.columns[name]
+            if self.is_mapped(name):  # a block at a time: the file may be larger than RAM
+                for lo in range(0, col.shape[0], COPY_ROWS):
+                    h.update(np.ascontiguousarray(col[lo : lo + COPY_ROWS]).tobytes())
+                    self.release(np.arange(lo, min(lo + COPY_ROWS, col.shape[0])))
+            else:
+                h.update(np.ascontiguousarray(col).tobytes())
         return h.hexdigest()
