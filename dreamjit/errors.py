@@ -22,8 +22,7 @@ __all__ = [
     "MemoryExceededError",
     "FeatureUnavailableError",
     "CriticalStateError",
-    "describe_value",
-]
+]  # dreamjit.__all__ takes these names from here
 
 
 def describe_value(value, limit: int = 60) -> str:

@@ -171,8 +171,13 @@ def spectral_features_batch(tensors) -> np.ndarray:
 
     Raises
     ------
-    DimensionMismatchError, InvalidParameterError, EmptyCollectionError
-        As :func:`spectral_features`.
+    DimensionMismatchError
+        If ``tensors`` is not 4-d or 5-d.
+    InvalidParameterError
+        If a tensor holds NaN/inf or is not a real numeric array, or its
+        ``mean_psd`` overflows float32 (as :func:`spectral_features`).
+    EmptyCollectionError
+        If the batch or its tensors are empty.
 
     Examples
     --------
@@ -378,8 +383,14 @@ def evaluate_batch(tensors, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> 
 
     Raises
     ------
-    DimensionMismatchError, InvalidParameterError, EmptyCollectionError
-        As :func:`evaluate`.
+    DimensionMismatchError
+        If ``tensors`` is not 4-d/5-d or does not have 3 channels.
+    InvalidParameterError
+        As :func:`evaluate`: a tensor holds NaN/inf or is not real numeric, the
+        batch has an integer dtype, a lambda is negative or not finite, or an
+        energy would overflow float64.
+    EmptyCollectionError
+        If there is no tensor, or a tensor has no cells.
 
     Examples
     --------
