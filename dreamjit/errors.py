@@ -44,6 +44,8 @@ class DreamError(Exception):
         The value that was given.
     expected : str
         What was expected instead.
+    detail : str
+        More context, appended to the message in parentheses.
     """
 
     def __init__(self, param: str, value=None, expected: str = "", *, detail: str = ""):

@@ -79,13 +79,29 @@ class SpectralFeatures:
     mean_psd: float
 
     def as_array(self) -> np.ndarray:
-        """The six features as float32 (6,), in field order (the kernels' order)."""
+        """The six features as an array.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(6,)``, in field order (the kernels' order).
+        """
         return np.array(astuple(self), dtype=np.float32)
 
     @classmethod
     def from_array(cls, a) -> SpectralFeatures:
-        """Build from a length-6 array in field order (e.g. a row of
-        :func:`spectral_features_batch`)."""
+        """Build from a length-6 array in field order.
+
+        Parameters
+        ----------
+        a : array_like
+            Six values in field order (e.g. a row of :func:`spectral_features_batch`).
+
+        Returns
+        -------
+        SpectralFeatures
+            The features, as floats.
+        """
         arr = as_float_array(a, "a", dtype=np.float64, ndim=1)
         check_shape(arr, "a", (N_FEATURES,))
         return cls(*arr.tolist())
@@ -121,6 +137,7 @@ def spectral_features(tensor) -> SpectralFeatures:
     Returns
     -------
     SpectralFeatures
+        The six features (a named tuple of floats).
 
     Raises
     ------

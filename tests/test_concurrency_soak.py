@@ -175,7 +175,8 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
 
 def warm_worker():
     """Start the build worker and compile pynndescent first (~35 s here), so the real
-    builds happen while the soak runs rather than after it."""
+    builds happen while the soak runs rather than after it (the script's ``real`` mode;
+    under pytest the session's ``nndescent_worker`` fixture does this)."""
     request = {"n_neighbors": 8, "seed": 0, "graph": "search", "max_degree": 12, "n_jobs": None}
     worker_mod._Worker.build(np.empty((0, 64), np.float32), request, warm_only=True)
 
@@ -209,9 +210,9 @@ def test_soak_short(stand_in_builds, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_soak_long_real_builds(tmp_path):
-    ops = 300
-    warm_worker()
+    ops = 300  # the session's nndescent_worker is warm: the real builds run during the soak
     check(soak(ops, str(tmp_path), seed=1), ops)
 
 

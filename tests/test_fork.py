@@ -179,6 +179,7 @@ def test_child_forked_during_a_build_forgets_it_and_builds_again(thread_builds, 
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_child_forked_during_a_worker_build(tmp_path):
     """The real build worker: a child forked while the parent's build runs starts its own
     worker, and the parent's worker and build are unaffected."""

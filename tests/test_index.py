@@ -315,7 +315,7 @@ def test_import_does_not_import_pynndescent():
 
 
 @pytest.fixture(scope="module")
-def mixture_ann():
+def mixture_ann(nndescent_worker):
     X, Q = mixture(4000)
     store = FakeStore(X, capacity=5000)
     ann = NNDescentIndex(store)
@@ -324,6 +324,7 @@ def mixture_ann():
 
 
 @pytest.mark.jit_only
+@pytest.mark.ann
 def test_recall_digits():
     from sklearn.datasets import load_digits
 
@@ -338,6 +339,7 @@ def test_recall_digits():
 
 
 @pytest.mark.jit_only
+@pytest.mark.ann
 def test_recall_mixture_and_churn(mixture_ann):
     store, ann, Q = mixture_ann
     assert recall(ann, store, Q) >= 0.95
@@ -362,6 +364,7 @@ def test_recall_mixture_and_churn(mixture_ann):
 
 
 @pytest.mark.jit_only
+@pytest.mark.ann
 def test_process_build_first_query_prompt(rng):
     """A query right after a (process) build starts is an exact scan, answered at once."""
     X, Q = mixture(3000, nq=5, seed=1)
@@ -376,6 +379,7 @@ def test_process_build_first_query_prompt(rng):
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_recall_mixture_1e5_churn():
     X, Q = mixture(100_000, nq=300)
     store = FakeStore(X)
@@ -406,6 +410,7 @@ def test_pynndescent_private_attributes_exist_in_the_installed_version():
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_pynndescent_search_graph_reads_a_real_build():
     import pynndescent
 
