@@ -1,0 +1,122 @@
+"""No silent recompiles: after ``dreamjit.warmup()`` and a representative workload, every
+registered kernel holds at most its expected number of compiled signatures.
+
+A kernel that gains a signature compiles again (seconds, in the caller's thread): a float64
+array where float32 is expected, an int32 index array, a non-contiguous view, a Python int
+where an int64 was passed before. The expected counts live in :data:`EXPECTED`, one place.
+"""
+
+import importlib
+import pkgutil
+
+import numpy as np
+import pytest
+
+import dreamjit as dj
+import dreamjit.index.worker as worker_mod
+import dreamjit.kernels
+from dreamjit import PoolConfig, Query, RetrievalMode
+from dreamjit._indexes import IndexSet
+from dreamjit.kernels._jit import REGISTRY
+from dreamjit.kernels.graph import knn_to_csr
+
+pytestmark = pytest.mark.jit_only
+
+#: kernels allowed more than one compiled signature, with the reason; every other
+#: registered kernel may hold at most one
+EXPECTED: dict[str, int] = {}
+
+
+def _name(dispatcher) -> str:
+    fn = dispatcher.py_func
+    return f"{fn.__module__.removeprefix('dreamjit.kernels.')}.{fn.__qualname__}"
+
+
+def _all_kernels() -> list:
+    """Every registered kernel, after importing every kernel module."""
+    for info in pkgutil.iter_modules(dreamjit.kernels.__path__):
+        importlib.import_module(f"dreamjit.kernels.{info.name}")
+    return list(REGISTRY)
+
+
+def _exact_graph(X, n_neighbors, seed, graph, max_degree, n_jobs):
+    """Stand-in for pynndescent (no compile of its own): the exact k-NN graph."""
+    S = X.astype(np.float64) @ X.astype(np.float64).T
+    np.fill_diagonal(S, -np.inf)
+    nbrs = np.argsort(-S, axis=1, kind="stable")[:, :n_neighbors]
+    dists = 1.0 - np.take_along_axis(S, nbrs, axis=1)
+    return knn_to_csr(nbrs.astype(np.int32), dists, max_degree)
+
+
+@pytest.fixture
+def graph_builds_in_a_thread(monkeypatch):
+    monkeypatch.setattr(worker_mod, "_build_csr", _exact_graph)
+    make = IndexSet.make_ann
+
+    def make_thread_ann(self):
+        ann = make(self)
+        ann.builder = "thread"
+        return ann
+
+    monkeypatch.setattr(IndexSet, "make_ann", make_thread_ann)
+
+
+def workload(tmp_path) -> None:
+    """What a user does: adds (small and large batches), every retrieval mode, feedback,
+    save/load, features and MMR; the exact index and the NN-descent one."""
+    from dreamjit.synthetic import smooth_tensors
+
+    rng = np.random.default_rng(0)
+    shape = (8, 8, 2, 3)
+    tensors = smooth_tensors(400, shape=shape, seed=0)
+    for use_ann in (False, True):
+        cfg = PoolConfig(
+            max_size=300,
+            memory_budget_mb=None,
+            use_ann=use_ann,
+            ann_threshold=256,
+            ann_background=False,
+            ann_n_neighbors=8,
+            seed=0,
+        )
+        pool = dj.DreamPool(cfg)
+        results = dj.evaluate_batch(tensors)
+        pool.add_batch(tensors[:3], results[:3], labels=[0, 1, 2], only_coherent=False)
+        pool.add_batch(tensors[3:], results[3:], only_coherent=False)  # evicts past max_size
+        eid = pool.add(tensors[0], dj.evaluate(tensors[0]), label=1, utility=0.5)
+        pool.add_if_coherent(tensors[1], dj.evaluate(tensors[1]))
+        if use_ann:
+            pool.rebuild_index(block=True)
+        q = tensors[5]
+        chroma = dj.chroma_signature(q)
+        pool.retrieve_similar(chroma, k=5)
+        pool.retrieve_similar(chroma, k=5, label=1)
+        pool.retrieve_soft(q, k=5)
+        pool.retrieve_soft(Query.from_tensor(q), k=500)
+        pool.retrieve_diverse(q, k=5)
+        pool.retrieve_diverse(q, k=5, fast=True)
+        for mode in RetrievalMode:
+            pool.retrieve(q, k=5, mode=mode)
+        hits = pool.retrieve_soft(q, k=5)
+        hits.tensors()
+        hits.entries()
+        pool.diversity_stats(hits)
+        pool.record_feedback(hits.ids, np.linspace(0.0, 1.0, len(hits)))
+        pool.record_feedback([eid], 0.25)
+        back = dj.DreamPool.load(pool.save(str(tmp_path / f"pool{use_ann}.npz")))
+        back.retrieve_soft(q, k=5)
+        list(back)
+    dj.spectral_features(tensors[0])
+    dj.spectral_features_batch(tensors[:80])
+    dj.maximal_marginal_relevance(rng.random(16), rng.random((10, 16)), k=3)
+
+
+def test_no_kernel_compiles_more_signatures_than_expected(tmp_path, graph_builds_in_a_thread):
+    dj.warmup()
+    workload(tmp_path)
+    counts = {_name(d): len(d.signatures) for d in _all_kernels()}
+    assert not set(EXPECTED) - set(counts), "EXPECTED names a kernel that is not registered"
+    too_many = {
+        name: (n, EXPECTED.get(name, 1)) for name, n in counts.items() if n > EXPECTED.get(name, 1)
+    }
+    assert not too_many, f"kernel: (signatures, expected) {too_many}"
