@@ -21,23 +21,13 @@ import pytest
 import dreamjit as dj
 import dreamjit.index.worker as worker_mod
 from dreamjit import PoolConfig, Query
-from dreamjit._indexes import IndexSet
-from dreamjit.kernels.graph import knn_to_csr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from invariants import assert_invariants  # noqa: E402
+from standins import build_in_threads  # noqa: E402
 
 TIMEOUT = 600.0  # a thread still running after this is a hang: the soak fails
 SHAPE = (6, 6, 3)
-
-
-def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
-    """Stand-in for pynndescent: the exact k-NN graph."""
-    S = X.astype(np.float64) @ X.astype(np.float64).T
-    np.fill_diagonal(S, -np.inf)
-    nbrs = np.argsort(-S, axis=1, kind="stable")[:, :n_neighbors]
-    dists = 1.0 - np.take_along_axis(S, nbrs, axis=1)
-    return knn_to_csr(nbrs.astype(np.int32), dists, max_degree)
 
 
 def soak(ops: int, workdir: str, seed: int = 0) -> dict:
@@ -192,15 +182,7 @@ def check(out, ops):
 
 @pytest.fixture
 def stand_in_builds(monkeypatch):
-    monkeypatch.setattr(worker_mod, "_build_csr", brute_build)
-    make = IndexSet.make_ann
-
-    def make_thread_ann(self):
-        ann = make(self)
-        ann.builder = "thread"
-        return ann
-
-    monkeypatch.setattr(IndexSet, "make_ann", make_thread_ann)
+    build_in_threads(monkeypatch.setattr)
 
 
 @pytest.mark.jit_only
@@ -221,15 +203,7 @@ if __name__ == "__main__":  # python tests/test_concurrency_soak.py [ops] [real]
     if "real" in sys.argv[2:]:
         warm_worker()
     else:
-        worker_mod._build_csr = brute_build
-        _make = IndexSet.make_ann
-
-        def _thread_ann(self):
-            ann = _make(self)
-            ann.builder = "thread"
-            return ann
-
-        IndexSet.make_ann = _thread_ann
+        build_in_threads()
     with tempfile.TemporaryDirectory() as d:
         result = soak(n_ops, d)
     print(result)

@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 
 import dreamjit as dj
-import dreamjit.index.worker as worker_mod
 import dreamjit.kernels
 from dreamjit import PoolConfig, Query, RetrievalMode
-from dreamjit._indexes import IndexSet
 from dreamjit.kernels._jit import REGISTRY
-from dreamjit.kernels.graph import knn_to_csr
+
+from standins import build_in_threads
 
 pytestmark = pytest.mark.jit_only
 
@@ -69,28 +68,6 @@ def _all_kernels() -> list:
     for info in pkgutil.iter_modules(dreamjit.kernels.__path__):
         importlib.import_module(f"dreamjit.kernels.{info.name}")
     return list(REGISTRY)
-
-
-def _exact_graph(X, n_neighbors, seed, graph, max_degree, n_jobs):
-    """Stand-in for pynndescent (no compile of its own): the exact k-NN graph."""
-    S = X.astype(np.float64) @ X.astype(np.float64).T
-    np.fill_diagonal(S, -np.inf)
-    nbrs = np.argsort(-S, axis=1, kind="stable")[:, :n_neighbors]
-    dists = 1.0 - np.take_along_axis(S, nbrs, axis=1)
-    return knn_to_csr(nbrs.astype(np.int32), dists, max_degree)
-
-
-def graph_builds_in_a_thread() -> None:
-    """Pools build their NN-descent graph in a thread with the stand-in builder."""
-    worker_mod._build_csr = _exact_graph
-    make = IndexSet.make_ann
-
-    def make_thread_ann(self):
-        ann = make(self)
-        ann.builder = "thread"
-        return ann
-
-    IndexSet.make_ann = make_thread_ann
 
 
 def workload(tmp_path) -> None:
@@ -146,7 +123,7 @@ def workload(tmp_path) -> None:
 def signature_counts(directory: str) -> dict[str, int]:
     """Compiled signatures per registered kernel after warmup() and the workload (run this
     in a fresh process: kernels other tests called with other types would count too)."""
-    graph_builds_in_a_thread()
+    build_in_threads()
     dj.warmup()
     workload(pathlib.Path(directory))
     return {_name(d): len(d.signatures) for d in _all_kernels()}
