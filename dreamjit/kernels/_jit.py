@@ -147,6 +147,12 @@ def inline_kernel(fn):
 #: microseconds on an idle machine but milliseconds when another process holds a core
 MIN_PARALLEL_ITEMS = 64
 
+#: iterations of a ``prange`` loop a thread takes at a time (numba's parallel chunk size).
+#: numba's default (0) splits a loop into one equal block per thread up front, so when
+#: another process holds a core the thread sharing it finishes last and the call waits
+#: for it; small chunks taken on demand let the thread on the free core do the rest.
+PARALLEL_CHUNK = 4
+
 
 class SizeDispatch:
     """A batch kernel compiled twice: serial for small batches, ``prange`` for large.
@@ -159,8 +165,9 @@ class SizeDispatch:
     first call. Not callable from other kernels.
     """
 
-    def __init__(self, fn, size_arg: int | None):
+    def __init__(self, fn, size_arg: int | None, chunk: int = PARALLEL_CHUNK):
         self.size_arg = size_arg
+        self.chunk = chunk
         self.parallel = njit(**PARALLEL_OPTIONS)(fn)
         serial = types.FunctionType(
             fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__
@@ -173,18 +180,33 @@ class SizeDispatch:
 
     def __call__(self, *args):
         big = self.size_arg is None or args[self.size_arg].shape[0] >= MIN_PARALLEL_ITEMS
-        return (self.parallel if big and parallel_allowed() else self.serial)(*args)
+        if not (big and parallel_allowed()):
+            return self.serial(*args)
+        if _NO_JIT:
+            return self.parallel(*args)
+        # numba's chunk size is a setting of the calling thread (thread-local, unlike
+        # its thread count or layer): set for this call, then restored
+        previous = numba.set_parallel_chunksize(self.chunk)
+        try:
+            return self.parallel(*args)
+        finally:
+            numba.set_parallel_chunksize(previous)
 
 
-def parallel_kernel(fn=None, *, size_arg=0):
+_NO_JIT = bool(getattr(numba.config, "DISABLE_JIT", False))
+
+
+def parallel_kernel(fn=None, *, size_arg=0, chunk=PARALLEL_CHUNK):
     """Compile ``fn`` as a ``prange`` batch kernel (see :class:`SizeDispatch`).
 
     With ``size_arg=None`` it runs in parallel whenever :func:`parallel_allowed`
     (the caller decides on size); otherwise small batches take the serial compile.
+    Each call runs its ``prange`` loops in chunks of ``chunk`` iterations handed
+    out on demand (dynamic scheduling, :data:`PARALLEL_CHUNK`).
     """
     if fn is None:
-        return functools.partial(parallel_kernel, size_arg=size_arg)
-    return SizeDispatch(fn, size_arg)
+        return functools.partial(parallel_kernel, size_arg=size_arg, chunk=chunk)
+    return SizeDispatch(fn, size_arg, chunk)
 
 
 #: navigation arithmetic only: float reassociation and contraction allowed (the

@@ -32,6 +32,7 @@ import numpy as np
 # its "numba_extensions" entry point on the first compile (not at import: it costs 0.4 s)
 from ._jit import kernel, parallel_kernel, prange
 from .chroma import chroma_into
+from .thumbnail import thumbnail_into
 
 __all__ = [
     "FEATURES",
@@ -45,6 +46,7 @@ __all__ = [
     "spectral_one",
     "spectral_batch",
     "describe_batch",
+    "describe_entries",
 ]
 
 FEATURES = (
@@ -76,15 +78,19 @@ def hann_window(n):
 
 
 @kernel
+def _outer(a, b, radial):
+    """``a[:, None] * b[None, :]``, or ``sqrt(a[:, None]**2 + b[None, :]**2) / 0.5`` if ``radial``."""
+    out = np.empty((a.size, b.size))
+    for i in range(a.size):
+        for j in range(b.size):
+            out[i, j] = math.sqrt(a[i] * a[i] + b[j] * b[j]) / 0.5 if radial else a[i] * b[j]
+    return out
+
+
+@kernel
 def window_2d(rows, cols):
     """``hann_window(rows)[:, None] * hann_window(cols)[None, :]``, float64 (rows, cols)."""
-    wy = hann_window(rows)
-    wx = hann_window(cols)
-    w = np.empty((rows, cols))
-    for i in range(rows):
-        for j in range(cols):
-            w[i, j] = wy[i] * wx[j]
-    return w
+    return _outer(hann_window(rows), hann_window(cols), False)
 
 
 @kernel
@@ -101,13 +107,7 @@ def _fftfreq(n):
 @kernel
 def radius_grid(rows, cols):
     """``sqrt(fy^2 + fx^2) / 0.5`` over the full spectrum, float64 (rows, cols)."""
-    fy = _fftfreq(rows)
-    fx = _fftfreq(cols)
-    r = np.empty((rows, cols))
-    for k in range(rows):
-        for l in range(cols):
-            r[k, l] = math.sqrt(fy[k] * fy[k] + fx[l] * fx[l]) / 0.5
-    return r
+    return _outer(_fftfreq(rows), _fftfreq(cols), True)
 
 
 @kernel
@@ -350,14 +350,11 @@ def spectral_one(tensor):
     """Spectral features of one tensor ``(rows, cols, layers, C)`` -> float32 (6,)."""
     rows, cols = tensor.shape[0], tensor.shape[1]
     out = np.empty((1, N_FEATURES), dtype=np.float32)
-    _spectral_chunk(
-        tensor.reshape((1,) + tensor.shape),
-        0,
-        1,
-        window_2d(rows, cols),
-        half_grids(rows, cols),
-        out,
-    )
+    batch = tensor.reshape((1,) + tensor.shape)
+    # lo and hi from the shape, not the constants 0 and 1: numba would compile
+    # _spectral_chunk once more for the literal types Literal[int](0) and Literal[int](1)
+    lo = batch.shape[0] - 1
+    _spectral_chunk(batch, lo, lo + 1, window_2d(rows, cols), half_grids(rows, cols), out)
     return out[0]
 
 
@@ -375,18 +372,22 @@ def spectral_batch(tensors):
 
 
 @parallel_kernel
-def describe_batch(tensors, certainty, use_certainty):
-    """Spectral features and chroma of a batch, in one call.
+def describe_entries(tensors, certainty, use_certainty, grid):
+    """Spectral features, chroma and (with ``grid > 0``) thumbnails of a batch, in one call.
 
     ``tensors`` is ``(n, rows, cols, layers, C)`` float32, ``certainty``
     ``(n, rows, cols, layers)`` float32 when ``use_certainty`` (else any 4-d
     float32 array, not read). Returns ``(spectral (n, 6) float32, chroma (n, C)
-    float32)``, as :func:`spectral_batch` and
-    :func:`~dreamjit.kernels.chroma.chroma_batch` would.
+    float32, spatial (n, grid*grid*C) float32)``, as :func:`spectral_batch`,
+    :func:`~dreamjit.kernels.chroma.chroma_batch` and
+    :func:`~dreamjit.kernels.thumbnail.thumbnail_batch` would; ``spatial`` is
+    ``(n, 0)`` for ``grid == 0``. What a pool computes for the tensors it adds:
+    one parallel kernel (one compile) instead of three.
     """
     n, rows, cols, C = tensors.shape[0], tensors.shape[1], tensors.shape[2], tensors.shape[4]
     spectral = np.empty((n, N_FEATURES), dtype=np.float32)
     chroma = np.empty((n, C), dtype=np.float32)
+    spatial64 = np.empty((n, grid * grid * C))
     w2d = window_2d(rows, cols)
     grids = half_grids(rows, cols)
     no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
@@ -396,7 +397,37 @@ def describe_batch(tensors, certainty, use_certainty):
     # a second parallel loop: chroma inside the chunk loop above measured 1.5x slower overall
     for i in prange(n):
         if use_certainty:
-            chroma_into(tensors[i], certainty[i], True, chroma[i])
+            # use_certainty, not the constant True: numba compiles a callee once more
+            # for each literal (Literal[bool](True), Literal[bool](False)) it is passed
+            chroma_into(tensors[i], certainty[i], use_certainty, chroma[i])
+            if grid > 0:
+                thumbnail_into(tensors[i], certainty[i], use_certainty, grid, spatial64[i])
         else:
-            chroma_into(tensors[i], no_w, False, chroma[i])
+            chroma_into(tensors[i], no_w, use_certainty, chroma[i])
+            if grid > 0:
+                thumbnail_into(tensors[i], no_w, use_certainty, grid, spatial64[i])
+    return spectral, chroma, spatial64.astype(np.float32)
+
+
+def describe_batch(tensors, certainty, use_certainty):
+    """Spectral features and chroma of a batch: :func:`describe_entries` without thumbnails.
+
+    Parameters
+    ----------
+    tensors : numpy.ndarray
+        ``(n, rows, cols, layers, C)`` float32, C-contiguous.
+    certainty : numpy.ndarray
+        ``(n, rows, cols, layers)`` float32 when ``use_certainty``, else any 4-d
+        float32 array (not read).
+    use_certainty : bool
+        Weight the chroma by ``certainty``.
+
+    Returns
+    -------
+    spectral : numpy.ndarray
+        float32 ``(n, 6)``, as :func:`spectral_batch`.
+    chroma : numpy.ndarray
+        float32 ``(n, C)``, as :func:`~dreamjit.kernels.chroma.chroma_batch`.
+    """
+    spectral, chroma, _ = describe_entries(tensors, certainty, use_certainty, 0)
     return spectral, chroma
