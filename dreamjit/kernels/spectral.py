@@ -346,29 +346,20 @@ def _spectral_chunk(tensors, lo, hi, w2d, grids, out):
 
 
 @kernel
-def spectral_one(tensor):
-    """Spectral features of one tensor ``(rows, cols, layers, C)`` -> float32 (6,)."""
-    rows, cols = tensor.shape[0], tensor.shape[1]
-    out = np.empty((1, N_FEATURES), dtype=np.float32)
-    batch = tensor.reshape((1,) + tensor.shape)
-    # lo and hi from the shape, not the constants 0 and 1: numba would compile
-    # _spectral_chunk once more for the literal types Literal[int](0) and Literal[int](1)
-    lo = batch.shape[0] - 1
-    _spectral_chunk(batch, lo, lo + 1, window_2d(rows, cols), half_grids(rows, cols), out)
-    return out[0]
-
-
-@parallel_kernel
-def spectral_batch(tensors):
-    """Spectral features of ``(n, rows, cols, layers, C)`` float32 -> float32 (n, 6)."""
-    n, rows, cols = tensors.shape[0], tensors.shape[1], tensors.shape[2]
-    out = np.empty((n, N_FEATURES), dtype=np.float32)
-    w2d = window_2d(rows, cols)
-    grids = half_grids(rows, cols)
-    for ch in prange((n + CHUNK - 1) // CHUNK):
-        lo = ch * CHUNK
-        _spectral_chunk(tensors, lo, min(n, lo + CHUNK), w2d, grids, out)
-    return out
+def _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids, out):
+    """:func:`describe_entries` for ``tensors[lo:hi]``; ``out`` its three float64/32 outputs."""
+    spectral, chroma, spatial64 = out
+    _spectral_chunk(tensors, lo, hi, w2d, grids, spectral)
+    if grid < 0:  # spectral features only
+        return
+    no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
+    for i in range(lo, hi):
+        w = certainty[i] if use_certainty else no_w
+        # use_certainty, not the constant True: numba compiles a callee once more
+        # for each literal (Literal[bool](True), Literal[bool](False)) it is passed
+        chroma_into(tensors[i], w, use_certainty, chroma[i])
+        if grid > 0:
+            thumbnail_into(tensors[i], w, use_certainty, grid, spatial64[i])
 
 
 @parallel_kernel
@@ -381,32 +372,25 @@ def describe_entries(tensors, certainty, use_certainty, grid):
     float32, spatial (n, grid*grid*C) float32)``, as :func:`spectral_batch`,
     :func:`~dreamjit.kernels.chroma.chroma_batch` and
     :func:`~dreamjit.kernels.thumbnail.thumbnail_batch` would; ``spatial`` is
-    ``(n, 0)`` for ``grid == 0``. What a pool computes for the tensors it adds:
-    one parallel kernel (one compile) instead of three.
+    ``(n, 0)`` for ``grid == 0``; ``grid < 0`` computes the spectral features
+    only (``chroma`` is then ``(n, 0)`` too). What a pool computes for the tensors it adds:
+    one parallel kernel instead of three, whose one ``prange`` loop calls one
+    serial kernel per chunk of ``CHUNK`` tensors (the serial and the parallel
+    compile share that kernel's compile; a parallel compile re-optimises all
+    the code its loops call, once per loop).
     """
     n, rows, cols, C = tensors.shape[0], tensors.shape[1], tensors.shape[2], tensors.shape[4]
-    spectral = np.empty((n, N_FEATURES), dtype=np.float32)
-    chroma = np.empty((n, C), dtype=np.float32)
-    spatial64 = np.empty((n, grid * grid * C))
+    out = (
+        np.empty((n, N_FEATURES), dtype=np.float32),
+        np.empty((n, C if grid >= 0 else 0), dtype=np.float32),
+        np.empty((n, max(grid, 0) ** 2 * C)),
+    )
     w2d = window_2d(rows, cols)
     grids = half_grids(rows, cols)
-    no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
     for ch in prange((n + CHUNK - 1) // CHUNK):
         lo = ch * CHUNK
-        _spectral_chunk(tensors, lo, min(n, lo + CHUNK), w2d, grids, spectral)
-    # a second parallel loop: chroma inside the chunk loop above measured 1.5x slower overall
-    for i in prange(n):
-        if use_certainty:
-            # use_certainty, not the constant True: numba compiles a callee once more
-            # for each literal (Literal[bool](True), Literal[bool](False)) it is passed
-            chroma_into(tensors[i], certainty[i], use_certainty, chroma[i])
-            if grid > 0:
-                thumbnail_into(tensors[i], certainty[i], use_certainty, grid, spatial64[i])
-        else:
-            chroma_into(tensors[i], no_w, use_certainty, chroma[i])
-            if grid > 0:
-                thumbnail_into(tensors[i], no_w, use_certainty, grid, spatial64[i])
-    return spectral, chroma, spatial64.astype(np.float32)
+        _describe_chunk(tensors, certainty, use_certainty, grid, lo, min(n, lo + CHUNK), w2d, grids, out)
+    return out[0], out[1], out[2].astype(np.float32)
 
 
 def describe_batch(tensors, certainty, use_certainty):
@@ -431,3 +415,40 @@ def describe_batch(tensors, certainty, use_certainty):
     """
     spectral, chroma, _ = describe_entries(tensors, certainty, use_certainty, 0)
     return spectral, chroma
+
+
+_NO_CERTAINTY = np.empty((0, 0, 0, 0), dtype=np.float32)
+
+
+def spectral_one(tensor):
+    """Spectral features of one tensor.
+
+    Parameters
+    ----------
+    tensor : numpy.ndarray
+        ``(rows, cols, layers, C)`` float32, C-contiguous.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(6,)``, in the order of :data:`FEATURES`.
+    """
+    # the batch kernel on a batch of one (its serial compile): a separate one-tensor kernel
+    # would compile the whole spectral code once more on a cold cache
+    return describe_entries(tensor[None], _NO_CERTAINTY, False, -1)[0][0]
+
+
+def spectral_batch(tensors):
+    """Spectral features of a batch (:func:`describe_entries` without chroma or thumbnails).
+
+    Parameters
+    ----------
+    tensors : numpy.ndarray
+        ``(n, rows, cols, layers, C)`` float32, C-contiguous.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(n, 6)``, columns in the order of :data:`FEATURES`.
+    """
+    return describe_entries(tensors, _NO_CERTAINTY, False, -1)[0]
