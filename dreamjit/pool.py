@@ -492,7 +492,9 @@ class DreamPool:
         b.certainty = cert
         b.user_embeddings = emb is not None
         cert_in = cert if cert is not None else np.empty((0, 0, 0, 0), np.float32)
-        mapper = None if emb is not None else (self._table.mapper or make_mapper(self.config, shape))
+        mapper = None
+        if emb is None:
+            mapper = self._table.mapper or make_mapper(self.config, shape)
         grid = 0 if mapper is None else mapper.grid  # thumbnails only to embed them
         b.spectral, b.chroma, spatial = describe_entries(t5, cert_in, cert is not None, grid)
         check_spectral(b.spectral, name, tensors)

@@ -80,7 +80,9 @@ class Neighbour:
     """A child process spinning on one core while the ``with`` block runs."""
 
     def __enter__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the neighbour did not start")
@@ -115,16 +117,20 @@ def main() -> None:
         for proc in workers.values():
             proc.kill()
             proc.wait()
-    print(f"load (1-min) during the runs: {min(loads):.2f} .. {max(loads):.2f}; {os.cpu_count()} cores")
-    print(f"{'tree':28s} {'condition':9s} {'spectral ms':>11s} {'numpy ms':>9s} "
-          f"{'ratio':>6s} {'add_batch /s':>12s}")
+    print(f"load (1-min) during the runs: {min(loads):.2f} .. {max(loads):.2f}")
+    print(
+        f"{'tree':28s} {'condition':9s} {'spectral ms':>11s} {'numpy ms':>9s} "
+        f"{'ratio':>6s} {'add_batch /s':>12s}"
+    )
     for (src, condition), outs in results.items():
         spectral = statistics.median(o["spectral"] for o in outs)
         peer = statistics.median(o["numpy"] for o in outs)
         ratio = statistics.median(o["numpy"] / o["spectral"] for o in outs)
         add = statistics.median(o["add_per_s"] for o in outs)
-        print(f"{src[-28:]:28s} {condition:9s} {spectral * 1e3:11.1f} {peer * 1e3:9.1f} "
-              f"{ratio:6.1f} {add:12.0f}")
+        print(
+            f"{src[-28:]:28s} {condition:9s} {spectral * 1e3:11.1f} {peer * 1e3:9.1f} "
+            f"{ratio:6.1f} {add:12.0f}"
+        )
 
 
 if __name__ == "__main__":

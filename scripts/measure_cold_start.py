@@ -11,7 +11,8 @@ Reported per tree: the demo's wall time (cold), the README quickstart's (the fir
 first-retrieval process (import, 64 tensors added, one ``retrieve_soft``) with the
 ``retrieve_soft`` call alone.
 
-Run: ``python scripts/measure_cold_start.py [--src PATH ...] [--repeat 1] [--only demo,quickstart,warm]``.
+Run: ``python scripts/measure_cold_start.py [--src PATH ...] [--repeat 1]
+[--only demo,quickstart,warm]``.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def hann_window(n):
 
 @kernel
 def _outer(a, b, radial):
-    """``a[:, None] * b[None, :]``, or ``sqrt(a[:, None]**2 + b[None, :]**2) / 0.5`` if ``radial``."""
+    """``a[:, None] * b[None, :]``; if ``radial``, ``sqrt(a[:, None]**2 + b[None, :]**2) / 0.5``."""
     out = np.empty((a.size, b.size))
     for i in range(a.size):
         for j in range(b.size):
@@ -389,7 +389,9 @@ def describe_entries(tensors, certainty, use_certainty, grid):
     grids = half_grids(rows, cols)
     for ch in prange((n + CHUNK - 1) // CHUNK):
         lo = ch * CHUNK
-        _describe_chunk(tensors, certainty, use_certainty, grid, lo, min(n, lo + CHUNK), w2d, grids, out)
+        _describe_chunk(
+            tensors, certainty, use_certainty, grid, lo, min(n, lo + CHUNK), w2d, grids, out
+        )
     return out[0], out[1], out[2].astype(np.float32)
 
 
