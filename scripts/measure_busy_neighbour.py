@@ -59,6 +59,7 @@ def start_worker(src: str) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-c", WORKER, ROOT],
         env=env,
+        cwd=src,  # `python -c` puts the working directory first on sys.path
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
