@@ -128,6 +128,9 @@ def main() -> None:
                         rows.setdefault((src, f"warm first retrieval: {key} (s)"), []).append(
                             out[key]
                         )
+                    rows.setdefault((src, "warm first retrieval: process cpu (s)"), []).append(
+                        CPU[-1]
+                    )
             finally:
                 shutil.rmtree(cache, ignore_errors=True)
                 shutil.rmtree(cwd, ignore_errors=True)
