@@ -78,12 +78,15 @@ def hann_window(n):
 
 
 @kernel
-def _outer(a, b, radial):
-    """``a[:, None] * b[None, :]``; if ``radial``, ``sqrt(a[:, None]**2 + b[None, :]**2) / 0.5``."""
-    out = np.empty((a.size, b.size))
-    for i in range(a.size):
-        for j in range(b.size):
-            out[i, j] = math.sqrt(a[i] * a[i] + b[j] * b[j]) / 0.5 if radial else a[i] * b[j]
+def _outer(a, b, radius):
+    # radius: sqrt(a[i]^2 + b[j]^2) / 0.5 (radius_grid); else a[i] * b[j] (window_2d)
+    out = np.empty((a.shape[0], b.shape[0]))
+    for i in range(a.shape[0]):
+        for j in range(b.shape[0]):
+            if radius:
+                out[i, j] = math.sqrt(a[i] * a[i] + b[j] * b[j]) / 0.5
+            else:
+                out[i, j] = a[i] * b[j]
     return out
 
 
