@@ -40,7 +40,8 @@ def warmup(shape=(8, 8, 2, 3), dim: int = 64) -> float:
 
     start = time.perf_counter()
     rng = np.random.default_rng(0)
-    # batch kernels compile twice (serial below MIN_PARALLEL_ITEMS, prange above): warm both
+    # a batch below MIN_PARALLEL_ITEMS and one above (one compile, or two where numba's
+    # threading layer runs small batches on the serial compile)
     big = rng.random((MIN_PARALLEL_ITEMS, *shape), dtype=np.float32)
     tensors = big[:4]
     results = evaluate_batch(tensors)

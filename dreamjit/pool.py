@@ -44,8 +44,7 @@ from .errors import (
 )
 from .features import check_spectral
 from .kernels.cosine import normalize_rows
-from .kernels.spectral import describe_batch
-from .kernels.thumbnail import thumbnail_batch
+from .kernels.spectral import describe_entries
 from .query import Query, RetrievalMode, RetrievalWeights
 from .results import DreamEntry, Hits
 
@@ -538,13 +537,15 @@ class DreamPool:
         b.certainty = cert
         b.user_embeddings = emb is not None
         cert_in = cert if cert is not None else np.empty((0, 0, 0, 0), np.float32)
-        b.spectral, b.chroma = describe_batch(t5, cert_in, cert is not None)
+        mapper = None
+        if emb is None:
+            mapper = self._table.mapper or make_mapper(self.config, shape)
+        grid = 0 if mapper is None else mapper.grid  # thumbnails only to embed them
+        b.spectral, b.chroma, spatial = describe_entries(t5, cert_in, cert is not None, grid)
         check_spectral(b.spectral, name, tensors)
-        if emb is not None:
+        if mapper is None:
             b.embeddings = normalize_rows(emb)
         else:
-            mapper = self._table.mapper or make_mapper(self.config, shape)
-            spatial = thumbnail_batch(t5, cert_in, cert is not None, mapper.grid)
             b.embeddings = mapper.embed(b.chroma, b.spectral, lab, util, spatial=spatial)
         for column in ("chroma", "embeddings"):  # never store what save() could not load back
             if not np.isfinite(getattr(b, column)).all():

@@ -41,13 +41,10 @@ EXPECTED: dict[str, int] = {
     # a literal 0 start or size from one caller, a variable from another
     "cosine._block_dots": 2,
     "spectral._band_sum": 2,
-    "spectral._spectral_chunk": 2,
     "mmr._mmr": 2,
     "graph._nav_scores": 2,
-    # a flag passed as a literal by some callers, as a variable by others
-    "chroma._means": 2,
-    "chroma.chroma_into": 3,
-    "thumbnail.thumbnail_into": 3,
+    # a flag passed as a literal (window_2d: False, radius_grid: True); chroma._means,
+    # chroma_into, thumbnail_into and _spectral_chunk get variables from every caller
     "spectral._outer": 2,
     # float64 x float64 (query norms), float32 x float32 (row norms), float32 x float64 (scores)
     "cosine.dot64": 3,

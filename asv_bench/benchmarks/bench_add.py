@@ -18,6 +18,7 @@ from .common import (
     ADD_BATCH,
     ADD_POOL_ENTRIES,
     SEED,
+    BusyNeighbour,
     coherent_results,
     forget,
     median_seconds,
@@ -78,3 +79,18 @@ class AddBatch:
         return ADD_BATCH / median_seconds(lambda: self._add(self.full), repeat=7)
 
     track_tensors_per_second.unit = "tensors/s"
+
+
+class AddBatchBusyNeighbour(AddBatch):
+    """:class:`AddBatch` while another process keeps one core busy (issue 12, item 6).
+
+    Target: >= 20K tensors/s here too (``track_tensors_per_second``).
+    """
+
+    def setup(self):
+        super().setup()
+        self.neighbour = BusyNeighbour().start()
+
+    def teardown(self):
+        self.neighbour.stop()
+        super().teardown()

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .common import SPECTRAL_BATCH, memo, smooth_tensors, spectral_batch_numpy
+from .common import SPECTRAL_BATCH, BusyNeighbour, memo, smooth_tensors, spectral_batch_numpy
 
 
 class SpectralSingle:
@@ -79,3 +79,18 @@ class SpectralBatch:
 
         with scipy.fft.set_workers(os.cpu_count() or 1):
             spectral_batch_numpy(self.T)
+
+
+class SpectralBatchBusyNeighbour(SpectralBatch):
+    """:class:`SpectralBatch` while another process keeps one core busy (issue 12, item 6).
+
+    Target: ``time_dreamjit`` <= ``time_numpy`` / 8 here too. ``python
+    scripts/measure_busy_neighbour.py`` runs both classes' measurements interleaved.
+    """
+
+    def setup(self):
+        super().setup()
+        self.neighbour = BusyNeighbour().start()
+
+    def teardown(self):
+        self.neighbour.stop()

@@ -519,3 +519,42 @@ def median_seconds(fn, repeat: int = 5, number: int = 1) -> float:
             fn()
         times.append((time.perf_counter() - t0) / number)
     return float(np.median(times))
+
+
+# ----------------------------------------------------------------------------- a busy neighbour
+class BusyNeighbour:
+    """A child process spinning on one core, from ``start()`` (returns once it runs) to ``stop()``.
+
+    The "busy neighbour" of issue 12: another process holding one of the machine's
+    cores while a benchmark runs. ``start`` waits for the child's "ready" line (a
+    signal, not a timer).
+    """
+
+    SPIN = "print('ready', flush=True)\nwhile True:\n    pass\n"
+
+    def __init__(self):
+        self.proc = None
+
+    def start(self) -> BusyNeighbour:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.SPIN], stdout=subprocess.PIPE, text=True
+        )
+        if self.proc.stdout is None or self.proc.stdout.readline().strip() != "ready":
+            self.stop()
+            raise RuntimeError("the busy neighbour did not start")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def __enter__(self) -> BusyNeighbour:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

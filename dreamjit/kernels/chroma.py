@@ -51,14 +51,12 @@ def chroma_into(t, w, use_w, out):
     n = t.shape[0] * t.shape[1] * t.shape[2]
     f = t.reshape(n, t.shape[3])
     wf = w.ravel()
+    wsum = 0.0
     if use_w:
-        wsum = 0.0
         for q in range(n):
             wsum += np.float64(wf[q])
-        if wsum > 0.0:
-            _means(f, wf, True, wsum, out)
-            return
-    _means(f, wf, False, 0.0, out)
+    # one call with a bool variable: literal True/False would compile _means twice
+    _means(f, wf, use_w and wsum > 0.0, wsum, out)
 
 
 @kernel
@@ -81,7 +79,7 @@ def chroma_batch(tensors, certainty, use_certainty):
     no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
     for i in prange(n):
         if use_certainty:
-            chroma_into(tensors[i], certainty[i], True, out[i])
+            chroma_into(tensors[i], certainty[i], use_certainty, out[i])
         else:
-            chroma_into(tensors[i], no_w, False, out[i])
+            chroma_into(tensors[i], no_w, use_certainty, out[i])
     return out

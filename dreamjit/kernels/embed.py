@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel, parallel_kernel, prange
+from ._jit import kernel
 
 #: number of feature groups, in order: chroma, spectral, spatial, label, utility
 N_GROUPS = 5
@@ -154,7 +154,7 @@ def _embed_one(
             out[c] *= inv
 
 
-@parallel_kernel
+@kernel
 def embed_batch(
     chroma, spectral, spatial, labels, utility, present, weights, buckets, projection, bounds
 ):
@@ -169,7 +169,9 @@ def embed_batch(
     n = chroma.shape[0]
     dim = projection.shape[1]
     out64 = np.zeros((n, dim))
-    for i in prange(n):
+    # serial: a few microseconds per entry, less than a parallel launch costs with a busy
+    # core, and one serial compile instead of a prange and a serial one
+    for i in range(n):
         _embed_one(
             chroma[i],
             spectral[i],

@@ -101,13 +101,19 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
         if not sampled:
             fold_max(maxsim, sims)
         else:
+            # element loops, not `a[:] = b`: an array-to-slice assignment makes numba compile
+            # its shape-mismatch error message (string formatting, ~2 s on a cold cache)
             if count == 1:
-                first_sims[:] = sims
+                for j in range(n):
+                    first_sims[j] = sims[j]
             elif window > 0:
-                ring[(count - 2) % window] = sims
+                row = ring[(count - 2) % window]
+                for j in range(n):
+                    row[j] = sims[j]
             # sample = first pick + the latest `window` picks (all picks while few)
             held = min(count - 1, window)
-            maxsim[:] = first_sims
+            for j in range(n):
+                maxsim[j] = first_sims[j]
             for r in range(held):
                 fold_max(maxsim, ring[r])
     return out_i[:count].copy(), out_s[:count].copy()

@@ -32,6 +32,7 @@ import numpy as np
 # its "numba_extensions" entry point on the first compile (not at import: it costs 0.4 s)
 from ._jit import kernel, parallel_kernel, prange
 from .chroma import chroma_into
+from .thumbnail import thumbnail_into
 
 __all__ = [
     "FEATURES",
@@ -45,6 +46,7 @@ __all__ = [
     "spectral_one",
     "spectral_batch",
     "describe_batch",
+    "describe_entries",
 ]
 
 FEATURES = (
@@ -347,57 +349,111 @@ def _spectral_chunk(tensors, lo, hi, w2d, grids, out):
 
 
 @kernel
-def spectral_one(tensor):
-    """Spectral features of one tensor ``(rows, cols, layers, C)`` -> float32 (6,)."""
-    rows, cols = tensor.shape[0], tensor.shape[1]
-    out = np.empty((1, N_FEATURES), dtype=np.float32)
-    _spectral_chunk(
-        tensor.reshape((1,) + tensor.shape),
-        0,
-        1,
-        window_2d(rows, cols),
-        half_grids(rows, cols),
-        out,
-    )
-    return out[0]
+def _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids, out):
+    """:func:`describe_entries` for ``tensors[lo:hi]``; ``out`` its three float64/32 outputs."""
+    spectral, chroma, spatial64 = out
+    _spectral_chunk(tensors, lo, hi, w2d, grids, spectral)
+    if grid < 0:  # spectral features only
+        return
+    no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
+    for i in range(lo, hi):
+        w = certainty[i] if use_certainty else no_w
+        # use_certainty, not the constant True: numba compiles a callee once more
+        # for each literal (Literal[bool](True), Literal[bool](False)) it is passed
+        chroma_into(tensors[i], w, use_certainty, chroma[i])
+        if grid > 0:
+            thumbnail_into(tensors[i], w, use_certainty, grid, spatial64[i])
 
 
 @parallel_kernel
-def spectral_batch(tensors):
-    """Spectral features of ``(n, rows, cols, layers, C)`` float32 -> float32 (n, 6)."""
-    n, rows, cols = tensors.shape[0], tensors.shape[1], tensors.shape[2]
-    out = np.empty((n, N_FEATURES), dtype=np.float32)
-    w2d = window_2d(rows, cols)
-    grids = half_grids(rows, cols)
-    for ch in prange((n + CHUNK - 1) // CHUNK):
-        lo = ch * CHUNK
-        _spectral_chunk(tensors, lo, min(n, lo + CHUNK), w2d, grids, out)
-    return out
-
-
-@parallel_kernel
-def describe_batch(tensors, certainty, use_certainty):
-    """Spectral features and chroma of a batch, in one call.
+def describe_entries(tensors, certainty, use_certainty, grid):
+    """Spectral features, chroma and (with ``grid > 0``) thumbnails of a batch, in one call.
 
     ``tensors`` is ``(n, rows, cols, layers, C)`` float32, ``certainty``
     ``(n, rows, cols, layers)`` float32 when ``use_certainty`` (else any 4-d
     float32 array, not read). Returns ``(spectral (n, 6) float32, chroma (n, C)
-    float32)``, as :func:`spectral_batch` and
-    :func:`~dreamjit.kernels.chroma.chroma_batch` would.
+    float32, spatial (n, grid*grid*C) float32)``, as :func:`spectral_batch`,
+    :func:`~dreamjit.kernels.chroma.chroma_batch` and
+    :func:`~dreamjit.kernels.thumbnail.thumbnail_batch` would; ``spatial`` is
+    ``(n, 0)`` for ``grid == 0``; ``grid < 0`` computes the spectral features
+    only (``chroma`` is then ``(n, 0)`` too). What a pool computes for the tensors it adds:
+    one parallel kernel instead of three, whose one ``prange`` loop calls one
+    serial kernel per chunk of ``CHUNK`` tensors (the serial and the parallel
+    compile share that kernel's compile; a parallel compile re-optimises all
+    the code its loops call, once per loop).
     """
     n, rows, cols, C = tensors.shape[0], tensors.shape[1], tensors.shape[2], tensors.shape[4]
-    spectral = np.empty((n, N_FEATURES), dtype=np.float32)
-    chroma = np.empty((n, C), dtype=np.float32)
+    out = (
+        np.empty((n, N_FEATURES), dtype=np.float32),
+        np.empty((n, C if grid >= 0 else 0), dtype=np.float32),
+        np.empty((n, max(grid, 0) ** 2 * C)),
+    )
     w2d = window_2d(rows, cols)
     grids = half_grids(rows, cols)
-    no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
     for ch in prange((n + CHUNK - 1) // CHUNK):
         lo = ch * CHUNK
-        _spectral_chunk(tensors, lo, min(n, lo + CHUNK), w2d, grids, spectral)
-    # a second parallel loop: chroma inside the chunk loop above measured 1.5x slower overall
-    for i in prange(n):
-        if use_certainty:
-            chroma_into(tensors[i], certainty[i], True, chroma[i])
-        else:
-            chroma_into(tensors[i], no_w, False, chroma[i])
+        _describe_chunk(
+            tensors, certainty, use_certainty, grid, lo, min(n, lo + CHUNK), w2d, grids, out
+        )
+    return out[0], out[1], out[2].astype(np.float32)
+
+
+def describe_batch(tensors, certainty, use_certainty):
+    """Spectral features and chroma of a batch: :func:`describe_entries` without thumbnails.
+
+    Parameters
+    ----------
+    tensors : numpy.ndarray
+        ``(n, rows, cols, layers, C)`` float32, C-contiguous.
+    certainty : numpy.ndarray
+        ``(n, rows, cols, layers)`` float32 when ``use_certainty``, else any 4-d
+        float32 array (not read).
+    use_certainty : bool
+        Weight the chroma by ``certainty``.
+
+    Returns
+    -------
+    spectral : numpy.ndarray
+        float32 ``(n, 6)``, as :func:`spectral_batch`.
+    chroma : numpy.ndarray
+        float32 ``(n, C)``, as :func:`~dreamjit.kernels.chroma.chroma_batch`.
+    """
+    spectral, chroma, _ = describe_entries(tensors, certainty, use_certainty, 0)
     return spectral, chroma
+
+
+_NO_CERTAINTY = np.empty((0, 0, 0, 0), dtype=np.float32)
+
+
+def spectral_one(tensor):
+    """Spectral features of one tensor.
+
+    Parameters
+    ----------
+    tensor : numpy.ndarray
+        ``(rows, cols, layers, C)`` float32, C-contiguous.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(6,)``, in the order of :data:`FEATURES`.
+    """
+    # the batch kernel on a batch of one (its serial compile): a separate one-tensor kernel
+    # would compile the whole spectral code once more on a cold cache
+    return describe_entries(tensor[None], _NO_CERTAINTY, False, -1)[0][0]
+
+
+def spectral_batch(tensors):
+    """Spectral features of a batch (:func:`describe_entries` without chroma or thumbnails).
+
+    Parameters
+    ----------
+    tensors : numpy.ndarray
+        ``(n, rows, cols, layers, C)`` float32, C-contiguous.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(n, 6)``, columns in the order of :data:`FEATURES`.
+    """
+    return describe_entries(tensors, _NO_CERTAINTY, False, -1)[0]

@@ -82,7 +82,7 @@ def thumbnail_batch(tensors, certainty, use_certainty, grid):
     no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
     for i in prange(n):
         if use_certainty:
-            thumbnail_into(tensors[i], certainty[i], True, grid, out64[i])
+            thumbnail_into(tensors[i], certainty[i], use_certainty, grid, out64[i])
         else:
-            thumbnail_into(tensors[i], no_w, False, grid, out64[i])
+            thumbnail_into(tensors[i], no_w, use_certainty, grid, out64[i])
     return out64.astype(np.float32)
