@@ -11,16 +11,60 @@ no locks: the pool calls it under its readers-writer lock.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 
-from ._storage import DERIVED, ColumnStore, column_spec
+from ._storage import DERIVED, N_SPECTRAL, ColumnStore, column_spec
 from ._validate import is_integer
 from .embedding import EmbeddingMapper
 from .features import SolverResult
 from .results import DreamEntry
 
-__all__ = ["EntryTable", "make_mapper"]
+__all__ = ["Columns", "EntryTable", "make_mapper"]
+
+
+class Columns(NamedTuple):
+    """Read-only metadata columns of a pool's live entries, one row per entry, aligned.
+
+    What :meth:`EntryTable.columns` returns (and what a ``where=`` callable
+    and :meth:`DreamPool.to_pandas <dreamjit.DreamPool.to_pandas>` read).
+    Every array is a read-only copy (``writeable=False``); row ``i`` of each
+    describes the same entry.
+
+    Attributes
+    ----------
+    ids : numpy.ndarray of int64 (n,)
+        Entry ids.
+    labels : numpy.ndarray of int32 (n,)
+        Class labels, -1 for none.
+    energy, coherence, violation : numpy.ndarray of float64 (n,)
+        The solver result of each entry.
+    utility : numpy.ndarray of float64 (n,)
+        The utility given at add (or by ``update``), NaN for none.
+    util_mean : numpy.ndarray of float64 (n,)
+        Running mean utility (see ``record_feedback``).
+    usage : numpy.ndarray of int64 (n,)
+        How many retrievals returned the entry.
+    timestamp : numpy.ndarray of float64 (n,)
+        When the entry was added (``time.time()``).
+    chroma : numpy.ndarray of float32 (n, C)
+        Chroma signatures.
+    spectral : numpy.ndarray of float32 (n, 6)
+        Spectral features, in :class:`~dreamjit.SpectralFeatures` field order.
+    """
+
+    ids: np.ndarray
+    labels: np.ndarray
+    energy: np.ndarray
+    coherence: np.ndarray
+    violation: np.ndarray
+    utility: np.ndarray
+    util_mean: np.ndarray
+    usage: np.ndarray
+    timestamp: np.ndarray
+    chroma: np.ndarray
+    spectral: np.ndarray
 
 
 def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
@@ -177,6 +221,56 @@ class EntryTable:
             spectral=s.spectral[slot].copy(),
             embedding=s.embeddings[slot].copy(),
         )
+
+    def oldest_first(self) -> np.ndarray:
+        """Live slots ordered by id (oldest first)."""
+        live = self.live_slots()
+        if self._store is None or live.size == 0:
+            return live
+        return live[np.argsort(self._store.ids[live], kind="stable")]
+
+    def columns(self, slots=None) -> Columns:
+        """The metadata :class:`Columns` of ``slots`` (default: every live entry, oldest
+        first), as aligned read-only copies.
+
+        Parameters
+        ----------
+        slots : array_like of int, optional
+            Live slots, in the order wanted (e.g. :meth:`live_slots`, so that a
+            boolean mask over the rows selects slots directly).
+
+        Returns
+        -------
+        Columns
+            One row per slot; empty arrays (chroma ``(0, C)``, ``(0, 0)`` before
+            the first add) when there are none.
+        """
+        if slots is None:
+            slots = self.oldest_first()
+        slots = np.asarray(slots, dtype=np.int64)
+        s = self._store
+        if s is None:
+            arrays = {
+                name: np.empty(0, dtype=dt)
+                for name, dt in (
+                    ("ids", np.int64),
+                    ("labels", np.int32),
+                    ("energy", np.float64),
+                    ("coherence", np.float64),
+                    ("violation", np.float64),
+                    ("utility", np.float64),
+                    ("util_mean", np.float64),
+                    ("usage", np.int64),
+                    ("timestamp", np.float64),
+                )
+            }
+            arrays["chroma"] = np.empty((0, 0), np.float32)
+            arrays["spectral"] = np.empty((0, N_SPECTRAL), np.float32)
+        else:
+            arrays = {name: s.columns[name][slots] for name in Columns._fields}
+        for arr in arrays.values():
+            arr.setflags(write=False)
+        return Columns(**arrays)
 
     def gather(self, column: str, ids) -> np.ndarray:
         """``column`` rows of those ``ids`` still live, in order (copies)."""
