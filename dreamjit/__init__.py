@@ -25,6 +25,7 @@ from .errors import (
     InvalidConfigError,
     InvalidParameterError,
     MemoryExceededError,
+    UnknownIdError,
 )
 
 logging.getLogger("dreamjit").addHandler(logging.NullHandler())
@@ -51,6 +52,9 @@ _LAZY = {
     "spatial_thumbnail": "features",
     "EmbeddingMapper": "embedding",
     "QueryCache": "cache",
+    "CacheStats": "cache",
+    "BudgetStats": "_budget",
+    "Columns": "_table",
     "ExactIndex": "index",
     "NNDescentIndex": "index",
     "maximal_marginal_relevance": "diversity",
@@ -70,6 +74,9 @@ __all__ = [
     "SpectralFeatures",
     "EmbeddingMapper",
     "QueryCache",
+    "CacheStats",
+    "BudgetStats",
+    "Columns",
     "ExactIndex",
     "NNDescentIndex",
     "evaluate",
@@ -91,6 +98,7 @@ __all__ = [
     "MemoryExceededError",
     "FeatureUnavailableError",
     "CriticalStateError",
+    "UnknownIdError",
 ]
 
 

@@ -91,6 +91,7 @@ class EntryTable:
         self._slot_of: dict[int, int] = {}
         self._next_id = 0
         self._evicted = 0
+        self._removed = 0
 
     # ------------------------------------------------------------------ set-up
     def setup(self, shape: tuple) -> None:
@@ -145,6 +146,11 @@ class EntryTable:
     @property
     def evicted(self) -> int:
         return self._evicted
+
+    @property
+    def removed(self) -> int:
+        """Entries removed by the user (``remove``, ``del``, ``clear``), not by eviction."""
+        return self._removed
 
     @property
     def capacity(self) -> int:
@@ -321,13 +327,50 @@ class EntryTable:
         s.alive[slots] = True
         self._slot_of.update(zip(ids.tolist(), slots.tolist()))
 
-    def remove(self, slots: np.ndarray) -> None:
-        """Drop the live entries in ``slots`` (counted as evicted)."""
+    def remove(self, slots: np.ndarray, evicted: bool = True) -> None:
+        """Drop the live entries in ``slots`` (distinct), counted as evicted or, with
+        ``evicted=False``, as removed by the user. Their ids are never issued again."""
         s = self._columns()
         for eid in s.ids[slots].tolist():
             del self._slot_of[eid]
         s.alive[slots] = False
-        self._evicted += int(slots.shape[0])
+        if evicted:
+            self._evicted += int(slots.shape[0])
+        else:
+            self._removed += int(slots.shape[0])
+
+    def rewrite(
+        self,
+        slot: int,
+        *,
+        tensor=None,
+        embedding=None,
+        chroma=None,
+        spectral=None,
+        result=None,
+        label=None,
+        utility=None,
+    ) -> None:
+        """Overwrite fields of the live entry in ``slot`` in place (already validated and
+        computed; None: unchanged). Its id, timestamp and usage count stay; a new
+        ``utility`` restarts the running mean at that value."""
+        s = self._columns()
+        if tensor is not None:
+            s.tensors.reshape(s.capacity, *tensor.shape)[slot] = tensor
+        if embedding is not None:
+            s.set_embeddings(np.array([slot]), embedding[None])
+        if chroma is not None:
+            s.chroma[slot] = chroma
+        if spectral is not None:
+            s.spectral[slot] = spectral
+        if result is not None:
+            s.energy[slot], s.coherence[slot], s.violation[slot] = result
+        if label is not None:
+            s.labels[slot] = label
+        if utility is not None:
+            s.utility[slot] = utility
+            s.util_mean[slot] = utility
+            s.util_count[slot] = 1
 
     def fold_utilities(self, slots: np.ndarray, u: np.ndarray) -> None:
         """Fold utilities ``u`` into the running means of live ``slots`` (repeats allowed)."""
@@ -373,7 +416,10 @@ class EntryTable:
     def fingerprint(self) -> str:
         """Digest of all columns and bookkeeping (equal before/after a refused call)."""
         base = self._store.fingerprint() if self._store is not None else ""
-        return f"{base}:{self._next_id}:{len(self._slot_of)}:{self._evicted}:{self._embedding_mode}"
+        return (
+            f"{base}:{self._next_id}:{len(self._slot_of)}:{self._evicted}:{self._removed}:"
+            f"{self._embedding_mode}"
+        )
 
     # ------------------------------------------------------------------ files
     def to_columns(self) -> tuple:
@@ -383,6 +429,7 @@ class EntryTable:
             "tensor_shape": None if self._shape is None else list(self._shape),
             "next_id": int(self._next_id),
             "evicted": int(self._evicted),
+            "removed": int(self._removed),
             "embedding_mode": self._embedding_mode,
             "count": len(self),
         }
@@ -399,7 +446,7 @@ class EntryTable:
         return state, arrays
 
     def from_columns(
-        self, shape, arrays: dict, count: int, next_id: int, evicted: int, mode
+        self, shape, arrays: dict, count: int, next_id: int, evicted: int, mode, removed: int = 0
     ) -> None:
         """Fill an empty table from :meth:`to_columns` output (validated by the caller);
         entries take slots ``0..count-1``."""
@@ -413,3 +460,4 @@ class EntryTable:
             store.set_embeddings(np.arange(count), arrays["embeddings"])
             self._slot_of = dict(zip(arrays["ids"].tolist(), range(count)))
         self._next_id, self._evicted, self._embedding_mode = next_id, evicted, mode
+        self._removed = removed

@@ -70,6 +70,8 @@ _HEADER_KEYS = frozenset(
         _HEADER_SHA,
     }
 )
+#: header fields a file may leave out (written by later versions of the same format)
+_OPTIONAL_KEYS = frozenset({"removed"})
 _EMBEDDING_MODES = ("mapper", "user")
 
 # --- limits of the loader: a file beyond any of them is refused before anything is allocated
@@ -132,6 +134,7 @@ def save_pool(pool, path) -> str:
         "tensor_shape": state["tensor_shape"],
         "next_id": state["next_id"],
         "evicted": state["evicted"],
+        "removed": state["removed"],
         "embedding_mode": state["embedding_mode"],
         "count": state["count"],
         "checksums": {name: _checksum(a) for name, a in arrays.items()},
@@ -431,9 +434,14 @@ def _check_numbers(obj, where="header"):
         raise _Corrupt(f"{where} below 2**62 in magnitude", f"found {obj!r}"[:200])
 
 
+def _removed_count(header) -> int:
+    """The ``removed`` counter of a header (0 in files written before it existed)."""
+    return _int_field(header, "removed", 0, MAX_COUNTER) if "removed" in header else 0
+
+
 def _validate_header(header):
     """``(config, shape, count, next_id, evicted, mode)`` from a parsed header."""
-    keys = set(header)
+    keys = set(header) - (_OPTIONAL_KEYS & set(header))
     if keys != _HEADER_KEYS:
         raise _Corrupt(
             f"header fields {sorted(_HEADER_KEYS)}",
@@ -458,6 +466,7 @@ def _validate_header(header):
     count = _int_field(header, "count", 0, MAX_COUNTER)
     next_id = _int_field(header, "next_id", 0, MAX_COUNTER)
     evicted = _int_field(header, "evicted", 0, MAX_COUNTER)
+    _removed_count(header)
     if count > config.max_size:
         raise _Corrupt(f"at most max_size={config.max_size} entries", f"count {count}")
     mode = header["embedding_mode"]
@@ -651,6 +660,7 @@ def load_pool(cls, path):
             next_id=next_id,
             evicted=evicted,
             embedding_mode=mode,
+            removed=_removed_count(header),
         )
     except CriticalStateError as exc:  # the entries break the config's limits or bookkeeping
         raise _corrupt(path, "a pool within its own limits", str(exc)) from None
