@@ -38,7 +38,8 @@ class BudgetStats(NamedTuple):
     current_mb: float
     max_mb: float | None
     usage_ratio: float
-    count: int
+    count: int  # type: ignore[assignment]  # the fixed field name shadows tuple.count
+
 
 #: :meth:`Budget.index_fit_plan`: drop the NN-descent graph instead of evicting
 DROP_GRAPH = "drop"

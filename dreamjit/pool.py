@@ -1221,7 +1221,10 @@ class DreamPool:
             data[f"chroma_{j}"] = chroma[:, j]
         for j, name in enumerate(SpectralFeatures.__dataclass_fields__):
             data[name] = c.spectral[:, j]
-        return pd.DataFrame({k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in data.items()})
+        # np.array: writable copies, so the frame never shares the read-only column copies
+        return pd.DataFrame(
+            {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in data.items()}
+        )
 
     def check_invariants(self) -> None:
         """Raise :class:`CriticalStateError` if the bookkeeping disagrees with storage or
