@@ -509,3 +509,56 @@ def test_every_stats_key_documented():
         text = fh.read()
     for key in pool.stats():
         assert f"`{key}`" in text, key
+
+
+# ------------------------------------------------------------------ with the NN-descent index
+def _unit(x):
+    x = np.asarray(x, np.float64)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.ann
+def test_ann_never_returns_removed_ids_and_finds_updates():
+    n, d = 3000, 32
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(60, d))
+    V = _unit(centres[rng.integers(0, 60, n)] + 0.5 * rng.normal(size=(n, d)))
+    cfg = PoolConfig(
+        memory_budget_mb=None,
+        max_size=n,
+        embedding_dim=d,
+        use_ann=True,
+        ann_threshold=256,
+        ann_background=False,
+        seed=0,
+    )
+    pool = dj.DreamPool(cfg)
+    pool.add_batch(np.zeros((n, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (n, 1)),
+                   embeddings=V)
+    assert pool.stats()["index"] == "ann"
+    gone = rng.choice(n, 120, replace=False)  # 4%: below the rebuild fraction, tombstones
+    pool.remove(gone)
+    del pool[int(np.setdiff1d(np.arange(n), gone)[0])]
+    removed = set(gone.tolist()) | {int(np.setdiff1d(np.arange(n), gone)[0])}
+    assert pool.stats()["index"] == "ann" and pool.indexes.ann.n_tombstones > 0
+    assert_invariants(pool)
+    live = pool.ids()
+    E = np.array([pool[i].embedding for i in live])
+    found = total = 0
+    for q in V[gone[:60]]:  # queries right on the removed entries
+        hits = pool.retrieve_soft(Query(embedding=q), k=10, weights=SIM_ONLY)
+        assert not set(hits.ids.tolist()) & removed
+        truth = set(live[np.argsort(-(E @ q), kind="stable")[:10]].tolist())
+        found += len(truth & set(hits.ids.tolist()))
+        total += 10
+    assert found / total >= 0.9
+    # updates: an entry moved onto a new direction is found there by the graph search
+    for eid in live[:20].tolist():
+        target = _unit(rng.normal(size=(1, d)))[0]
+        pool.update(eid, embedding=target)
+        hits = pool.retrieve_soft(Query(embedding=target), k=1, weights=SIM_ONLY)
+        assert int(hits.ids[0]) == eid
+    assert_invariants(pool)
+    assert pool.clear() == n - len(removed)
+    assert len(pool.retrieve_soft(Query(embedding=V[0]), k=5)) == 0
+    assert_invariants(pool)
