@@ -63,8 +63,10 @@ def pool_with(n=10, seed=0, **cfg):
 def brute_similar(pool, chroma, k):
     """Exact hard retrieval over the live entries (cosine of chroma, ties to the lower id)."""
     q = np.asarray(chroma, np.float64)
-    rows = [(e.id, float(np.dot(e.chroma, q) / (np.linalg.norm(e.chroma) * np.linalg.norm(q))))
-            for e in pool]
+    rows = [
+        (e.id, float(np.dot(e.chroma, q) / (np.linalg.norm(e.chroma) * np.linalg.norm(q))))
+        for e in pool
+    ]
     rows.sort(key=lambda r: (-r[1], r[0]))
     return [r[0] for r in rows[:k]]
 
@@ -131,8 +133,20 @@ def test_remove_unknown_ids_refused_whole(ids, expect):
 
 @pytest.mark.parametrize(
     "ids",
-    [1.0, True, np.bool_(True), "3", b"3", None, [1.5, 2.0], [[1, 2]], [True], {"a": 1},
-     [1, "2"], np.array([1.0])],
+    [
+        1.0,
+        True,
+        np.bool_(True),
+        "3",
+        b"3",
+        None,
+        [1.5, 2.0],
+        [[1, 2]],
+        [True],
+        {"a": 1},
+        [1, "2"],
+        np.array([1.0]),
+    ],
 )
 def test_remove_bad_ids_typed_error(ids):
     pool = pool_with(4)
@@ -451,11 +465,28 @@ def test_to_pandas_rows_and_columns():
     pool.retrieve_similar([0.5, 0.4, 0.3], k=2)
     df = pool.to_pandas()
     assert isinstance(df, pd.DataFrame)
-    spectral = ["entropy", "low_band_energy", "mid_band_energy", "high_band_energy",
-                "dominant_frequency", "mean_psd"]
+    spectral = [
+        "entropy",
+        "low_band_energy",
+        "mid_band_energy",
+        "high_band_energy",
+        "dominant_frequency",
+        "mean_psd",
+    ]
     assert list(df.columns) == [
-        "id", "label", "energy", "coherence", "violation", "utility", "util_mean",
-        "usage_count", "timestamp", "chroma_0", "chroma_1", "chroma_2", *spectral,
+        "id",
+        "label",
+        "energy",
+        "coherence",
+        "violation",
+        "utility",
+        "util_mean",
+        "usage_count",
+        "timestamp",
+        "chroma_0",
+        "chroma_1",
+        "chroma_2",
+        *spectral,
     ]
     assert df["id"].tolist() == pool.ids().tolist() == [0, 2, 3, 4, 5, 6]
     for row, e in zip(df.itertuples(index=False), pool):
@@ -465,7 +496,7 @@ def test_to_pandas_rows_and_columns():
             assert pd.isna(row.label)
         else:
             assert row.label == e.label
-        assert (np.isnan(row.utility) if e.utility is None else row.utility == e.utility)
+        assert np.isnan(row.utility) if e.utility is None else row.utility == e.utility
         assert [row.chroma_0, row.chroma_1, row.chroma_2] == e.chroma.tolist()
         assert [getattr(row, n) for n in spectral] == e.spectral.tolist()
     df.loc[0, "energy"] = -5.0  # a copy
@@ -505,7 +536,8 @@ def test_every_stats_key_documented():
     doc = dj.DreamPool.stats.__doc__
     for key in pool.stats():
         assert f"``{key}``" in doc, key
-    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "notebooks", "data_container.md")) as fh:
+    page = os.path.join(os.path.dirname(__file__), "..", "docs", "notebooks", "data_container.md")
+    with open(page) as fh:
         text = fh.read()
     for key in pool.stats():
         assert f"`{key}`" in text, key
@@ -533,8 +565,9 @@ def test_ann_never_returns_removed_ids_and_finds_updates():
         seed=0,
     )
     pool = dj.DreamPool(cfg)
-    pool.add_batch(np.zeros((n, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (n, 1)),
-                   embeddings=V)
+    pool.add_batch(
+        np.zeros((n, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (n, 1)), embeddings=V
+    )
     assert pool.stats()["index"] == "ann"
     gone = rng.choice(n, 120, replace=False)  # 4%: below the rebuild fraction, tombstones
     pool.remove(gone)
