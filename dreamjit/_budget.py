@@ -23,7 +23,7 @@ __all__ = ["Budget", "BudgetStats", "DROP_GRAPH"]
 class BudgetStats(NamedTuple):
     """Memory use against the budget; unpacks as ``(current_mb, max_mb, usage_ratio, count)``.
 
-    Attributes
+    Parameters
     ----------
     current_mb : float
         MiB in use (logical, exact: live entries' storage rows plus index arrays).

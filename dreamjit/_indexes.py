@@ -176,7 +176,13 @@ class IndexSet:
         """Live ``slots`` whose embeddings were rewritten in place (same ids): the indexes
         forget the old vectors and take the new ones. For the NN-descent index this is a
         removal and an add of those slots, as an eviction followed by an add into the
-        same slot."""
+        same slot.
+
+        Parameters
+        ----------
+        slots : numpy.ndarray of int64
+            Live slots just rewritten (write lock held).
+        """
         assert self._exact is not None, "reset() runs before the first add"
         self._exact.remove(slots)
         self._exact.add(slots)

@@ -32,7 +32,7 @@ class Columns(NamedTuple):
     Every array is a read-only copy (``writeable=False``); row ``i`` of each
     describes the same entry.
 
-    Attributes
+    Parameters
     ----------
     ids : numpy.ndarray of int64 (n,)
         Entry ids.
