@@ -11,7 +11,6 @@ no locks: the pool calls it under its readers-writer lock.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
 
 import numpy as np
 
@@ -21,50 +20,79 @@ from .embedding import EmbeddingMapper
 from .features import SolverResult
 from .results import DreamEntry
 
-__all__ = ["Columns", "EntryTable", "make_mapper"]
+__all__ = ["COLUMN_DTYPES", "Columns", "EntryTable", "make_mapper"]
 
 
-class Columns(NamedTuple):
-    """Read-only metadata columns of a pool's live entries, one row per entry, aligned.
+#: the metadata columns :meth:`EntryTable.columns` gives, with their dtypes (``chroma``
+#: ``(n, C)`` and ``spectral`` ``(n, 6)`` are 2-d, the others 1-d)
+COLUMN_DTYPES = {
+    "ids": np.int64,
+    "labels": np.int32,
+    "energy": np.float64,
+    "coherence": np.float64,
+    "violation": np.float64,
+    "utility": np.float64,
+    "util_mean": np.float64,
+    "usage": np.int64,
+    "timestamp": np.float64,
+    "chroma": np.float32,
+    "spectral": np.float32,
+}
 
-    What :meth:`EntryTable.columns` returns (and what a ``where=`` callable
-    and :meth:`DreamPool.to_pandas <dreamjit.DreamPool.to_pandas>` read).
-    Every array is a read-only copy (``writeable=False``); row ``i`` of each
-    describes the same entry.
+
+class Columns:
+    """A read-only namespace of per-entry numpy arrays aligned with each other: one
+    row per live entry, oldest first (``ids``, ``labels`` (-1 for none), ``energy``,
+    ``coherence``, ``violation``, ``utility`` (NaN for none), ``util_mean``,
+    ``usage``, ``timestamp``, ``chroma`` (n, C) and ``spectral`` (n, 6), in
+    :class:`~dreamjit.SpectralFeatures` field order). The arrays are read-only copies.
 
     Parameters
     ----------
-    ids : numpy.ndarray of int64 (n,)
-        Entry ids.
-    labels : numpy.ndarray of int32 (n,)
-        Class labels, -1 for none.
-    energy, coherence, violation : numpy.ndarray of float64 (n,)
-        The solver result of each entry.
-    utility : numpy.ndarray of float64 (n,)
-        The utility given at add (or by ``update``), NaN for none.
-    util_mean : numpy.ndarray of float64 (n,)
-        Running mean utility (see ``record_feedback``).
-    usage : numpy.ndarray of int64 (n,)
-        How many retrievals returned the entry.
-    timestamp : numpy.ndarray of float64 (n,)
-        When the entry was added (``time.time()``).
-    chroma : numpy.ndarray of float32 (n, C)
-        Chroma signatures.
-    spectral : numpy.ndarray of float32 (n, 6)
-        Spectral features, in :class:`~dreamjit.SpectralFeatures` field order.
+    arrays : dict
+        Column name -> array, all of one length.
     """
 
-    ids: np.ndarray
-    labels: np.ndarray
-    energy: np.ndarray
-    coherence: np.ndarray
-    violation: np.ndarray
-    utility: np.ndarray
-    util_mean: np.ndarray
-    usage: np.ndarray
-    timestamp: np.ndarray
-    chroma: np.ndarray
-    spectral: np.ndarray
+    __slots__ = ("_arrays",)
+
+    def __init__(self, arrays: dict):
+        frozen = {}
+        for name, arr in arrays.items():
+            arr = np.array(arr, copy=True)
+            arr.setflags(write=False)
+            frozen[name] = arr
+        object.__setattr__(self, "_arrays", frozen)
+
+    def __getattr__(self, name):
+        try:
+            return object.__getattribute__(self, "_arrays")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Columns is read-only")
+
+    def __getitem__(self, name):
+        return self._arrays[name]
+
+    def __len__(self) -> int:
+        """The number of rows (live entries)."""
+        return int(self._arrays["ids"].shape[0])
+
+    def keys(self) -> list:
+        """The column names.
+
+        Returns
+        -------
+        list of str
+        """
+        return list(self._arrays)
+
+    def __dir__(self):
+        return sorted(set(object.__dir__(self)) | set(self._arrays))
+
+    def __repr__(self):
+        return f"Columns({len(self)} rows: {', '.join(self._arrays)})"
 
 
 def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
@@ -228,55 +256,25 @@ class EntryTable:
             embedding=s.embeddings[slot].copy(),
         )
 
-    def oldest_first(self) -> np.ndarray:
-        """Live slots ordered by id (oldest first)."""
-        live = self.live_slots()
-        if self._store is None or live.size == 0:
-            return live
+    def live_slots_by_id(self) -> np.ndarray:
+        """Slots of the live entries, oldest (lowest id) first."""
+        if self._store is None:
+            return np.empty(0, dtype=np.int64)
+        live = self._store.live_slots()
         return live[np.argsort(self._store.ids[live], kind="stable")]
 
-    def columns(self, slots=None) -> Columns:
-        """The metadata :class:`Columns` of ``slots`` (default: every live entry, oldest
-        first), as aligned read-only copies.
-
-        Parameters
-        ----------
-        slots : array_like of int, optional
-            Live slots, in the order wanted (e.g. :meth:`live_slots`, so that a
-            boolean mask over the rows selects slots directly).
-
-        Returns
-        -------
-        Columns
-            One row per slot; empty arrays (chroma ``(0, C)``, ``(0, 0)`` before
-            the first add) when there are none.
-        """
-        if slots is None:
-            slots = self.oldest_first()
-        slots = np.asarray(slots, dtype=np.int64)
-        s = self._store
-        if s is None:
-            arrays = {
-                name: np.empty(0, dtype=dt)
-                for name, dt in (
-                    ("ids", np.int64),
-                    ("labels", np.int32),
-                    ("energy", np.float64),
-                    ("coherence", np.float64),
-                    ("violation", np.float64),
-                    ("utility", np.float64),
-                    ("util_mean", np.float64),
-                    ("usage", np.int64),
-                    ("timestamp", np.float64),
-                )
-            }
-            arrays["chroma"] = np.empty((0, 0), np.float32)
-            arrays["spectral"] = np.empty((0, N_SPECTRAL), np.float32)
-        else:
-            arrays = {name: s.columns[name][slots] for name in Columns._fields}
-        for arr in arrays.values():
-            arr.setflags(write=False)
-        return Columns(**arrays)
+    def columns(self) -> Columns:
+        """The metadata columns of the live entries, oldest first, as a read-only
+        :class:`Columns` namespace of numpy arrays aligned with each other (copies:
+        later writes to the pool do not show through)."""
+        slots = self.live_slots_by_id()
+        if self._store is None:
+            empty = {name: np.empty(0, dtype=dt) for name, dt in COLUMN_DTYPES.items()}
+            empty["chroma"] = np.empty((0, 0), np.float32)  # channels unknown before an add
+            empty["spectral"] = np.empty((0, N_SPECTRAL), np.float32)
+            return Columns(empty)
+        s = self._store.columns
+        return Columns({name: s[name][slots] for name in COLUMN_DTYPES})
 
     def gather(self, column: str, ids) -> np.ndarray:
         """``column`` rows of those ``ids`` still live, in order (copies)."""

@@ -20,6 +20,7 @@ from dreamjit import (
     SolverResult,
     UnknownIdError,
 )
+from dreamjit._table import COLUMN_DTYPES
 
 from invariants import assert_invariants
 
@@ -446,15 +447,30 @@ def test_columns_aligned_read_only_oldest_first():
         assert c.violation[i] == e.result.violation and c.usage[i] == e.usage_count
         assert c.util_mean[i] == e.util_mean and c.timestamp[i] == e.timestamp
         assert np.array_equal(c.chroma[i], e.chroma) and np.array_equal(c.spectral[i], e.spectral)
-    for arr in c:
+    assert c.keys() == [
+        "ids",
+        "labels",
+        "energy",
+        "coherence",
+        "violation",
+        "utility",
+        "util_mean",
+        "usage",
+        "timestamp",
+        "chroma",
+        "spectral",
+    ]
+    assert len(c) == 7 and c.chroma.shape == (7, 3) and c.spectral.shape == (7, 6)
+    for name in c.keys():
+        arr = c[name]
+        assert arr is getattr(c, name) and arr.dtype == COLUMN_DTYPES[name]
         assert not arr.flags.writeable
         with pytest.raises(ValueError):
             arr[...] = 0
-    live = pool.table.live_slots()
-    by_slot = pool.table.columns(live)
-    assert by_slot.ids.tolist() == pool.table.ids_at(live).tolist()
+    with pytest.raises(AttributeError):
+        c.ids = None
     empty = dj.DreamPool().table.columns()
-    assert all(len(a) == 0 for a in empty)
+    assert len(empty) == 0 and empty.chroma.shape == (0, 0) and empty.spectral.shape == (0, 6)
 
 
 def test_to_pandas_rows_and_columns():
