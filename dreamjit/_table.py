@@ -85,6 +85,7 @@ class Columns:
         Returns
         -------
         list of str
+            The names, in column order.
         """
         return list(self._arrays)
 

@@ -174,9 +174,35 @@ class DreamPool:
         :meth:`EntryTable.to_columns <dreamjit._table.EntryTable.to_columns>` gives: the
         stored columns of ``count`` live entries, oldest first) and those counters.
 
-        Used by :meth:`load` after it has checked the file. Raises
-        :class:`CriticalStateError` if the result breaks the pool's own limits
-        (``max_size``, the memory budget) or its bookkeeping.
+        Used by :meth:`load` after it has checked the file.
+
+        Parameters
+        ----------
+        config : PoolConfig
+            The new pool's settings.
+        shape : tuple or None
+            The tensor shape (None for a pool that never stored anything).
+        arrays : dict
+            Storage column name -> array of ``count`` rows.
+        count : int
+            Live entries in ``arrays``.
+        next_id, evicted : int
+            The id counter and the evicted counter to continue from.
+        embedding_mode : {"mapper", "user"} or None
+            How the entries' embeddings were made.
+        removed : int, default 0
+            The removed counter to continue from (``stats()["removed"]``).
+
+        Returns
+        -------
+        DreamPool
+            The restored pool, its indexes set up.
+
+        Raises
+        ------
+        CriticalStateError
+            If the result breaks the pool's own limits (``max_size``, the memory
+            budget) or its bookkeeping.
         """
         pool = cls(config)
         pool._table.from_columns(
