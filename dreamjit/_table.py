@@ -228,6 +228,26 @@ class EntryTable:
             return np.empty(0, dtype=np.int64)
         return np.sort(self._store.ids[self._store.live_slots()])
 
+    def live_slots_by_id(self) -> np.ndarray:
+        """Slots of the live entries, oldest (lowest id) first."""
+        if self._store is None:
+            return np.empty(0, dtype=np.int64)
+        live = self._store.live_slots()
+        return live[np.argsort(self._store.ids[live], kind="stable")]
+
+    def columns(self) -> Columns:
+        """The metadata columns of the live entries, oldest first, as a read-only
+        :class:`Columns` namespace of numpy arrays aligned with each other (copies:
+        later writes to the pool do not show through)."""
+        slots = self.live_slots_by_id()
+        if self._store is None:
+            empty = {name: np.empty(0, dtype=dt) for name, dt in COLUMN_DTYPES.items()}
+            empty["chroma"] = np.empty((0, 0), np.float32)  # channels unknown before an add
+            empty["spectral"] = np.empty((0, N_SPECTRAL), np.float32)
+            return Columns(empty)
+        s = self._store.columns
+        return Columns({name: s[name][slots] for name in COLUMN_DTYPES})
+
     def ids_at(self, slots) -> np.ndarray:
         return self._columns().ids[slots]
 
@@ -256,26 +276,6 @@ class EntryTable:
             spectral=s.spectral[slot].copy(),
             embedding=s.embeddings[slot].copy(),
         )
-
-    def live_slots_by_id(self) -> np.ndarray:
-        """Slots of the live entries, oldest (lowest id) first."""
-        if self._store is None:
-            return np.empty(0, dtype=np.int64)
-        live = self._store.live_slots()
-        return live[np.argsort(self._store.ids[live], kind="stable")]
-
-    def columns(self) -> Columns:
-        """The metadata columns of the live entries, oldest first, as a read-only
-        :class:`Columns` namespace of numpy arrays aligned with each other (copies:
-        later writes to the pool do not show through)."""
-        slots = self.live_slots_by_id()
-        if self._store is None:
-            empty = {name: np.empty(0, dtype=dt) for name, dt in COLUMN_DTYPES.items()}
-            empty["chroma"] = np.empty((0, 0), np.float32)  # channels unknown before an add
-            empty["spectral"] = np.empty((0, N_SPECTRAL), np.float32)
-            return Columns(empty)
-        s = self._store.columns
-        return Columns({name: s[name][slots] for name in COLUMN_DTYPES})
 
     def gather(self, column: str, ids) -> np.ndarray:
         """``column`` rows of those ``ids`` still live, in order (copies)."""
