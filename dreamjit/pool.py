@@ -97,16 +97,18 @@ class DreamPool:
 
     Notes
     -----
-    A pool is also a read-only container of its entries: ``len(pool)``,
-    ``eid in pool``, ``pool[eid]`` (a :class:`DreamEntry`; ``KeyError`` for
-    an id never issued or since evicted), ``pool.ids()`` (live ids, oldest
-    first) and ``iter(pool)`` (the entries, oldest first). Ids are integers
+    A pool is also a container of its entries: ``len(pool)``, ``eid in pool``,
+    ``pool[eid]`` (a :class:`DreamEntry`; ``KeyError`` for an id never issued
+    or since evicted or removed), ``del pool[eid]``, ``pool.ids()`` (live ids,
+    oldest first) and ``iter(pool)`` (the entries, oldest first); entries are
+    changed in place by :meth:`update` and dropped by :meth:`remove` and
+    :meth:`clear`. Ids are integers
     (Python or numpy, any width); a bool, a float (even ``1.0``) or a string
     is never an id: ``in`` gives False and ``pool[key]`` raises ``KeyError``.
 
     Every method is thread-safe. Reads (retrievals, lookups, iteration,
-    statistics, :meth:`save`) run concurrently; writes (adds,
-    :meth:`record_feedback`, :meth:`rebuild_index`) are exclusive, and a
+    statistics, :meth:`save`) run concurrently; writes (adds, removals,
+    updates, :meth:`record_feedback`, :meth:`rebuild_index`) are exclusive, and a
     reader never sees a half-applied write. Iteration yields the entries live
     when it started and skips those evicted meanwhile (it never raises
     ``KeyError``). A call that raises leaves the pool exactly as it was.
@@ -697,7 +699,7 @@ class DreamPool:
         -------
         int
             How many ids were updated; ids that were issued but have since
-            been evicted are skipped.
+            been evicted or removed are skipped.
 
         Raises
         ------
