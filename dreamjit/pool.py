@@ -949,12 +949,14 @@ class DreamPool:
             dim = self.config.embedding_dim
             if emb.shape != (dim,):
                 raise DimensionMismatchError("embedding", emb, f"a vector of length {dim}")
+        # the stored tensor is read only to re-embed it under a new label or utility
+        need_tensor = t5 is None and (lab is not None or util is not None)
         with self._lock.read():
-            snap = self._update_snapshot(key)
+            snap = self._update_snapshot(key, need_tensor)
         plan = self._plan_update(snap, t5, lab, util, emb, tensor)
         with self._lock.write():
             if self._table.slot_or_none(key) != snap["slot"] or self._rewrites != snap["gen"]:
-                snap = self._update_snapshot(key)  # changed meanwhile: plan again, lock held
+                snap = self._update_snapshot(key, need_tensor)  # changed: plan again, lock held
                 plan = self._plan_update(snap, t5, lab, util, emb, tensor)
             slot = snap["slot"]
             self._budget.check_rewrite(plan["embedding"] is not None)
@@ -973,8 +975,9 @@ class DreamPool:
             self._rewrites += 1
             return self._table.entry(slot)
 
-    def _update_snapshot(self, eid: int) -> dict:
-        """What planning an update of live ``eid`` reads (a lock held)."""
+    def _update_snapshot(self, eid: int, need_tensor: bool) -> dict:
+        """What planning an update of live ``eid`` reads (a lock held); the stored tensor
+        only if ``need_tensor``."""
         table = self._table
         slot = table.slot_or_none(eid)
         if slot < 0:
@@ -985,7 +988,7 @@ class DreamPool:
             "slot": slot,
             "gen": self._rewrites,
             "mode": table.embedding_mode,
-            "tensor": s.tensors[slot].copy(),
+            "tensor": s.tensors[slot].copy() if need_tensor else None,
             "certainty": s.certainty[slot].copy() if "certainty" in s.columns else None,
             "label": int(s.labels[slot]),
             "utility": float(s.utility[slot]),

@@ -1,14 +1,17 @@
 """Editing a pool in place: update, remove, clear, and the metadata views.
 
 A pool of ADD_POOL_ENTRIES tensors of TENSOR_SHAPE (mapper embeddings, exact
-index). ``time_add_one`` is the reference each edit compares with:
+index). ``time_add_one`` (an add of one tensor, then its removal) is the reference
+each edit compares with:
 
 - ``time_update_result``: a new solver result only (no re-embedding);
 - ``time_update_label``: a new label (re-embeds from the stored tensor: thumbnail
   and embedding, no spectral features);
 - ``time_update_tensor``: a new tensor (spectral features, chroma, thumbnail,
   embedding, re-index), the work of an add without the admission plan;
-- ``time_remove_add``: remove one entry and add one (the pool's size stays);
+- ``time_remove_add``: remove the oldest entry and add one (the pool's size stays);
+  the same calls as ``time_add_one`` (an add, then a removal of that entry) in the
+  other order, so the two should match;
 - ``time_columns`` / ``time_to_pandas``: the read-only metadata view and the
   DataFrame built from it.
 """
@@ -43,6 +46,7 @@ class Edit:
         self.result = dj.SolverResult(1.0, 0.9, 0.0)
         self.rng = np.random.default_rng(SEED)
         self.i = 0
+        self.order = self.pool.ids().tolist()  # live ids, oldest first
         for _ in range(3):  # compile and warm every path once
             self.time_update_result()
             self.time_update_label()
@@ -57,8 +61,8 @@ class Edit:
         return int(ids[self.i % ids.shape[0]])
 
     def time_add_one(self):
-        """Reference: ``pool.add`` of one tensor (then removed, so the size stays)."""
-        eid = self.pool.add(self.spare[self.i % 64], self.result, label=1, utility=0.5)
+        """Reference: ``pool.add`` of one tensor, then ``pool.remove`` of it (the size stays)."""
+        eid = self.pool.add(self.spare[self.i % 64], self.result, label=1)
         self.pool.remove(eid)
 
     def time_update_result(self):
@@ -75,8 +79,8 @@ class Edit:
 
     def time_remove_add(self):
         """``pool.remove`` of the oldest entry, then ``pool.add`` of one."""
-        self.pool.remove(int(self.pool.ids()[0]))
-        self.pool.add(self.spare[self.i % 64], self.result, label=1, utility=0.5)
+        self.pool.remove(self.order.pop(0))
+        self.order.append(self.pool.add(self.spare[self.i % 64], self.result, label=1))
         self.i += 1
 
     def time_columns(self):
