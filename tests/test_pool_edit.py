@@ -611,3 +611,50 @@ def test_ann_never_returns_removed_ids_and_finds_updates():
     assert pool.clear() == n - len(removed)
     assert len(pool.retrieve_soft(Query(embedding=V[0]), k=5)) == 0
     assert_invariants(pool)
+
+
+# ------------------------------------------------------------------ threads
+def test_removals_and_updates_beside_readers():
+    """Readers retrieving and iterating while a writer removes, updates and adds: no
+    reader raises, every hit is an id issued, and the pool ends consistent."""
+    import threading
+
+    pool = pool_with(60, seed=4)
+    errors = []
+    stop = threading.Event()
+    started = threading.Barrier(3)
+
+    def reader():
+        started.wait()
+        try:
+            while not stop.is_set():
+                hits = pool.retrieve_soft([0.5, 0.4, 0.3], k=5)
+                assert all(0 <= i < pool.stats()["next_id"] for i in hits.ids.tolist())
+                hits.entries()
+                for e in pool:
+                    assert e.id >= 0
+                pool.memory_budget_stats()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    started.wait()
+    rng = np.random.default_rng(0)
+    try:
+        for step in range(40):
+            ids = pool.ids()
+            pool.remove(ids[rng.integers(len(ids))])
+            ids = pool.ids()
+            pool.update(
+                int(ids[rng.integers(len(ids))]), label=step % 3, tensor=tensors(1, step)[0]
+            )
+            pool.add(tensors(1, 100 + step)[0], SolverResult(1.0, 0.9, 0.0))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert len(pool) == 60 and pool.stats()["removed"] == 40
+    assert_invariants(pool)
