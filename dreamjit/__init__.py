@@ -13,20 +13,8 @@ from __future__ import annotations
 import importlib
 import logging
 
-from .errors import (
-    CapacityExceededError,
-    CriticalStateError,
-    DimensionMismatchError,
-    DreamError,
-    EmptyCollectionError,
-    FeatureUnavailableError,
-    IndexCorruptedError,
-    IndexNotBuiltError,
-    InvalidConfigError,
-    InvalidParameterError,
-    MemoryExceededError,
-    UnknownIdError,
-)
+from . import errors
+from .errors import *  # noqa: F403  (the error classes; errors.__all__ is their one list)
 
 logging.getLogger("dreamjit").addHandler(logging.NullHandler())
 
@@ -87,19 +75,8 @@ __all__ = [
     "chroma_signature",
     "maximal_marginal_relevance",
     "warmup",
-    "DreamError",
-    "DimensionMismatchError",
-    "IndexNotBuiltError",
-    "CapacityExceededError",
-    "InvalidConfigError",
-    "EmptyCollectionError",
-    "InvalidParameterError",
-    "IndexCorruptedError",
-    "MemoryExceededError",
-    "FeatureUnavailableError",
-    "CriticalStateError",
-    "UnknownIdError",
 ]
+__all__ += errors.__all__
 
 
 def __getattr__(name):

@@ -11,6 +11,7 @@ no locks: the pool calls it under its readers-writer lock.
 from __future__ import annotations
 
 import time
+from typing import Generic, TypeVar, overload
 
 import numpy as np
 
@@ -96,6 +97,9 @@ class Columns:
         return f"Columns({len(self)} rows: {', '.join(self._arrays)})"
 
 
+T = TypeVar("T")
+
+
 def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
     """The embedding mapper of a pool with config ``cfg`` and tensors of ``shape``."""
     return EmbeddingMapper(
@@ -106,6 +110,23 @@ def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
         cfg.label_buckets,
         cfg.spatial_grid,
     )
+
+
+class _ReadOnly(Generic[T]):
+    """A read-only attribute ``name`` that reads its owner's private ``_name``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._private = "_" + name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _ReadOnly[T]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> T: ...
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj, self._private)
+
+    def __set__(self, obj: object, value: T) -> None:
+        raise AttributeError(f"{self._private[1:]} is read-only")
 
 
 class EntryTable:
@@ -146,35 +167,26 @@ class EntryTable:
         """The storage columns (None before the first add); read them, write through the table."""
         return self._store
 
-    @property
-    def shape(self) -> tuple | None:
-        return self._shape
-
     def _columns(self) -> ColumnStore:
         """The storage columns of a table already set up (every writer and every reader
         of given slots runs after the first add)."""
         assert self._store is not None, "setup() runs before the first write"
         return self._store
 
-    @property
-    def mapper(self) -> EmbeddingMapper | None:
-        return self._mapper
-
-    @property
-    def embedding_mode(self) -> str | None:
-        return self._embedding_mode
-
     def set_embedding_mode(self, mode: str) -> None:
         if self._embedding_mode is None:
             self._embedding_mode = mode
 
-    @property
-    def next_id(self) -> int:
-        return self._next_id
-
-    @property
-    def evicted(self) -> int:
-        return self._evicted
+    #: the tensor shape (None before the first add)
+    shape: _ReadOnly[tuple | None] = _ReadOnly()
+    #: the embedding mapper (None before the first add)
+    mapper: _ReadOnly[EmbeddingMapper | None] = _ReadOnly()
+    #: "mapper" or "user", fixed by the first add (None before it)
+    embedding_mode: _ReadOnly[str | None] = _ReadOnly()
+    #: the id the next added entry gets
+    next_id: _ReadOnly[int] = _ReadOnly()
+    #: how many entries were evicted so far
+    evicted: _ReadOnly[int] = _ReadOnly()
 
     @property
     def removed(self) -> int:

@@ -263,6 +263,16 @@ class PoolConfig:
     def replace(self, **changes) -> PoolConfig:
         """A copy with some settings changed (validated again).
 
+        Parameters
+        ----------
+        **changes
+            Settings by name, as in the constructor.
+
+        Returns
+        -------
+        PoolConfig
+            The new settings; this one is unchanged.
+
         Raises
         ------
         InvalidConfigError
@@ -272,7 +282,13 @@ class PoolConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """Plain JSON-able settings."""
+        """The settings as plain JSON-able values.
+
+        Returns
+        -------
+        dict
+            Setting name -> value (tuples as lists).
+        """
         d = dataclasses.asdict(self)
         for key in ("tensor_shape", "embedding_weights"):
             if d[key] is not None:
@@ -282,6 +298,16 @@ class PoolConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PoolConfig:
         """Settings from a mapping such as :meth:`to_dict` gives (lists for tuples are fine).
+
+        Parameters
+        ----------
+        d : Mapping
+            Setting name -> value.
+
+        Returns
+        -------
+        PoolConfig
+            The validated settings.
 
         Raises
         ------

@@ -23,8 +23,7 @@ __all__ = [
     "FeatureUnavailableError",
     "CriticalStateError",
     "UnknownIdError",
-    "describe_value",
-]
+]  # dreamjit.__all__ takes these names from here
 
 
 def describe_value(value, limit: int = 60) -> str:
@@ -46,6 +45,8 @@ class DreamError(Exception):
         The value that was given.
     expected : str
         What was expected instead.
+    detail : str
+        More context, appended to the message in parentheses.
     """
 
     def __init__(self, param: str, value=None, expected: str = "", *, detail: str = ""):
