@@ -91,3 +91,25 @@ class Edit:
         """``pool.to_pandas()`` of the whole pool."""
         require("pandas")
         self.pool.to_pandas()
+
+
+if __name__ == "__main__":  # cd asv_bench && python -m benchmarks.bench_edit [rounds]
+    import sys
+    import time
+
+    bench = Edit()
+    bench.setup()
+    names = [n for n in dir(Edit) if n.startswith("time_")]
+    names.remove("time_add_one")
+    names.insert(0, "time_add_one")
+    seconds: dict[str, list] = {n: [] for n in names}
+    for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 300):
+        for n in names:  # interleaved: one call of each per round
+            t0 = time.perf_counter()
+            getattr(bench, n)()
+            seconds[n].append(time.perf_counter() - t0)
+    ref = float(np.median(seconds["time_add_one"]))
+    print(f"pool of {len(bench.pool)} entries of shape {bench.pool.tensor_shape}; medians:")
+    for n in names:
+        m = float(np.median(seconds[n]))
+        print(f"{n:20s} {m * 1e6:9.1f} us  {m / ref:5.2f} x time_add_one")
