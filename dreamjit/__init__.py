@@ -80,6 +80,8 @@ __all__ += errors.__all__
 
 
 def __getattr__(name):
+    if name == "distributed":  # the optional submodule (needs dask.distributed)
+        return importlib.import_module(".distributed", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dreamjit' has no attribute {name!r}")

@@ -23,6 +23,7 @@ __all__ = [
     "FeatureUnavailableError",
     "CriticalStateError",
     "UnknownIdError",
+    "ShardUnavailableError",
 ]  # dreamjit.__all__ takes these names from here
 
 
@@ -120,3 +121,8 @@ class UnknownIdError(DreamError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class ShardUnavailableError(DreamError, RuntimeError):
+    """A shard of a :class:`~dreamjit.distributed.ShardedPool` cannot be reached (its
+    worker was lost, or it did not answer in time); ``value`` is the shard's index."""
