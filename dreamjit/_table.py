@@ -204,8 +204,9 @@ class EntryTable:
         shape, dtype = store.spec[ON_DISK]
         dest = store.columns[ON_DISK]
         for lo in range(0, n, COPY_ROWS):
-            dest[lo : lo + COPY_ROWS] = read_rows(source, slots[lo : lo + COPY_ROWS], shape, dtype)
-            store.release(np.arange(lo, min(lo + COPY_ROWS, n)))
+            hi = min(lo + COPY_ROWS, n)  # the file may hold more rows than there are entries
+            dest[lo:hi] = read_rows(source, slots[lo:hi], shape, dtype)
+            store.release(np.arange(lo, hi))
         store.flush()
 
     def store_entry_bytes(self, shape: tuple | None = None) -> int:

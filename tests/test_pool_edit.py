@@ -658,3 +658,25 @@ def test_removals_and_updates_beside_readers():
     assert errors == []
     assert len(pool) == 60 and pool.stats()["removed"] == 40
     assert_invariants(pool)
+
+
+def test_remove_update_clear_with_the_mmap_tensor_store(tmp_path):
+    """With tensor_store="mmap" the same edits hold, and survive save/load."""
+    cfg = PoolConfig(
+        memory_budget_mb=None,
+        use_ann=False,
+        tensor_store="mmap",
+        path=str(tmp_path / "store"),
+    )
+    pool = dj.DreamPool(cfg)
+    pool.add_batch(tensors(8), np.tile([1.0, 0.9, 0.0], (8, 1)), labels=list(range(8)))
+    pool.remove([1, 6])
+    t = tensors(1, 21)[0]
+    e = pool.update(3, tensor=t, label=5)
+    assert np.array_equal(e.tensor, t) and np.array_equal(pool[3].tensor, t)
+    assert_invariants(pool)
+    back = dj.DreamPool.load(pool.save(str(tmp_path / "p.npz")))
+    assert back.ids().tolist() == [0, 2, 3, 4, 5, 7] and back.stats()["removed"] == 2
+    assert np.array_equal(back[3].tensor, t) and back[3].label == 5
+    assert back.clear() == 6 and len(back) == 0
+    assert_invariants(back)
