@@ -10,12 +10,36 @@ the budget. The pool carries the plans out.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .errors import MemoryExceededError
 from .kernels.budget import admission_plan
 
-__all__ = ["Budget", "DROP_GRAPH"]
+__all__ = ["Budget", "BudgetStats", "DROP_GRAPH"]
+
+
+class BudgetStats(NamedTuple):
+    """Memory use against the budget; unpacks as ``(current_mb, max_mb, usage_ratio, count)``.
+
+    Parameters
+    ----------
+    current_mb : float
+        MiB in use (logical, exact: live entries' storage rows plus index arrays).
+    max_mb : float or None
+        The budget in MiB (``memory_budget_mb``), None when unbounded.
+    usage_ratio : float
+        ``current_mb / max_mb`` (0.0 when unbounded).
+    count : int
+        Live entries.
+    """
+
+    current_mb: float
+    max_mb: float | None
+    usage_ratio: float
+    count: int  # type: ignore[assignment]  # the fixed field name shadows tuple.count
+
 
 #: :meth:`Budget.index_fit_plan`: drop the NN-descent graph instead of evicting
 DROP_GRAPH = "drop"
@@ -187,9 +211,27 @@ class Budget:
         ratio = used / budget if budget else 0.0
         return (used / 2**20, self.config.disk_budget_mb, ratio, self._table.disk_bytes / 2**20)
 
-    def stats(self) -> tuple:
-        """``(used_mb, max_mb, usage_ratio, count)``."""
+    def check_rewrite(self, reindexed: bool) -> None:
+        """Refuse rewriting an entry in place if re-indexing it (``reindexed``: its
+        embedding changes) could take the pool beyond its budget: the NN-descent index
+        may take a delta slot for it (:meth:`IndexSet.bytes_per_entry`)."""
+        budget = self.config.budget_bytes
+        if budget is None or not reindexed or self._table.store is None:
+            return
+        grow = self._indexes.bytes_per_entry()
+        used = self.used_bytes()
+        if used + grow > budget:
+            raise MemoryExceededError(
+                "eid",
+                None,
+                f"room in the memory budget ({budget} bytes, "
+                f"memory_budget_mb={self.config.memory_budget_mb}) to re-index the entry",
+                detail=f"{used} bytes in use, re-indexing can add {grow}",
+            )
+
+    def stats(self) -> BudgetStats:
+        """``BudgetStats(current_mb, max_mb, usage_ratio, count)``."""
         used = self.used_bytes()
         budget = self.config.budget_bytes
         ratio = used / budget if budget else 0.0
-        return (used / 2**20, self.config.memory_budget_mb, ratio, len(self._table))
+        return BudgetStats(used / 2**20, self.config.memory_budget_mb, ratio, len(self._table))

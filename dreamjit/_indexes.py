@@ -172,7 +172,27 @@ class IndexSet:
             self._ann = self.make_ann()
             self._ann.rebuild(block=not self.config.ann_background)
 
+    def after_update(self, slots) -> None:
+        """Live ``slots`` whose embeddings were rewritten in place (same ids): the indexes
+        forget the old vectors and take the new ones. For the NN-descent index this is a
+        removal and an add of those slots, as an eviction followed by an add into the
+        same slot.
+
+        Parameters
+        ----------
+        slots : numpy.ndarray of int64
+            Live slots just rewritten (write lock held).
+        """
+        assert self._exact is not None, "reset() runs before the first add"
+        self._exact.remove(slots)
+        self._exact.add(slots)
+        if self._ann is not None:
+            self._ann.remove(slots)
+            self._ann.add(slots)
+            self._ann.maybe_rebuild()
+
     def after_remove(self, slots) -> None:
+        """Index of the ``slots`` just dropped from the table (evicted or removed)."""
         assert self._exact is not None, "reset() runs before the first add"
         self._exact.remove(slots)
         if self._ann is not None:

@@ -17,13 +17,96 @@ from typing import Generic, TypeVar, overload
 
 import numpy as np
 
-from ._storage import COPY_ROWS, DERIVED, ON_DISK, ColumnStore, column_spec, read_rows, row_crcs
+from ._storage import (
+    COPY_ROWS,
+    DERIVED,
+    N_SPECTRAL,
+    ON_DISK,
+    ColumnStore,
+    column_spec,
+    read_rows,
+    row_crcs,
+)
 from ._validate import is_integer
 from .embedding import EmbeddingMapper
 from .features import SolverResult
 from .results import DreamEntry
 
-__all__ = ["EntryTable", "make_mapper"]
+__all__ = ["COLUMN_DTYPES", "Columns", "EntryTable", "make_mapper"]
+
+
+#: the metadata columns :meth:`EntryTable.columns` gives, with their dtypes (``chroma``
+#: ``(n, C)`` and ``spectral`` ``(n, 6)`` are 2-d, the others 1-d)
+COLUMN_DTYPES = {
+    "ids": np.int64,
+    "labels": np.int32,
+    "energy": np.float64,
+    "coherence": np.float64,
+    "violation": np.float64,
+    "utility": np.float64,
+    "util_mean": np.float64,
+    "usage": np.int64,
+    "timestamp": np.float64,
+    "chroma": np.float32,
+    "spectral": np.float32,
+}
+
+
+class Columns:
+    """A read-only namespace of per-entry numpy arrays aligned with each other: one
+    row per live entry, oldest first (``ids``, ``labels`` (-1 for none), ``energy``,
+    ``coherence``, ``violation``, ``utility`` (NaN for none), ``util_mean``,
+    ``usage``, ``timestamp``, ``chroma`` (n, C) and ``spectral`` (n, 6), in
+    :class:`~dreamjit.SpectralFeatures` field order). The arrays are read-only copies.
+
+    Parameters
+    ----------
+    arrays : dict
+        Column name -> array, all of one length.
+    """
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self, arrays: dict):
+        frozen = {}
+        for name, arr in arrays.items():
+            arr = np.array(arr, copy=True)
+            arr.setflags(write=False)
+            frozen[name] = arr
+        object.__setattr__(self, "_arrays", frozen)
+
+    def __getattr__(self, name):
+        try:
+            return object.__getattribute__(self, "_arrays")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Columns is read-only")
+
+    def __getitem__(self, name):
+        return self._arrays[name]
+
+    def __len__(self) -> int:
+        """The number of rows (live entries)."""
+        return int(self._arrays["ids"].shape[0])
+
+    def keys(self) -> list:
+        """The column names.
+
+        Returns
+        -------
+        list of str
+            The names, in column order.
+        """
+        return list(self._arrays)
+
+    def __dir__(self):
+        return sorted(set(object.__dir__(self)) | set(self._arrays))
+
+    def __repr__(self):
+        return f"Columns({len(self)} rows: {', '.join(self._arrays)})"
+
 
 T = TypeVar("T")
 
@@ -69,6 +152,7 @@ class EntryTable:
         self._slot_of: dict[int, int] = {}
         self._next_id = 0
         self._evicted = 0
+        self._removed = 0
 
     # ------------------------------------------------------------------ set-up
     def setup(self, shape: tuple, adopt=None) -> None:
@@ -120,8 +204,9 @@ class EntryTable:
         shape, dtype = store.spec[ON_DISK]
         dest = store.columns[ON_DISK]
         for lo in range(0, n, COPY_ROWS):
-            dest[lo : lo + COPY_ROWS] = read_rows(source, slots[lo : lo + COPY_ROWS], shape, dtype)
-            store.release(np.arange(lo, min(lo + COPY_ROWS, n)))
+            hi = min(lo + COPY_ROWS, n)  # the file may hold more rows than there are entries
+            dest[lo:hi] = read_rows(source, slots[lo:hi], shape, dtype)
+            store.release(np.arange(lo, hi))
         store.flush()
 
     def store_entry_bytes(self, shape: tuple | None = None) -> int:
@@ -174,6 +259,11 @@ class EntryTable:
     evicted: _ReadOnly[int] = _ReadOnly()
 
     @property
+    def removed(self) -> int:
+        """Entries removed by the user (``remove``, ``del``, ``clear``), not by eviction."""
+        return self._removed
+
+    @property
     def capacity(self) -> int:
         return 0 if self._store is None else self._store.capacity
 
@@ -224,6 +314,26 @@ class EntryTable:
         if self._store is None:
             return np.empty(0, dtype=np.int64)
         return np.sort(self._store.ids[self._store.live_slots()])
+
+    def live_slots_by_id(self) -> np.ndarray:
+        """Slots of the live entries, oldest (lowest id) first."""
+        if self._store is None:
+            return np.empty(0, dtype=np.int64)
+        live = self._store.live_slots()
+        return live[np.argsort(self._store.ids[live], kind="stable")]
+
+    def columns(self) -> Columns:
+        """The metadata columns of the live entries, oldest first, as a read-only
+        :class:`Columns` namespace of numpy arrays aligned with each other (copies:
+        later writes to the pool do not show through)."""
+        slots = self.live_slots_by_id()
+        if self._store is None:
+            empty = {name: np.empty(0, dtype=dt) for name, dt in COLUMN_DTYPES.items()}
+            empty["chroma"] = np.empty((0, 0), np.float32)  # channels unknown before an add
+            empty["spectral"] = np.empty((0, N_SPECTRAL), np.float32)
+            return Columns(empty)
+        s = self._store.columns
+        return Columns({name: s[name][slots] for name in COLUMN_DTYPES})
 
     def ids_at(self, slots) -> np.ndarray:
         return self._columns().ids[slots]
@@ -305,13 +415,52 @@ class EntryTable:
         s.alive[slots] = True
         self._slot_of.update(zip(ids.tolist(), slots.tolist()))
 
-    def remove(self, slots: np.ndarray) -> None:
-        """Drop the live entries in ``slots`` (counted as evicted)."""
+    def remove(self, slots: np.ndarray, evicted: bool = True) -> None:
+        """Drop the live entries in ``slots`` (distinct), counted as evicted or, with
+        ``evicted=False``, as removed by the user. Their ids are never issued again."""
         s = self._columns()
         for eid in s.ids[slots].tolist():
             del self._slot_of[eid]
         s.alive[slots] = False
-        self._evicted += int(slots.shape[0])
+        if evicted:
+            self._evicted += int(slots.shape[0])
+        else:
+            self._removed += int(slots.shape[0])
+
+    def rewrite(
+        self,
+        slot: int,
+        *,
+        tensor=None,
+        embedding=None,
+        chroma=None,
+        spectral=None,
+        result=None,
+        label=None,
+        utility=None,
+    ) -> None:
+        """Overwrite fields of the live entry in ``slot`` in place (already validated and
+        computed; None: unchanged). Its id, timestamp and usage count stay; a new
+        ``utility`` restarts the running mean at that value."""
+        s = self._columns()
+        if tensor is not None:
+            s.tensors.reshape(s.capacity, *tensor.shape)[slot] = tensor
+            if s.tensor_file is not None:
+                s.release(np.array([slot]))  # as write(): the row lives in the file
+        if embedding is not None:
+            s.set_embeddings(np.array([slot]), embedding[None])
+        if chroma is not None:
+            s.chroma[slot] = chroma
+        if spectral is not None:
+            s.spectral[slot] = spectral
+        if result is not None:
+            s.energy[slot], s.coherence[slot], s.violation[slot] = result
+        if label is not None:
+            s.labels[slot] = label
+        if utility is not None:
+            s.utility[slot] = utility
+            s.util_mean[slot] = utility
+            s.util_count[slot] = 1
 
     def fold_utilities(self, slots: np.ndarray, u: np.ndarray) -> None:
         """Fold utilities ``u`` into the running means of live ``slots`` (repeats allowed)."""
@@ -357,7 +506,10 @@ class EntryTable:
     def fingerprint(self) -> str:
         """Digest of all columns and bookkeeping (equal before/after a refused call)."""
         base = self._store.fingerprint() if self._store is not None else ""
-        return f"{base}:{self._next_id}:{len(self._slot_of)}:{self._evicted}:{self._embedding_mode}"
+        return (
+            f"{base}:{self._next_id}:{len(self._slot_of)}:{self._evicted}:{self._removed}:"
+            f"{self._embedding_mode}"
+        )
 
     # ------------------------------------------------------------------ files
     def to_columns(self) -> tuple:
@@ -367,6 +519,7 @@ class EntryTable:
             "tensor_shape": None if self._shape is None else list(self._shape),
             "next_id": int(self._next_id),
             "evicted": int(self._evicted),
+            "removed": int(self._removed),
             "embedding_mode": self._embedding_mode,
             "count": len(self),
         }
@@ -390,7 +543,7 @@ class EntryTable:
         return state, arrays
 
     def from_columns(
-        self, shape, arrays: dict, count: int, next_id: int, evicted: int, mode
+        self, shape, arrays: dict, count: int, next_id: int, evicted: int, mode, removed: int = 0
     ) -> None:
         """Fill an empty table from :meth:`to_columns` output (validated by the caller);
         entries take slots ``0..count-1``. With ``tensor_store="mmap"``, ``arrays``
@@ -410,3 +563,4 @@ class EntryTable:
             store.set_embeddings(np.arange(count), arrays["embeddings"])
             self._slot_of = dict(zip(arrays["ids"].tolist(), range(count)))
         self._next_id, self._evicted, self._embedding_mode = next_id, evicted, mode
+        self._removed = removed

@@ -12,7 +12,17 @@ __all__ = ["QueryCache", "CacheStats"]
 
 
 class CacheStats(NamedTuple):
-    """Query-cache counters; unpacks as ``(hits, misses, hit_rate)``."""
+    """Query-cache counters; unpacks as ``(hits, misses, hit_rate)``.
+
+    Attributes
+    ----------
+    hits : int
+        Queries whose embedding came from the cache.
+    misses : int
+        Queries whose embedding was computed (then cached).
+    hit_rate : float
+        ``hits / (hits + misses)``, 0.0 before any query.
+    """
 
     hits: int
     misses: int

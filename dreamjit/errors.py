@@ -22,6 +22,7 @@ __all__ = [
     "MemoryExceededError",
     "FeatureUnavailableError",
     "CriticalStateError",
+    "UnknownIdError",
     "ShardUnavailableError",
 ]  # dreamjit.__all__ takes these names from here
 
@@ -109,6 +110,17 @@ class FeatureUnavailableError(DreamError, RuntimeError):
 
 class CriticalStateError(DreamError, RuntimeError):
     """An internal invariant was found broken; the pool should not be used."""
+
+
+class UnknownIdError(DreamError, KeyError):
+    """An entry id the pool does not hold (never issued, evicted or removed).
+
+    Also a :class:`KeyError`, so ``except KeyError`` keeps working as for
+    ``pool[eid]``; the message reads as a sentence, not as a quoted key.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class ShardUnavailableError(DreamError, RuntimeError):

@@ -70,6 +70,8 @@ _HEADER_KEYS = frozenset(
         _HEADER_SHA,
     }
 )
+#: header fields a file may leave out (written by later versions of the same format)
+_OPTIONAL_KEYS = frozenset({"removed"})
 #: header field of a pool with tensor_store="mmap": the tensor file's name in config.path
 _TENSOR_FILE = "tensor_file"
 _EMBEDDING_MODES = ("mapper", "user")
@@ -134,6 +136,7 @@ def save_pool(pool, path) -> str:
         "tensor_shape": state["tensor_shape"],
         "next_id": state["next_id"],
         "evicted": state["evicted"],
+        "removed": state["removed"],
         "embedding_mode": state["embedding_mode"],
         "count": state["count"],
         "checksums": {name: _checksum(a) for name, a in arrays.items()},
@@ -435,10 +438,16 @@ def _check_numbers(obj, where="header"):
         raise _Corrupt(f"{where} below 2**62 in magnitude", f"found {obj!r}"[:200])
 
 
+def _removed_count(header) -> int:
+    """The ``removed`` counter of a header (0 in files written before it existed)."""
+    return _int_field(header, "removed", 0, MAX_COUNTER) if "removed" in header else 0
+
+
 def _validate_header(header):
     """``(config, shape, count, next_id, evicted, mode)`` from a parsed header."""
     keys = set(header)
     want = _HEADER_KEYS | ({_TENSOR_FILE} if _TENSOR_FILE in keys else set())
+    want |= _OPTIONAL_KEYS & keys
     if keys != want:
         raise _Corrupt(
             f"header fields {sorted(want)}",
@@ -466,6 +475,7 @@ def _validate_header(header):
     count = _int_field(header, "count", 0, MAX_COUNTER)
     next_id = _int_field(header, "next_id", 0, MAX_COUNTER)
     evicted = _int_field(header, "evicted", 0, MAX_COUNTER)
+    _removed_count(header)
     if count > config.max_size:
         raise _Corrupt(f"at most max_size={config.max_size} entries", f"count {count}")
     mode = header["embedding_mode"]
@@ -710,6 +720,7 @@ def load_pool(cls, path):
             next_id=next_id,
             evicted=evicted,
             embedding_mode=mode,
+            removed=_removed_count(header),
         )
     except CriticalStateError as exc:  # the entries break the config's limits or bookkeeping
         raise _corrupt(path, "a pool within its own limits", str(exc)) from None

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._budget import DROP_GRAPH, Budget
+from ._budget import DROP_GRAPH, Budget, BudgetStats
 from ._indexes import IndexSet
 from ._retriever import DEFAULT_WEIGHTS, NO_SCORES, NO_SLOTS, Retriever
 from ._rwlock import RWLock, after_fork
@@ -33,16 +33,20 @@ from ._validate import (
     as_tensor_batch,
     as_utility,
     check_utility_range,
+    is_integer,
 )
+from .cache import CacheStats
 from .config import PoolConfig
 from .errors import (
     CriticalStateError,
     DimensionMismatchError,
     EmptyCollectionError,
+    FeatureUnavailableError,
     InvalidConfigError,
     InvalidParameterError,
+    UnknownIdError,
 )
-from .features import check_spectral
+from .features import SpectralFeatures, check_spectral
 from .kernels.cosine import normalize_rows
 from .kernels.spectral import describe_entries
 from .query import Query, RetrievalMode, RetrievalWeights
@@ -92,16 +96,18 @@ class DreamPool:
 
     Notes
     -----
-    A pool is also a read-only container of its entries: ``len(pool)``,
-    ``eid in pool``, ``pool[eid]`` (a :class:`DreamEntry`; ``KeyError`` for
-    an id never issued or since evicted), ``pool.ids()`` (live ids, oldest
-    first) and ``iter(pool)`` (the entries, oldest first). Ids are integers
+    A pool is also a container of its entries: ``len(pool)``, ``eid in pool``,
+    ``pool[eid]`` (a :class:`DreamEntry`; ``KeyError`` for an id never issued
+    or since evicted or removed), ``del pool[eid]``, ``pool.ids()`` (live ids,
+    oldest first) and ``iter(pool)`` (the entries, oldest first); entries are
+    changed in place by :meth:`update` and dropped by :meth:`remove` and
+    :meth:`clear`. Ids are integers
     (Python or numpy, any width); a bool, a float (even ``1.0``) or a string
     is never an id: ``in`` gives False and ``pool[key]`` raises ``KeyError``.
 
     Every method is thread-safe. Reads (retrievals, lookups, iteration,
-    statistics, :meth:`save`) run concurrently; writes (adds,
-    :meth:`record_feedback`, :meth:`rebuild_index`) are exclusive, and a
+    statistics, :meth:`save`) run concurrently; writes (adds, removals,
+    updates, :meth:`record_feedback`, :meth:`rebuild_index`) are exclusive, and a
     reader never sees a half-applied write. Iteration yields the entries live
     when it started and skips those evicted meanwhile (it never raises
     ``KeyError``). A call that raises leaves the pool exactly as it was.
@@ -138,6 +144,7 @@ class DreamPool:
         self._budget = Budget(config, self._table, self._indexes)
         self._retriever = Retriever(config, self._table, self._indexes)
         self._adding: np.ndarray | None = None  # slots written by the add in progress
+        self._rewrites = 0  # entries rewritten by update(), to spot a stale plan at commit
         if config.tensor_shape is not None:
             self._budget.check_fits(
                 config.tensor_shape
@@ -162,6 +169,7 @@ class DreamPool:
         next_id: int,
         evicted: int,
         embedding_mode,
+        removed: int = 0,
     ) -> DreamPool:
         """A pool of ``config`` holding the entries of ``arrays`` (what
         :meth:`EntryTable.to_columns <dreamjit._table.EntryTable.to_columns>` gives: the
@@ -183,6 +191,8 @@ class DreamPool:
             The id counter and the evicted counter to continue from.
         embedding_mode : {"mapper", "user"} or None
             How the entries' embeddings were made.
+        removed : int, default 0
+            The removed counter to continue from (``stats()["removed"]``).
 
         Returns
         -------
@@ -196,7 +206,9 @@ class DreamPool:
             budget) or its bookkeeping.
         """
         pool = cls(config)
-        pool._table.from_columns(shape, arrays, count, next_id, evicted, embedding_mode)
+        pool._table.from_columns(
+            shape, arrays, count, next_id, evicted, embedding_mode, removed=removed
+        )
         if shape is not None and pool._indexes.exact is None:
             pool._indexes.reset()
         pool.check_invariants()
@@ -213,8 +225,8 @@ class DreamPool:
         -------
         tuple
             ``(config, state, arrays)``: the config, the counters (dict of
-            ``tensor_shape``, ``next_id``, ``evicted``, ``embedding_mode``,
-            ``count``) and the stored columns of the live entries, oldest first.
+            ``tensor_shape``, ``next_id``, ``evicted``, ``removed``,
+            ``embedding_mode``, ``count``) and the stored columns of the live entries, oldest first.
         """
         with self._lock.read():
             state, arrays = self._table.to_columns()
@@ -645,10 +657,15 @@ class DreamPool:
                 "embeddings", mode, f"{current} embeddings, as every earlier entry of this pool"
             )
 
-    def _remove_slots(self, slots: np.ndarray) -> None:
-        self._table.remove(slots)
+    def _remove_slots(self, slots: np.ndarray, evicted: bool = True) -> None:
+        """Drop live ``slots`` from the table and the indexes (write lock held): the one
+        path of eviction and of :meth:`remove` / :meth:`clear`."""
+        self._table.remove(slots, evicted=evicted)
         self._indexes.after_remove(slots)
-        logger.debug("evicted %d entries (policy %s)", slots.shape[0], self.config.eviction)
+        if evicted:
+            logger.debug("evicted %d entries (policy %s)", slots.shape[0], self.config.eviction)
+        else:
+            logger.debug("removed %d entries", slots.shape[0])
 
     def _drop_graph_for_room(self) -> None:
         """Before planning an add: the index leaves no room for even one entry, so its
@@ -703,7 +720,7 @@ class DreamPool:
         -------
         int
             How many ids were updated; ids that were issued but have since
-            been evicted are skipped.
+            been evicted or removed are skipped.
 
         Raises
         ------
@@ -760,6 +777,302 @@ class DreamPool:
                 return 0
             self._table.fold_utilities(slots, u)
             return int(slots.size)
+
+    # ------------------------------------------------------------------ removing, updating
+    def remove(self, ids) -> int:
+        """Remove entries by id, as eviction does; their ids are never issued again.
+
+        Parameters
+        ----------
+        ids : int or array_like of int
+            One id or a sequence (list, tuple, set, 1-d array) of ids, of any
+            integer type (Python or numpy, signed or unsigned, any width).
+            Repeated ids are removed once. An empty sequence removes nothing.
+
+        Returns
+        -------
+        int
+            How many entries were removed (distinct ids).
+
+        Raises
+        ------
+        UnknownIdError
+            Some id is not that of a live entry (never issued, evicted or
+            already removed); the message names them. Nothing is removed.
+            Also a ``KeyError``.
+        InvalidParameterError
+            ``ids`` is not an integer or a sequence of integers (bools, floats
+            and strings are never ids).
+
+        Notes
+        -----
+        Removed entries count in ``stats()["removed"]``, not in ``"evicted"``.
+        The indexes forget them at once: no retrieval returns a removed id.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool()
+        >>> t = np.full((4, 4, 3), 0.5, np.float32)
+        >>> ids = [pool.add(t, dj.SolverResult(1.0, 0.9, 0.0)) for _ in range(4)]
+        >>> pool.remove([0, 2, 2])
+        2
+        >>> pool.ids().tolist(), pool.stats()["removed"]
+        ([1, 3], 2)
+        """
+        wanted = _as_id_list(ids, "ids")
+        with self._lock.write():
+            table = self._table
+            unique = sorted(set(wanted))
+            slots = np.array([table.slot_or_none(i) for i in unique], dtype=np.int64)
+            unknown = [i for i, sl in zip(unique, slots.tolist()) if sl < 0]
+            if unknown:
+                raise UnknownIdError(
+                    "ids",
+                    unknown if len(unknown) <= 10 else unknown[:10] + ["..."],
+                    "ids of live entries of this pool (issued, not evicted or removed)",
+                    detail=f"{len(unknown)} unknown of {len(unique)}; nothing removed",
+                )
+            if slots.size:
+                self._remove_slots(np.sort(slots), evicted=False)
+            return int(slots.size)
+
+    def __delitem__(self, eid) -> None:
+        """``del pool[eid]``: remove one entry (see :meth:`remove`).
+
+        Parameters
+        ----------
+        eid : int
+            The id of a live entry.
+
+        Raises
+        ------
+        UnknownIdError
+            ``eid`` is not the id of a live entry, or not an integer (as for
+            ``pool[eid]``). Also a ``KeyError``.
+        """
+        if not is_integer(eid):
+            raise UnknownIdError("eid", eid, "the integer id of a live entry")
+        try:
+            self.remove(eid)
+        except UnknownIdError:
+            raise UnknownIdError("eid", int(eid), "the id of a live entry") from None
+
+    def clear(self) -> int:
+        """Remove every entry.
+
+        The pool keeps its tensor shape, embedding mode, query cache and id
+        counter: ids are not reused after a clear either.
+
+        Returns
+        -------
+        int
+            How many entries were removed (counted in ``stats()["removed"]``).
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool()
+        >>> t = np.full((4, 4, 3), 0.5, np.float32)
+        >>> _ = [pool.add(t, dj.SolverResult(1.0, 0.9, 0.0)) for _ in range(3)]
+        >>> pool.clear(), len(pool)
+        (3, 0)
+        >>> pool.add(t, dj.SolverResult(1.0, 0.9, 0.0))
+        3
+        """
+        with self._lock.write():
+            live = self._table.live_slots()
+            if live.size:
+                self._remove_slots(live, evicted=False)
+            return int(live.size)
+
+    def update(
+        self, eid, *, result=None, label=None, utility=None, tensor=None, embedding=None
+    ) -> DreamEntry:
+        """Change an entry in place; its id stays. Arguments left None stay as they are.
+
+        Derived values follow: a new tensor recomputes the chroma signature,
+        the spectral features and (for a pool computing its embeddings) the
+        spatial thumbnail and the embedding; a new label or utility recomputes
+        the embedding too (both are embedding features). The indexes see the
+        new embedding at once. The entry keeps its timestamp and usage count.
+
+        Parameters
+        ----------
+        eid : int
+            The id of a live entry (any integer type).
+        result : SolverResult or array_like of 3 floats, optional
+            New ``(energy, coherence, violation)``. The entry is kept whatever
+            its coherence (as with :meth:`add`).
+        label : int, optional
+            New class label, >= 0 (a label cannot be unset).
+        utility : float, optional
+            New utility (finite, within the float32 range); it also restarts
+            the running mean of :meth:`record_feedback` at this value.
+        tensor : array_like, optional
+            New tensor, of the pool's tensor shape. For a pool of user
+            embeddings, ``embedding`` must come with it.
+        embedding : array_like, optional
+            New vector of length ``embedding_dim``; only for a pool of user
+            embeddings (alone, or with a tensor).
+
+        Returns
+        -------
+        DreamEntry
+            A snapshot of the updated entry.
+
+        Raises
+        ------
+        UnknownIdError
+            ``eid`` is not the id of a live entry (also a ``KeyError``).
+        InvalidParameterError
+            Values as refused by :meth:`add`; an ``embedding`` for a pool
+            computing its own; a tensor without an embedding for a pool of
+            user embeddings.
+        DimensionMismatchError
+            A tensor or embedding of the wrong shape.
+        MemoryExceededError
+            Re-indexing the entry would take the pool beyond its memory budget
+            (the NN-descent index may take a delta slot for it).
+
+        Notes
+        -----
+        Atomic: everything is validated and computed before the pool changes,
+        and a refused update changes nothing. Updates of one entry from
+        several threads apply one after the other.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool()
+        >>> eid = pool.add(np.full((4, 4, 3), 0.5), dj.SolverResult(1.0, 0.9, 0.0), label=1)
+        >>> e = pool.update(eid, label=2, result=dj.SolverResult(0.5, 0.95, 0.0))
+        >>> e.id == eid, e.label, e.result.coherence
+        (True, 2, 0.95)
+        """
+        if not is_integer(eid):
+            raise UnknownIdError("eid", eid, "the integer id of a live entry")
+        key = int(eid)
+        res = None if result is None else _as_results([result], 1, "result")[0]
+        lab = as_label(label)
+        util = as_utility(utility)
+        t5 = None
+        if tensor is not None:
+            arr = as_float_array(tensor, "tensor", ndim=(3, 4))
+            t5, shape = as_tensor_batch(arr[None], "tensor")
+            if self._table.shape is not None and shape != self._table.shape:
+                raise DimensionMismatchError(
+                    "tensor", tensor, f"tensor shape {self._table.shape} (the pool's), got {shape}"
+                )
+        emb = None
+        if embedding is not None:
+            emb = as_float_array(embedding, "embedding", ndim=1)
+            dim = self.config.embedding_dim
+            if emb.shape != (dim,):
+                raise DimensionMismatchError("embedding", emb, f"a vector of length {dim}")
+        # the stored tensor is read only to re-embed it under a new label or utility
+        need_tensor = t5 is None and (lab is not None or util is not None)
+        with self._lock.read():
+            snap = self._update_snapshot(key, need_tensor)
+        plan = self._plan_update(snap, t5, lab, util, emb, tensor)
+        with self._lock.write():
+            if self._table.slot_or_none(key) != snap["slot"] or self._rewrites != snap["gen"]:
+                snap = self._update_snapshot(key, need_tensor)  # changed: plan again, lock held
+                plan = self._plan_update(snap, t5, lab, util, emb, tensor)
+            slot = snap["slot"]
+            self._budget.check_rewrite(plan["embedding"] is not None)
+            self._table.rewrite(
+                slot,
+                tensor=None if t5 is None else t5[0].reshape(self._table.shape),
+                embedding=plan["embedding"],
+                chroma=plan["chroma"],
+                spectral=plan["spectral"],
+                result=res,
+                label=lab,
+                utility=util,
+            )
+            if plan["embedding"] is not None:
+                self._indexes.after_update(np.array([slot], dtype=np.int64))
+            self._rewrites += 1
+            return self._table.entry(slot)
+
+    def _update_snapshot(self, eid: int, need_tensor: bool) -> dict:
+        """What planning an update of live ``eid`` reads (a lock held); the stored tensor
+        only if ``need_tensor``."""
+        table = self._table
+        slot = table.slot_or_none(eid)
+        if slot < 0:
+            raise UnknownIdError("eid", eid, "the id of a live entry")
+        s = table.store
+        assert s is not None, "a live entry exists only once the table is set up"
+        return {
+            "slot": slot,
+            "gen": self._rewrites,
+            "mode": table.embedding_mode,
+            "tensor": s.tensors[slot].copy() if need_tensor else None,
+            "certainty": s.certainty[slot].copy() if "certainty" in s.columns else None,
+            "label": int(s.labels[slot]),
+            "utility": float(s.utility[slot]),
+            "chroma": s.chroma[slot].copy(),
+            "spectral": s.spectral[slot].copy(),
+        }
+
+    def _plan_update(self, snap, t5, label, utility, emb, tensor) -> dict:
+        """New derived values of an update (``chroma``, ``spectral``, ``embedding``; None:
+        unchanged), computed from the validated arguments and the entry's ``snap``."""
+        # the kernels by their module path: the descriptors of one entry, as an add computes them
+        from .kernels.spectral import describe_batch as describe
+        from .kernels.thumbnail import thumbnail_batch as thumbnails
+
+        plan: dict[str, Any] = {"chroma": None, "spectral": None, "embedding": None}
+        if snap["mode"] == "user":
+            if t5 is not None and emb is None:
+                raise InvalidParameterError(
+                    "embedding",
+                    None,
+                    "an embedding with the new tensor (this pool stores user embeddings)",
+                )
+            if emb is not None:
+                plan["embedding"] = normalize_rows(emb[None])[0]
+        elif emb is not None:
+            raise InvalidParameterError(
+                "embedding", emb, "None (this pool computes its own embeddings)"
+            )
+        cert = snap["certainty"]
+        cert_in = cert[None] if cert is not None else np.empty((0, 0, 0, 0), np.float32)
+        if t5 is not None:
+            spectral, chroma = describe(t5, cert_in, cert is not None)
+            check_spectral(spectral, "tensor", tensor)
+            if not np.isfinite(chroma).all():
+                raise InvalidParameterError(
+                    "tensor",
+                    tensor,
+                    "values whose chroma are finite",
+                    detail="the computed chroma overflowed",
+                )
+            plan["chroma"], plan["spectral"] = chroma[0], spectral[0]
+        if snap["mode"] == "mapper" and (
+            t5 is not None or label is not None or utility is not None
+        ):
+            mapper = self._table.mapper
+            assert mapper is not None, "a live entry exists only once the table is set up"
+            old = snap["tensor"]
+            tens = t5 if t5 is not None else old.reshape(1, *old.shape[:2], -1, old.shape[-1])
+            chroma = plan["chroma"] if plan["chroma"] is not None else snap["chroma"]
+            spectral = plan["spectral"] if plan["spectral"] is not None else snap["spectral"]
+            lab = np.array([snap["label"] if label is None else label], dtype=np.int32)
+            util = np.array([snap["utility"] if utility is None else utility])
+            spatial = thumbnails(tens, cert_in, cert is not None, mapper.grid)
+            new = mapper.embed(chroma[None], spectral[None], lab, util, spatial=spatial)[0]
+            if not np.isfinite(new).all():
+                raise InvalidParameterError(
+                    "tensor" if t5 is not None else "utility",
+                    tensor if t5 is not None else utility,
+                    "values whose embeddings are finite",
+                    detail="the computed embeddings overflowed",
+                )
+            plan["embedding"] = new
+        return plan
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -854,16 +1167,27 @@ class DreamPool:
         """
         return self._budget.used_bytes()
 
-    def memory_budget_stats(self) -> tuple:
+    def memory_budget_stats(self) -> BudgetStats:
         """Memory use against the budget.
 
         Returns
         -------
-        tuple
-            ``(current_mb, max_mb, usage_ratio, count)``: MiB in use (logical,
-            exact: live entries' storage rows plus index arrays), the budget in
-            MiB (None when unbounded), their ratio (0.0 when unbounded) and the
-            number of live entries.
+        BudgetStats
+            A named tuple ``(current_mb, max_mb, usage_ratio, count)``: MiB in
+            use (logical, exact: live entries' storage rows plus index arrays),
+            the budget in MiB (None when unbounded), their ratio (0.0 when
+            unbounded) and the number of live entries. It unpacks as a plain
+            4-tuple.
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool(memory_budget_mb=1.0)
+        >>> _ = pool.add(np.full((4, 4, 3), 0.5), dj.SolverResult(1.0, 0.9, 0.0))
+        >>> s = pool.memory_budget_stats()
+        >>> s.count, s.max_mb, 0.0 < s.usage_ratio < 0.01
+        (1, 1.0, True)
+        >>> current_mb, max_mb, usage_ratio, count = s
         """
         with self._lock.read():
             return self._budget.stats()
@@ -874,13 +1198,29 @@ class DreamPool:
         Returns
         -------
         dict
-            ``count``, ``next_id``, ``evicted`` (stored entries removed so
-            far), ``capacity``, ``bytes_used``, ``bytes_allocated``,
-            ``entry_bytes``, ``tensor_shape``, ``mean_energy``,
-            ``mean_coherence``, ``mean_violation``, ``label_counts`` (label ->
-            count), ``unlabeled``, and the index keys ``index`` ("exact" or
-            "ann", the one answering queries), ``ann_ready``, ``ann_building``
-            and ``index_bytes``.
+            - ``count``: live entries.
+            - ``next_id``: the id the next stored entry gets (ids issued so far).
+            - ``evicted``: entries dropped by the eviction policy so far (also
+              entries of a batch evicted within that batch).
+            - ``removed``: entries removed by :meth:`remove`, ``del pool[eid]``
+              and :meth:`clear` so far.
+            - ``capacity``: rows allocated in the storage columns.
+            - ``bytes_used``: logical bytes in use (live entries' storage rows
+              plus index arrays; what the memory budget counts).
+            - ``bytes_allocated``: bytes of the allocated storage columns plus
+              index arrays.
+            - ``entry_bytes``: bytes one more entry costs (see :attr:`entry_bytes`).
+            - ``tensor_shape``: the per-entry tensor shape (None before the first add).
+            - ``parallel_reads``: how many reads so far ran while another read
+              held the lock (readers run concurrently).
+            - ``mean_energy``, ``mean_coherence``, ``mean_violation``: means of
+              the live entries' solver results (NaN for an empty pool).
+            - ``label_counts``: label -> live entries with that label.
+            - ``unlabeled``: live entries without a label.
+            - ``index``: ``"exact"`` or ``"ann"``, the index answering queries.
+            - ``ann_ready``: an NN-descent graph is in use.
+            - ``ann_building``: an NN-descent build is running.
+            - ``index_bytes``: bytes of the index arrays.
         """
         with self._lock.read():
             table = self._table
@@ -890,6 +1230,7 @@ class DreamPool:
                 "count": int(live.shape[0]),
                 "next_id": table.next_id,
                 "evicted": table.evicted,
+                "removed": table.removed,
                 "capacity": table.capacity,
                 "bytes_used": self.used_bytes(),
                 "bytes_allocated": 0 if s is None else table.allocated_bytes + self._indexes.nbytes,
@@ -910,6 +1251,71 @@ class DreamPool:
             out["unlabeled"] = int(sum(c for lab, c in zip(labels, counts) if lab < 0))
             out.update(self._indexes.stats())
             return out
+
+    def to_pandas(self):
+        """The live entries' metadata as a :class:`pandas.DataFrame`, one row per entry,
+        oldest first.
+
+        Columns: ``id``, ``label`` (nullable ``Int32``, ``<NA>`` for none),
+        ``energy``, ``coherence``, ``violation``, ``utility`` (NaN for none),
+        ``util_mean``, ``usage_count``, ``timestamp`` (seconds since the epoch,
+        as ``time.time()``), ``chroma_0`` ... ``chroma_{C-1}`` (the chroma
+        signature) and the spectral features ``entropy``,
+        ``low_band_energy``, ``mid_band_energy``, ``high_band_energy``,
+        ``dominant_frequency``, ``mean_psd`` (see :class:`SpectralFeatures`).
+        Tensors and embeddings are left out (use :meth:`gather`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            A copy: changing it does not change the pool.
+
+        Raises
+        ------
+        FeatureUnavailableError
+            pandas is not installed (``pip install 'dreamjit[pandas]'``).
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> pool = dj.DreamPool()
+        >>> t = np.full((4, 4, 3), 0.5, np.float32)
+        >>> _ = pool.add(t, dj.SolverResult(1.0, 0.9, 0.0), label=2)
+        >>> _ = pool.add(t, dj.SolverResult(2.0, 0.8, 0.1))
+        >>> df = pool.to_pandas()
+        >>> df[["id", "label", "energy"]].to_string(index=False).split()
+        ['id', 'label', 'energy', '0', '2', '1.0', '1', '<NA>', '2.0']
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise FeatureUnavailableError(
+                "pandas", None, "pandas installed (pip install 'dreamjit[pandas]')"
+            ) from None
+        with self._lock.read():
+            c = self._table.columns()
+        labels = pd.array(c.labels, dtype="Int32")
+        labels[c.labels < 0] = pd.NA
+        data: dict[str, Any] = {
+            "id": c.ids,
+            "label": labels,
+            "energy": c.energy,
+            "coherence": c.coherence,
+            "violation": c.violation,
+            "utility": c.utility,
+            "util_mean": c.util_mean,
+            "usage_count": c.usage,
+            "timestamp": c.timestamp,
+        }
+        chroma = c.chroma
+        for j in range(chroma.shape[1]):
+            data[f"chroma_{j}"] = chroma[:, j]
+        for j, name in enumerate(SpectralFeatures.__dataclass_fields__):
+            data[name] = c.spectral[:, j]
+        # np.array: writable copies, so the frame never shares the read-only column copies
+        return pd.DataFrame(
+            {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in data.items()}
+        )
 
     def check_invariants(self) -> None:
         """Raise :class:`CriticalStateError` if the bookkeeping disagrees with storage or
@@ -1277,13 +1683,14 @@ class DreamPool:
                 raise InvalidParameterError("hits", hits, "a Hits or None")
             return self._retriever.dispersion(slots)
 
-    def query_cache_stats(self):
+    def query_cache_stats(self) -> CacheStats:
         """Counters of the query-embedding cache.
 
         Returns
         -------
         CacheStats
-            A named tuple ``(hits, misses, hit_rate)``.
+            A named tuple ``(hits, misses, hit_rate)`` (``hit_rate`` 0.0 before
+            any query); it unpacks as a plain 3-tuple.
 
         Examples
         --------
@@ -1305,6 +1712,30 @@ class DreamPool:
         with self._usage_lock:
             self._table.count_usage(slots)  # slots of one result are distinct
         return Hits(self._table.ids_at(slots), scores, self, similarity=similarity)
+
+
+def _as_id_list(ids, name) -> list:
+    """Entry ids as a list of Python ints: one integer, or a sequence or 1-d array of them
+    (any integer type; bools, floats and strings refused)."""
+    if is_integer(ids):
+        return [int(ids)]
+    if isinstance(ids, (set, frozenset)):
+        ids = list(ids)
+    if ids is None or isinstance(ids, (str, bytes, dict)):
+        raise InvalidParameterError(name, ids, "an integer entry id or a sequence of them")
+    try:
+        arr = np.asarray(ids)
+    except Exception as exc:  # ragged nesting and the like
+        raise InvalidParameterError(
+            name, ids, "an integer entry id or a sequence of them", detail=str(exc)
+        ) from None
+    if arr.ndim == 1 and arr.size == 0:
+        return []
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "O" and arr.ndim == 1 and all(is_integer(i) for i in arr.tolist()):
+            return [int(i) for i in arr.tolist()]  # Python ints beyond 64 bits
+        raise InvalidParameterError(name, ids, "an integer entry id or a sequence of them")
+    return arr.tolist()
 
 
 def _as_results(results, n, name) -> np.ndarray:

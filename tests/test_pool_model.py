@@ -98,6 +98,60 @@ class PoolMachine(RuleBasedStateMachine):
             assert set(hits.ids.tolist()) <= set(self.model.entries)
 
     @precondition(lambda self: self.policy is not None)
+    @rule(picks=st.lists(st.integers(0, 100), max_size=4), unknown=st.booleans())
+    def remove(self, picks, unknown):
+        live = self.pool.ids().tolist()
+        ids = [live[p % len(live)] for p in picks] if live else []
+        if unknown:  # an id evicted or removed already, else one never issued
+            gone = [i for i in range(self.model.next_id) if i not in self.model.entries]
+            ids.append(gone[picks[0] % len(gone)] if gone and picks else self.model.next_id + 3)
+        before = self.pool.fingerprint()
+        expected = self.model.remove(ids)
+        if expected is None:
+            with pytest.raises(KeyError):
+                self.pool.remove(np.array(ids, dtype=np.int64))
+            assert self.pool.fingerprint() == before
+        else:
+            assert self.pool.remove(ids) == expected
+            for eid in ids:
+                assert eid not in self.pool
+
+    @precondition(lambda self: self.policy is not None and len(self.pool) > 0)
+    @rule(pick=st.integers(0, 100))
+    def delete(self, pick):
+        ids = self.pool.ids()
+        eid = ids[pick % len(ids)]  # a numpy int64
+        del self.pool[eid]
+        assert self.model.remove([int(eid)]) == 1
+
+    @precondition(lambda self: self.policy is not None)
+    @rule()
+    def clear(self):
+        assert self.pool.clear() == self.model.clear()
+        assert len(self.pool) == 0
+
+    @precondition(lambda self: self.policy is not None and len(self.pool) > 0)
+    @rule(
+        pick=st.integers(0, 100),
+        c=st.one_of(st.none(), coherence),
+        u=utility,
+        label=st.one_of(st.none(), st.integers(0, 3)),
+        new_tensor=st.booleans(),
+    )
+    def update(self, pick, c, u, label, new_tensor):
+        ids = self.pool.ids()
+        eid = int(ids[pick % len(ids)])
+        entry = self.pool.update(
+            eid,
+            result=None if c is None else (1.0, c, 0.0),
+            utility=u,
+            label=label,
+            tensor=self.tensor() if new_tensor else None,
+        )
+        assert entry.id == eid
+        assert self.model.update(eid, self.counts, coherence=c, utility=u, label=label)
+
+    @precondition(lambda self: self.policy is not None)
     @rule()
     def save_load(self):
         with tempfile.TemporaryDirectory() as d:
@@ -114,6 +168,10 @@ class PoolMachine(RuleBasedStateMachine):
             e = self.pool[eid]
             assert e.result.coherence == c
             assert e.util_mean == pytest.approx(m)
+            assert e.label == self.model.labels[eid]
+        stats = self.pool.stats()
+        assert stats["removed"] == self.model.removed
+        assert stats["next_id"] == self.model.next_id
         assert_invariants(self.pool)
 
 

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 #: group -> public names in reading order ("errors" and "other" are computed)
 GROUPS = {
-    "pool": ["DreamPool", "PoolConfig", "warmup"],
+    "pool": ["DreamPool", "PoolConfig", "Columns", "BudgetStats", "CacheStats", "warmup"],
     "queries": ["Query", "RetrievalMode", "RetrievalWeights", "Hits", "Hit", "DreamEntry"],
     "features": ["evaluate", "evaluate_batch", "SolverResult", "spectral_features",
                  "spectral_features_batch", "SpectralFeatures", "chroma_signature"],
