@@ -20,7 +20,75 @@ from .embedding import EmbeddingMapper
 from .features import SolverResult
 from .results import DreamEntry
 
-__all__ = ["EntryTable", "make_mapper"]
+__all__ = ["COLUMN_DTYPES", "Columns", "EntryTable", "make_mapper"]
+
+
+#: the metadata columns :meth:`EntryTable.columns` gives, with their dtypes
+COLUMN_DTYPES = {
+    "ids": np.int64,
+    "labels": np.int32,
+    "energy": np.float64,
+    "coherence": np.float64,
+    "violation": np.float64,
+    "utility": np.float64,
+    "util_mean": np.float64,
+    "usage": np.int64,
+    "timestamp": np.float64,
+}
+
+
+class Columns:
+    """A read-only namespace of per-entry numpy arrays aligned with each other: one
+    row per live entry, oldest first (``ids``, ``labels`` (-1 for none), ``energy``,
+    ``coherence``, ``violation``, ``utility`` (NaN for none), ``util_mean``,
+    ``usage``, ``timestamp``). The arrays are read-only copies.
+
+    Parameters
+    ----------
+    arrays : dict
+        Column name -> 1-d array, all of one length.
+    """
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self, arrays: dict):
+        frozen = {}
+        for name, arr in arrays.items():
+            arr = np.array(arr, copy=True)
+            arr.setflags(write=False)
+            frozen[name] = arr
+        object.__setattr__(self, "_arrays", frozen)
+
+    def __getattr__(self, name):
+        try:
+            return object.__getattribute__(self, "_arrays")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Columns is read-only")
+
+    def __getitem__(self, name):
+        return self._arrays[name]
+
+    def __len__(self) -> int:
+        """The number of rows (live entries)."""
+        return int(self._arrays["ids"].shape[0])
+
+    def keys(self) -> list:
+        """The column names.
+
+        Returns
+        -------
+        list of str
+        """
+        return list(self._arrays)
+
+    def __dir__(self):
+        return sorted(set(object.__dir__(self)) | set(self._arrays))
+
+    def __repr__(self):
+        return f"Columns({len(self)} rows: {', '.join(self._arrays)})"
 
 
 def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
@@ -149,6 +217,23 @@ class EntryTable:
             return np.empty(0, dtype=np.int64)
         return np.sort(self._store.ids[self._store.live_slots()])
 
+    def live_slots_by_id(self) -> np.ndarray:
+        """Slots of the live entries, oldest (lowest id) first."""
+        if self._store is None:
+            return np.empty(0, dtype=np.int64)
+        live = self._store.live_slots()
+        return live[np.argsort(self._store.ids[live], kind="stable")]
+
+    def columns(self) -> Columns:
+        """The metadata columns of the live entries, oldest first, as a read-only
+        :class:`Columns` namespace of numpy arrays aligned with each other (copies:
+        later writes to the pool do not show through)."""
+        slots = self.live_slots_by_id()
+        if self._store is None:
+            return Columns({name: np.empty(0, dtype=dt) for name, dt in COLUMN_DTYPES.items()})
+        s = self._store.columns
+        return Columns({name: s[name][slots] for name in COLUMN_DTYPES})
+
     def ids_at(self, slots) -> np.ndarray:
         return self._columns().ids[slots]
 
@@ -249,9 +334,10 @@ class EntryTable:
         )
         s.util_count[touched] = n_old + count[touched]
 
-    def count_usage(self, slots) -> None:
-        """One more use of each of ``slots`` (distinct; the caller serialises counting)."""
-        self._columns().usage[slots] += 1
+    def count_usage(self, slots, times=None) -> None:
+        """One more use (``times[i]`` more when given) of each of ``slots`` (distinct; the
+        caller serialises counting)."""
+        self._columns().usage[slots] += 1 if times is None else times
 
     # ------------------------------------------------------------------ checks
     def problems(self) -> list:

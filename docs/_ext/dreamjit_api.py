@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 #: group -> public names in reading order ("errors" and "other" are computed)
 GROUPS = {
     "pool": ["DreamPool", "PoolConfig", "warmup"],
-    "queries": ["Query", "RetrievalMode", "RetrievalWeights", "Hits", "Hit", "DreamEntry"],
+    "queries": ["Query", "RetrievalMode", "RetrievalWeights", "Hits", "BatchHits", "Hit", "DreamEntry"],
     "features": ["evaluate", "evaluate_batch", "SolverResult", "spectral_features",
                  "spectral_features_batch", "SpectralFeatures", "chroma_signature"],
     "diversity": ["maximal_marginal_relevance"],
