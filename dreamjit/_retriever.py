@@ -17,6 +17,7 @@ from ._validate import as_float, as_float_array, as_label, as_sequence
 from .cache import QueryCache
 from .errors import (
     DimensionMismatchError,
+    DreamError,
     EmptyCollectionError,
     InvalidParameterError,
     describe_value,
@@ -248,7 +249,14 @@ class Retriever:
             q = row
             if isinstance(row, np.ndarray) and row.ndim > 1:
                 q = Query.from_tensor(row)
-            emb, labels[i] = self.query_embedding(q, f"{name}[{i}]")
+            try:
+                emb, labels[i] = self.query_embedding(q, f"{name}[{i}]")
+            except DreamError as exc:  # name the query of the batch
+                if exc.param.startswith(f"{name}["):
+                    raise
+                raise type(exc)(
+                    f"{name}[{i}]", exc.value, exc.expected, detail=f"its {exc.param}"
+                ) from exc
             if emb is not None:
                 Q[i] = emb
         return Q, labels
