@@ -36,6 +36,7 @@ DEFAULT_WEIGHTS = RetrievalWeights()
 NO_SLOTS = np.empty(0, dtype=np.int64)
 NO_SCORES = np.empty(0, dtype=np.float32)
 _NOTHING = (NO_SLOTS, NO_SCORES, NO_SCORES)
+_NO_INT8 = np.empty((0, 0), dtype=np.int8)
 #: the usual constant of reciprocal rank fusion (Cormack et al., 2009)
 RRF_K = 60
 
@@ -395,8 +396,13 @@ class Retriever:
         if self._indexes.use_ann_now():
             return None
         w = weights
+        cols8 = s.columns.get("embeddings_q")
+        if cols8 is None:
+            cols8 = _NO_INT8
         slots, scores, sims, status = soft_query(
             cols,
+            cols8,
+            s.quant_error,
             s.embeddings,
             query,
             True,

@@ -16,6 +16,9 @@ from dreamjit import (
 )
 from dreamjit.kernels.cosine import normalize_rows, topk_cosine
 from dreamjit.kernels.query import (
+    INT8_MIN_ROWS,
+    quantize_rows,
+    topk_dot_int8,
     SOFT_OK,
     SOFT_TIE,
     SOFT_ZERO,
@@ -131,6 +134,68 @@ def test_topk_cosine_batch_matches_single(dtype):
     assert rows.shape == (7, 0)
 
 
+def _int8_cases():
+    rng = np.random.default_rng(11)
+    V = unit(rng.normal(size=(3000, 16)))
+    V[7] = 0.0  # zero rows
+    V[8] = 0.0
+    V[100:140] = V[99]  # many exact ties
+    V[200] = -V[99]
+    cl = unit(rng.normal(size=(5, 16)))  # tight clusters: near-ties within the int8 error
+    V[1000:1500] = unit(cl[rng.integers(0, 5, 500)] + 1e-3 * rng.normal(size=(500, 16)))
+    return V
+
+
+@pytest.mark.parametrize("k", [1, 10, 40, 41, 200, 3000, 5000])
+def test_topk_dot_int8_matches_the_float_scan(k):
+    """The int8 prefilter gives the float32 scan's rows and scores bit for bit: ties (to
+    the lower index), zero rows, clustered near-ties, masks, k >= n."""
+    V = _int8_cases()
+    XT8, err = quantize_rows(V)
+    XT8 = np.ascontiguousarray(XT8.T)
+    rng = np.random.default_rng(12)
+    masks = [np.ones(3000, bool), rng.uniform(size=3000) < 0.3, np.zeros(3000, bool)]
+    masks[1][100:140] = True
+    queries = [V[99].copy(), V[1200].copy(), -V[99], unit(rng.normal(size=(1, 16)))[0]]
+    queries.append((V[1200] * 0.5).astype(np.float32))  # not unit: the bound scales with |q|
+    for mask in masks:
+        for q in queries:
+            got_i, got_s = topk_dot_int8(XT8, V, q, mask, k, float(err.max()))
+            want_i, want_s = topk_dot_ref(V, q, mask, k)
+            assert got_i.tolist() == want_i.tolist()
+            assert np.array_equal(got_s, want_s.astype(np.float32))
+            col_i, col_s = topk_cosine_free_columns(V, q, mask, k)
+            assert got_i.tolist() == col_i.tolist() and np.array_equal(got_s, col_s)
+
+
+def topk_cosine_free_columns(V, q, mask, k):
+    from dreamjit.kernels.cosine import topk_dot_columns
+
+    return topk_dot_columns(np.ascontiguousarray(V.T), q, mask, k)
+
+
+def test_quantize_rows_bound():
+    V = _int8_cases()
+    Q8, err = quantize_rows(V)
+    assert Q8.dtype == np.int8 and np.abs(Q8.astype(int)).max() <= 127
+    want = np.linalg.norm(V.astype(np.float64) - Q8 / 127.0, axis=1)
+    np.testing.assert_allclose(err, want, rtol=1e-12, atol=1e-15)
+    assert err.max() <= 0.5 / 127 * np.sqrt(16) + 1e-12
+
+
+def test_store_keeps_the_int8_copy_and_budget_counts_it():
+    rng = np.random.default_rng(13)
+    V = unit(rng.normal(size=(50, 8)))
+    pool = user_pool(V)
+    s = pool.table.store
+    cols8 = s.columns["embeddings_q"]
+    assert cols8.dtype == np.int8 and cols8.shape == (8, s.capacity)
+    slots = pool.table.slots_of(pool.ids().tolist())
+    assert np.array_equal(cols8[:, slots].T, quantize_rows(s.embeddings[slots])[0])
+    assert s.quant_error > 0
+    assert pool.table.store_entry_bytes() >= 8 * 4 * 2 + 8  # rows, columns and the int8 copy
+
+
 def test_topk_cosine_batch_flags_ties_at_the_cut():
     X = np.ones((6, 3), np.float32)
     ids = np.arange(6, dtype=np.int64)
@@ -140,9 +205,12 @@ def test_topk_cosine_batch_flags_ties_at_the_cut():
     assert np.all(s == s[0])
 
 
-def _fused_args(V, q, mask, ids, util, labels, qlabel, cc, k, w=RetrievalWeights()):
+def _fused_args(V, q, mask, ids, util, labels, qlabel, cc, k, w=RetrievalWeights(), int8=False):
+    XT8, err = quantize_rows(V)
     return (
         np.ascontiguousarray(V.T),
+        np.ascontiguousarray(XT8.T) if int8 else np.empty((0, 0), np.int8),
+        float(err.max()),
         V,
         q,
         True,
@@ -177,18 +245,19 @@ def _soft_reference(V, q, mask, ids, util, labels, qlabel, cc, k, w=RetrievalWei
     return idx[pick], scores, sc[pick]
 
 
-def test_soft_query_matches_reference():
+@pytest.mark.parametrize("n, int8", [(120, False), (INT8_MIN_ROWS + 100, True)])
+def test_soft_query_matches_reference(n, int8):
     rng = np.random.default_rng(3)
-    V = unit(rng.normal(size=(120, 8)))
-    ids = rng.permutation(1000)[:120].astype(np.int64)
-    util = rng.uniform(0, 1, 120)
-    labels = rng.integers(-1, 3, 120).astype(np.int32)
-    mask = rng.uniform(size=120) < 0.7
+    V = unit(rng.normal(size=(n, 8)))
+    ids = rng.permutation(10 * n)[:n].astype(np.int64)
+    util = rng.uniform(0, 1, n)
+    labels = rng.integers(-1, 3, n).astype(np.int32)
+    mask = rng.uniform(size=n) < 0.7
     for t in range(6):
         q = rng.normal(size=8).astype(np.float32)
         for cc, k in ((32, 8), (200, 5), (3, 3)):
             sl, sc, sim, status = soft_query(
-                *_fused_args(V, q, mask, ids, util, labels, t % 3 - 1, cc, k)
+                *_fused_args(V, q, mask, ids, util, labels, t % 3 - 1, cc, k, int8=int8)
             )
             assert status == SOFT_OK
             w_sl, w_sc, w_sim = _soft_reference(V, q, mask, ids, util, labels, t % 3 - 1, cc, k)
@@ -205,7 +274,7 @@ def test_soft_query_flags_ties_and_zero_queries():
     )
     assert soft_query(*args)[3] == SOFT_TIE
     args = list(args)
-    args[2] = np.zeros(4, np.float32)
+    args[4] = np.zeros(4, np.float32)
     assert soft_query(*args)[3] == SOFT_ZERO
 
 

@@ -7,6 +7,19 @@
   filter matching few entries: cost proportional to the matches).
 - :func:`rerank_batch` and :func:`topk_cosine_batch` are the batch forms of
   the soft rerank and of hard retrieval, in parallel over queries.
+- :func:`topk_dot_int8` is the exact top-k read mostly from an int8 copy of
+  the embeddings (a quarter of the bytes): every row is scored in int32 from
+  the copy, rows that provably cannot reach the top k are dropped, and the
+  rest are scored exactly (same result, bit for bit, as the float32 scan).
+
+The int8 bound. Rows ``x`` and the query ``q`` are quantised as
+``x8 = round(127 x)``, ``q8 = round(127 q)``; with ``a = x8.q8 / 127**2``,
+``r = |x - x8/127|`` (at most ``R``, the store's ``quant_error``) and
+``rq = |q - q8/127|``: ``|x.q - a| <= R |q| + (|x| + R) rq =: E`` (Cauchy-
+Schwarz twice; ``|x| <= 1`` for the unit rows stored, plus a slack of 1e-6
+for float64 rounding). The k rows of largest ``a`` score at least
+``a_k - E``, so the true k-th score is at least that, and any row of the
+true top k (ties included) has ``a >= a_k - 2E``: those are the candidates.
 
 Ties go to the lower entry id wherever ids are passed; where a tie straddles
 the cut of a top-k (so the id order could change *which* entries are in), the
@@ -27,9 +40,11 @@ __all__ = [
     "SOFT_TIE",
     "SOFT_ZERO",
     "SOFT_NONFINITE",
+    "quantize_rows",
     "rerank_batch",
     "soft_query",
     "topk_cosine_batch",
+    "topk_dot_int8",
     "topk_dot_slots",
     "unit_query",
 ]
@@ -39,6 +54,112 @@ SOFT_OK = 0
 SOFT_TIE = 1  # scores tie across the candidate cut: the caller takes the general path
 SOFT_ZERO = 2  # the query has no direction
 SOFT_NONFINITE = 3  # NaN or inf in the query
+
+
+#: rows per block of the int8 scan: its int32 scores (32 KB) stay in L1/L2
+_Q_BLOCK = 8192
+#: slack added to the int8 bound for float64 rounding in the scores and the bound
+_Q_SLACK = 1e-6
+#: below this many rows the float32 column scan is as fast as the int8 prefilter
+INT8_MIN_ROWS = 4096
+
+
+@kernel
+def quantize_rows(X):
+    """``(int8 (m, d) round(127 x) clipped to [-127, 127], float64 (m,) |x - q/127|)``."""
+    m, d = X.shape
+    out = np.empty((m, d), dtype=np.int8)
+    err = np.empty(m, dtype=np.float64)
+    for i in range(m):
+        ss = 0.0
+        for j in range(d):
+            v = np.float64(X[i, j])
+            r = min(max(np.rint(v * 127.0), -127.0), 127.0)
+            out[i, j] = np.int8(r)
+            e = v - r / 127.0
+            ss += e * e
+        err[i] = np.sqrt(ss)
+    return out, err
+
+
+@kernel
+def _int8_bound(q64, quant_error):
+    """``(q8 int32 (d,), E)``: the quantised query and the bound on ``|x.q - a|``."""
+    d = q64.shape[0]
+    q8 = np.empty(d, dtype=np.int32)
+    rq = 0.0
+    qn = 0.0
+    for j in range(d):
+        r = min(max(np.rint(q64[j] * 127.0), -127.0), 127.0)
+        q8[j] = np.int32(r)
+        e = q64[j] - r / 127.0
+        rq += e * e
+        qn += q64[j] * q64[j]
+    R = quant_error
+    return q8, R * np.sqrt(qn) + (1.0 + _Q_SLACK + R) * np.sqrt(rq) + _Q_SLACK
+
+
+@kernel
+def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
+    """The exact top-``hs.shape[0]`` of the masked rows into the empty heap (see
+    :func:`topk_dot_int8`); returns its size."""
+    d, n = XT8.shape
+    cap = hs.shape[0]
+    q8, bound = _int8_bound(q64, quant_error)
+    A = np.empty(n, dtype=np.int32)
+    # pass 1: int32 scores from the int8 copy (vectorised across rows), and the k-th
+    # largest of them over the masked rows (a min-heap of k ints)
+    kh = np.empty(cap, dtype=np.float64)
+    ki = np.empty(cap, dtype=np.int64)
+    ksize = 0
+    kthr = -np.inf
+    for i0 in range(0, n, _Q_BLOCK):
+        b = min(_Q_BLOCK, n - i0)
+        a = A[i0 : i0 + b]
+        a[:] = 0
+        for j in range(d):
+            row = XT8[j, i0 : i0 + b]
+            c = q8[j]
+            for i in range(b):
+                a[i] += np.int32(row[i]) * c
+        for i in range(b):
+            v = np.float64(a[i])
+            if v > kthr and mask[i0 + i]:
+                ksize = _heap_offer(kh, ki, ksize, v, i0 + i)
+                if ksize == cap:
+                    kthr = kh[0]
+    cut = -np.inf
+    if ksize == cap:
+        cut = kthr - 2.0 * bound * 16129.0  # 127**2
+    # pass 2: rows that can reach the top k, scored exactly in index order
+    size = 0
+    thr = -np.inf
+    for i in range(n):
+        if np.float64(A[i]) >= cut and mask[i]:
+            s = dot64(X[i], q64)
+            if s > thr:  # index order: an equal score never displaces
+                size = _heap_offer(hs, hi, size, s, i)
+                if size == cap:
+                    thr = hs[0]
+    return size
+
+
+@kernel
+def topk_dot_int8(XT8, X, q, mask, k, quant_error):
+    """:func:`~dreamjit.kernels.cosine.topk_dot` over the unit rows ``X`` (n, d), read
+    mostly from their int8 column-major copy ``XT8`` (d, n) (``round(127 X.T)``, every row
+    within ``quant_error`` of its copy): the same rows and scores, bit for bit.
+
+    Returns ``(indices int64, scores float32)``, score descending, ties to the lower index.
+    """
+    n = X.shape[0]
+    cap = min(k, n) if k > 0 else 0
+    hs = np.empty(cap, dtype=np.float64)
+    hi = np.empty(cap, dtype=np.int64)
+    size = 0
+    if cap > 0:
+        size = _topk_int8_into(XT8, X, _to_f64(q), mask, quant_error, hs, hi)
+    return _heap_result(hs, hi, size)
 
 
 @kernel
@@ -107,6 +228,8 @@ def _rerank_candidates(
 @kernel
 def soft_query(
     XT,
+    XT8,
+    quant_error,
     E,
     v,
     normalize,
@@ -127,6 +250,9 @@ def soft_query(
     """One exact soft retrieval: ``(slots, scores, similarity, status)``.
 
     ``XT`` (d, n) column-major and ``E`` (n, d) row-major unit embeddings;
+    ``XT8`` (d, n) their int8 copy within ``quant_error`` (as
+    :func:`topk_dot_int8`), scanned instead of ``XT`` from :data:`INT8_MIN_ROWS`
+    rows (an empty (d, 0) array: never);
     ``v`` (d,) the query (normalised here if ``normalize``, else already unit); ``mask`` (n,) bool of the
     ``n_match`` selectable rows; ``ids``, ``util_mean``, ``labels`` the
     columns; ``cc`` the candidate count; then the rerank's ``k`` and weights.
@@ -151,8 +277,11 @@ def soft_query(
         return none_i, none_s, none_s, SOFT_OK
     hs = np.empty(cap, dtype=np.float64)
     hi = np.empty(cap, dtype=np.int64)
-    acc = np.empty(min(n, _COL_BLOCK), dtype=np.float64)
-    size = _topk_cols_range(XT, _to_f64(q), mask, 0, n, hs, hi, acc)
+    if XT8.shape[1] == n and n >= INT8_MIN_ROWS and cap * 16 <= n:
+        size = _topk_int8_into(XT8, E, _to_f64(q), mask, quant_error, hs, hi)
+    else:
+        acc = np.empty(min(n, _COL_BLOCK), dtype=np.float64)
+        size = _topk_cols_range(XT, _to_f64(q), mask, 0, n, hs, hi, acc)
     slots, sims = _heap_result(hs, hi, size)
     if size > cc:
         if sims[cc] == sims[cc - 1]:
