@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._indexes import candidate_count, ranked_by_id
+from ._indexes import SLOT_SCAN_SHARE, candidate_count, ranked_by_id
 from ._validate import as_float, as_float_array, as_label, as_sequence
 from .cache import QueryCache
 from .errors import (
@@ -26,7 +26,13 @@ from .index.exact import PARALLEL_SCAN_ROWS
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
 from .kernels.hybrid import hybrid_rerank
 from .kernels.mmr import mmr_fast, mmr_standard
-from .kernels.query import SOFT_OK, rerank_batch, soft_query, topk_cosine_batch
+from .kernels.query import (
+    SOFT_OK,
+    rerank_batch,
+    soft_query,
+    soft_query_batch,
+    topk_cosine_batch,
+)
 from .query import Query, RetrievalWeights
 
 __all__ = ["RRF_K", "Retriever", "candidate_count", "ranked_by_id", "reciprocal_rank_fusion"]
@@ -458,6 +464,42 @@ class Retriever:
             empty = np.full((m, kk), np.nan, np.float32)
             return np.full((m, kk), -1, np.int64), empty, empty.copy()
         cc = candidate_count(k, n)
+        s = self._table.store
+        w = weights
+        cols = s.columns.get("embeddings_t")
+        if (
+            cols is not None
+            and cols.shape[1] < PARALLEL_SCAN_ROWS
+            and not self._indexes.use_ann_now()
+            and (mask is None or n * SLOT_SCAN_SHARE >= len(self._table))
+        ):  # every query as the fused single path, in parallel over queries
+            cols8 = s.columns.get("embeddings_q")
+            out_i, out_s, out_c, status = soft_query_batch(
+                cols,
+                _NO_INT8 if cols8 is None else cols8,
+                s.quant_error,
+                s.embeddings,
+                Q,
+                s.alive if mask is None else mask,
+                n,
+                s.ids,
+                s.util_mean,
+                s.labels,
+                labels,
+                cc,
+                kk,
+                w.alpha,
+                w.beta,
+                w.gamma,
+                w.delta,
+                w.lambda_,
+            )
+            for t in np.flatnonzero(status != SOFT_OK):  # ties at the cut: the general path
+                sl, sc, cs = self.soft_embedded(Q[t], int(labels[t]), k, weights, mask, n)
+                out_i[t, : sl.shape[0]] = sl
+                out_s[t, : sc.shape[0]] = sc
+                out_c[t, : cs.shape[0]] = cs
+            return self._pad(out_i, out_s, out_c, kk)
         slots, sims = self._indexes.search_batch(Q, min(cc + 1, n), mask, n)
         if slots.shape[1] > cc:  # ties across the cut: those rows take the single path
             for t in np.flatnonzero(sims[:, cc] == sims[:, cc - 1]):
@@ -466,8 +508,6 @@ class Retriever:
                 sims[t, :cc] = sc
             slots, sims = slots[:, :cc], sims[:, :cc]
         counts = np.count_nonzero(slots >= 0, axis=1).astype(np.int64)
-        s = self._table.store
-        w = weights
         out_i, out_s, out_c = rerank_batch(
             np.ascontiguousarray(slots),
             np.ascontiguousarray(sims),
@@ -484,11 +524,16 @@ class Retriever:
             w.delta,
             w.lambda_,
         )
-        if out_i.shape[1] < kk:  # fewer candidates than kk (a filter): pad to the width
-            pad = kk - out_i.shape[1]
-            out_i = np.pad(out_i, ((0, 0), (0, pad)), constant_values=-1)
-            out_s = np.pad(out_s, ((0, 0), (0, pad)), constant_values=np.nan)
-            out_c = np.pad(out_c, ((0, 0), (0, pad)), constant_values=np.nan)
+        return self._pad(out_i, out_s, out_c, kk)
+
+    @staticmethod
+    def _pad(out_i, out_s, out_c, kk):
+        """Pad batch results narrower than ``kk`` (a filter matched fewer) to ``kk``."""
+        if out_i.shape[1] < kk:
+            pad = ((0, 0), (0, kk - out_i.shape[1]))
+            out_i = np.pad(out_i, pad, constant_values=-1)
+            out_s = np.pad(out_s, pad, constant_values=np.nan)
+            out_c = np.pad(out_c, pad, constant_values=np.nan)
         return out_i, out_s, out_c
 
     def diverse(self, query, k, lambda_, fast, min_sim, sample, spec=None):

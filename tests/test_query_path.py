@@ -711,3 +711,21 @@ def test_filtered_ann_recall():
             assert set(batch[t].ids.tolist()) <= set(np.flatnonzero(keep).tolist())
             hit += len(want & set(got.ids.tolist()))
         assert hit / 1000 >= 0.95, (share, hit / 1000)
+
+
+@pytest.mark.parametrize("where", [None, [0, 1, 2], lambda c: c.ids % 3 != 0, 4])
+def test_batch_equals_single_calls_int8_sizes(where):
+    """From INT8_MIN_ROWS entries both paths read the int8 copy first; wide filters take
+    the fused batch kernel, narrow ones the filtered scan: always the single calls' bits."""
+    rng = np.random.default_rng(14)
+    n = INT8_MIN_ROWS + 500
+    centres = rng.normal(size=(20, 16))
+    V = unit(centres[rng.integers(0, 20, n)] + 0.3 * rng.normal(size=(n, 16)))
+    V[50:60] = V[49]
+    pool = user_pool(V, labels=rng.integers(0, 5, n), utilities=rng.uniform(0, 1, n))
+    Q = unit(centres[rng.integers(0, 20, 40)] + 0.3 * rng.normal(size=(40, 16)))
+    Q[0] = V[49]
+    batch = pool.retrieve_soft_batch(Q, k=10, where=where)
+    _assert_same(batch, [pool.retrieve_soft(q, k=10, where=where) for q in Q])
+    slow = [pool.retrieve_soft(q.astype(np.float64), k=10, where=where) for q in Q]
+    _assert_same(batch, slow)

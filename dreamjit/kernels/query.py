@@ -43,6 +43,7 @@ __all__ = [
     "quantize_rows",
     "rerank_batch",
     "soft_query",
+    "soft_query_batch",
     "topk_cosine_batch",
     "topk_dot_int8",
     "topk_dot_slots",
@@ -226,6 +227,35 @@ def _rerank_candidates(
 
 
 @kernel
+def _soft_one(XT, XT8, quant_error, E, q, mask, n_match, ids, util_mean, labels, qlabel, cc, k,
+              alpha, beta, gamma, delta, lambda_):
+    """:func:`soft_query` for the unit query ``q``."""
+    none_i = np.empty(0, dtype=np.int64)
+    none_s = np.empty(0, dtype=np.float32)
+    n = XT.shape[1]
+    cap = min(cc + 1, n_match)
+    if cap <= 0 or k <= 0:
+        return none_i, none_s, none_s, SOFT_OK
+    hs = np.empty(cap, dtype=np.float64)
+    hi = np.empty(cap, dtype=np.int64)
+    if XT8.shape[1] == n and n >= INT8_MIN_ROWS and cap * 16 <= n:
+        size = _topk_int8_into(XT8, E, _to_f64(q), mask, quant_error, hs, hi)
+    else:
+        acc = np.empty(min(n, _COL_BLOCK), dtype=np.float64)
+        size = _topk_cols_range(XT, _to_f64(q), mask, 0, n, hs, hi, acc)
+    slots, sims = _heap_result(hs, hi, size)
+    if size > cc:
+        if sims[cc] == sims[cc - 1]:
+            return none_i, none_s, none_s, SOFT_TIE
+        slots = slots[:cc]
+        sims = sims[:cc]
+    out_s, scores, out_c = _rerank_candidates(
+        slots, sims, E, ids, util_mean, labels, qlabel, k, alpha, beta, gamma, delta, lambda_
+    )
+    return out_s, scores, out_c, SOFT_OK
+
+
+@kernel
 def soft_query(
     XT,
     XT8,
@@ -252,8 +282,8 @@ def soft_query(
     ``XT`` (d, n) column-major and ``E`` (n, d) row-major unit embeddings;
     ``XT8`` (d, n) their int8 copy within ``quant_error`` (as
     :func:`topk_dot_int8`), scanned instead of ``XT`` from :data:`INT8_MIN_ROWS`
-    rows (an empty (d, 0) array: never);
-    ``v`` (d,) the query (normalised here if ``normalize``, else already unit); ``mask`` (n,) bool of the
+    rows (an empty (d, 0) array: never); ``v`` (d,) the query (normalised here
+    if ``normalize``, else already unit); ``mask`` (n,) bool of the
     ``n_match`` selectable rows; ``ids``, ``util_mean``, ``labels`` the
     columns; ``cc`` the candidate count; then the rerank's ``k`` and weights.
     The candidates are the best ``cc`` rows by dot product (as
@@ -263,35 +293,42 @@ def soft_query(
     bad query (:data:`SOFT_ZERO`, :data:`SOFT_NONFINITE`); then the arrays are
     empty.
     """
-    none_i = np.empty(0, dtype=np.int64)
-    none_s = np.empty(0, dtype=np.float32)
     if normalize:
         q, status = unit_query(v)
         if status != SOFT_OK:
-            return none_i, none_s, none_s, status
+            return np.empty(0, dtype=np.int64), q[:0], q[:0], status
     else:
         q = v
-    n = XT.shape[1]
-    cap = min(cc + 1, n_match)
-    if cap <= 0 or k <= 0:
-        return none_i, none_s, none_s, SOFT_OK
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
-    if XT8.shape[1] == n and n >= INT8_MIN_ROWS and cap * 16 <= n:
-        size = _topk_int8_into(XT8, E, _to_f64(q), mask, quant_error, hs, hi)
-    else:
-        acc = np.empty(min(n, _COL_BLOCK), dtype=np.float64)
-        size = _topk_cols_range(XT, _to_f64(q), mask, 0, n, hs, hi, acc)
-    slots, sims = _heap_result(hs, hi, size)
-    if size > cc:
-        if sims[cc] == sims[cc - 1]:
-            return none_i, none_s, none_s, SOFT_TIE
-        slots = slots[:cc]
-        sims = sims[:cc]
-    out_s, scores, out_c = _rerank_candidates(
-        slots, sims, E, ids, util_mean, labels, qlabel, k, alpha, beta, gamma, delta, lambda_
-    )
-    return out_s, scores, out_c, SOFT_OK
+    return _soft_one(XT, XT8, quant_error, E, q, mask, n_match, ids, util_mean, labels,
+                     qlabel, cc, k, alpha, beta, gamma, delta, lambda_)
+
+
+@parallel_kernel(size_arg=4)
+def soft_query_batch(XT, XT8, quant_error, E, Q, mask, n_match, ids, util_mean, labels,
+                     qlabels, cc, k, alpha, beta, gamma, delta, lambda_):
+    """:func:`soft_query` for each unit row of ``Q`` (m, d) with labels ``qlabels`` (m,),
+    in parallel over queries (the same code per query: the same bits).
+
+    Returns ``(slots (m, kk) int64, scores (m, kk) float32, similarity (m, kk) float32,
+    status (m,) int64)`` with ``kk = min(k, n_match)``, padded with -1 / NaN / NaN;
+    rows whose status is :data:`SOFT_TIE` are empty (the caller answers them alone).
+    """
+    m = Q.shape[0]
+    kk = min(k, n_match) if k > 0 else 0
+    out_i = np.full((m, kk), -1, dtype=np.int64)
+    out_s = np.full((m, kk), np.nan, dtype=np.float32)
+    out_c = np.full((m, kk), np.nan, dtype=np.float32)
+    status = np.zeros(m, dtype=np.int64)
+    for t in prange(m):
+        sl, sc, cs, st = _soft_one(XT, XT8, quant_error, E, Q[t], mask, n_match, ids,
+                                   util_mean, labels, qlabels[t], cc, kk, alpha, beta,
+                                   gamma, delta, lambda_)
+        status[t] = st
+        for i in range(sl.shape[0]):
+            out_i[t, i] = sl[i]
+            out_s[t, i] = sc[i]
+            out_c[t, i] = cs[i]
+    return out_i, out_s, out_c, status
 
 
 @kernel
