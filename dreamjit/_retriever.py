@@ -361,20 +361,23 @@ class Retriever:
 
     def soft(self, query, k, weights, spec=None):
         """``(slots, rerank values, cosines)`` of the soft path."""
-        fast = self._fused(query, k, weights, spec)
+        mask, count = self.filter(spec)
+        fast = self._fused(query, k, weights, mask, count)
         if fast is not None:
             return fast
         q, label = self.query_embedding(query)
-        mask, count = self.filter(spec)
         return self.soft_embedded(q, label, k, weights, mask, count)
 
-    def _fused(self, query, k, weights, spec):
+    def _fused(self, query, k, weights, mask, count):
         """The soft path in one kernel call, for a user-embedding query on an exactly
-        searched pool without a filter (None when that does not apply or the scores
-        tie across the candidate cut: the general path answers then, with the same bits)."""
+        searched pool, unfiltered or with a wide filter (None when that does not apply or
+        the scores tie across the candidate cut: the general path answers then, with the
+        same bits)."""
         table = self._table
         s = table.store
-        if spec is not None or table.embedding_mode != "user" or s is None:
+        if table.embedding_mode != "user" or s is None:
+            return None
+        if mask is not None and count * SLOT_SCAN_SHARE < len(table):
             return None
         label = -1
         if type(query) is Query:
@@ -412,13 +415,13 @@ class Retriever:
             s.embeddings,
             query,
             True,
-            s.alive,
-            n,
+            s.alive if mask is None else mask,
+            count,
             s.ids,
             s.util_mean,
             s.labels,
             label,
-            candidate_count(k, n),
+            candidate_count(k, count),
             k,
             w.alpha,
             w.beta,
