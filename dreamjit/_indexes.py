@@ -237,12 +237,11 @@ class IndexSet:
         the cut). Filters as in :meth:`search`: the exact batch scan reads only the
         masked rows, so a narrow filter never walks the graph."""
         use_ann = self.use_ann_now()
-        index = self._ann if use_ann else self._exact
-        assert index is not None, "reset() runs before the first add"
         if use_ann and mask is not None:
             count = int(np.count_nonzero(mask)) if count is None else count
-            if count * SLOT_SCAN_SHARE < len(self._table):
-                index = self._exact
+            use_ann = count * SLOT_SCAN_SHARE >= len(self._table)
+        index = self._ann if use_ann else self._exact
+        assert index is not None, "reset() runs before the first add"
         return index.search_batch(Q, k, mask)
 
     def rebuild(self):

@@ -1100,8 +1100,9 @@ class DreamPool:
         >>> hits = pool.retrieve_soft(dj.Query.from_tensor(probe.tensor, label=probe.label), k=3)
         >>> int(hits.ids[0]) == int(ids[7])
         True
-        >>> odd = pool.retrieve_soft(dj.Query.from_tensor(probe.tensor), k=3, where=lambda c: c.ids % 2 == 1)
-        >>> all(i % 2 == 1 for i in odd.ids.tolist())
+        >>> odd = lambda c: c.ids % 2 == 1
+        >>> hits = pool.retrieve_soft(dj.Query.from_tensor(probe.tensor), k=3, where=odd)
+        >>> all(i % 2 == 1 for i in hits.ids.tolist())
         True
         """
         k, weights, spec = self._soft_args(k, weights, where)
@@ -1155,7 +1156,8 @@ class DreamPool:
         >>> from dreamjit.synthetic import example_pool
         >>> pool, tensors, ids = example_pool()
         >>> batch = pool.retrieve_soft_batch(tensors[:4], k=3)
-        >>> len(batch), batch.ids.shape, batch[1].ids.tolist() == pool.retrieve_soft(tensors[1], k=3).ids.tolist()
+        >>> one = pool.retrieve_soft(tensors[1], k=3)
+        >>> len(batch), batch.ids.shape, batch[1].ids.tolist() == one.ids.tolist()
         (4, (4, 3), True)
         """
         k, weights, spec = self._soft_args(k, weights, where)

@@ -17,14 +17,14 @@ from dreamjit import (
 from dreamjit.kernels.cosine import normalize_rows, topk_cosine
 from dreamjit.kernels.query import (
     INT8_MIN_ROWS,
-    quantize_rows,
-    topk_dot_int8,
     SOFT_OK,
     SOFT_TIE,
     SOFT_ZERO,
+    quantize_rows,
     rerank_batch,
     soft_query,
     topk_cosine_batch,
+    topk_dot_int8,
     topk_dot_slots,
 )
 from dreamjit.synthetic import smooth_tensors
@@ -33,6 +33,7 @@ from dreamjit.testing import assert_pool_invariants
 from reference_retrieval import hybrid_rerank_ref, topk_cosine_ref, topk_dot_ref
 
 SIM_ONLY = RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0, lambda_=1.0)
+DEFAULT_W = RetrievalWeights()
 
 
 def unit(x):
@@ -205,7 +206,7 @@ def test_topk_cosine_batch_flags_ties_at_the_cut():
     assert np.all(s == s[0])
 
 
-def _fused_args(V, q, mask, ids, util, labels, qlabel, cc, k, w=RetrievalWeights(), int8=False):
+def _fused_args(V, q, mask, ids, util, labels, qlabel, cc, k, w=DEFAULT_W, int8=False):
     XT8, err = quantize_rows(V)
     return (
         np.ascontiguousarray(V.T),
@@ -230,7 +231,7 @@ def _fused_args(V, q, mask, ids, util, labels, qlabel, cc, k, w=RetrievalWeights
     )
 
 
-def _soft_reference(V, q, mask, ids, util, labels, qlabel, cc, k, w=RetrievalWeights()):
+def _soft_reference(V, q, mask, ids, util, labels, qlabel, cc, k, w=DEFAULT_W):
     """The soft path spelled out: exact candidates (ties to the lower id), id order, rerank."""
     qn = normalize_rows(q[None])[0]
     idx, sc = topk_dot_ref(V, qn, mask, 10**6)
@@ -239,8 +240,17 @@ def _soft_reference(V, q, mask, ids, util, labels, qlabel, cc, k, w=RetrievalWei
     by_id = np.argsort(ids[idx])
     idx, sc = idx[by_id], sc[by_id]
     pick, scores = hybrid_rerank_ref(
-        sc, util[idx], labels[idx], qlabel, V[idx], w.alpha, w.beta, w.gamma, w.delta,
-        w.lambda_, k,
+        sc,
+        util[idx],
+        labels[idx],
+        qlabel,
+        V[idx],
+        w.alpha,
+        w.beta,
+        w.gamma,
+        w.delta,
+        w.lambda_,
+        k,
     )
     return idx[pick], scores, sc[pick]
 
@@ -269,8 +279,15 @@ def test_soft_query_matches_reference(n, int8):
 def test_soft_query_flags_ties_and_zero_queries():
     V = unit(np.ones((10, 4)))
     args = _fused_args(
-        V, np.ones(4, np.float32), np.ones(10, bool), np.arange(10, dtype=np.int64),
-        np.zeros(10), np.full(10, -1, np.int32), -1, 3, 2,
+        V,
+        np.ones(4, np.float32),
+        np.ones(10, bool),
+        np.arange(10, dtype=np.int64),
+        np.zeros(10),
+        np.full(10, -1, np.int32),
+        -1,
+        3,
+        2,
     )
     assert soft_query(*args)[3] == SOFT_TIE
     args = list(args)
@@ -291,8 +308,20 @@ def test_rerank_batch_pads_and_matches_rows():
     w = RetrievalWeights()
     qlab = np.array([0, 1, -1, 0], np.int64)
     out_i, out_s, out_c = rerank_batch(
-        cand, sims, counts, V, ids, util, labels, qlab, 8, w.alpha, w.beta, w.gamma,
-        w.delta, w.lambda_,
+        cand,
+        sims,
+        counts,
+        V,
+        ids,
+        util,
+        labels,
+        qlab,
+        8,
+        w.alpha,
+        w.beta,
+        w.gamma,
+        w.delta,
+        w.lambda_,
     )
     assert out_i.shape == (4, 8)
     for t in range(4):
@@ -301,8 +330,17 @@ def test_rerank_batch_pads_and_matches_rows():
         by_id = np.argsort(ids[sl])
         sl, sm = sl[by_id], sims[t, :c][by_id]
         pick, sc = hybrid_rerank_ref(
-            sm, util[sl], labels[sl], qlab[t], V[sl], w.alpha, w.beta, w.gamma, w.delta,
-            w.lambda_, 8,
+            sm,
+            util[sl],
+            labels[sl],
+            qlab[t],
+            V[sl],
+            w.alpha,
+            w.beta,
+            w.gamma,
+            w.delta,
+            w.lambda_,
+            8,
         )
         n = len(pick)
         assert out_i[t, :n].tolist() == sl[pick].tolist()
@@ -404,8 +442,10 @@ def test_where_ids_of_evicted_entries_match_nothing():
     V = unit(rng.normal(size=(30, 8)))
     pool = user_pool(V[:20], max_size=20)
     pool.add_batch(
-        np.full((10, 1, 1, 3), 0.5, np.float32), np.tile([1.0, 0.9, 0.0], (10, 1)),
-        embeddings=V[20:], only_coherent=False,
+        np.full((10, 1, 1, 3), 0.5, np.float32),
+        np.tile([1.0, 0.9, 0.0], (10, 1)),
+        embeddings=V[20:],
+        only_coherent=False,
     )
     assert 0 not in pool  # evicted (oldest)
     hits = pool.retrieve_soft(V[0], k=5, where=np.array([0, 1, 2, 25]))
@@ -470,8 +510,17 @@ def test_columns_are_read_only_and_aligned(upool):
     assert len(cols) == len(pool)
     assert cols.ids.tolist() == pool.ids().tolist()
     assert cols.labels.tolist() == [pool[i].label for i in cols.ids.tolist()]
-    for name in ("ids", "labels", "energy", "coherence", "violation", "util_mean", "usage",
-                 "timestamp", "utility"):
+    for name in (
+        "ids",
+        "labels",
+        "energy",
+        "coherence",
+        "violation",
+        "util_mean",
+        "usage",
+        "timestamp",
+        "utility",
+    ):
         arr = getattr(cols, name)
         assert arr.shape == (len(pool),)
         with pytest.raises(ValueError):
@@ -522,7 +571,10 @@ def test_soft_batch_ties_across_the_cut():
     pool = user_pool(V)
     Q = np.ones((3, 4), np.float32)
     _assert_same(pool.retrieve_soft_batch(Q, k=3), [pool.retrieve_soft(q, k=3) for q in Q])
-    assert pool.retrieve_soft_batch(Q, k=3)[0].ids.tolist() == pool.retrieve_soft(Q[0], k=3).ids.tolist()
+    assert (
+        pool.retrieve_soft_batch(Q, k=3)[0].ids.tolist()
+        == pool.retrieve_soft(Q[0], k=3).ids.tolist()
+    )
 
 
 def test_soft_batch_equals_single_calls_mapper(tpool):
@@ -535,7 +587,8 @@ def test_soft_batch_equals_single_calls_mapper(tpool):
         (queries, queries),
     ):
         _assert_same(
-            pool.retrieve_soft_batch(batch_in, k=4), [pool.retrieve_soft(q, k=4) for q in singles_in]
+            pool.retrieve_soft_batch(batch_in, k=4),
+            [pool.retrieve_soft(q, k=4) for q in singles_in],
         )
     assert_pool_invariants(pool)
 

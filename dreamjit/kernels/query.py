@@ -215,9 +215,7 @@ def _rerank_candidates(
         lb[i] = labels[sl]
         for j in range(d):
             emb[i, j] = E[sl, j]
-    pick, scores = hybrid_rerank(
-        ss, um, lb, qlabel, emb, alpha, beta, gamma, delta, lambda_, k
-    )
+    pick, scores = hybrid_rerank(ss, um, lb, qlabel, emb, alpha, beta, gamma, delta, lambda_, k)
     out_s = np.empty(pick.shape[0], dtype=np.int64)
     out_c = np.empty(pick.shape[0], dtype=np.float32)
     for i in range(pick.shape[0]):
@@ -227,8 +225,26 @@ def _rerank_candidates(
 
 
 @kernel
-def _soft_one(XT, XT8, quant_error, E, q, mask, n_match, ids, util_mean, labels, qlabel, cc, k,
-              alpha, beta, gamma, delta, lambda_):
+def _soft_one(
+    XT,
+    XT8,
+    quant_error,
+    E,
+    q,
+    mask,
+    n_match,
+    ids,
+    util_mean,
+    labels,
+    qlabel,
+    cc,
+    k,
+    alpha,
+    beta,
+    gamma,
+    delta,
+    lambda_,
+):
     """:func:`soft_query` for the unit query ``q``."""
     none_i = np.empty(0, dtype=np.int64)
     none_s = np.empty(0, dtype=np.float32)
@@ -299,13 +315,49 @@ def soft_query(
             return np.empty(0, dtype=np.int64), q[:0], q[:0], status
     else:
         q = v
-    return _soft_one(XT, XT8, quant_error, E, q, mask, n_match, ids, util_mean, labels,
-                     qlabel, cc, k, alpha, beta, gamma, delta, lambda_)
+    return _soft_one(
+        XT,
+        XT8,
+        quant_error,
+        E,
+        q,
+        mask,
+        n_match,
+        ids,
+        util_mean,
+        labels,
+        qlabel,
+        cc,
+        k,
+        alpha,
+        beta,
+        gamma,
+        delta,
+        lambda_,
+    )
 
 
 @parallel_kernel(size_arg=4)
-def soft_query_batch(XT, XT8, quant_error, E, Q, mask, n_match, ids, util_mean, labels,
-                     qlabels, cc, k, alpha, beta, gamma, delta, lambda_):
+def soft_query_batch(
+    XT,
+    XT8,
+    quant_error,
+    E,
+    Q,
+    mask,
+    n_match,
+    ids,
+    util_mean,
+    labels,
+    qlabels,
+    cc,
+    k,
+    alpha,
+    beta,
+    gamma,
+    delta,
+    lambda_,
+):
     """:func:`soft_query` for each unit row of ``Q`` (m, d) with labels ``qlabels`` (m,),
     in parallel over queries (the same code per query: the same bits).
 
@@ -320,9 +372,26 @@ def soft_query_batch(XT, XT8, quant_error, E, Q, mask, n_match, ids, util_mean, 
     out_c = np.full((m, kk), np.nan, dtype=np.float32)
     status = np.zeros(m, dtype=np.int64)
     for t in prange(m):
-        sl, sc, cs, st = _soft_one(XT, XT8, quant_error, E, Q[t], mask, n_match, ids,
-                                   util_mean, labels, qlabels[t], cc, kk, alpha, beta,
-                                   gamma, delta, lambda_)
+        sl, sc, cs, st = _soft_one(
+            XT,
+            XT8,
+            quant_error,
+            E,
+            Q[t],
+            mask,
+            n_match,
+            ids,
+            util_mean,
+            labels,
+            qlabels[t],
+            cc,
+            kk,
+            alpha,
+            beta,
+            gamma,
+            delta,
+            lambda_,
+        )
         status[t] = st
         for i in range(sl.shape[0]):
             out_i[t, i] = sl[i]
