@@ -210,6 +210,17 @@ class Hits:
 class BatchHits:
     """The results of a batch retrieval: one row of hits per query.
 
+    Parameters
+    ----------
+    ids : array_like of int, shape (m, w)
+        Entry ids per query, -1 for padding.
+    scores : array_like of float, shape (m, w)
+        The ranking values (NaN in padding).
+    similarity : array_like of float, shape (m, w), optional
+        The cosines to the queries (NaN in padding; all NaN when omitted).
+    pool : DreamPool, optional
+        The pool the ids belong to (for :meth:`Hits.entries` of a row).
+
     Attributes
     ----------
     ids : numpy.ndarray of int64, shape (m, w)
@@ -259,6 +270,7 @@ class BatchHits:
         Returns
         -------
         numpy.ndarray of int64, shape (m,)
+            How many of row ``i``'s ids are entries (not -1).
         """
         return np.count_nonzero(self.ids >= 0, axis=1).astype(np.int64)
 
