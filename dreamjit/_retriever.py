@@ -28,6 +28,7 @@ from .kernels.hybrid import hybrid_rerank
 from .kernels.mmr import mmr_fast, mmr_standard
 from .kernels.query import (
     SOFT_OK,
+    label_mask,
     rerank_batch,
     soft_query,
     soft_query_batch,
@@ -278,11 +279,10 @@ class Retriever:
         if spec is None or s is None:
             return None, len(table)
         kind, value = spec
-        if kind == "label":
-            mask = s.alive & (s.labels == value)
-        elif kind == "labels":
-            mask = s.alive & np.isin(s.labels, value)
-        elif kind == "ids":
+        if kind in ("label", "labels"):
+            wanted = np.atleast_1d(np.asarray(value, dtype=np.int64))
+            return label_mask(s.alive, s.labels, wanted)
+        if kind == "ids":
             if value.size and int(value.max()) >= table.next_id:
                 raise InvalidParameterError(
                     "where",

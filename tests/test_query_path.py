@@ -782,3 +782,15 @@ def test_batch_equals_single_calls_int8_sizes(where):
     _assert_same(batch, [pool.retrieve_soft(q, k=10, where=where) for q in Q])
     slow = [pool.retrieve_soft(q.astype(np.float64), k=10, where=where) for q in Q]
     _assert_same(batch, slow)
+
+
+def test_label_mask_matches_reference():
+    from dreamjit.kernels.query import label_mask
+
+    rng = np.random.default_rng(15)
+    labels = rng.integers(-1, 12, 500).astype(np.int32)
+    alive = rng.uniform(size=500) < 0.8
+    for wanted in ([], [0], [3, 11], [5, 40], list(range(12))):
+        mask, count = label_mask(alive, labels, np.array(wanted, dtype=np.int64))
+        want = alive & np.isin(labels, wanted)
+        assert mask.tolist() == want.tolist() and count == int(want.sum())

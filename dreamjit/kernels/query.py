@@ -40,6 +40,7 @@ __all__ = [
     "SOFT_TIE",
     "SOFT_ZERO",
     "SOFT_NONFINITE",
+    "label_mask",
     "quantize_rows",
     "rerank_batch",
     "soft_query",
@@ -161,6 +162,27 @@ def topk_dot_int8(XT8, X, q, mask, k, quant_error):
     if cap > 0:
         size = _topk_int8_into(XT8, X, _to_f64(q), mask, quant_error, hs, hi)
     return _heap_result(hs, hi, size)
+
+
+@kernel
+def label_mask(alive, labels, wanted):
+    """``(mask (n,) bool, count)``: the live rows whose label is in ``wanted`` (int64,
+    labels >= 0), in one pass (a lookup table over the wanted labels)."""
+    n = alive.shape[0]
+    top = -1
+    for w in wanted:
+        top = max(top, w)
+    table = np.zeros(top + 1, dtype=np.bool_)
+    for w in wanted:
+        table[w] = True
+    mask = np.zeros(n, dtype=np.bool_)
+    count = 0
+    for i in range(n):
+        lab = labels[i]
+        if alive[i] and lab >= 0 and lab <= top and table[lab]:
+            mask[i] = True
+            count += 1
+    return mask, count
 
 
 @kernel
