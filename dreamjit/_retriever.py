@@ -24,12 +24,12 @@ from .errors import (
 )
 from .index.exact import PARALLEL_SCAN_ROWS
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
-from .kernels.hybrid import hybrid_rerank
 from .kernels.mmr import mmr_fast, mmr_standard
 from .kernels.query import (
     SOFT_OK,
     label_mask,
     rerank_batch,
+    rerank_candidates,
     soft_query,
     soft_query_batch,
     topk_cosine_batch,
@@ -437,23 +437,24 @@ class Retriever:
         n = len(self._table) if count is None else count
         if q is None or n == 0:
             return _NOTHING
-        slots, sims = self.candidates(q, k, mask, n)
+        slots, sims = self._indexes.search(q, candidate_count(k, n), mask, n)
         s = self._table.store
         w = weights
-        order, scores = hybrid_rerank(
+        return rerank_candidates(
+            slots,
             sims,
-            s.util_mean[slots],
-            s.labels[slots],
+            s.embeddings,
+            s.ids,
+            s.util_mean,
+            s.labels,
             label,
-            np.ascontiguousarray(s.embeddings[slots]),
+            k,
             w.alpha,
             w.beta,
             w.gamma,
             w.delta,
             w.lambda_,
-            k,
         )
-        return slots[order], scores, sims[order]
 
     def soft_batch(self, Q, labels, k, weights, mask=None, count=None):
         """``(slots, rerank values, cosines)``, each (m, kk) padded with -1 / NaN, of the

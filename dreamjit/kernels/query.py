@@ -43,6 +43,7 @@ __all__ = [
     "label_mask",
     "quantize_rows",
     "rerank_batch",
+    "rerank_candidates",
     "soft_query",
     "soft_query_batch",
     "topk_cosine_batch",
@@ -217,10 +218,13 @@ def _by_id(slots, ids):
 
 
 @kernel
-def _rerank_candidates(
+def rerank_candidates(
     cand, sims, E, ids, util_mean, labels, qlabel, k, alpha, beta, gamma, delta, lambda_
 ):
-    """The hybrid rerank of candidate ``cand`` (any order; put in id order here)."""
+    """The hybrid rerank of the candidates ``cand`` (slots, any order) with cosines ``sims``:
+    put in id order here (ties to the lower id), gathered from the columns and reranked by
+    :func:`~dreamjit.kernels.hybrid.hybrid_rerank`. Returns ``(slots, scores, cosines)``
+    in pick order."""
     order = _by_id(cand, ids)
     c = order.shape[0]
     d = E.shape[1]
@@ -287,7 +291,7 @@ def _soft_one(
             return none_i, none_s, none_s, SOFT_TIE
         slots = slots[:cc]
         sims = sims[:cc]
-    out_s, scores, out_c = _rerank_candidates(
+    out_s, scores, out_c = rerank_candidates(
         slots, sims, E, ids, util_mean, labels, qlabel, k, alpha, beta, gamma, delta, lambda_
     )
     return out_s, scores, out_c, SOFT_OK
@@ -464,7 +468,7 @@ def rerank_batch(
         c = counts[t]
         if c == 0 or kk == 0:
             continue
-        sl, sc, cs = _rerank_candidates(
+        sl, sc, cs = rerank_candidates(
             cand[t, :c],
             sims[t, :c],
             E,
