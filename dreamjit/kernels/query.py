@@ -59,8 +59,8 @@ SOFT_ZERO = 2  # the query has no direction
 SOFT_NONFINITE = 3  # NaN or inf in the query
 
 
-#: rows per block of the int8 scan: its int32 scores (32 KB) stay in L1/L2
-_Q_BLOCK = 8192
+#: rows per block of the int8 scan: its int32 scores (16 KB) stay in L1
+_Q_BLOCK = 4096
 #: slack added to the int8 bound for float64 rounding in the scores and the bound
 _Q_SLACK = 1e-6
 #: below this many rows the float32 column scan is as fast as the int8 prefilter
@@ -120,11 +120,30 @@ def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
         b = min(_Q_BLOCK, n - i0)
         a = A[i0 : i0 + b]
         a[:] = 0
-        for j in range(d):
-            row = XT8[j, i0 : i0 + b]
-            c = q8[j]
+        j = 0
+        while j + 4 <= d:  # four columns per pass over a: integer sums, any order is exact
+            r0 = XT8[j, i0 : i0 + b]
+            r1 = XT8[j + 1, i0 : i0 + b]
+            r2 = XT8[j + 2, i0 : i0 + b]
+            r3 = XT8[j + 3, i0 : i0 + b]
+            c0 = q8[j]
+            c1 = q8[j + 1]
+            c2 = q8[j + 2]
+            c3 = q8[j + 3]
             for i in range(b):
-                a[i] += np.int32(row[i]) * c
+                a[i] += (
+                    np.int32(r0[i]) * c0
+                    + np.int32(r1[i]) * c1
+                    + np.int32(r2[i]) * c2
+                    + np.int32(r3[i]) * c3
+                )
+            j += 4
+        while j < d:
+            r0 = XT8[j, i0 : i0 + b]
+            c0 = q8[j]
+            for i in range(b):
+                a[i] += np.int32(r0[i]) * c0
+            j += 1
         for i in range(b):
             v = np.float64(a[i])
             if v > kthr and mask[i0 + i]:
