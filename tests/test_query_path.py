@@ -548,7 +548,7 @@ def _assert_same(batch, singles):
         assert np.array_equal(row.similarity, hits.similarity)
 
 
-@pytest.mark.parametrize("k", [1, 3, 10, 700])
+@pytest.mark.parametrize("k", [1, 3, 10, pytest.param(700, marks=pytest.mark.jit_only)])
 def test_soft_batch_equals_single_calls_user_embeddings(upool, k):
     pool, V, labels = upool
     rng = np.random.default_rng(7)
