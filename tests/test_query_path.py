@@ -794,3 +794,25 @@ def test_label_mask_matches_reference():
         mask, count = label_mask(alive, labels, np.array(wanted, dtype=np.int64))
         want = alive & np.isin(labels, wanted)
         assert mask.tolist() == want.tolist() and count == int(want.sum())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hybrid_rerank_without_penalty_skips_the_similarities(dtype):
+    """delta = 0: the rerank does not compute similarities to the picks; the picks and
+    values are the reference's (which computes them and multiplies by 0)."""
+    from dreamjit.kernels.hybrid import hybrid_rerank
+
+    rng = np.random.default_rng(16)
+    for m in (1, 2, 7, 40):
+        emb = unit(rng.normal(size=(m, 8))).astype(dtype)
+        sim = rng.uniform(-1, 1, m).astype(np.float32)
+        sim[: m // 2] = sim[0]  # ties
+        util = rng.uniform(0, 1, m)
+        labels = rng.integers(-1, 2, m).astype(np.int32)
+        for lam in (1.0, 0.7, 0.0):
+            got_o, got_s = hybrid_rerank(sim, util, labels, 1, emb, 0.6, 0.3, 0.1, 0.0, lam, 10)
+            want_o, want_s = hybrid_rerank_ref(
+                sim, util, labels, 1, emb, 0.6, 0.3, 0.1, 0.0, lam, 10
+            )
+            assert got_o.tolist() == want_o.tolist()
+            assert np.array_equal(got_s, want_s.astype(np.float32))
