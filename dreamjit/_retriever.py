@@ -423,11 +423,7 @@ class Retriever:
             label,
             candidate_count(k, count),
             k,
-            w.alpha,
-            w.beta,
-            w.gamma,
-            w.delta,
-            w.lambda_,
+            w.as_array(),
         )
         if status != SOFT_OK:
             return None  # a tie at the cut, or a bad query the general path reports
@@ -449,11 +445,7 @@ class Retriever:
             s.labels,
             label,
             k,
-            w.alpha,
-            w.beta,
-            w.gamma,
-            w.delta,
-            w.lambda_,
+            w.as_array(),
         )
 
     def soft_batch(self, Q, labels, k, weights, mask=None, count=None):
@@ -492,11 +484,7 @@ class Retriever:
                 labels,
                 cc,
                 kk,
-                w.alpha,
-                w.beta,
-                w.gamma,
-                w.delta,
-                w.lambda_,
+                w.as_array(),
             )
             for t in np.flatnonzero(status != SOFT_OK):  # ties at the cut: the general path
                 sl, sc, cs = self.soft_embedded(Q[t], int(labels[t]), k, weights, mask, n)
@@ -522,11 +510,7 @@ class Retriever:
             s.labels,
             labels,
             kk,
-            w.alpha,
-            w.beta,
-            w.gamma,
-            w.delta,
-            w.lambda_,
+            w.as_array(),
         )
         return self._pad(out_i, out_s, out_c, kk)
 

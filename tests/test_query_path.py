@@ -223,11 +223,7 @@ def _fused_args(V, q, mask, ids, util, labels, qlabel, cc, k, w=DEFAULT_W, int8=
         qlabel,
         cc,
         k,
-        w.alpha,
-        w.beta,
-        w.gamma,
-        w.delta,
-        w.lambda_,
+        w.as_array(),
     )
 
 
@@ -245,11 +241,7 @@ def _soft_reference(V, q, mask, ids, util, labels, qlabel, cc, k, w=DEFAULT_W):
         labels[idx],
         qlabel,
         V[idx],
-        w.alpha,
-        w.beta,
-        w.gamma,
-        w.delta,
-        w.lambda_,
+        *w.as_array(),
         k,
     )
     return idx[pick], scores, sc[pick]
@@ -317,11 +309,7 @@ def test_rerank_batch_pads_and_matches_rows():
         labels,
         qlab,
         8,
-        w.alpha,
-        w.beta,
-        w.gamma,
-        w.delta,
-        w.lambda_,
+        w.as_array(),
     )
     assert out_i.shape == (4, 8)
     for t in range(4):
@@ -335,11 +323,7 @@ def test_rerank_batch_pads_and_matches_rows():
             labels[sl],
             qlab[t],
             V[sl],
-            w.alpha,
-            w.beta,
-            w.gamma,
-            w.delta,
-            w.lambda_,
+            *w.as_array(),
             8,
         )
         n = len(pick)

@@ -237,9 +237,7 @@ def _by_id(slots, ids):
 
 
 @kernel
-def rerank_candidates(
-    cand, sims, E, ids, util_mean, labels, qlabel, k, alpha, beta, gamma, delta, lambda_
-):
+def rerank_candidates(cand, sims, E, ids, util_mean, labels, qlabel, k, w):
     """The hybrid rerank of the candidates ``cand`` (slots, any order) with cosines ``sims``:
     put in id order here (ties to the lower id), gathered from the columns and reranked by
     :func:`~dreamjit.kernels.hybrid.hybrid_rerank`. Returns ``(slots, scores, cosines)``
@@ -260,7 +258,7 @@ def rerank_candidates(
         lb[i] = labels[sl]
         for j in range(d):
             emb[i, j] = E[sl, j]
-    pick, scores = hybrid_rerank(ss, um, lb, qlabel, emb, alpha, beta, gamma, delta, lambda_, k)
+    pick, scores = hybrid_rerank(ss, um, lb, qlabel, emb, w[0], w[1], w[2], w[3], w[4], k)
     out_s = np.empty(pick.shape[0], dtype=np.int64)
     out_c = np.empty(pick.shape[0], dtype=np.float32)
     for i in range(pick.shape[0]):
@@ -284,11 +282,7 @@ def _soft_one(
     qlabel,
     cc,
     k,
-    alpha,
-    beta,
-    gamma,
-    delta,
-    lambda_,
+    w,
 ):
     """:func:`soft_query` for the unit query ``q``."""
     none_i = np.empty(0, dtype=np.int64)
@@ -310,9 +304,7 @@ def _soft_one(
             return none_i, none_s, none_s, SOFT_TIE
         slots = slots[:cc]
         sims = sims[:cc]
-    out_s, scores, out_c = rerank_candidates(
-        slots, sims, E, ids, util_mean, labels, qlabel, k, alpha, beta, gamma, delta, lambda_
-    )
+    out_s, scores, out_c = rerank_candidates(slots, sims, E, ids, util_mean, labels, qlabel, k, w)
     return out_s, scores, out_c, SOFT_OK
 
 
@@ -332,11 +324,7 @@ def soft_query(
     qlabel,
     cc,
     k,
-    alpha,
-    beta,
-    gamma,
-    delta,
-    lambda_,
+    w,
 ):
     """One exact soft retrieval: ``(slots, scores, similarity, status)``.
 
@@ -346,7 +334,8 @@ def soft_query(
     rows (an empty (d, 0) array: never); ``v`` (d,) the query (normalised here
     if ``normalize``, else already unit); ``mask`` (n,) bool of the
     ``n_match`` selectable rows; ``ids``, ``util_mean``, ``labels`` the
-    columns; ``cc`` the candidate count; then the rerank's ``k`` and weights.
+    columns; ``cc`` the candidate count; then the rerank's ``k`` and weights ``w``
+    (float64 ``(alpha, beta, gamma, delta, lambda_)``, as ``RetrievalWeights.as_array()``).
     The candidates are the best ``cc`` rows by dot product (as
     :func:`~dreamjit.kernels.cosine.topk_dot_columns`), taken in id order and
     reranked by :func:`~dreamjit.kernels.hybrid.hybrid_rerank`. ``status``
@@ -374,11 +363,7 @@ def soft_query(
         qlabel,
         cc,
         k,
-        alpha,
-        beta,
-        gamma,
-        delta,
-        lambda_,
+        w,
     )
 
 
@@ -397,11 +382,7 @@ def soft_query_batch(
     qlabels,
     cc,
     k,
-    alpha,
-    beta,
-    gamma,
-    delta,
-    lambda_,
+    w,
 ):
     """:func:`soft_query` for each unit row of ``Q`` (m, d) with labels ``qlabels`` (m,),
     in parallel over queries (the same code per query: the same bits).
@@ -431,11 +412,7 @@ def soft_query_batch(
             qlabels[t],
             cc,
             kk,
-            alpha,
-            beta,
-            gamma,
-            delta,
-            lambda_,
+            w,
         )
         status[t] = st
         for i in range(sl.shape[0]):
@@ -468,9 +445,7 @@ def topk_dot_slots(X, q, slots, k):
 
 
 @parallel_kernel(size_arg=0)
-def rerank_batch(
-    cand, sims, counts, E, ids, util_mean, labels, qlabels, k, alpha, beta, gamma, delta, lambda_
-):
+def rerank_batch(cand, sims, counts, E, ids, util_mean, labels, qlabels, k, w):
     """:func:`soft_query`'s rerank for each row of ``cand`` (m, c) (candidate slots,
     any order; the first ``counts[t]`` of row ``t`` are used) with cosines ``sims``
     (m, c) and query labels ``qlabels`` (m,), in parallel over rows.
@@ -496,11 +471,7 @@ def rerank_batch(
             labels,
             qlabels[t],
             kk,
-            alpha,
-            beta,
-            gamma,
-            delta,
-            lambda_,
+            w,
         )
         for i in range(sl.shape[0]):
             out_i[t, i] = sl[i]
