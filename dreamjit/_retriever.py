@@ -357,6 +357,7 @@ class Retriever:
             sl, c = self.hard(C[t], k, None, mask)
             slots[t, : sl.shape[0]] = sl
             cos[t, : c.shape[0]] = c
+        slots, cos, _ = self._pad(slots, cos, cos, min(k, len(self._table)))
         return slots, cos
 
     def soft(self, query, k, weights, spec=None):

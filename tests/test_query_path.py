@@ -407,6 +407,10 @@ def test_where_on_hard_and_hybrid(tpool):
             assert len(hits) == min(6, len(allowed))
     both = pool.retrieve_similar(q, k=80, label=1, where=[1, 2])
     assert {pool[i].label for i in both.ids.tolist()} == {1}
+    batch = pool.retrieve_similar_batch([q, q], k=80, label=1, where=[1, 2])
+    assert batch.ids.shape == (2, min(80, len(pool)))  # padded to the pool's width
+    assert batch[1].ids.tolist() == both.ids.tolist()
+    assert np.isnan(batch.scores[0, len(both) :]).all()
 
 
 def test_where_hard_matches_reference(tpool):
