@@ -347,8 +347,9 @@ class Retriever:
         validated chromas ``C`` (m, channels), padded with -1 / NaN."""
         m = C.shape[0]
         s = self._table.store
+        w = min(k, self.config.max_size)
         if s is None or len(self._table) == 0:
-            return np.full((m, 0), -1, np.int64), np.full((m, 0), np.nan, np.float32)
+            return np.full((m, w), -1, np.int64), np.full((m, w), np.nan, np.float32)
         mask = s.alive if mask is None else mask
         if label is not None:
             mask = mask & (s.labels == label)
@@ -357,7 +358,7 @@ class Retriever:
             sl, c = self.hard(C[t], k, None, mask)
             slots[t, : sl.shape[0]] = sl
             cos[t, : c.shape[0]] = c
-        slots, cos, _ = self._pad(slots, cos, cos, min(k, len(self._table)))
+        slots, cos, _ = self._pad(slots, cos, cos, w)
         return slots, cos
 
     def soft(self, query, k, weights, spec=None):
@@ -456,7 +457,7 @@ class Retriever:
         row by row."""
         m = Q.shape[0]
         n = len(self._table) if count is None else count
-        kk = min(k, len(self._table))
+        kk = min(k, self.config.max_size)  # the width: k, never more than the pool can hold
         if n == 0 or self._table.store is None:
             empty = np.full((m, kk), np.nan, np.float32)
             return np.full((m, kk), -1, np.int64), empty, empty.copy()

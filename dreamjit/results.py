@@ -39,6 +39,7 @@ class DreamEntry:
     chroma : numpy.ndarray
         Chroma signature (C,).
     label : int or None
+        The class label given when it was added.
     utility : float or None
         The utility given when it was added.
     util_mean : float
@@ -81,7 +82,15 @@ class DreamEntry:
 
 
 class Hit(NamedTuple):
-    """One retrieval result: ``(id, score)``, as yielded by iterating :class:`Hits`."""
+    """One retrieval result: ``(id, score)``, as yielded by iterating :class:`Hits`.
+
+    Attributes
+    ----------
+    id : int
+        The entry id.
+    score : float
+        Its score (see :attr:`Hits.scores`).
+    """
 
     id: int
     score: float
@@ -95,6 +104,15 @@ class Hits:
     removed since the retrieval is skipped (never a ``KeyError``): both then
     return fewer than ``len(hits)`` items, in hit order; ``entries()`` says
     which (each entry carries its ``id``).
+
+    Parameters
+    ----------
+    ids, scores : array_like
+        The attributes below (copied, read-only).
+    pool : DreamPool, optional
+        The pool the hits came from (what :meth:`entries` and :meth:`tensors` read).
+    similarity : array_like, optional
+        The attribute below; NaN for every hit when not given.
 
     Attributes
     ----------
@@ -168,7 +186,13 @@ class Hits:
         return int(self.ids.shape[0])
 
     def len(self) -> int:
-        """The number of hits (as ``len(hits)``)."""
+        """The number of hits (as ``len(hits)``).
+
+        Returns
+        -------
+        int
+            ``k``.
+        """
         return len(self)
 
     def __iter__(self):
@@ -179,21 +203,30 @@ class Hits:
         return Hit(int(self.ids[i]), float(self.scores[i]))
 
     def entries(self) -> list:
-        """The hit entries still in the pool, as :class:`DreamEntry` snapshots, best first.
+        """The hit entries still in the pool, best first.
 
         Hits evicted since the retrieval are skipped.
+
+        Returns
+        -------
+        list of DreamEntry
+            Snapshots, each with its ``id``.
         """
         if self._pool is None:
             return []
         return self._pool.entries_of(self.ids)
 
     def tensors(self) -> np.ndarray:
-        """The tensors of the hits still in the pool, stacked: ``(m, *tensor_shape)``,
-        ``m <= k``, best first.
+        """The tensors of the hits still in the pool, stacked, best first.
 
         Hits evicted since the retrieval are skipped, so when ``m < len(hits)``
         the rows no longer line up with ``ids``; use :meth:`entries` to know
         which entries they are.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(m, *tensor_shape)``, ``m <= k``.
         """
         if self._pool is None:
             return np.empty((0,), np.float32)
@@ -216,10 +249,10 @@ class BatchHits:
         Entry ids per query, -1 for padding.
     scores : array_like of float, shape (m, w)
         The ranking values (NaN in padding).
-    similarity : array_like of float, shape (m, w), optional
-        The cosines to the queries (NaN in padding; all NaN when omitted).
     pool : DreamPool, optional
         The pool the ids belong to (for :meth:`Hits.entries` of a row).
+    similarity : array_like of float, shape (m, w), optional
+        The cosines to the queries (NaN in padding; all NaN when omitted).
 
     Attributes
     ----------
@@ -237,15 +270,14 @@ class BatchHits:
     Examples
     --------
     >>> import numpy as np, dreamjit as dj
-    >>> batch = dj.BatchHits(np.array([[3, 1], [2, -1]]), np.array([[0.9, 0.5], [0.8, np.nan]]),
-    ...                      np.array([[0.9, 0.5], [0.8, np.nan]]))
+    >>> batch = dj.BatchHits(np.array([[3, 1], [2, -1]]), np.array([[0.9, 0.5], [0.8, np.nan]]))
     >>> len(batch), batch.ids.shape, batch[1].ids.tolist(), [len(h) for h in batch]
     (2, (2, 2), [2], [2, 1])
     """
 
     __slots__ = ("ids", "scores", "similarity", "_pool")
 
-    def __init__(self, ids, scores, similarity=None, pool=None):
+    def __init__(self, ids, scores, pool=None, similarity=None):
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim != 2:
             raise ValueError(f"ids: expected a 2-d array, got shape {ids.shape}")

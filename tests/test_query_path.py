@@ -408,7 +408,7 @@ def test_where_on_hard_and_hybrid(tpool):
     both = pool.retrieve_similar(q, k=80, label=1, where=[1, 2])
     assert {pool[i].label for i in both.ids.tolist()} == {1}
     batch = pool.retrieve_similar_batch([q, q], k=80, label=1, where=[1, 2])
-    assert batch.ids.shape == (2, min(80, len(pool)))  # padded to the pool's width
+    assert batch.ids.shape == (2, 80)  # padded to k (at most max_size)
     assert batch[1].ids.tolist() == both.ids.tolist()
     assert np.isnan(batch.scores[0, len(both) :]).all()
 
@@ -669,7 +669,8 @@ def test_batch_refuses_bad_queries_and_changes_nothing(upool, tpool):
 def test_batch_on_an_empty_pool():
     pool = dj.DreamPool(embedding_dim=4, tensor_shape=(1, 1, 3))
     b = pool.retrieve_similar_batch(np.ones((3, 3), np.float32), k=5)
-    assert b.ids.shape == (3, 0) and [len(h) for h in b] == [0, 0, 0]
+    assert b.ids.shape == (3, 5) and [len(h) for h in b] == [0, 0, 0]
+    assert (b.ids == -1).all()
 
 
 def test_batch_hits_object():
