@@ -14,10 +14,18 @@ import logging
 import numpy as np
 
 from ._validate import MAX_ENTRIES
+from .kernels.query import topk_dot_slots
 
 __all__ = ["IndexSet", "candidate_count", "ranked_by_id"]
 
 logger = logging.getLogger("dreamjit")
+
+#: a filter matching fewer than one live entry in this many is searched by an exact scan
+#: of the matching slots only (no graph walk, no scan of the rest)
+SLOT_SCAN_SHARE = 8
+
+_NO_SLOTS = np.empty(0, dtype=np.int64)
+_NO_SCORES = np.empty(0, dtype=np.float32)
 
 
 def candidate_count(k: int, n: int) -> int:
@@ -216,14 +224,45 @@ class IndexSet:
             and len(self._table) >= self.config.ann_threshold
         )
 
-    def search(self, q, k, mask=None):
+    def search(self, q, k, mask=None, count=None):
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,
-        ties to the lower id."""
+        ties to the lower id.
+
+        ``mask`` (capacity,) bool, when given, holds the live entries a filter
+        selects and ``count`` how many (computed when omitted). A filter matching
+        fewer than one entry in :data:`SLOT_SCAN_SHARE` of the pool is answered by
+        an exact scan of just those entries (cost proportional to the matches);
+        a wider one by the index in use (the graph walk takes the mask).
+        """
         index = self._ann if self.use_ann_now() else self._exact
         assert index is not None, "reset() runs before the first add"
-        return ranked_by_id(
-            lambda kk: index.search(q, kk, mask), k, len(self._table), self._table.store.ids
-        )
+        store = self._table.store
+        n = len(self._table)
+        if mask is not None:
+            count = int(np.count_nonzero(mask)) if count is None else count
+            if count == 0:
+                return _NO_SLOTS, _NO_SCORES
+            if count * SLOT_SCAN_SHARE < n:
+                rows = np.flatnonzero(mask)
+                qq = np.ascontiguousarray(q, dtype=np.float32)
+                return ranked_by_id(
+                    lambda kk: topk_dot_slots(store.embeddings, qq, rows, kk), k, count, store.ids
+                )
+            n = count
+        return ranked_by_id(lambda kk: index.search(q, kk, mask), k, n, store.ids)
+
+    def search_batch(self, Q, k, mask=None, count=None):
+        """Top-k ``(slots (m, k), cosines (m, k))`` of each row of ``Q`` from the index in
+        use, padded with -1 / -inf; ties broken by slot (the caller handles ties across
+        the cut). Filters as in :meth:`search`: the exact batch scan reads only the
+        masked rows, so a narrow filter never walks the graph."""
+        use_ann = self.use_ann_now()
+        if use_ann and mask is not None:
+            count = int(np.count_nonzero(mask)) if count is None else count
+            use_ann = count * SLOT_SCAN_SHARE >= len(self._table)
+        index = self._ann if use_ann else self._exact
+        assert index is not None, "reset() runs before the first add"
+        return index.search_batch(Q, k, mask)
 
     def rebuild(self):
         """Start a rebuild of the NN-descent index (write lock held); returns it, or None

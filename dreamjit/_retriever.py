@@ -12,13 +12,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._indexes import candidate_count, ranked_by_id
-from ._validate import as_float, as_float_array, as_label
+from ._indexes import SLOT_SCAN_SHARE, candidate_count, ranked_by_id
+from ._validate import as_float, as_float_array, as_label, as_sequence
 from .cache import QueryCache
-from .errors import DimensionMismatchError, InvalidParameterError
+from .errors import (
+    DimensionMismatchError,
+    DreamError,
+    EmptyCollectionError,
+    InvalidParameterError,
+    describe_value,
+)
+from .index.exact import PARALLEL_SCAN_ROWS
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
-from .kernels.hybrid import hybrid_rerank
 from .kernels.mmr import mmr_fast, mmr_standard
+from .kernels.query import (
+    SOFT_OK,
+    label_mask,
+    rerank_batch,
+    rerank_candidates,
+    soft_query,
+    soft_query_batch,
+    topk_cosine_batch,
+)
 from .query import Query, RetrievalWeights
 
 __all__ = ["RRF_K", "Retriever", "candidate_count", "ranked_by_id", "reciprocal_rank_fusion"]
@@ -28,6 +43,7 @@ DEFAULT_WEIGHTS = RetrievalWeights()
 NO_SLOTS = np.empty(0, dtype=np.int64)
 NO_SCORES = np.empty(0, dtype=np.float32)
 _NOTHING = (NO_SLOTS, NO_SCORES, NO_SCORES)
+_NO_INT8 = np.empty((0, 0), dtype=np.int8)
 #: the usual constant of reciprocal rank fusion (Cormack et al., 2009)
 RRF_K = 60
 
@@ -191,55 +207,332 @@ class Retriever:
             self.cache.count(hit=False)
         return emb, -1 if label is None else label
 
+    # ------------------------------------------------------------ batches
+    def chroma_batch(self, chromas, name="chromas") -> np.ndarray:
+        """``(m, channels)`` float32 validated chroma queries from an ``(m, C)`` array, a
+        tensor batch or a sequence of single queries (any row without a direction refused)."""
+        if isinstance(chromas, np.ndarray) and chromas.dtype.kind != "O" and chromas.ndim >= 2:
+            arr = as_float_array(chromas, name, ndim=(2, 4, 5))
+            shape = self._table.shape
+            if arr.ndim == 2 and (shape is None or arr.shape[1] == shape[-1]):
+                zero = ~arr.any(axis=1)
+                if zero.any():
+                    i = int(np.flatnonzero(zero)[0])
+                    self.chroma_query(arr[i], f"{name}[{i}]")  # raises: no direction
+                return arr
+            rows = list(arr)
+        else:
+            rows = as_sequence(chromas, name, "a sequence (or array) of chroma queries")
+        if not rows:
+            raise EmptyCollectionError(name, chromas, "at least one query")
+        return np.stack([self.chroma_query(r, f"{name}[{i}]") for i, r in enumerate(rows)])
+
+    def embedding_batch(self, queries, name="queries"):
+        """``(Q (m, dim) float32 unit rows, labels (m,) int64)`` for a batch of queries
+        (read lock held): an ``(m, dim)`` array of user embeddings, an ``(m, C)`` array of
+        chromas (pools that embed their own), a tensor batch, or a sequence of single
+        queries. Rows of a pool still empty are zero."""
+        dim = self.config.embedding_dim
+        user = self._table.embedding_mode == "user"
+        if isinstance(queries, np.ndarray) and queries.dtype.kind != "O" and queries.ndim >= 2:
+            arr = as_float_array(queries, name, ndim=(2, 4, 5))
+            if arr.ndim == 2 and user:
+                if arr.shape[1] != dim:
+                    raise DimensionMismatchError(name, arr, f"shape (m, {dim}) (embedding_dim)")
+                zero = ~arr.any(axis=1)
+                if zero.any():
+                    i = int(np.flatnonzero(zero)[0])
+                    raise InvalidParameterError(
+                        f"{name}[{i}]", arr[i], "a query vector with a direction (not all zero)"
+                    )
+                return normalize_rows(arr), np.full(arr.shape[0], -1, dtype=np.int64)
+            rows = list(arr)
+        else:
+            rows = as_sequence(queries, name, "a sequence (or array) of queries")
+        if not rows:
+            raise EmptyCollectionError(name, queries, "at least one query")
+        Q = np.zeros((len(rows), dim), dtype=np.float32)
+        labels = np.full(len(rows), -1, dtype=np.int64)
+        for i, row in enumerate(rows):
+            q = row
+            if isinstance(row, np.ndarray) and row.ndim > 1:
+                q = Query.from_tensor(row)
+            try:
+                emb, labels[i] = self.query_embedding(q, f"{name}[{i}]")
+            except DreamError as exc:  # name the query of the batch
+                if exc.param.startswith(f"{name}["):
+                    raise
+                raise type(exc)(
+                    f"{name}[{i}]", exc.value, exc.expected, detail=f"its {exc.param}"
+                ) from exc
+            if emb is not None:
+                Q[i] = emb
+        return Q, labels
+
+    # ------------------------------------------------------------ filters (read lock held)
+    def filter(self, spec):
+        """``(mask, count)`` for a ``where=`` spec parsed by :func:`~dreamjit._validate.as_where`:
+        ``mask`` (capacity,) bool of the live entries it matches (None: no filter, every
+        live entry) and how many that is."""
+        table = self._table
+        s = table.store
+        if spec is None or s is None:
+            return None, len(table)
+        kind, value = spec
+        if kind in ("label", "labels"):
+            wanted = np.atleast_1d(np.asarray(value, dtype=np.int64))
+            return label_mask(s.alive, s.labels, wanted)
+        if kind == "ids":
+            if value.size and int(value.max()) >= table.next_id:
+                raise InvalidParameterError(
+                    "where",
+                    value,
+                    f"ids issued by this pool (below {table.next_id}; ids of entries "
+                    "evicted or removed since match nothing)",
+                )
+            mask = np.zeros(s.capacity, dtype=np.bool_)
+            mask[table.slots_of(value.tolist())] = True
+        else:
+            mask = self._called_mask(value)
+        return mask, int(np.count_nonzero(mask))
+
+    def _called_mask(self, fn) -> np.ndarray:
+        """The slots a ``where=`` callable selects from the table's columns."""
+        table = self._table
+        order = table.live_slots_by_id()
+        cols = table.columns()
+        try:
+            res = np.asarray(fn(cols))
+        except Exception as exc:  # the user's callable: any failure is a bad filter
+            raise InvalidParameterError(
+                "where",
+                fn,
+                "a callable taking the pool's columns and returning a bool mask",
+                detail=f"it raised {type(exc).__name__}: {exc}",
+            ) from exc
+        if res.dtype != np.bool_ or res.shape != order.shape:
+            raise InvalidParameterError(
+                "where",
+                fn,
+                f"a callable returning a bool mask of shape ({order.shape[0]},) "
+                "(one value per live entry, aligned with the columns)",
+                detail=f"it returned {describe_value(res)}",
+            )
+        mask = np.zeros(table.store.capacity, dtype=np.bool_)
+        mask[order[res]] = True
+        return mask
+
     # ------------------------------------------------------------ paths (read lock held)
-    def candidates(self, q, k):
+    def candidates(self, q, k, mask=None, count=None):
         """Index candidates for the rerank and MMR stages, in id order (so that
         the kernels' ties to the lower position are ties to the lower id)."""
-        slots, sims = self._indexes.search(q, candidate_count(k, len(self._table)))
+        n = len(self._table) if count is None else count
+        slots, sims = self._indexes.search(q, candidate_count(k, n), mask, n)
         order = np.argsort(self._table.ids_at(slots), kind="stable")
         return slots[order], sims[order]
 
-    def hard(self, q, k, label):
+    def hard(self, q, k, label, mask=None):
         """``(slots, cosines)`` of chroma cosine to the validated chroma ``q``."""
         n = len(self._table)
         if self._table.store is None or n == 0:
             return NO_SLOTS, NO_SCORES
         s = self._table.store
-        mask = s.alive if label is None else s.alive & (s.labels == label)
+        mask = s.alive if mask is None else mask
+        if label is not None:
+            mask = mask & (s.labels == label)
         return ranked_by_id(lambda kk: topk_cosine(s.chroma, q, mask, kk), k, n, s.ids)
 
-    def soft(self, query, k, weights):
-        """``(slots, rerank values, cosines)`` of the soft path."""
-        q, label = self.query_embedding(query)
-        return self.soft_embedded(q, label, k, weights)
+    def hard_batch(self, C, k, label, mask=None):
+        """``(slots (m, kk), cosines (m, kk))`` of :meth:`hard` for each row of the
+        validated chromas ``C`` (m, channels), padded with -1 / NaN."""
+        m = C.shape[0]
+        s = self._table.store
+        w = min(k, self.config.max_size)
+        if s is None or len(self._table) == 0:
+            return np.full((m, w), -1, np.int64), np.full((m, w), np.nan, np.float32)
+        mask = s.alive if mask is None else mask
+        if label is not None:
+            mask = mask & (s.labels == label)
+        slots, cos, tie = topk_cosine_batch(s.chroma, C, mask, s.ids, min(k, len(self._table)))
+        for t in np.flatnonzero(tie):  # ties across the cut: the single path's id order
+            sl, c = self.hard(C[t], k, None, mask)
+            slots[t, : sl.shape[0]] = sl
+            cos[t, : c.shape[0]] = c
+        slots, cos, _ = self._pad(slots, cos, cos, w)
+        return slots, cos
 
-    def soft_embedded(self, q, label, k, weights):
-        if q is None or len(self._table) == 0:
+    def soft(self, query, k, weights, spec=None):
+        """``(slots, rerank values, cosines)`` of the soft path."""
+        mask, count = self.filter(spec)
+        fast = self._fused(query, k, weights, mask, count)
+        if fast is not None:
+            return fast
+        q, label = self.query_embedding(query)
+        return self.soft_embedded(q, label, k, weights, mask, count)
+
+    def _fused(self, query, k, weights, mask, count):
+        """The soft path in one kernel call, for a user-embedding query on an exactly
+        searched pool, unfiltered or with a wide filter (None when that does not apply or
+        the scores tie across the candidate cut: the general path answers then, with the
+        same bits)."""
+        table = self._table
+        s = table.store
+        if table.embedding_mode != "user" or s is None:
+            return None
+        if mask is not None and count * SLOT_SCAN_SHARE < len(table):
+            return None
+        label = -1
+        if type(query) is Query:
+            if (
+                query.chroma is not None
+                or query.spectral is not None
+                or query.spatial is not None
+                or query.utility is not None
+            ):
+                return None
+            if query.label is not None:
+                label = as_label(query.label, "label")
+            query = query.embedding
+        if not (
+            type(query) is np.ndarray
+            and query.dtype == np.float32
+            and query.shape == (self.config.embedding_dim,)
+            and query.flags.c_contiguous
+        ):
+            return None
+        cols = s.columns.get("embeddings_t")
+        n = len(table)
+        if cols is None or n == 0 or cols.shape[1] >= PARALLEL_SCAN_ROWS:
+            return None
+        if self._indexes.use_ann_now():
+            return None
+        w = weights
+        cols8 = s.columns.get("embeddings_q")
+        if cols8 is None:
+            cols8 = _NO_INT8
+        slots, scores, sims, status = soft_query(
+            cols,
+            cols8,
+            s.quant_error,
+            s.embeddings,
+            query,
+            True,
+            s.alive if mask is None else mask,
+            count,
+            s.ids,
+            s.util_mean,
+            s.labels,
+            label,
+            candidate_count(k, count),
+            k,
+            w.as_array(),
+        )
+        if status != SOFT_OK:
+            return None  # a tie at the cut, or a bad query the general path reports
+        return slots, scores, sims
+
+    def soft_embedded(self, q, label, k, weights, mask=None, count=None):
+        n = len(self._table) if count is None else count
+        if q is None or n == 0:
             return _NOTHING
-        slots, sims = self.candidates(q, k)
+        slots, sims = self._indexes.search(q, candidate_count(k, n), mask, n)
         s = self._table.store
         w = weights
-        order, scores = hybrid_rerank(
+        return rerank_candidates(
+            slots,
             sims,
-            s.util_mean[slots],
-            s.labels[slots],
+            s.embeddings,
+            s.ids,
+            s.util_mean,
+            s.labels,
             label,
-            np.ascontiguousarray(s.embeddings[slots]),
-            w.alpha,
-            w.beta,
-            w.gamma,
-            w.delta,
-            w.lambda_,
             k,
+            w.as_array(),
         )
-        return slots[order], scores, sims[order]
 
-    def diverse(self, query, k, lambda_, fast, min_sim, sample):
+    def soft_batch(self, Q, labels, k, weights, mask=None, count=None):
+        """``(slots, rerank values, cosines)``, each (m, kk) padded with -1 / NaN, of the
+        soft path for each row of the unit query embeddings ``Q`` (m, dim) with query
+        labels ``labels`` (m,) int64 (-1 for none): the same picks as :meth:`soft_embedded`
+        row by row."""
+        m = Q.shape[0]
+        n = len(self._table) if count is None else count
+        kk = min(k, self.config.max_size)  # the width: k, never more than the pool can hold
+        if n == 0 or self._table.store is None:
+            empty = np.full((m, kk), np.nan, np.float32)
+            return np.full((m, kk), -1, np.int64), empty, empty.copy()
+        cc = candidate_count(k, n)
+        s = self._table.store
+        w = weights
+        cols = s.columns.get("embeddings_t")
+        if (
+            cols is not None
+            and cols.shape[1] < PARALLEL_SCAN_ROWS
+            and not self._indexes.use_ann_now()
+            and (mask is None or n * SLOT_SCAN_SHARE >= len(self._table))
+        ):  # every query as the fused single path, in parallel over queries
+            cols8 = s.columns.get("embeddings_q")
+            out_i, out_s, out_c, status = soft_query_batch(
+                cols,
+                _NO_INT8 if cols8 is None else cols8,
+                s.quant_error,
+                s.embeddings,
+                Q,
+                s.alive if mask is None else mask,
+                n,
+                s.ids,
+                s.util_mean,
+                s.labels,
+                labels,
+                cc,
+                kk,
+                w.as_array(),
+            )
+            for t in np.flatnonzero(status != SOFT_OK):  # ties at the cut: the general path
+                sl, sc, cs = self.soft_embedded(Q[t], int(labels[t]), k, weights, mask, n)
+                out_i[t, : sl.shape[0]] = sl
+                out_s[t, : sc.shape[0]] = sc
+                out_c[t, : cs.shape[0]] = cs
+            return self._pad(out_i, out_s, out_c, kk)
+        slots, sims = self._indexes.search_batch(Q, min(cc + 1, n), mask, n)
+        if slots.shape[1] > cc:  # ties across the cut: those rows take the single path
+            for t in np.flatnonzero(sims[:, cc] == sims[:, cc - 1]):
+                sl, sc = self._indexes.search(Q[t], cc, mask, n)
+                slots[t, :cc] = sl
+                sims[t, :cc] = sc
+            slots, sims = slots[:, :cc], sims[:, :cc]
+        counts = np.count_nonzero(slots >= 0, axis=1).astype(np.int64)
+        out_i, out_s, out_c = rerank_batch(
+            np.ascontiguousarray(slots),
+            np.ascontiguousarray(sims),
+            counts,
+            s.embeddings,
+            s.ids,
+            s.util_mean,
+            s.labels,
+            labels,
+            kk,
+            w.as_array(),
+        )
+        return self._pad(out_i, out_s, out_c, kk)
+
+    @staticmethod
+    def _pad(out_i, out_s, out_c, kk):
+        """Pad batch results narrower than ``kk`` (a filter matched fewer) to ``kk``."""
+        if out_i.shape[1] < kk:
+            pad = ((0, 0), (0, kk - out_i.shape[1]))
+            out_i = np.pad(out_i, pad, constant_values=-1)
+            out_s = np.pad(out_s, pad, constant_values=np.nan)
+            out_c = np.pad(out_c, pad, constant_values=np.nan)
+        return out_i, out_s, out_c
+
+    def diverse(self, query, k, lambda_, fast, min_sim, sample, spec=None):
         """``(slots, MMR values, cosines)`` of greedy MMR over the soft candidates."""
         q, _ = self.query_embedding(query)
-        if q is None or len(self._table) == 0:
+        mask, count = self.filter(spec)
+        if q is None or count == 0:
             return _NOTHING
-        slots, sims = self.candidates(q, k)
+        slots, sims = self.candidates(q, k, mask, count)
         cands = np.ascontiguousarray(self._table.store.embeddings[slots])
         if fast:
             order, scores = mmr_fast(q, cands, k, lambda_, min_sim, sample)
@@ -247,14 +540,15 @@ class Retriever:
             order, scores = mmr_standard(q, cands, k, lambda_)
         return slots[order], scores, sims[order]
 
-    def hybrid(self, q, hard_q, k):
+    def hybrid(self, q, hard_q, k, spec=None):
         """``(slots, fused scores, cosines)``: hard and soft rankings fused by reciprocal
         rank, each ``2k`` deep (``hard_q``: the validated chroma, or None)."""
-        depth = 2 * min(k, max(len(self._table), 1))  # each list goes beyond k: agreement lifts
         qv, label = self.query_embedding(q)
-        lists = [self.soft_embedded(qv, label, depth, DEFAULT_WEIGHTS)[0]]
-        if hard_q is not None:
-            lists.append(self.hard(hard_q, depth, None)[0])
+        mask, count = self.filter(spec)
+        depth = 2 * min(k, max(count, 1))  # each list goes beyond k: agreement lifts
+        lists = [self.soft_embedded(qv, label, depth, DEFAULT_WEIGHTS, mask, count)[0]]
+        if hard_q is not None and count:
+            lists.append(self.hard(hard_q, depth, None, mask)[0])
         if self._table.store is None:
             return _NOTHING
         slots, fused = reciprocal_rank_fusion(lists, k, self._table.store.ids)

@@ -13,10 +13,12 @@ N_SPECTRAL = 6
 
 #: columns stored column-major, shape (per-entry size, capacity): the exact
 #: index scans ``embeddings_t`` across entries, which vectorises (4x faster
-#: than row-major dot products without fastmath)
-TRANSPOSED = frozenset({"embeddings_t"})
+#: than row-major dot products without fastmath); ``embeddings_q`` is its int8
+#: copy (``round(127 x)``), scanned first for candidates that are then rescored
+#: exactly (:func:`dreamjit.kernels.query.topk_dot_int8`)
+TRANSPOSED = frozenset({"embeddings_t", "embeddings_q"})
 #: columns recomputed from others on load (never written to files)
-DERIVED = frozenset({"embeddings_t"})
+DERIVED = frozenset({"embeddings_t", "embeddings_q"})
 #: the column kept in a memory-mapped file with ``tensor_store="mmap"``
 ON_DISK = "tensors"
 #: rows copied per step when a tensor file is compacted (bounds the RAM used)
@@ -74,6 +76,7 @@ def column_spec(shape: tuple, dim: int, store_certainty: bool) -> dict:
         "tensors": (tuple(shape), np.float32),
         "embeddings": ((dim,), np.float32),
         "embeddings_t": ((dim,), np.float32),
+        "embeddings_q": ((dim,), np.int8),
         "chroma": ((channels,), np.float32),
         "spectral": ((N_SPECTRAL,), np.float32),
         "energy": ((), np.float64),
@@ -114,6 +117,9 @@ class ColumnStore:
         self.max_rows = max_rows
         self.capacity = 0
         self.columns: dict[str, np.ndarray] = {}
+        #: the largest ``|x - q/127|`` (L2) of any embedding row ``x`` ever written and its
+        #: int8 copy ``q`` (never lowered: a bound, so the int8 prefilter stays exact)
+        self.quant_error = 0.0
         self.tensor_file = tensor_file
         self._map: mmap.mmap | None = None  # the tensor file's mapping
         disk = {ON_DISK} if (on_disk or tensor_file is not None) else set()
@@ -203,10 +209,18 @@ class ColumnStore:
             raise AttributeError(name) from None
 
     def set_embeddings(self, slots, rows) -> None:
-        """Write embedding rows and their column-major copy together."""
+        """Write embedding rows and their column-major (and int8) copies together."""
         self.columns["embeddings"][slots] = rows
         if "embeddings_t" in self.columns:
             self.columns["embeddings_t"][:, slots] = np.asarray(rows).T
+        if "embeddings_q" in self.columns:
+            from .kernels.query import quantize_rows
+
+            # one kernel signature: C-contiguous, writable float32 (loaded rows are read-only)
+            q, err = quantize_rows(np.require(rows, np.float32, ["C", "W"]))
+            self.columns["embeddings_q"][:, slots] = q.T
+            if err.shape[0]:
+                self.quant_error = max(self.quant_error, float(err.max()))
 
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.columns["alive"])

@@ -316,16 +316,26 @@ class EntryTable:
         return np.sort(self._store.ids[self._store.live_slots()])
 
     def live_slots_by_id(self) -> np.ndarray:
-        """Slots of the live entries, oldest (lowest id) first."""
+        """Slots of the live entries, oldest (lowest id) first.
+
+        Returns
+        -------
+        numpy.ndarray of int64
+        """
         if self._store is None:
             return np.empty(0, dtype=np.int64)
         live = self._store.live_slots()
         return live[np.argsort(self._store.ids[live], kind="stable")]
 
     def columns(self) -> Columns:
-        """The metadata columns of the live entries, oldest first, as a read-only
-        :class:`Columns` namespace of numpy arrays aligned with each other (copies:
-        later writes to the pool do not show through)."""
+        """The metadata columns of the live entries, oldest first.
+
+        Returns
+        -------
+        Columns
+            A read-only namespace of numpy arrays aligned with each other (copies:
+            later writes to the pool do not show through).
+        """
         slots = self.live_slots_by_id()
         if self._store is None:
             empty = {name: np.empty(0, dtype=dt) for name, dt in COLUMN_DTYPES.items()}
@@ -476,9 +486,10 @@ class EntryTable:
         )
         s.util_count[touched] = n_old + count[touched]
 
-    def count_usage(self, slots) -> None:
-        """One more use of each of ``slots`` (distinct; the caller serialises counting)."""
-        self._columns().usage[slots] += 1
+    def count_usage(self, slots, times=None) -> None:
+        """One more use (``times[i]`` more when given) of each of ``slots`` (distinct; the
+        caller serialises counting)."""
+        self._columns().usage[slots] += 1 if times is None else times
 
     # ------------------------------------------------------------------ checks
     def problems(self) -> list:

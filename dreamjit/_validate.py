@@ -238,3 +238,47 @@ def as_tensor_batch(value, name: str = "tensors", channels=None):
             name, arr, f"{channels} channels in the last axis, got {t5.shape[4]}"
         )
     return t5, tuple(shape[1:])
+
+
+_WHERE_EXPECTED = (
+    "None, an integer label >= 0, a list/tuple/set of labels, an integer numpy array of "
+    "entry ids, or a callable taking the pool's columns and returning a bool mask"
+)
+
+
+def as_where(where):
+    """A ``where=`` filter parsed once at the edge: None, or ``(kind, value)`` with kind
+    ``"label"`` (an int), ``"labels"`` (int64 array), ``"ids"`` (int64 array) or
+    ``"call"`` (the callable; called later, under the pool's read lock).
+
+    Labels come as an integer or a list, tuple, set, frozenset or range of
+    integers; ids as an integer numpy array (1-d). A bool array is refused
+    (a mask comes from a callable, which sees the columns it is aligned with).
+    """
+    if where is None:
+        return None
+    if is_integer(where):
+        return "label", as_label(where, "where")
+    if isinstance(where, np.ndarray):
+        if where.dtype.kind not in "iu" or where.ndim != 1:
+            raise InvalidParameterError(
+                "where",
+                where,
+                _WHERE_EXPECTED,
+                detail="an array must be 1-d integer entry ids (a bool mask comes from a callable)",
+            )
+        if where.size and (where.min() < 0 or int(where.max()) > np.iinfo(np.int64).max):
+            raise InvalidParameterError("where", where, "entry ids >= 0")
+        return "ids", np.asarray(where, dtype=np.int64)
+    if isinstance(where, (list, tuple, set, frozenset, range)):
+        labels = []
+        for lab in where:
+            if not is_integer(lab):
+                raise InvalidParameterError(
+                    "where", where, _WHERE_EXPECTED, detail=f"label {lab!r} is not an integer"
+                )
+            labels.append(as_label(lab, "where"))
+        return "labels", np.array(sorted(set(labels)), dtype=np.int64)
+    if callable(where):
+        return "call", where
+    raise InvalidParameterError("where", where, _WHERE_EXPECTED)

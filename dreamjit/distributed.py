@@ -1326,7 +1326,7 @@ class ShardedPool:
 
     def _batch_hits(self, rows, k):
         try:
-            from .results import BatchHits  # type: ignore[attr-defined]
+            from .results import BatchHits
         except ImportError:
             raise FeatureUnavailableError(
                 "BatchHits", None, "a dreamjit with batch retrieval (dreamjit.BatchHits)"

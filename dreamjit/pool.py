@@ -32,6 +32,7 @@ from ._validate import (
     as_sequence,
     as_tensor_batch,
     as_utility,
+    as_where,
     check_utility_range,
     is_integer,
 )
@@ -50,7 +51,7 @@ from .features import SpectralFeatures, check_spectral
 from .kernels.cosine import normalize_rows
 from .kernels.spectral import describe_entries
 from .query import Query, RetrievalMode, RetrievalWeights
-from .results import DreamEntry, Hits
+from .results import BatchHits, DreamEntry, Hits
 
 __all__ = ["DreamPool"]
 
@@ -1439,7 +1440,7 @@ class DreamPool:
             return ann.wait(timeout)
         return not ann.building
 
-    def retrieve_similar(self, chroma, k=None, label=None) -> Hits:
+    def retrieve_similar(self, chroma, k=None, label=None, where=None) -> Hits:
         """Hard retrieval: exact cosine similarity of chroma signatures.
 
         Parameters
@@ -1450,6 +1451,8 @@ class DreamPool:
             Hits wanted (default ``retrieval_limit``); fewer if the pool has fewer.
         label : int, optional
             Only entries with this label (a Query's label is used when omitted).
+        where : optional
+            A hard filter (see :meth:`retrieve_soft`); combined with ``label``.
 
         Returns
         -------
@@ -1461,15 +1464,13 @@ class DreamPool:
         DimensionMismatchError
             ``chroma`` does not have one value per channel.
         InvalidParameterError
-            NaN/inf values, ``k < 1``, or a Query without chroma.
+            NaN/inf values, ``k < 1``, a Query without chroma, or a bad ``where``.
 
         Examples
         --------
         >>> import numpy as np, dreamjit as dj
-        >>> from dreamjit.synthetic import smooth_tensors
-        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
-        >>> pool = dj.DreamPool(seed=0)
-        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> from dreamjit.synthetic import example_pool
+        >>> pool, tensors, ids = example_pool()
         >>> hits = pool.retrieve_similar([0.8, 0.3, 0.2], k=3)
         >>> len(hits), bool(np.all(np.diff(hits.scores) <= 0))
         (3, True)
@@ -1478,15 +1479,66 @@ class DreamPool:
         True
         """
         q = self._retriever.chroma_query(chroma)
+        k, label, spec = self._similar_args(chroma, k, label, where)
+        with self._lock.read():
+            mask, _ = self._retriever.filter(spec)
+            slots, cos = self._retriever.hard(q, k, label, mask)
+            return self._finish(slots, cos, cos)
+
+    def _similar_args(self, chroma, k, label, where):
+        """``(k, label, where spec)`` of hard retrieval, validated."""
         k = as_k(k, default=self.config.retrieval_limit)
         label = as_label(label)
         if label is None and isinstance(chroma, Query):
             label = as_label(chroma.label)
-        with self._lock.read():
-            slots, cos = self._retriever.hard(q, k, label)
-            return self._finish(slots, cos, cos)
+        return k, label, as_where(where)
 
-    def retrieve_soft(self, query, k=None, weights=None) -> Hits:
+    def retrieve_similar_batch(self, chromas, k=None, label=None, where=None) -> BatchHits:
+        """:meth:`retrieve_similar` for many queries at once, in parallel over queries.
+
+        Parameters
+        ----------
+        chromas : array_like or sequence
+            ``(m, C)`` chroma signatures, a tensor batch ``(m, *tensor_shape)``
+            (each reduced to its signature), or a sequence of anything
+            :meth:`retrieve_similar` takes for one query.
+        k : int, optional
+            Hits wanted per query (default ``retrieval_limit``).
+        label : int, optional
+            Only entries with this label (for every query).
+        where : optional
+            A hard filter, as in :meth:`retrieve_soft`.
+
+        Returns
+        -------
+        BatchHits
+            ``ids`` (m, w) and ``scores`` = ``similarity`` (m, w), ``w = min(k,
+            max_size)``: row ``i`` is what ``retrieve_similar(chromas[i], k,
+            label, where)`` returns (the same ids and bits), padded with -1 /
+            NaN where fewer entries match.
+
+        Raises
+        ------
+        InvalidParameterError
+            As :meth:`retrieve_similar`, for any query (the message names its index).
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import example_pool
+        >>> pool, tensors, ids = example_pool()
+        >>> batch = pool.retrieve_similar_batch(tensors[:4], k=3)
+        >>> batch.ids.shape, int(batch.ids[2, 0]) == int(ids[2])
+        ((4, 3), True)
+        """
+        k, label, spec = self._similar_args(None, k, label, where)
+        C = self._retriever.chroma_batch(chromas)
+        with self._lock.read():
+            mask, _ = self._retriever.filter(spec)
+            slots, cos = self._retriever.hard_batch(C, k, label, mask)
+            return self._finish_batch(slots, cos, cos)
+
+    def retrieve_soft(self, query, k=None, weights=None, where=None) -> Hits:
         """Soft retrieval: embedding -> index candidates -> hybrid rerank.
 
         The index returns ``max(4k, 32)`` candidates by embedding similarity;
@@ -1504,6 +1556,20 @@ class DreamPool:
             Hits wanted (default ``retrieval_limit``).
         weights : RetrievalWeights, optional
             The rerank weights; ``RetrievalWeights()`` when omitted.
+        where : int, sequence, numpy array or callable, optional
+            A hard filter: only entries it selects are returned, always
+            ``min(k, number selected)`` of them. An integer label; a list,
+            tuple or set of labels; an integer numpy array of entry ids (ids
+            evicted or removed since match nothing; ids never issued are an
+            error); or a callable taking the pool's columns (a read-only
+            namespace of aligned numpy arrays, one row per live entry, oldest
+            first: ``ids``, ``labels``, ``energy``, ``coherence``,
+            ``violation``, ``utility``, ``util_mean``, ``usage``,
+            ``timestamp``) and returning a bool mask of that length, e.g.
+            ``where=lambda c: (c.labels == 2) & (c.coherence >= 0.8)``. The
+            callable runs under the pool's read lock: it must not add to the
+            pool. A narrow filter is searched exactly over the matching entries;
+            a wide one by the index in use.
 
         Returns
         -------
@@ -1512,28 +1578,99 @@ class DreamPool:
             hybrid score, each later one ``lambda_*score - delta*max_similarity``
             to the entries picked before it.
 
+        Raises
+        ------
+        InvalidParameterError
+            A bad query (NaN/inf, no direction), ``k < 1``, bad ``weights`` or a
+            bad ``where`` (wrong type, a callable that raises or returns
+            something other than a bool mask of one value per live entry).
+
         Examples
         --------
         >>> import numpy as np, dreamjit as dj
-        >>> from dreamjit.synthetic import smooth_tensors
-        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
-        >>> pool = dj.DreamPool(seed=0)
-        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> from dreamjit.synthetic import example_pool
+        >>> pool, tensors, ids = example_pool()
         >>> probe = pool[ids[7]]
         >>> hits = pool.retrieve_soft(dj.Query.from_tensor(probe.tensor, label=probe.label), k=3)
         >>> int(hits.ids[0]) == int(ids[7])
         True
+        >>> odd = lambda c: c.ids % 2 == 1
+        >>> hits = pool.retrieve_soft(dj.Query.from_tensor(probe.tensor), k=3, where=odd)
+        >>> all(i % 2 == 1 for i in hits.ids.tolist())
+        True
         """
+        k, weights, spec = self._soft_args(k, weights, where)
+        with self._lock.read():
+            return self._finish(*self._retriever.soft(query, k, weights, spec))
+
+    def _soft_args(self, k, weights, where):
+        """``(k, weights, where spec)`` of soft retrieval, validated."""
         k = as_k(k, default=self.config.retrieval_limit)
         if weights is None:
             weights = DEFAULT_WEIGHTS
         elif not isinstance(weights, RetrievalWeights):
             raise InvalidParameterError("weights", weights, "a RetrievalWeights or None")
+        return k, weights, as_where(where)
+
+    def retrieve_soft_batch(self, queries, k=None, weights=None, where=None) -> BatchHits:
+        """:meth:`retrieve_soft` for many queries at once, in parallel over queries.
+
+        Parameters
+        ----------
+        queries : array_like or sequence
+            For a pool of user embeddings, ``(m, embedding_dim)`` query vectors;
+            otherwise ``(m, C)`` chroma vectors or a tensor batch ``(m,
+            *tensor_shape)``; or a sequence of anything :meth:`retrieve_soft`
+            takes for one query (e.g. :class:`Query` objects).
+        k : int, optional
+            Hits wanted per query (default ``retrieval_limit``).
+        weights : RetrievalWeights, optional
+            The rerank weights; ``RetrievalWeights()`` when omitted.
+        where : optional
+            A hard filter, as in :meth:`retrieve_soft` (the same for every query).
+
+        Returns
+        -------
+        BatchHits
+            ``ids`` (m, w), ``scores`` and ``similarity`` (m, w), ``w = min(k,
+            max_size)``: row ``i`` holds what ``retrieve_soft(queries[i], k,
+            weights, where)`` returns on an exactly searched pool (the same ids
+            and bits), padded with -1 / NaN where fewer entries match. With the
+            NN-descent index the candidates come from its batch search, which
+            may differ from single queries as approximate results do.
+
+        Raises
+        ------
+        InvalidParameterError
+            As :meth:`retrieve_soft`, for any query (the message names its index).
+
+        Examples
+        --------
+        >>> import numpy as np, dreamjit as dj
+        >>> from dreamjit.synthetic import example_pool
+        >>> pool, tensors, ids = example_pool()
+        >>> batch = pool.retrieve_soft_batch(tensors[:4], k=3)
+        >>> one = pool.retrieve_soft(tensors[1], k=3)
+        >>> len(batch), batch.ids.shape, batch[1].ids.tolist() == one.ids.tolist()
+        (4, (4, 3), True)
+        """
+        k, weights, spec = self._soft_args(k, weights, where)
         with self._lock.read():
-            return self._finish(*self._retriever.soft(query, k, weights))
+            Q, labels = self._retriever.embedding_batch(queries)
+            mask, count = self._retriever.filter(spec)
+            return self._finish_batch(
+                *self._retriever.soft_batch(Q, labels, k, weights, mask, count)
+            )
 
     def retrieve_diverse(
-        self, query, k=None, lambda_=0.5, fast=False, min_similarity=None, sample_size=None
+        self,
+        query,
+        k=None,
+        lambda_=0.5,
+        fast=False,
+        min_similarity=None,
+        sample_size=None,
+        where=None,
     ) -> Hits:
         """Diverse retrieval: greedy maximal marginal relevance over the soft candidates.
 
@@ -1558,6 +1695,8 @@ class DreamPool:
         sample_size : int, optional
             With ``fast``: how many chosen entries each candidate is compared
             against (default 8).
+        where : optional
+            A hard filter, as in :meth:`retrieve_soft`.
 
         Returns
         -------
@@ -1569,10 +1708,8 @@ class DreamPool:
         Examples
         --------
         >>> import numpy as np, dreamjit as dj
-        >>> from dreamjit.synthetic import smooth_tensors
-        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
-        >>> pool = dj.DreamPool(seed=0)
-        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> from dreamjit.synthetic import example_pool
+        >>> pool, tensors, ids = example_pool()
         >>> q = dj.Query.from_tensor(tensors[0])
         >>> relevant = pool.retrieve_diverse(q, k=4, lambda_=1.0)
         >>> diverse = pool.retrieve_diverse(q, k=4, lambda_=0.0)
@@ -1593,10 +1730,13 @@ class DreamPool:
             maximum=1.0,
         )
         sample = as_k(sample_size, "sample_size", default=8, minimum=0)
+        spec = as_where(where)
         with self._lock.read():
-            return self._finish(*self._retriever.diverse(query, k, lambda_, fast, min_sim, sample))
+            return self._finish(
+                *self._retriever.diverse(query, k, lambda_, fast, min_sim, sample, spec)
+            )
 
-    def retrieve(self, query, k=None, mode=RetrievalMode.SOFT) -> Hits:
+    def retrieve(self, query, k=None, mode=RetrievalMode.SOFT, where=None) -> Hits:
         """Retrieve by ``mode``: HARD (chroma cosine), SOFT (hybrid rerank) or
         HYBRID (both rankings fused by reciprocal rank, best first).
 
@@ -1609,6 +1749,8 @@ class DreamPool:
         mode : RetrievalMode or str, default RetrievalMode.SOFT
             ``HARD`` calls :meth:`retrieve_similar`, ``SOFT`` calls
             :meth:`retrieve_soft`; ``"hard"``, ``"soft"``, ``"hybrid"`` work too.
+        where : optional
+            A hard filter, as in :meth:`retrieve_soft` (both HYBRID lists obey it).
 
         Returns
         -------
@@ -1626,10 +1768,8 @@ class DreamPool:
         Examples
         --------
         >>> import numpy as np, dreamjit as dj
-        >>> from dreamjit.synthetic import smooth_tensors
-        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
-        >>> pool = dj.DreamPool(seed=0)
-        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> from dreamjit.synthetic import example_pool
+        >>> pool, tensors, ids = example_pool()
         >>> q = dj.Query.from_tensor(tensors[3])
         >>> hard = pool.retrieve(q, k=3, mode=dj.RetrievalMode.HARD)
         >>> hard.ids.tolist() == pool.retrieve_similar(q, k=3).ids.tolist()
@@ -1645,15 +1785,16 @@ class DreamPool:
         if not isinstance(mode, RetrievalMode):
             raise InvalidParameterError("mode", mode, "a RetrievalMode (HARD, SOFT or HYBRID)")
         if mode is RetrievalMode.HARD:
-            return self.retrieve_similar(query, k=k)
+            return self.retrieve_similar(query, k=k, where=where)
         if mode is RetrievalMode.SOFT:
-            return self.retrieve_soft(query, k=k)
+            return self.retrieve_soft(query, k=k, where=where)
         k = as_k(k, default=self.config.retrieval_limit)
         q = self._retriever.as_query(query)
         hard_q = None if q.chroma is None else self._retriever.chroma_query(q)
         as_label(q.label)  # refuse a bad label before any work
+        spec = as_where(where)
         with self._lock.read():
-            return self._finish(*self._retriever.hybrid(q, hard_q, k))
+            return self._finish(*self._retriever.hybrid(q, hard_q, k, spec))
 
     def diversity_stats(self, hits: Hits | None = None) -> dict:
         """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
@@ -1695,10 +1836,8 @@ class DreamPool:
         Examples
         --------
         >>> import numpy as np, dreamjit as dj
-        >>> from dreamjit.synthetic import smooth_tensors
-        >>> tensors = smooth_tensors(50, shape=(8, 8, 3), seed=0)
-        >>> pool = dj.DreamPool(seed=0)
-        >>> ids = pool.add_batch(tensors, labels=[i % 2 for i in range(50)], only_coherent=False)
+        >>> from dreamjit.synthetic import example_pool
+        >>> pool, tensors, ids = example_pool()
         >>> _ = pool.retrieve_soft([0.5, 0.4, 0.3]); _ = pool.retrieve_soft([0.5, 0.4, 0.3])
         >>> pool.query_cache_stats()
         CacheStats(hits=1, misses=1, hit_rate=0.5)
@@ -1711,7 +1850,19 @@ class DreamPool:
             return Hits(NO_SLOTS, NO_SCORES, self, similarity=NO_SCORES)
         with self._usage_lock:
             self._table.count_usage(slots)  # slots of one result are distinct
-        return Hits(self._table.ids_at(slots), scores, self, similarity=similarity)
+        return Hits.owned(self._table.ids_at(slots), scores, similarity, self)
+
+    def _finish_batch(self, slots, scores, similarity) -> BatchHits:
+        """BatchHits for ``(m, w)`` slots padded with -1 (read lock held); counts the usage
+        of each returned entry once per query that returned it."""
+        found = slots >= 0
+        ids = np.full(slots.shape, -1, dtype=np.int64)
+        if found.any():
+            ids[found] = self._table.ids_at(slots[found])
+            used, times = np.unique(slots[found], return_counts=True)
+            with self._usage_lock:
+                self._table.count_usage(used, times)
+        return BatchHits(ids, scores, self, similarity=similarity)
 
 
 def _as_id_list(ids, name) -> list:

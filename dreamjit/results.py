@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .features import SolverResult
 
-__all__ = ["DreamEntry", "Hits", "Hit"]
+__all__ = ["BatchHits", "DreamEntry", "Hits", "Hit"]
 
 
 def _frozen(arr):
@@ -153,6 +153,35 @@ class Hits:
         self.similarity = _frozen(np.asarray(similarity, dtype=np.float32))
         self._pool = pool
 
+    @classmethod
+    def owned(cls, ids, scores, similarity, pool=None) -> Hits:
+        """Hits over arrays nobody else holds (fresh kernel results of the right dtypes:
+        int64 ids, float32 scores and similarity): marked read-only, not copied.
+
+        Parameters
+        ----------
+        ids, scores, similarity : numpy.ndarray
+            ``(k,)`` int64, float32, float32.
+        pool : DreamPool, optional
+            The pool the ids belong to.
+
+        Returns
+        -------
+        Hits
+        """
+        hits = cls.__new__(cls)
+        for name, arr, dtype in (
+            ("ids", ids, np.int64),
+            ("scores", scores, np.float32),
+            ("similarity", similarity, np.float32),
+        ):
+            if type(arr) is not np.ndarray or arr.dtype != dtype:
+                arr = np.array(arr, dtype=dtype)
+            arr.setflags(write=False)
+            object.__setattr__(hits, name, arr)
+        hits._pool = pool
+        return hits
+
     def __len__(self):
         return int(self.ids.shape[0])
 
@@ -209,3 +238,85 @@ class Hits:
         )
         more = ", ..." if len(self) > 8 else ""
         return f"Hits([{pairs}{more}])"
+
+
+class BatchHits:
+    """The results of a batch retrieval: one row of hits per query.
+
+    Parameters
+    ----------
+    ids : array_like of int, shape (m, w)
+        Entry ids per query, -1 for padding.
+    scores : array_like of float, shape (m, w)
+        The ranking values (NaN in padding).
+    pool : DreamPool, optional
+        The pool the ids belong to (for :meth:`Hits.entries` of a row).
+    similarity : array_like of float, shape (m, w), optional
+        The cosines to the queries (NaN in padding; all NaN when omitted).
+
+    Attributes
+    ----------
+    ids : numpy.ndarray of int64, shape (m, w)
+        Entry ids per query, best first, padded with -1 where a query has fewer
+        than ``w`` hits (a filter matching fewer entries).
+    scores : numpy.ndarray of float32, shape (m, w)
+        The value each hit was ranked by (as :attr:`Hits.scores`), NaN in padding.
+    similarity : numpy.ndarray of float32, shape (m, w)
+        The cosine of each hit to its query (as :attr:`Hits.similarity`), NaN in padding.
+
+    ``len(batch)`` is the number of queries; ``batch[i]`` (and iteration) gives
+    query ``i``'s :class:`Hits` without the padding. Arrays are read-only.
+
+    Examples
+    --------
+    >>> import numpy as np, dreamjit as dj
+    >>> batch = dj.BatchHits(np.array([[3, 1], [2, -1]]), np.array([[0.9, 0.5], [0.8, np.nan]]))
+    >>> len(batch), batch.ids.shape, batch[1].ids.tolist(), [len(h) for h in batch]
+    (2, (2, 2), [2], [2, 1])
+    """
+
+    __slots__ = ("ids", "scores", "similarity", "_pool")
+
+    def __init__(self, ids, scores, pool=None, similarity=None):
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim != 2:
+            raise ValueError(f"ids: expected a 2-d array, got shape {ids.shape}")
+        self.ids = _frozen(ids)
+        self.scores = _frozen(np.asarray(scores, dtype=np.float32).reshape(ids.shape))
+        if similarity is None:
+            similarity = np.full(ids.shape, np.nan, np.float32)
+        self.similarity = _frozen(np.asarray(similarity, dtype=np.float32).reshape(ids.shape))
+        self._pool = pool
+
+    def __len__(self):
+        return int(self.ids.shape[0])
+
+    @property
+    def shape(self) -> tuple:
+        """``(m, w)``: queries and the width of the arrays."""
+        return tuple(self.ids.shape)
+
+    def counts(self) -> np.ndarray:
+        """Hits per query (the ids that are not padding).
+
+        Returns
+        -------
+        numpy.ndarray of int64, shape (m,)
+            How many of row ``i``'s ids are entries (not -1).
+        """
+        return np.count_nonzero(self.ids >= 0, axis=1).astype(np.int64)
+
+    def __getitem__(self, i) -> Hits:
+        if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_)):
+            raise TypeError(f"BatchHits indices are integers, not {type(i).__name__}")
+        row = self.ids[i]
+        n = int(np.count_nonzero(row >= 0))
+        return Hits(row[:n], self.scores[i, :n], self._pool, similarity=self.similarity[i, :n])
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self):
+        m, w = self.ids.shape
+        return f"BatchHits({m} queries x {w} hits)"

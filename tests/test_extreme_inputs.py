@@ -107,7 +107,7 @@ def assert_round_trip(pool, directory):
     sa = ta.slots_of(pool.ids().tolist())
     sb = tb.slots_of(loaded.ids().tolist())
     for name in a.columns:
-        if name == "embeddings_t":
+        if name in ("embeddings_t", "embeddings_q"):  # column-major
             assert a.columns[name][:, sa].tobytes() == b.columns[name][:, sb].tobytes(), name
         else:
             assert a.columns[name][sa].tobytes() == b.columns[name][sb].tobytes(), name

@@ -3,9 +3,11 @@
 Data: unit rows of a 64-d Gaussian mixture (``common.unit_mixture``), top-10.
 Pool benchmarks fill a pool with user embeddings and (1, 1, 3) tensors, so it
 holds little besides the embeddings, and query with ``dj.Query(embedding=v)``.
-Single-query benchmarks cycle through ``N_CYCLE_QUERIES`` queries. The pool
-has no public batch retrieval yet, so the batch group times the exact index's
-``search_batch`` (the ``topk_dot_batch`` kernel) directly.
+Single-query benchmarks cycle through ``N_CYCLE_QUERIES`` queries. The batch
+group times the pool's ``retrieve_soft_batch`` / ``retrieve_similar_batch``
+(``N_BATCH_QUERIES`` queries per call) and the exact index's ``search_batch``
+(the ``topk_dot_batch`` kernel) on its own; ``ExactPool.time_retrieve_soft_where_*``
+times filtered single queries (a label matching 1%, 10%, 50% of the pool).
 
 The ``*Clusters`` group (parameter: number of clusters) runs the same
 comparison on ``CLUSTER_N`` rows of ``common.cluster_mixture`` (2e5 rows in
@@ -158,6 +160,18 @@ class ExactPool:
         """pool.retrieve_diverse(fast=True): exact candidates + approximate MMR."""
         self.pool.retrieve_diverse(next(self.queries), k=K, fast=True)
 
+    def time_retrieve_soft_where_1pct(self, n):
+        """retrieve_soft with ``where=`` a label held by 1% of the entries (a slot scan)."""
+        self.pool.retrieve_soft(next(self.queries), k=K, where=0)
+
+    def time_retrieve_soft_where_10pct(self, n):
+        """retrieve_soft with ``where=`` labels held by 10% of the entries (a slot scan)."""
+        self.pool.retrieve_soft(next(self.queries), k=K, where=list(range(10)))
+
+    def time_retrieve_soft_where_50pct(self, n):
+        """retrieve_soft with ``where=`` labels held by 50% of the entries (masked scan)."""
+        self.pool.retrieve_soft(next(self.queries), k=K, where=list(range(50)))
+
 
 class Bandwidth:
     """The memory-bandwidth bound: read the bytes of ``n`` x 64 float32 embeddings once.
@@ -185,7 +199,10 @@ class Bandwidth:
 
 
 class ExactBatch:
-    """Exact top-10 of 1000 queries: the pool's exact index ``search_batch`` (parallel)."""
+    """Exact top-10 of 1000 queries: the pool's ``retrieve_soft_batch`` and the exact
+    index's ``search_batch`` (parallel over queries). Targets: ``time_retrieve_soft_batch``
+    <= ``FaissBatch.time_search_batch`` (1 thread) / 2 at 1e5, and per query <= 1/5 of
+    ``ExactPool.time_retrieve_soft``."""
 
     params = [BATCH_SIZES]
     param_names = ["n"]
@@ -196,9 +213,19 @@ class ExactBatch:
         self.index = self.pool.indexes.exact
         self.Q = unit_queries(N_BATCH_QUERIES)
         self.index.search_batch(self.Q, K)
+        self.pool.retrieve_soft_batch(self.Q, k=K)
 
     def time_search_batch(self, n):
         self.index.search_batch(self.Q, K)
+
+    def time_retrieve_soft_batch(self, n):
+        """pool.retrieve_soft_batch: 1000 queries, 40 candidates each, reranked to 10."""
+        self.pool.retrieve_soft_batch(self.Q, k=K)
+
+    def time_retrieve_soft_loop(self, n):
+        """The same 1000 queries as 1000 ``retrieve_soft`` calls."""
+        for q in self.Q:
+            self.pool.retrieve_soft(q, k=K)
 
 
 # ============================================================================ exact: peers

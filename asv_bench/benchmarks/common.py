@@ -232,7 +232,8 @@ def embedding_pool(
     """A pool of ``len(X)`` entries with the user embeddings ``X`` and tiny (1, 1, 3) tensors.
 
     Storage is dominated by the embeddings, as for a pool of real tensors
-    queried by embedding. No memory budget, ``max_size = n``. Filled in
+    queried by embedding. Entry ``i`` has label ``i % 100`` (filters by label
+    select 1% of the pool per label). No memory budget, ``max_size = n``. Filled in
     chunks so a 1e6 pool never holds a second full copy of its inputs.
     """
     import dreamjit as dj
@@ -255,7 +256,13 @@ def embedding_pool(
         stop = min(n, start + chunk)
         m = stop - start
         tensors = np.full((m, 1, 1, 3), 0.5, dtype=np.float32)
-        pool.add_batch(tensors, coherent_results(m), embeddings=X[start:stop], only_coherent=False)
+        pool.add_batch(
+            tensors,
+            coherent_results(m),
+            labels=np.arange(start, stop) % 100,  # for where= benchmarks: label i holds 1%
+            embeddings=X[start:stop],
+            only_coherent=False,
+        )
     return pool
 
 

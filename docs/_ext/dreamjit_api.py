@@ -13,6 +13,7 @@ name. The build fails (``-W``) if a name listed here is no longer public,
 or if a group other than ``other`` is unknown, so the reference cannot drift
 from ``__all__``.
 """
+
 from __future__ import annotations
 
 import enum
@@ -29,7 +30,8 @@ logger = logging.getLogger(__name__)
 #: group -> public names in reading order ("errors" and "other" are computed)
 GROUPS = {
     "pool": ["DreamPool", "PoolConfig", "Columns", "BudgetStats", "CacheStats", "warmup"],
-    "queries": ["Query", "RetrievalMode", "RetrievalWeights", "Hits", "Hit", "DreamEntry"],
+    "queries": ["Query", "RetrievalMode", "RetrievalWeights", "Hits", "BatchHits", "Hit",
+                "DreamEntry"],
     "features": ["evaluate", "evaluate_batch", "SolverResult", "spectral_features",
                  "spectral_features_batch", "SpectralFeatures", "chroma_signature"],
     "diversity": ["maximal_marginal_relevance"],
@@ -53,8 +55,9 @@ def group_names(group: str) -> list[str]:
     public = _public()
     from dreamjit import DreamError
 
-    errors = [n for n, obj in public.items()
-              if inspect.isclass(obj) and issubclass(obj, DreamError)]
+    errors = [
+        n for n, obj in public.items() if inspect.isclass(obj) and issubclass(obj, DreamError)
+    ]
     listed = {n for names in GROUPS.values() for n in names}
     if group == "errors":
         return errors
@@ -103,8 +106,9 @@ class DreamjitAPI(SphinxDirective):
         for n in names:
             lines += _entry(n, public[n]) + [""]
         container = nodes.container()
-        nested_parse_with_titles(self.state, StringList(lines, source=f"dreamjit-api:{group}"),
-                                 container)
+        nested_parse_with_titles(
+            self.state, StringList(lines, source=f"dreamjit-api:{group}"), container
+        )
         return container.children
 
 

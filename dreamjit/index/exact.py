@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import DimensionMismatchError
 from ..kernels.cosine import topk_dot, topk_dot_batch, topk_dot_columns, topk_dot_columns_parallel
+from ..kernels.query import INT8_MIN_ROWS, topk_dot_int8
 
 __all__ = ["ExactIndex", "exact_topk"]
 
@@ -39,12 +40,18 @@ PARALLEL_SCAN_ROWS = (
 
 
 def exact_topk(store, q, mask, k):
-    """Exact top-k over ``mask``: the column-major copy when the store keeps one."""
-    cols = getattr(store, "columns", {}).get("embeddings_t")
+    """Exact top-k over ``mask``: the int8 prefilter from :data:`INT8_MIN_ROWS` rows (when
+    ``k`` is at most 1/16 of them), else the column-major copy when the store keeps one."""
+    columns = getattr(store, "columns", {})
+    cols = columns.get("embeddings_t")
     if cols is None:
         return topk_dot(store.embeddings, q, mask, k)
-    if cols.shape[1] >= PARALLEL_SCAN_ROWS:
+    n = cols.shape[1]
+    if n >= PARALLEL_SCAN_ROWS:
         return topk_dot_columns_parallel(cols, q, mask, k)
+    cols8 = columns.get("embeddings_q")
+    if cols8 is not None and n >= INT8_MIN_ROWS and k * 16 <= n:
+        return topk_dot_int8(cols8, store.embeddings, q, mask, k, store.quant_error)
     return topk_dot_columns(cols, q, mask, k)
 
 

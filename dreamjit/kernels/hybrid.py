@@ -72,19 +72,23 @@ def hybrid_rerank(sim, util_mean, labels, query_label, emb, alpha, beta, gamma, 
         return order, scores
     base = hybrid_base_scores(sim, util_mean, labels, query_label, alpha, beta, gamma)
     d = emb.shape[1]
-    ET = rows_transposed(emb)  # dot passes against each pick vectorise over candidates
-    chosen = np.zeros(m, dtype=np.bool_)
-    maxsim = np.full(m, -np.inf)
-    dots = np.empty(m)
-    cp = np.empty(d)
     lam = np.float64(lambda_)
     dl = np.float64(delta)
+    # without a duplicate penalty the similarities to the picks cannot change a value
+    # (``lam*base - 0*maxsim``): they are not computed, and maxsim stays 0 (finite, as after
+    # a first pick), so every value and pick is the same, bit for bit
+    penalty = dl != 0.0
+    ET = rows_transposed(emb if penalty else emb[:0])
+    chosen = np.zeros(m, dtype=np.bool_)
+    maxsim = np.full(m, -np.inf) if penalty else np.zeros(m)
+    dots = np.empty(m)
+    cp = np.empty(d)
     for step in range(kk):
         best, best_v = greedy_pick(base, maxsim, chosen, step == 0, lam, dl)
         order[step] = best
         scores[step] = best_v
         chosen[best] = True
-        if step + 1 < kk:
+        if penalty and step + 1 < kk:
             for j in range(d):
                 cp[j] = emb[best, j]
             dots_transposed(ET, cp, dots)

@@ -1,0 +1,521 @@
+"""Query-path kernels: the fused single soft query, filtered scans and batch retrieval.
+
+- :func:`soft_query` runs a whole exact soft retrieval in one call (query
+  normalisation, the column-major scan for candidates, the id order, the
+  hybrid rerank), with the same bits as the separate kernels it is made of.
+- :func:`topk_dot_slots` is the exact top-k over a given list of slots (a
+  filter matching few entries: cost proportional to the matches).
+- :func:`rerank_batch` and :func:`topk_cosine_batch` are the batch forms of
+  the soft rerank and of hard retrieval, in parallel over queries.
+- :func:`topk_dot_int8` is the exact top-k read mostly from an int8 copy of
+  the embeddings (a quarter of the bytes): every row is scored in int32 from
+  the copy, rows that provably cannot reach the top k are dropped, and the
+  rest are scored exactly (same result, bit for bit, as the float32 scan).
+
+The int8 bound. Rows ``x`` and the query ``q`` are quantised as
+``x8 = round(127 x)``, ``q8 = round(127 q)``; with ``a = x8.q8 / 127**2``,
+``r = |x - x8/127|`` (at most ``R``, the store's ``quant_error``) and
+``rq = |q - q8/127|``: ``|x.q - a| <= R |q| + (|x| + R) rq =: E`` (Cauchy-
+Schwarz twice; ``|x| <= 1`` for the unit rows stored, plus a slack of 1e-6
+for float64 rounding). The k rows of largest ``a`` score at least
+``a_k - E``, so the true k-th score is at least that, and any row of the
+true top k (ties included) has ``a >= a_k - 2E``: those are the candidates.
+
+Ties go to the lower entry id wherever ids are passed; where a tie straddles
+the cut of a top-k (so the id order could change *which* entries are in), the
+kernels flag the query and the caller answers it with the single-query path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel, parallel_kernel, prange
+from .cosine import _COL_BLOCK, _heap_result, _to_f64, _topk_cols_range, dot64, topk_cosine
+from .heap import heap_offer as _heap_offer
+from .hybrid import hybrid_rerank
+
+__all__ = [
+    "SOFT_OK",
+    "SOFT_TIE",
+    "SOFT_ZERO",
+    "SOFT_NONFINITE",
+    "label_mask",
+    "quantize_rows",
+    "rerank_batch",
+    "rerank_candidates",
+    "soft_query",
+    "soft_query_batch",
+    "topk_cosine_batch",
+    "topk_dot_int8",
+    "topk_dot_slots",
+    "unit_query",
+]
+
+#: :func:`soft_query` status codes
+SOFT_OK = 0
+SOFT_TIE = 1  # scores tie across the candidate cut: the caller takes the general path
+SOFT_ZERO = 2  # the query has no direction
+SOFT_NONFINITE = 3  # NaN or inf in the query
+
+
+#: rows per block of the int8 scan: its int32 scores (16 KB) stay in L1
+_Q_BLOCK = 4096
+#: slack added to the int8 bound for float64 rounding in the scores and the bound
+_Q_SLACK = 1e-6
+#: below this many rows the float32 column scan is as fast as the int8 prefilter
+INT8_MIN_ROWS = 4096
+
+
+@kernel
+def quantize_rows(X):
+    """``(int8 (m, d) round(127 x) clipped to [-127, 127], float64 (m,) |x - q/127|)``."""
+    m, d = X.shape
+    out = np.empty((m, d), dtype=np.int8)
+    err = np.empty(m, dtype=np.float64)
+    for i in range(m):
+        ss = 0.0
+        for j in range(d):
+            v = np.float64(X[i, j])
+            r = min(max(np.rint(v * 127.0), -127.0), 127.0)
+            out[i, j] = np.int8(r)
+            e = v - r / 127.0
+            ss += e * e
+        err[i] = np.sqrt(ss)
+    return out, err
+
+
+@kernel
+def _int8_bound(q64, quant_error):
+    """``(q8 int32 (d,), E)``: the quantised query and the bound on ``|x.q - a|``."""
+    d = q64.shape[0]
+    q8 = np.empty(d, dtype=np.int32)
+    rq = 0.0
+    qn = 0.0
+    for j in range(d):
+        r = min(max(np.rint(q64[j] * 127.0), -127.0), 127.0)
+        q8[j] = np.int32(r)
+        e = q64[j] - r / 127.0
+        rq += e * e
+        qn += q64[j] * q64[j]
+    R = quant_error
+    return q8, R * np.sqrt(qn) + (1.0 + _Q_SLACK + R) * np.sqrt(rq) + _Q_SLACK
+
+
+@kernel
+def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
+    """The exact top-``hs.shape[0]`` of the masked rows into the empty heap (see
+    :func:`topk_dot_int8`); returns its size."""
+    d, n = XT8.shape
+    cap = hs.shape[0]
+    q8, bound = _int8_bound(q64, quant_error)
+    A = np.empty(n, dtype=np.int32)
+    # pass 1: int32 scores from the int8 copy (vectorised across rows), and the k-th
+    # largest of them over the masked rows (a min-heap of k ints)
+    kh = np.empty(cap, dtype=np.float64)
+    ki = np.empty(cap, dtype=np.int64)
+    ksize = 0
+    kthr = -np.inf
+    for i0 in range(0, n, _Q_BLOCK):
+        b = min(_Q_BLOCK, n - i0)
+        a = A[i0 : i0 + b]
+        a[:] = 0
+        j = 0
+        while j + 4 <= d:  # four columns per pass over a: integer sums, any order is exact
+            r0 = XT8[j, i0 : i0 + b]
+            r1 = XT8[j + 1, i0 : i0 + b]
+            r2 = XT8[j + 2, i0 : i0 + b]
+            r3 = XT8[j + 3, i0 : i0 + b]
+            c0 = q8[j]
+            c1 = q8[j + 1]
+            c2 = q8[j + 2]
+            c3 = q8[j + 3]
+            for i in range(b):
+                a[i] += (
+                    np.int32(r0[i]) * c0
+                    + np.int32(r1[i]) * c1
+                    + np.int32(r2[i]) * c2
+                    + np.int32(r3[i]) * c3
+                )
+            j += 4
+        while j < d:
+            r0 = XT8[j, i0 : i0 + b]
+            c0 = q8[j]
+            for i in range(b):
+                a[i] += np.int32(r0[i]) * c0
+            j += 1
+        for i in range(b):
+            v = np.float64(a[i])
+            if v > kthr and mask[i0 + i]:
+                ksize = _heap_offer(kh, ki, ksize, v, i0 + i)
+                if ksize == cap:
+                    kthr = kh[0]
+    cut = -np.inf
+    if ksize == cap:
+        cut = kthr - 2.0 * bound * 16129.0  # 127**2
+    # pass 2: rows that can reach the top k, scored exactly in index order
+    size = 0
+    thr = -np.inf
+    for i in range(n):
+        if np.float64(A[i]) >= cut and mask[i]:
+            s = dot64(X[i], q64)
+            if s > thr:  # index order: an equal score never displaces
+                size = _heap_offer(hs, hi, size, s, i)
+                if size == cap:
+                    thr = hs[0]
+    return size
+
+
+@kernel
+def topk_dot_int8(XT8, X, q, mask, k, quant_error):
+    """:func:`~dreamjit.kernels.cosine.topk_dot` over the unit rows ``X`` (n, d), read
+    mostly from their int8 column-major copy ``XT8`` (d, n) (``round(127 X.T)``, every row
+    within ``quant_error`` of its copy): the same rows and scores, bit for bit.
+
+    Returns ``(indices int64, scores float32)``, score descending, ties to the lower index.
+    """
+    n = X.shape[0]
+    cap = min(k, n) if k > 0 else 0
+    hs = np.empty(cap, dtype=np.float64)
+    hi = np.empty(cap, dtype=np.int64)
+    size = 0
+    if cap > 0:
+        size = _topk_int8_into(XT8, X, _to_f64(q), mask, quant_error, hs, hi)
+    return _heap_result(hs, hi, size)
+
+
+@kernel
+def label_mask(alive, labels, wanted):
+    """``(mask (n,) bool, count)``: the live rows whose label is in ``wanted`` (int64,
+    labels >= 0), in one pass (a lookup table over the wanted labels)."""
+    n = alive.shape[0]
+    top = -1
+    for w in wanted:
+        top = max(top, w)
+    table = np.zeros(top + 1, dtype=np.bool_)
+    for w in wanted:
+        table[w] = True
+    mask = np.zeros(n, dtype=np.bool_)
+    count = 0
+    for i in range(n):
+        lab = labels[i]
+        if alive[i] and lab >= 0 and lab <= top and table[lab]:
+            mask[i] = True
+            count += 1
+    return mask, count
+
+
+@kernel
+def unit_query(v):
+    """``(unit float32 copy of v, status)``: as :func:`~dreamjit.kernels.cosine.normalize_rows`
+    on one row; status :data:`SOFT_ZERO` or :data:`SOFT_NONFINITE` for a bad query."""
+    d = v.shape[0]
+    out = np.zeros(d, dtype=np.float32)
+    ss = 0.0
+    for j in range(d):
+        x = np.float64(v[j])
+        if not np.isfinite(x):
+            return out, SOFT_NONFINITE
+        ss += x * x
+    if not ss > 0.0:
+        return out, SOFT_ZERO
+    if not np.isfinite(ss):
+        return out, SOFT_NONFINITE
+    norm = np.sqrt(ss)
+    for j in range(d):
+        out[j] = np.float64(v[j]) / norm
+    return out, SOFT_OK
+
+
+@kernel
+def _by_id(slots, ids):
+    """``slots`` reordered by ascending ``ids[slot]`` (ids are distinct)."""
+    keys = np.empty(slots.shape[0], dtype=np.int64)
+    for i in range(slots.shape[0]):
+        keys[i] = ids[slots[i]]
+    return np.argsort(keys)
+
+
+@kernel
+def rerank_candidates(cand, sims, E, ids, util_mean, labels, qlabel, k, w):
+    """The hybrid rerank of the candidates ``cand`` (slots, any order) with cosines ``sims``:
+    put in id order here (ties to the lower id), gathered from the columns and reranked by
+    :func:`~dreamjit.kernels.hybrid.hybrid_rerank`. Returns ``(slots, scores, cosines)``
+    in pick order."""
+    order = _by_id(cand, ids)
+    c = order.shape[0]
+    d = E.shape[1]
+    cs = np.empty(c, dtype=np.int64)
+    ss = np.empty(c, dtype=np.float32)
+    um = np.empty(c, dtype=np.float64)
+    lb = np.empty(c, dtype=np.int32)
+    emb = np.empty((c, d), dtype=np.float32)
+    for i in range(c):
+        sl = cand[order[i]]
+        cs[i] = sl
+        ss[i] = sims[order[i]]
+        um[i] = util_mean[sl]
+        lb[i] = labels[sl]
+        for j in range(d):
+            emb[i, j] = E[sl, j]
+    pick, scores = hybrid_rerank(ss, um, lb, qlabel, emb, w[0], w[1], w[2], w[3], w[4], k)
+    out_s = np.empty(pick.shape[0], dtype=np.int64)
+    out_c = np.empty(pick.shape[0], dtype=np.float32)
+    for i in range(pick.shape[0]):
+        out_s[i] = cs[pick[i]]
+        out_c[i] = ss[pick[i]]
+    return out_s, scores, out_c
+
+
+@kernel
+def _soft_one(
+    XT,
+    XT8,
+    quant_error,
+    E,
+    q,
+    mask,
+    n_match,
+    ids,
+    util_mean,
+    labels,
+    qlabel,
+    cc,
+    k,
+    w,
+):
+    """:func:`soft_query` for the unit query ``q``."""
+    none_i = np.empty(0, dtype=np.int64)
+    none_s = np.empty(0, dtype=np.float32)
+    n = XT.shape[1]
+    cap = min(cc + 1, n_match)
+    if cap <= 0 or k <= 0:
+        return none_i, none_s, none_s, SOFT_OK
+    hs = np.empty(cap, dtype=np.float64)
+    hi = np.empty(cap, dtype=np.int64)
+    if XT8.shape[1] == n and n >= INT8_MIN_ROWS and cap * 16 <= n:
+        size = _topk_int8_into(XT8, E, _to_f64(q), mask, quant_error, hs, hi)
+    else:
+        acc = np.empty(min(n, _COL_BLOCK), dtype=np.float64)
+        size = _topk_cols_range(XT, _to_f64(q), mask, 0, n, hs, hi, acc)
+    slots, sims = _heap_result(hs, hi, size)
+    if size > cc:
+        if sims[cc] == sims[cc - 1]:
+            return none_i, none_s, none_s, SOFT_TIE
+        slots = slots[:cc]
+        sims = sims[:cc]
+    out_s, scores, out_c = rerank_candidates(slots, sims, E, ids, util_mean, labels, qlabel, k, w)
+    return out_s, scores, out_c, SOFT_OK
+
+
+@kernel
+def soft_query(
+    XT,
+    XT8,
+    quant_error,
+    E,
+    v,
+    normalize,
+    mask,
+    n_match,
+    ids,
+    util_mean,
+    labels,
+    qlabel,
+    cc,
+    k,
+    w,
+):
+    """One exact soft retrieval: ``(slots, scores, similarity, status)``.
+
+    ``XT`` (d, n) column-major and ``E`` (n, d) row-major unit embeddings;
+    ``XT8`` (d, n) their int8 copy within ``quant_error`` (as
+    :func:`topk_dot_int8`), scanned instead of ``XT`` from :data:`INT8_MIN_ROWS`
+    rows (an empty (d, 0) array: never); ``v`` (d,) the query (normalised here
+    if ``normalize``, else already unit); ``mask`` (n,) bool of the
+    ``n_match`` selectable rows; ``ids``, ``util_mean``, ``labels`` the
+    columns; ``cc`` the candidate count; then the rerank's ``k`` and weights ``w``
+    (float64 ``(alpha, beta, gamma, delta, lambda_)``, as ``RetrievalWeights.as_array()``).
+    The candidates are the best ``cc`` rows by dot product (as
+    :func:`~dreamjit.kernels.cosine.topk_dot_columns`), taken in id order and
+    reranked by :func:`~dreamjit.kernels.hybrid.hybrid_rerank`. ``status``
+    is :data:`SOFT_OK`, or :data:`SOFT_TIE` (scores tie across the cut), or a
+    bad query (:data:`SOFT_ZERO`, :data:`SOFT_NONFINITE`); then the arrays are
+    empty.
+    """
+    if normalize:
+        q, status = unit_query(v)
+        if status != SOFT_OK:
+            return np.empty(0, dtype=np.int64), q[:0], q[:0], status
+    else:
+        q = v
+    return _soft_one(
+        XT,
+        XT8,
+        quant_error,
+        E,
+        q,
+        mask,
+        n_match,
+        ids,
+        util_mean,
+        labels,
+        qlabel,
+        cc,
+        k,
+        w,
+    )
+
+
+@parallel_kernel(size_arg=4)
+def soft_query_batch(
+    XT,
+    XT8,
+    quant_error,
+    E,
+    Q,
+    mask,
+    n_match,
+    ids,
+    util_mean,
+    labels,
+    qlabels,
+    cc,
+    k,
+    w,
+):
+    """:func:`soft_query` for each unit row of ``Q`` (m, d) with labels ``qlabels`` (m,),
+    in parallel over queries (the same code per query: the same bits).
+
+    Returns ``(slots (m, kk) int64, scores (m, kk) float32, similarity (m, kk) float32,
+    status (m,) int64)`` with ``kk = min(k, n_match)``, padded with -1 / NaN / NaN;
+    rows whose status is :data:`SOFT_TIE` are empty (the caller answers them alone).
+    """
+    m = Q.shape[0]
+    kk = min(k, n_match) if k > 0 else 0
+    out_i = np.full((m, kk), -1, dtype=np.int64)
+    out_s = np.full((m, kk), np.nan, dtype=np.float32)
+    out_c = np.full((m, kk), np.nan, dtype=np.float32)
+    status = np.zeros(m, dtype=np.int64)
+    for t in prange(m):
+        sl, sc, cs, st = _soft_one(
+            XT,
+            XT8,
+            quant_error,
+            E,
+            Q[t],
+            mask,
+            n_match,
+            ids,
+            util_mean,
+            labels,
+            qlabels[t],
+            cc,
+            kk,
+            w,
+        )
+        status[t] = st
+        for i in range(sl.shape[0]):
+            out_i[t, i] = sl[i]
+            out_s[t, i] = sc[i]
+            out_c[t, i] = cs[i]
+    return out_i, out_s, out_c, status
+
+
+@kernel
+def topk_dot_slots(X, q, slots, k):
+    """Exact top-k over the rows ``slots`` (ascending) of ``X`` (n, d):
+    ``(rows int64, scores float32)``, score descending, ties to the lower row,
+    scores bit-identical to :func:`~dreamjit.kernels.cosine.topk_dot`."""
+    cap = min(k, slots.shape[0]) if k > 0 else 0
+    hs = np.empty(cap, dtype=np.float64)
+    hi = np.empty(cap, dtype=np.int64)
+    size = 0
+    if cap > 0:
+        q64 = _to_f64(q)
+        thr = -np.inf
+        for r in range(slots.shape[0]):
+            i = slots[r]
+            s = dot64(X[i], q64)
+            if s > thr:  # ascending rows: an equal score never displaces
+                size = _heap_offer(hs, hi, size, s, i)
+                if size == cap:
+                    thr = hs[0]
+    return _heap_result(hs, hi, size)
+
+
+@parallel_kernel(size_arg=0)
+def rerank_batch(cand, sims, counts, E, ids, util_mean, labels, qlabels, k, w):
+    """:func:`soft_query`'s rerank for each row of ``cand`` (m, c) (candidate slots,
+    any order; the first ``counts[t]`` of row ``t`` are used) with cosines ``sims``
+    (m, c) and query labels ``qlabels`` (m,), in parallel over rows.
+
+    Returns ``(slots (m, kk) int64, scores (m, kk) float32, similarity (m, kk)
+    float32)`` with ``kk = min(k, c)``, padded with -1 / NaN / NaN.
+    """
+    m = cand.shape[0]
+    kk = min(k, cand.shape[1]) if k > 0 else 0
+    out_i = np.full((m, kk), -1, dtype=np.int64)
+    out_s = np.full((m, kk), np.nan, dtype=np.float32)
+    out_c = np.full((m, kk), np.nan, dtype=np.float32)
+    for t in prange(m):
+        c = counts[t]
+        if c == 0 or kk == 0:
+            continue
+        sl, sc, cs = rerank_candidates(
+            cand[t, :c],
+            sims[t, :c],
+            E,
+            ids,
+            util_mean,
+            labels,
+            qlabels[t],
+            kk,
+            w,
+        )
+        for i in range(sl.shape[0]):
+            out_i[t, i] = sl[i]
+            out_s[t, i] = sc[i]
+            out_c[t, i] = cs[i]
+    return out_i, out_s, out_c
+
+
+@parallel_kernel(size_arg=1)
+def topk_cosine_batch(X, Q, mask, ids, k):
+    """:func:`~dreamjit.kernels.cosine.topk_cosine` for each row of ``Q`` (m, C), in
+    parallel over queries, ties to the lower *id* (``ids`` per row of ``X``).
+
+    Returns ``(rows (m, kk) int64, scores (m, kk) float32, tie (m,) bool)`` with
+    ``kk = min(k, mask.sum())``, padded with -1 / NaN; ``tie[t]`` says query
+    ``t``'s scores tie across the cut (which entries are in then depends on the
+    id order: the caller answers that query on its own).
+    """
+    m = Q.shape[0]
+    nsel = 0
+    for i in range(mask.shape[0]):
+        if mask[i]:
+            nsel += 1
+    kk = min(k, nsel) if k > 0 else 0
+    out_i = np.full((m, kk), -1, dtype=np.int64)
+    out_s = np.full((m, kk), np.nan, dtype=np.float32)
+    tie = np.zeros(m, dtype=np.bool_)
+    if kk == 0:
+        return out_i, out_s, tie
+    for t in prange(m):
+        rows, sc = topk_cosine(X, Q[t], mask, kk + 1)
+        if rows.shape[0] > kk and sc[kk] == sc[kk - 1]:
+            tie[t] = True
+            continue
+        n_out = min(kk, rows.shape[0])
+        # insertion sort by (score desc, id asc): moves only entries of equal score
+        for i in range(n_out):
+            r = rows[i]
+            s = sc[i]
+            j = i
+            while j > 0 and out_s[t, j - 1] == s and ids[out_i[t, j - 1]] > ids[r]:
+                out_i[t, j] = out_i[t, j - 1]
+                out_s[t, j] = out_s[t, j - 1]
+                j -= 1
+            out_i[t, j] = r
+            out_s[t, j] = s
+    return out_i, out_s, tie
