@@ -391,22 +391,8 @@ def test_walk_with_rows_not_slots():
     alive[slots] = True
     dead = np.zeros(n, bool)
     for q in unit(X[::20] + 0.01):
-        got, sc = ann_search(
-            E,
-            slots,
-            st["indptr"],
-            st["indices"],
-            dead,
-            alive,
-            st["entries"],
-            st["block"],
-            np.empty(0, np.int64),
-            q,
-            5,
-            20,
-            0.0,
-            4,
-        )
+        graph = (slots, st["indptr"], st["indices"], dead, st["entries"], st["block"])
+        got, sc = ann_search(E, graph, alive, np.empty(0, np.int64), q, 5, 20, 0.0, 4)
         want = slots[np.argsort(-(X.astype(np.float64) @ q), kind="stable")[:5]]
         np.testing.assert_array_equal(got, want)
         np.testing.assert_allclose(sc, E[got].astype(np.float64) @ q, rtol=0, atol=1e-6)

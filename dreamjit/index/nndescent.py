@@ -632,20 +632,7 @@ class NNDescentIndex:
         ):
             return exact_topk(store, q, m, k)
         idx, sc = ann_search(
-            store.embeddings,
-            graph.rows,
-            graph.indptr,
-            graph.indices,
-            graph.dead,
-            m,
-            graph.entries,
-            graph.block,
-            delta,
-            q,
-            k,
-            self._ef(k),
-            self.epsilon,
-            self.n_seeds,
+            store.embeddings, graph.walk, m, delta, q, k, self._ef(k), self.epsilon, self.n_seeds
         )
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
@@ -671,20 +658,7 @@ class NNDescentIndex:
         ):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(
-            store.embeddings,
-            graph.rows,
-            graph.indptr,
-            graph.indices,
-            graph.dead,
-            m,
-            graph.entries,
-            graph.block,
-            delta,
-            Q,
-            k,
-            self._ef(k),
-            self.epsilon,
-            self.n_seeds,
+            store.embeddings, graph.walk, m, delta, Q, k, self._ef(k), self.epsilon, self.n_seeds
         )
         for t in np.flatnonzero(counts < k):
             i, s = topk_dot(store.embeddings, Q[t], m, k)

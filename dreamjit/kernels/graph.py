@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange, prefetch
+from ._jit import kernel, nav_kernel, parallel_kernel, prange, prefetch
 from .cosine import dot64
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
+from .heap import heap_pop, heap_push
 
 __all__ = [
     "ann_search",
@@ -43,89 +44,9 @@ __all__ = [
 
 @kernel
 def _score_slots(X, slots, m, q64, out):
-    """``out[t] = dot(X[slots[t]], q)`` for t < m; four rows at a time (same sums as ``dot64``).
-
-    Four independent float64 chains overlap their adds instead of stalling on
-    each one, about 3x faster than one row at a time; each chain still sums
-    in plain order, so the scores are bit-identical to ``dot64``.
-    """
-    d = q64.shape[0]
-    t = 0
-    while t + 4 <= m:
-        x0 = X[slots[t]]
-        x1 = X[slots[t + 1]]
-        x2 = X[slots[t + 2]]
-        x3 = X[slots[t + 3]]
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        for j in range(d):
-            qj = q64[j]
-            s0 += np.float64(x0[j]) * qj
-            s1 += np.float64(x1[j]) * qj
-            s2 += np.float64(x2[j]) * qj
-            s3 += np.float64(x3[j]) * qj
-        out[t] = s0
-        out[t + 1] = s1
-        out[t + 2] = s2
-        out[t + 3] = s3
-        t += 4
-    while t < m:
+    """``out[t] = dot64(X[slots[t]], q64)`` for t < m (the exact scores of the delta)."""
+    for t in range(m):
         out[t] = dot64(X[slots[t]], q64)
-        t += 1
-
-
-# --------------------------------------------------------- "best-first" candidates
-# cs/ci: a max-heap by score (the candidate to expand next at the root); grows.
-
-
-@inline_kernel
-def _cand_push(cs, ci, size, s, i):
-    if size == cs.shape[0]:
-        ncs = np.empty(2 * size, dtype=cs.dtype)
-        nci = np.empty(2 * size, dtype=ci.dtype)
-        ncs[:size] = cs[:size]
-        nci[:size] = ci[:size]
-        cs = ncs
-        ci = nci
-    pos = size
-    while pos > 0:
-        parent = (pos - 1) // 2
-        if cs[parent] < s:
-            cs[pos] = cs[parent]
-            ci[pos] = ci[parent]
-            pos = parent
-        else:
-            break
-    cs[pos] = s
-    ci[pos] = i
-    return cs, ci, size + 1
-
-
-@inline_kernel
-def _cand_pop(cs, ci, size):
-    """Remove the root; return the new size (the caller read ``cs[0], ci[0]`` first)."""
-    size -= 1
-    if size > 0:
-        s = cs[size]
-        i = ci[size]
-        pos = 0
-        while True:
-            c = 2 * pos + 1
-            if c >= size:
-                break
-            if c + 1 < size and cs[c + 1] > cs[c]:
-                c += 1
-            if cs[c] > s:
-                cs[pos] = cs[c]
-                ci[pos] = ci[c]
-                pos = c
-            else:
-                break
-        cs[pos] = s
-        ci[pos] = i
-    return size
 
 
 # ------------------------------------------------------------------- one query
@@ -201,25 +122,10 @@ def _scan_block(block, q16, out):
 
 
 @kernel
-def _walk_into(
-    X,
-    rows,
-    indptr,
-    indices,
-    dead,
-    mask,
-    entries,
-    block,
-    delta,
-    q,
-    k,
-    ef,
-    epsilon,
-    n_seeds,
-    out_i,
-    out_s,
-):
+def _walk_into(X, graph, mask, delta, q, k, ef, epsilon, n_seeds, out_i, out_s):
     """Graph + delta top-k of one query into ``out_i``/``out_s`` (length k); returns the count.
+
+    ``graph`` is the tuple ``(rows, indptr, indices, dead, entries, block)``.
 
     1. Score every entry of the layer (the contiguous int8 block, int32
        sums) and seed the walk with the best ``n_seeds``.
@@ -230,6 +136,7 @@ def _walk_into(
     3. Re-score the kept rows and the masked delta exactly (float64, plain
        order, as the exact index does) and return the best ``k``.
     """
+    rows, indptr, indices, dead, entries, block = graph
     n = rows.shape[0]
     d = q.shape[0]
     q64 = np.empty(d, dtype=np.float64)
@@ -265,13 +172,14 @@ def _walk_into(
         ri = np.empty(ef, dtype=np.int64)
         rsize = 0
         bits = np.zeros((n >> 3) + 1, dtype=np.uint8)  # visited rows
+        # candidates: a best-first queue (heap.py's order on negated scores, root = best)
         cs = np.empty(max(64, 2 * ef), dtype=np.float32)
         ci = np.empty(cs.shape[0], dtype=np.int64)
         csize = 0
         for t in range(ssize):
             r = si[t]
             bits[r >> 3] |= np.uint8(1 << (r & 7))
-            cs, ci, csize = _cand_push(cs, ci, csize, seed_sc[t], r)
+            cs, ci, csize = heap_push(cs, ci, csize, -seed_sc[t], r)
             if not dead[r] and mask[sslot[t]]:
                 rsize = _offer(rs, ri, rsize, seed_sc[t], r)
         # 2. best-first walk
@@ -279,9 +187,9 @@ def _walk_into(
         sbuf = np.empty(64, dtype=np.int64)
         sc = np.empty(64, dtype=np.float32)
         while csize > 0:
-            s = cs[0]
+            s = -cs[0]
             r = ci[0]
-            csize = _cand_pop(cs, ci, csize)
+            csize = heap_pop(cs, ci, csize)
             if rsize == ef and one - s > scale * (one - rs[0]):
                 break
             lo = indptr[r]
@@ -311,7 +219,7 @@ def _walk_into(
                 sv = sc[t]
                 if rsize < ef or one - sv <= scale * (one - rs[0]):
                     v = buf[t]
-                    cs, ci, csize = _cand_push(cs, ci, csize, sv, v)
+                    cs, ci, csize = heap_push(cs, ci, csize, -sv, v)
                     if (rsize < ef or sv >= rs[0]) and not dead[v] and mask[sbuf[t]]:
                         rsize = _offer(rs, ri, rsize, sv, v)
         # 3. exact scores of the kept rows
@@ -338,41 +246,21 @@ def _walk_into(
 
 
 @kernel
-def ann_search(
-    X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon, n_seeds
-):
+def ann_search(X, graph, mask, delta, q, k, ef, epsilon, n_seeds):
     """Top-k slots of one query: ``(slots int64, scores float32)``, best first.
 
-    Fewer than ``k`` come back when the walk and the delta hold fewer valid
-    entries; the caller then falls back to an exact scan.
+    ``graph`` is ``(rows, indptr, indices, dead, entries, block)`` (see the
+    module notes). Fewer than ``k`` come back when the walk and the delta hold
+    fewer valid entries; the caller then falls back to an exact scan.
     """
     out_i = np.empty(k, dtype=np.int64)
     out_s = np.empty(k, dtype=np.float32)
-    m = _walk_into(
-        X,
-        rows,
-        indptr,
-        indices,
-        dead,
-        mask,
-        entries,
-        block,
-        delta,
-        q,
-        k,
-        ef,
-        epsilon,
-        n_seeds,
-        out_i,
-        out_s,
-    )
+    m = _walk_into(X, graph, mask, delta, q, k, ef, epsilon, n_seeds, out_i, out_s)
     return out_i[:m].copy(), out_s[:m].copy()
 
 
-@parallel_kernel(size_arg=9)
-def ann_search_batch(
-    X, rows, indptr, indices, dead, mask, entries, block, delta, Q, k, ef, epsilon, n_seeds
-):
+@parallel_kernel(size_arg=4)
+def ann_search_batch(X, graph, mask, delta, Q, k, ef, epsilon, n_seeds):
     """:func:`ann_search` per row of ``Q``; ``(m, k)`` padded with -1 / -inf, plus counts."""
     m = Q.shape[0]
     out_i = np.full((m, k), -1, dtype=np.int64)
@@ -380,22 +268,7 @@ def ann_search_batch(
     counts = np.zeros(m, dtype=np.int64)
     for t in prange(m):
         counts[t] = _walk_into(
-            X,
-            rows,
-            indptr,
-            indices,
-            dead,
-            mask,
-            entries,
-            block,
-            delta,
-            Q[t],
-            k,
-            ef,
-            epsilon,
-            n_seeds,
-            out_i[t],
-            out_s[t],
+            X, graph, mask, delta, Q[t], k, ef, epsilon, n_seeds, out_i[t], out_s[t]
         )
     return out_i, out_s, counts
 
