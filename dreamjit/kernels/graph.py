@@ -35,9 +35,11 @@ from .heap import heap_pop, heap_push
 __all__ = [
     "ann_search",
     "ann_search_batch",
+    "graph_update",
     "knn_to_csr",
     "quantize_block",
     "relabel_csr",
+    "select_links",
     "tombstones",
 ]
 
@@ -370,3 +372,265 @@ def knn_to_csr(nbrs, dists, max_degree):
         for t in range(deg[u + 1]):
             idx[ptr[u] + t] = out_idx[u * max_degree + t]
     return ptr, idx
+
+
+# ------------------------------------------------------- incremental maintenance
+# Between full builds the graph is kept current by :func:`graph_update`: removed
+# rows are dropped and their in-neighbours reconnected to their out-neighbours,
+# new entries are linked both ways. Every score here is ``dot64`` (plain-order
+# float64), and every choice breaks ties to the lower row, so the result is
+# deterministic (tests/test_graph_update.py holds the slow reference).
+
+
+@kernel
+def select_links(X, slot, cand, n_links):
+    """The out-links of a new entry at ``slot`` from candidate slots ``cand``
+    (-1 = none): hnswlib's heuristic, then the closest others up to ``n_links``.
+
+    Candidates go closest first (ties to the lower slot; duplicates and
+    ``slot`` itself dropped). The heuristic keeps a candidate only if it is
+    no closer to an already kept one than to the new entry, which keeps
+    edges pointing in different directions (towards other clusters too);
+    the remaining room is then filled with the closest candidates left.
+    Returns the chosen slots, heuristic ones first.
+    """
+    m = 0
+    c = np.empty(cand.shape[0], dtype=np.int64)
+    for t in range(cand.shape[0]):
+        v = cand[t]
+        if v < 0 or v == slot:
+            continue
+        dup = False
+        for u in range(m):
+            if c[u] == v:
+                dup = True
+                break
+        if not dup:
+            c[m] = v
+            m += 1
+    c = np.sort(c[:m])  # ascending slots: the stable sort below breaks ties to the lower
+    sc = np.empty(m, dtype=np.float64)
+    for t in range(m):
+        sc[t] = dot64(X[c[t]], X[slot])
+    order = np.argsort(-sc, kind="mergesort")
+    out = np.empty(min(n_links, m), dtype=np.int64)
+    used = np.zeros(m, dtype=np.bool_)
+    n = 0
+    for t in range(m):
+        if n == out.shape[0]:
+            break
+        a = order[t]
+        good = True
+        for u in range(n):
+            if dot64(X[c[a]], X[out[u]]) > sc[a]:
+                good = False
+                break
+        if good:
+            out[n] = c[a]
+            used[a] = True
+            n += 1
+    for t in range(m):
+        if n == out.shape[0]:
+            break
+        a = order[t]
+        if not used[a]:
+            out[n] = c[a]
+            n += 1
+    return out
+
+
+@kernel
+def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree):
+    """Drop the ``dead`` rows and link ``new_slots`` into a CSR search graph.
+
+    Parameters: ``X`` the store's unit rows; the graph ``rows`` (ascending
+    slots), ``indptr``, ``indices``, ``dead``; ``new_slots`` (B,) ascending
+    slots not live in the graph; ``cand`` (B, L) candidate slots of each new
+    entry (-1 = none; e.g. its walk results and its nearest new entries).
+
+    1. Rows: the live old rows and the new slots, ascending (``mapping``
+       gives each old row's new number, -1 if dropped).
+    2. Each new entry's out-links: :func:`select_links` (``n_links``).
+    3. Proposals per row: its live out-neighbours; for each dead
+       out-neighbour, that one's live out-neighbours (the repair); for a
+       new entry's link to ``p``, the reverse edge ``p -> new``.
+    4. A row whose proposals add nothing keeps its list. Otherwise its
+       candidates (deduplicated, self dropped) are kept all if at most
+       ``max(max_degree, old degree)``, else the ``max_degree`` closest
+       (ties to the lower row), closest first.
+    5. A new entry that no row links to yet replaces the farthest out-link
+       of its first chosen neighbour, so every new entry is reachable.
+
+    Returns ``(rows, indptr int64, indices int32, mapping)``.
+    """
+    n = rows.shape[0]
+    B = new_slots.shape[0]
+    # 1. the new rows
+    n_keep = 0
+    for r in range(n):
+        if not dead[r]:
+            n_keep += 1
+    n2 = n_keep + B
+    new_rows = np.empty(n2, dtype=np.int64)
+    mapping = np.full(n, -1, dtype=np.int64)
+    is_new = np.zeros(n2, dtype=np.bool_)
+    a = 0
+    b = 0
+    r = 0
+    while a < n or b < B:  # merge: live old rows and new slots, ascending
+        while a < n and dead[a]:
+            a += 1
+        if a >= n and b >= B:
+            break
+        if b >= B or (a < n and rows[a] < new_slots[b]):
+            new_rows[r] = rows[a]
+            mapping[a] = r
+            a += 1
+        else:
+            new_rows[r] = new_slots[b]
+            is_new[r] = True
+            b += 1
+        r += 1
+    # 2. out-links of the new entries (new row numbers)
+    links = np.full((B, n_links), -1, dtype=np.int64)
+    for t in range(B):
+        chosen = select_links(X, new_slots[t], cand[t], n_links)
+        for u in range(chosen.shape[0]):
+            links[t, u] = np.searchsorted(new_rows, chosen[u])
+    # 3. proposals: count, then fill (CSR by new row)
+    grow = np.zeros(n2, dtype=np.bool_)  # rows that gain a proposal
+    cnt = np.zeros(n2 + 1, dtype=np.int64)
+    old_deg = np.zeros(n2, dtype=np.int64)
+    for u in range(n):
+        ru = mapping[u]
+        if ru < 0:
+            continue
+        old_deg[ru] = indptr[u + 1] - indptr[u]
+        for e in range(indptr[u], indptr[u + 1]):
+            v = indices[e]
+            if not dead[v]:
+                cnt[ru + 1] += 1
+            else:
+                for f in range(indptr[v], indptr[v + 1]):
+                    if mapping[indices[f]] >= 0:
+                        cnt[ru + 1] += 1
+                        grow[ru] = True
+    new_pos = np.empty(B, dtype=np.int64)
+    for t in range(B):
+        new_pos[t] = np.searchsorted(new_rows, new_slots[t])
+        rt = new_pos[t]
+        grow[rt] = True
+        for u in range(n_links):
+            p = links[t, u]
+            if p >= 0:
+                cnt[rt + 1] += 1
+                cnt[p + 1] += 1
+                grow[p] = True
+    ptr = np.cumsum(cnt)
+    prop = np.empty(ptr[n2], dtype=np.int64)
+    fill = ptr[:n2].copy()
+    for u in range(n):
+        ru = mapping[u]
+        if ru < 0:
+            continue
+        for e in range(indptr[u], indptr[u + 1]):
+            v = indices[e]
+            if not dead[v]:
+                prop[fill[ru]] = mapping[v]
+                fill[ru] += 1
+            else:
+                for f in range(indptr[v], indptr[v + 1]):
+                    w = mapping[indices[f]]
+                    if w >= 0:
+                        prop[fill[ru]] = w
+                        fill[ru] += 1
+    for t in range(B):
+        rt = new_pos[t]
+        for u in range(n_links):
+            p = links[t, u]
+            if p >= 0:
+                prop[fill[rt]] = p
+                fill[rt] += 1
+                prop[fill[p]] = rt
+                fill[p] += 1
+    # 4. each row's list
+    width = max_degree
+    for q in range(n2):
+        width = max(width, old_deg[q])
+    out = np.empty((n2, width), dtype=np.int32)
+    deg = np.zeros(n2, dtype=np.int64)
+    stamp = np.full(n2, -1, dtype=np.int64)
+    for q in range(n2):
+        lo = ptr[q]
+        hi = ptr[q + 1]
+        if not grow[q]:  # nothing new: the live out-neighbours, in their order
+            for e in range(lo, hi):
+                out[q, deg[q]] = prop[e]
+                deg[q] += 1
+            continue
+        c = np.empty(hi - lo, dtype=np.int64)
+        m = 0
+        for e in range(lo, hi):
+            v = prop[e]
+            if v != q and stamp[v] != q:
+                stamp[v] = q
+                c[m] = v
+                m += 1
+        c = np.sort(c[:m])
+        cap = max(max_degree, old_deg[q])
+        if m <= cap:
+            for t in range(m):
+                out[q, t] = c[t]
+            deg[q] = m
+            continue
+        sc = np.empty(m, dtype=np.float64)
+        xq = X[new_rows[q]]
+        for t in range(m):
+            sc[t] = dot64(X[new_rows[c[t]]], xq)
+        order = np.argsort(-sc, kind="mergesort")
+        for t in range(max_degree):
+            out[q, t] = c[order[t]]
+        deg[q] = max_degree
+    # 5. every new entry reachable
+    indeg = np.zeros(n2, dtype=np.int64)
+    for q in range(n2):
+        for t in range(deg[q]):
+            v = out[q, t]
+            if is_new[v]:
+                indeg[v] += 1
+    for t in range(B):
+        rt = new_pos[t]
+        p = links[t, 0]
+        if indeg[rt] > 0 or p < 0:
+            continue
+        xp = X[new_rows[p]]
+        worst = -1
+        ws = np.inf
+        for u in range(deg[p]):
+            v = out[p, u]
+            if is_new[v] and indeg[v] <= 1:
+                continue  # its only way in
+            s = dot64(X[new_rows[v]], xp)
+            if worst < 0 or s < ws or (s == ws and v > out[p, worst]):
+                ws = s
+                worst = u
+        if worst < 0:
+            if deg[p] < width:
+                worst = deg[p]
+                deg[p] += 1
+            else:
+                continue
+        else:
+            old = out[p, worst]
+            if is_new[old]:
+                indeg[old] -= 1
+        out[p, worst] = rt
+        indeg[rt] += 1
+    new_ptr = np.zeros(n2 + 1, dtype=np.int64)
+    for q in range(n2):
+        new_ptr[q + 1] = new_ptr[q] + deg[q]
+    new_idx = np.empty(new_ptr[n2], dtype=np.int32)
+    for q in range(n2):
+        for t in range(deg[q]):
+            new_idx[new_ptr[q] + t] = out[q, t]
+    return new_rows, new_ptr, new_idx, mapping
