@@ -213,6 +213,39 @@ class IndexSet:
                 return None
             self._ann = self.make_ann()
         ann = self._ann
-        ann._failures = 0  # asked explicitly: automatic rebuilds may resume
+        ann.clear_failures()  # asked explicitly: automatic rebuilds may resume
         ann.rebuild(block=False)
         return ann
+
+    def graph_arrays(self):
+        """The NN-descent search graph as arrays keyed by entry id (see
+        :meth:`~dreamjit.index.NNDescentIndex.graph_arrays`), or None without one."""
+        return None if self._ann is None else self._ann.graph_arrays()
+
+    def graph_settings(self) -> dict:
+        """The settings a graph built for this config has (a saved graph with other
+        settings is not adopted)."""
+        return self.make_ann().settings()
+
+    def after_load(self, slots, graph=None) -> None:
+        """Index the entries of a loaded pool; adopt its saved ``graph`` (as from
+        :meth:`graph_arrays`) when the config uses the ANN at this size and the
+        settings match, else the usual rules apply (a build starts)."""
+        cfg = self.config
+        if graph is not None and cfg.use_ann and len(self._table) >= cfg.ann_threshold:
+            ann = self.make_ann()
+            if graph.get("settings") != ann.settings():
+                logger.info(
+                    "saved NN-descent graph built with %s, config asks %s: rebuilding",
+                    graph.get("settings"),
+                    ann.settings(),
+                )
+            else:
+                ann.from_graph_arrays(graph)
+                if ann.ready:
+                    assert self._exact is not None, "reset() runs before the first add"
+                    self._exact.add(slots)
+                    self._ann = ann
+                    ann.maybe_rebuild()
+                    return
+        self.after_add(slots)

@@ -52,7 +52,9 @@ __all__ = ["save_pool", "load_pool", "read_header", "FORMAT_VERSION"]
 
 logger = logging.getLogger("dreamjit")
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: versions this reader loads (2: the same file without a search graph)
+READABLE_VERSIONS = (2, 3)
 MAGIC = "dreamjit-pool"
 _HEADER = "__header__"
 _HEADER_SHA = "header_sha256"
@@ -70,6 +72,18 @@ _HEADER_KEYS = frozenset(
         _HEADER_SHA,
     }
 )
+#: format 3 adds ``graph``: null, or the shape of the saved NN-descent search graph
+_GRAPH = "graph"
+_GRAPH_KEYS = frozenset({"rows", "edges", "entries", "n_components", "settings"})
+_GRAPH_SETTINGS = {"n_neighbors": int, "max_degree": int, "seed": int, "graph": str}
+#: graph member -> (dtype, shape from the header's graph object and the embedding dim)
+_GRAPH_MEMBERS = {
+    "graph_ids": ("<i8", lambda g, d: (g["rows"],)),
+    "graph_indptr": ("<i8", lambda g, d: (g["rows"] + 1,)),
+    "graph_indices": ("<i4", lambda g, d: (g["edges"],)),
+    "graph_entries": ("<i8", lambda g, d: (g["entries"],)),
+    "graph_block": ("|i1", lambda g, d: (d, g["entries"])),
+}
 _EMBEDDING_MODES = ("mapper", "user")
 
 # --- limits of the loader: a file beyond any of them is refused before anything is allocated
@@ -125,6 +139,11 @@ def save_pool(pool, path) -> str:
     """
     path = os.fspath(path)
     config, state, arrays = pool.to_columns()
+    graph = state.get("graph")
+    arrays = dict(arrays)
+    if graph is not None:
+        for name in _GRAPH_MEMBERS:
+            arrays[name] = np.ascontiguousarray(graph[name[len("graph_") :]])
     header = {
         "magic": MAGIC,
         "format_version": FORMAT_VERSION,
@@ -135,6 +154,15 @@ def save_pool(pool, path) -> str:
         "embedding_mode": state["embedding_mode"],
         "count": state["count"],
         "checksums": {name: _checksum(a) for name, a in arrays.items()},
+        _GRAPH: None
+        if graph is None
+        else {
+            "rows": int(graph["ids"].shape[0]),
+            "edges": int(graph["indices"].shape[0]),
+            "entries": int(graph["entries"].shape[0]),
+            "n_components": int(graph["n_components"]),
+            "settings": dict(graph["settings"]),
+        },
     }
     blob = np.frombuffer(_encode_header(header), dtype=np.uint8)
     target = os.path.realpath(path)  # write through a symlink, as open() would
@@ -395,10 +423,10 @@ def _parse_header(zf, members) -> dict:
     if not isinstance(header, dict) or header.get("magic") != MAGIC:
         raise _Corrupt(f"magic {MAGIC!r}")
     version = header.get("format_version")
-    if version != FORMAT_VERSION or type(version) is not int:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise _Corrupt(
-            f"format_version {FORMAT_VERSION} (the only one this dreamjit reads; "
-            "no migration: load it with the version that wrote it, rebuild and save)",
+            f"format_version in {list(READABLE_VERSIONS)} (the ones this dreamjit reads; "
+            "for another: load it with the version that wrote it and save again)",
             f"found {version!r}",
         )
     sha = header.get(_HEADER_SHA)
@@ -434,10 +462,11 @@ def _check_numbers(obj, where="header"):
 def _validate_header(header):
     """``(config, shape, count, next_id, evicted, mode)`` from a parsed header."""
     keys = set(header)
-    if keys != _HEADER_KEYS:
+    want = _HEADER_KEYS if header.get("format_version") == 2 else _HEADER_KEYS | {_GRAPH}
+    if keys != want:
         raise _Corrupt(
-            f"header fields {sorted(_HEADER_KEYS)}",
-            f"missing {sorted(_HEADER_KEYS - keys)}, unknown {sorted(keys - _HEADER_KEYS)[:5]}",
+            f"header fields {sorted(want)}",
+            f"missing {sorted(want - keys)}, unknown {sorted(keys - want)[:5]}",
         )
     _check_numbers(header)
     raw_config = header["config"]
@@ -485,19 +514,74 @@ def _validate_header(header):
     sums = header["checksums"]
     if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
         raise _Corrupt("a checksums object of strings")
+    _check_graph_header(header.get(_GRAPH), count, shape)
     return config, shape, count, next_id, evicted, mode
 
 
-def _expected_members(config, shape, count) -> dict:
+def _check_graph_header(graph, count, shape) -> None:
+    """The header's ``graph`` object: null, or sizes a graph over ``count`` entries can have."""
+    if graph is None:
+        return
+    if not isinstance(graph, dict) or set(graph) != _GRAPH_KEYS:
+        raise _Corrupt(f"a graph object with fields {sorted(_GRAPH_KEYS)} or null")
+    settings = graph["settings"]
+    if not (
+        isinstance(settings, dict)
+        and set(settings) == set(_GRAPH_SETTINGS)
+        and all(type(settings[k]) is t for k, t in _GRAPH_SETTINGS.items())
+    ):
+        raise _Corrupt(f"graph settings {sorted(_GRAPH_SETTINGS)}", f"found {settings!r}"[:200])
+    for key in ("rows", "edges", "entries", "n_components"):
+        if type(graph[key]) is not int or graph[key] < 0:
+            raise _Corrupt(f"graph {key} a non-negative integer", f"found {graph[key]!r}"[:200])
+    rows = graph["rows"]
+    degree = settings["max_degree"] + 2  # a row's edges plus bridges (see per_entry_bound)
+    if shape is None or not 1 <= rows <= count:
+        raise _Corrupt(f"a graph of 1 to {count} rows", f"{rows} rows")
+    if graph["edges"] > rows * max(degree, 1) or not 1 <= graph["entries"] <= rows:
+        raise _Corrupt(
+            f"a graph of at most {degree} edges a row and 1 to {rows} entries",
+            f"{graph['edges']} edges, {graph['entries']} entries",
+        )
+    if not 1 <= graph["n_components"] <= rows:
+        raise _Corrupt(f"graph n_components in [1, {rows}]", f"{graph['n_components']}")
+
+
+def _expected_members(config, shape, count, graph=None) -> dict:
     """member name -> (column, dtype, shape) that save() writes for this header."""
     if shape is None:
         return {}
     spec = column_spec(shape, config.embedding_dim, config.store_certainty)
-    return {
+    out = {
         f"{name}.npy": (name, np.dtype(dt), (count, *row))
         for name, (row, dt) in spec.items()
         if name not in DERIVED
     }
+    if graph is not None:
+        for name, (dt, shp) in _GRAPH_MEMBERS.items():
+            out[f"{name}.npy"] = (name, np.dtype(dt), shp(graph, config.embedding_dim))
+    return out
+
+
+def _graph_of(arrays, header, config):
+    """The saved graph (``graph_*`` columns moved out of ``arrays``) checked as a graph over
+    the saved entries, as :meth:`~dreamjit.index.NNDescentIndex.graph_arrays` gives it;
+    None without one."""
+    meta = header.get(_GRAPH)
+    if meta is None:
+        return None
+    from .index import NNDescentIndex
+
+    graph = {name[len("graph_") :]: arrays.pop(name) for name in _GRAPH_MEMBERS}
+    graph["n_components"] = meta["n_components"]
+    graph["settings"] = dict(meta["settings"])
+    try:
+        NNDescentIndex.check_graph_arrays(graph, meta["rows"], config.embedding_dim)
+    except IndexCorruptedError as exc:
+        raise _Corrupt("an intact search graph", str(exc)[:300]) from None
+    if not np.isin(graph["ids"], arrays["ids"]).all():
+        raise _Corrupt("a search graph over the saved entries", "a graph row has an unknown id")
+    return graph
 
 
 def _check_setup_bounds(config, shape, count):
@@ -580,7 +664,7 @@ def _read_validated(path):
                 header = _parse_header(zf, members)
                 config, shape, count, next_id, evicted, mode = _validate_header(header)
                 _check_setup_bounds(config, shape, count)
-                expected = _expected_members(config, shape, count)
+                expected = _expected_members(config, shape, count, header.get(_GRAPH))
                 found = set(members) - {_HEADER + ".npy"}
                 if found != set(expected):
                     raise _Corrupt(
@@ -625,9 +709,12 @@ def _read_validated(path):
                 f"{type(exc).__name__}: {str(exc)[:200]}",
             ) from None
     try:
+        graph = _graph_of(arrays, header, config)
         _check_values(arrays, count, next_id)
     except _Corrupt as exc:
         raise _corrupt(path, exc.what, exc.detail) from None
+    if graph is not None:
+        arrays["__graph__"] = graph
     return header, config, shape, count, next_id, evicted, mode, arrays
 
 
@@ -642,6 +729,7 @@ def read_header(path) -> dict:
 def load_pool(cls, path):
     """A new ``cls`` pool from ``path`` (see :meth:`DreamPool.load`)."""
     header, config, shape, count, next_id, evicted, mode, arrays = _read_validated(path)
+    graph = arrays.pop("__graph__", None)
     try:
         pool = cls.from_columns(
             config,
@@ -651,6 +739,7 @@ def load_pool(cls, path):
             next_id=next_id,
             evicted=evicted,
             embedding_mode=mode,
+            graph=graph,
         )
     except CriticalStateError as exc:  # the entries break the config's limits or bookkeeping
         raise _corrupt(path, "a pool within its own limits", str(exc)) from None

@@ -163,10 +163,15 @@ class DreamPool:
         next_id: int,
         evicted: int,
         embedding_mode,
+        graph=None,
     ) -> DreamPool:
         """A pool of ``config`` holding the entries of ``arrays`` (what
         :meth:`EntryTable.to_columns <dreamjit._table.EntryTable.to_columns>` gives: the
         stored columns of ``count`` live entries, oldest first) and those counters.
+
+        ``graph``: the NN-descent search graph saved with them (as
+        :meth:`IndexSet.graph_arrays <dreamjit._indexes.IndexSet.graph_arrays>`
+        gives), adopted when the config's ANN settings match.
 
         Used by :meth:`load` after it has checked the file. Raises
         :class:`CriticalStateError` if the result breaks the pool's own limits
@@ -177,18 +182,18 @@ class DreamPool:
         if shape is not None and pool._indexes.exact is None:
             pool._indexes.reset()
         pool.check_invariants()
-        if count:
-            pool._indexes.after_add(
-                np.arange(count, dtype=np.int64)
-            )  # exact now, ANN by the usual rules
+        if count:  # exact now; the saved graph, or the ANN by the usual rules
+            pool._indexes.after_load(np.arange(count, dtype=np.int64), graph)
         return pool
 
     def to_columns(self) -> tuple:
         """``(config, state, arrays)`` under one read lock: the config, the counters
-        (``tensor_shape``, ``next_id``, ``evicted``, ``embedding_mode``, ``count``) and
-        the stored columns of the live entries, oldest first (used by :meth:`save`)."""
+        (``tensor_shape``, ``next_id``, ``evicted``, ``embedding_mode``, ``count``), the
+        NN-descent graph (``state["graph"]``, or None) and the stored columns of the live
+        entries, oldest first (used by :meth:`save`)."""
         with self._lock.read():
             state, arrays = self._table.to_columns()
+            state["graph"] = self._indexes.graph_arrays()  # None without a graph
             return self.config, state, arrays
 
     @property

@@ -469,10 +469,9 @@ class NNDescentIndex:
     def graph_arrays(self):
         """The search graph as plain arrays keyed by entry id, or None without a graph.
 
-        Tombstoned rows are dropped first (:meth:`maintain` with the delta
-        left as it is is not enough: the update links it too, which is what
-        a later load would otherwise do). Entries still in the delta are not
-        in the graph: an index adopting these arrays puts them in its delta.
+        Tombstoned rows are dropped (and repaired) first, in this index too.
+        Entries still in the delta are not in the graph: an index adopting
+        these arrays puts them in its delta.
 
         Returns
         -------
@@ -485,10 +484,10 @@ class NNDescentIndex:
         """
         self._poll()
         with self._lock:
-            graph = self._state[0]
+            graph, delta = self._state
             if graph is not None and graph.n_dead:
-                self.maintain()
-            graph = self._state[0]
+                graph = self._updated(graph, _EMPTY_I)
+                self._state = (None, _EMPTY_I) if graph is None else (graph, delta)
             if graph is None:
                 return None
             return {
