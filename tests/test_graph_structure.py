@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from dreamjit.index import ExactIndex, NNDescentIndex
-from dreamjit.index.structure import ENTRY_SHARE, _Graph, search_structure
+from dreamjit.index.structure import ENTRY_SHARE, search_structure
 from dreamjit.kernels.entry_layer import (
     add_edges,
     bridge_edges,
@@ -335,19 +335,16 @@ def fake_store(X):
 
 
 def install(store, X, st, **kw):
-    n = X.shape[0]
     ann = NNDescentIndex(store, builder="thread", **kw)
-    ann._state = (
-        _Graph(
-            np.arange(n, dtype=np.int64),
-            st["indptr"],
-            st["indices"],
-            st["entries"],
-            st["block"],
-            np.zeros(n, bool),
-            st["n_components"],
-        ),
-        np.empty(0, np.int64),
+    ann.from_graph_arrays(
+        {
+            "ids": store.ids[: X.shape[0]].copy(),
+            "indptr": st["indptr"],
+            "indices": st["indices"],
+            "entries": st["entries"],
+            "block": st["block"],
+            "n_components": st["n_components"],
+        }
     )
     return ann
 
