@@ -218,19 +218,32 @@ class IndexSet:
         return ann
 
     def graph_arrays(self):
-        """The NN-descent search graph as arrays keyed by entry id (see
-        :meth:`~dreamjit.index.NNDescentIndex.graph_arrays`), or None without one."""
+        """The NN-descent search graph as arrays keyed by entry id.
+
+        Returns
+        -------
+        dict or None
+            See :meth:`~dreamjit.index.NNDescentIndex.graph_arrays`; None without
+            an NN-descent index or graph.
+        """
         return None if self._ann is None else self._ann.graph_arrays()
 
-    def graph_settings(self) -> dict:
-        """The settings a graph built for this config has (a saved graph with other
-        settings is not adopted)."""
-        return self.make_ann().settings()
-
     def after_load(self, slots, graph=None) -> None:
-        """Index the entries of a loaded pool; adopt its saved ``graph`` (as from
-        :meth:`graph_arrays`) when the config uses the ANN at this size and the
-        settings match, else the usual rules apply (a build starts)."""
+        """Index the entries of a loaded pool, adopting its saved graph when it fits.
+
+        Parameters
+        ----------
+        slots : array of int
+            The slots the loaded entries occupy.
+        graph : dict or None
+            As :meth:`graph_arrays` gave it at save time. Adopted when the
+            config uses the ANN at this size and the settings match; else the
+            usual rules apply (a build starts).
+
+        Returns
+        -------
+        None
+        """
         cfg = self.config
         if graph is not None and cfg.use_ann and len(self._table) >= cfg.ann_threshold:
             ann = self.make_ann()

@@ -312,8 +312,14 @@ class NNDescentIndex:
             graph.n_dead = int(np.count_nonzero(graph.dead))
 
     def needs_rebuild(self) -> bool:
-        """Whether a full build is due: no graph (and enough entries), or a delta or
-        tombstones past ``rebuild_fraction`` of the graph."""
+        """Whether a full build is due.
+
+        Returns
+        -------
+        bool
+            True without a graph (and enough entries), or with a delta or
+            tombstones past ``rebuild_fraction`` of the graph's rows.
+        """
         graph, delta = self._state
         if graph is None:
             return int(np.count_nonzero(self._store.alive)) >= self.min_build
@@ -321,8 +327,14 @@ class NNDescentIndex:
         return graph.n_dead > limit or delta.shape[0] > limit
 
     def needs_update(self) -> bool:
-        """Whether :meth:`maintain` is due: a delta or tombstones of at least
-        ``LINK_SHARE`` of the graph (and ``LINK_MIN``), within ``rebuild_fraction``."""
+        """Whether :meth:`maintain` is due.
+
+        Returns
+        -------
+        bool
+            True when the delta or the tombstones hold at least ``LINK_SHARE``
+            of the graph's rows (and ``LINK_MIN``) but no full build is due.
+        """
         graph, delta = self._state
         if graph is None or not self.incremental or self.needs_rebuild():
             return False
@@ -330,9 +342,17 @@ class NNDescentIndex:
         return graph.n_dead >= limit or delta.shape[0] >= limit
 
     def maybe_rebuild(self) -> bool:
-        """Keep the graph current: link and repair in place (:meth:`maintain`) when
-        :meth:`needs_update`, or start a full rebuild when :meth:`needs_rebuild`.
-        Returns True if a full rebuild was started."""
+        """Keep the graph current.
+
+        Links and repairs in place (:meth:`maintain`) when :meth:`needs_update`,
+        or starts a full rebuild when :meth:`needs_rebuild` (unless one runs or
+        three failed in a row).
+
+        Returns
+        -------
+        bool
+            True if a full rebuild was started.
+        """
         if self.needs_update():
             self.maintain()
             return False
@@ -342,8 +362,15 @@ class NNDescentIndex:
         return True
 
     def clear_failures(self) -> None:
-        """Forget failed builds: automatic rebuilds resume (after three failures in a
-        row they stop; an explicit rebuild request calls this)."""
+        """Forget failed builds: automatic rebuilds resume.
+
+        After three failures in a row automatic rebuilds stop; an explicit
+        rebuild request (``DreamPool.rebuild_index``) calls this.
+
+        Returns
+        -------
+        None
+        """
         self._failures = 0
 
     # ------------------------------------------------------------ incremental updates

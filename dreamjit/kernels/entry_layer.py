@@ -252,7 +252,22 @@ def remap_entries(entries, mapping, indptr, indices, n_rows):
     A kept entry takes its new number (``mapping``, -1 = dropped); a dropped
     one is replaced by its first kept out-neighbour that is no entry yet (so
     its part of the graph keeps a way in), or left out when it has none.
-    Returns the new entries, ascending and unique (rows of ``n_rows``).
+
+    Parameters
+    ----------
+    entries : (E,) int64
+        Old rows of the entry layer.
+    mapping : (n,) int64
+        New row of each old row (-1: dropped).
+    indptr, indices
+        The old graph (CSR).
+    n_rows : int
+        Rows of the new graph.
+
+    Returns
+    -------
+    (E',) int64
+        The new entries, ascending and unique.
     """
     taken = np.zeros(n_rows, dtype=np.bool_)
     out = np.empty(entries.shape[0], dtype=np.int64)

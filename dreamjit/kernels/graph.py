@@ -392,7 +392,22 @@ def select_links(X, slot, cand, n_links):
     no closer to an already kept one than to the new entry, which keeps
     edges pointing in different directions (towards other clusters too);
     the remaining room is then filled with the closest candidates left.
-    Returns the chosen slots, heuristic ones first.
+
+    Parameters
+    ----------
+    X : (cap, d) float32
+        The store's unit rows.
+    slot : int
+        The new entry.
+    cand : (L,) int64
+        Candidate slots, -1 for none.
+    n_links : int
+        Most links chosen.
+
+    Returns
+    -------
+    (m,) int64
+        The chosen slots, heuristic ones first (``m <= n_links``).
     """
     m = 0
     c = np.empty(cand.shape[0], dtype=np.int64)
@@ -443,10 +458,21 @@ def select_links(X, slot, cand, n_links):
 def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree):
     """Drop the ``dead`` rows and link ``new_slots`` into a CSR search graph.
 
-    Parameters: ``X`` the store's unit rows; the graph ``rows`` (ascending
-    slots), ``indptr``, ``indices``, ``dead``; ``new_slots`` (B,) ascending
-    slots not live in the graph; ``cand`` (B, L) candidate slots of each new
-    entry (-1 = none; e.g. its walk results and its nearest new entries).
+    Parameters
+    ----------
+    X : (cap, d) float32
+        The store's unit rows.
+    rows, indptr, indices, dead
+        The graph: ascending slots, CSR, tombstones.
+    new_slots : (B,) int64
+        Ascending slots not live in the graph.
+    cand : (B, L) int64
+        Candidate slots of each new entry (-1 = none; e.g. its walk results
+        and its nearest new entries).
+    n_links, max_degree : int
+        Out-links chosen per new entry; the degree bound of a changed row.
+
+    Steps:
 
     1. Rows: the live old rows and the new slots, ascending (``mapping``
        gives each old row's new number, -1 if dropped).
@@ -461,7 +487,14 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
     5. A new entry that no row links to yet replaces the farthest out-link
        of its first chosen neighbour, so every new entry is reachable.
 
-    Returns ``(rows, indptr int64, indices int32, mapping)``.
+    Returns
+    -------
+    rows : (n2,) int64
+        Ascending slots of the new graph.
+    indptr, indices : int64, int32
+        Its CSR.
+    mapping : (n,) int64
+        The new row of each old row, -1 for a dropped one.
     """
     n = rows.shape[0]
     B = new_slots.shape[0]
