@@ -3,6 +3,7 @@
 Usage::
 
     python scripts/measure_ann_speed.py [--sizes 100000] [--data mixture,clusters] [--rounds 7]
+        [--cache DIR]
 
 For each size and data set (``mixture``: compare.py's 100-centre mixture;
 ``clusters``: asv's ``cluster_mixture`` with ``n / 100`` clusters), one pool
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -35,6 +39,7 @@ common = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(common)
 
 SIM = dj.RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0)
+CACHE = None  # --cache DIR: graphs saved there are reused (no pynndescent run)
 
 
 def one(n, data, rounds):
@@ -43,9 +48,19 @@ def one(n, data, rounds):
     else:
         X = common.cluster_mixture(n, n // 100)
         Q = common.cluster_mixture(1000, n // 100, stream=2)
+    cache = os.path.join(CACHE, f"graph-{data}-{n}.npz") if CACHE else None
+    graph = None
+    if cache and os.path.exists(cache):  # a graph built by an earlier run (public import)
+        with np.load(cache) as f:
+            graph = {k: f[k] for k in f.files if k not in ("n_components", "settings")}
+            graph["n_components"] = int(f["n_components"])
+            graph["settings"] = json.loads(str(f["settings"]))
     t = time.perf_counter()
-    ann_pool = common.ann_pool(X)
+    ann_pool = common.ann_pool(X, graph=graph)
     build = time.perf_counter() - t
+    if cache and graph is None:
+        g = ann_pool.indexes.graph_arrays()
+        np.savez(cache, **{**g, "settings": json.dumps(g["settings"])})
     exact_pool = common.embedding_pool(X)
     ann = ann_pool.indexes.ann
     exact = exact_pool.indexes.exact
@@ -84,7 +99,10 @@ def main():
     ap.add_argument("--sizes", default="100000")
     ap.add_argument("--data", default="mixture,clusters")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--cache", default=None, help="directory for built graphs (reused)")
     args = ap.parse_args()
+    global CACHE
+    CACHE = args.cache
     for n in [int(s) for s in args.sizes.split(",")]:
         for data in args.data.split(","):
             one(n, data, args.rounds)

@@ -567,7 +567,7 @@ class NNDescentIndex:
         n = ids.shape[0]
         if n < 1 or n > n_entries:
             bad("ids", n, f"1 to {n_entries} rows")
-        if n > 1 and np.unique(ids).shape[0] != n:
+        if n > 1 and not (np.diff(np.sort(ids)) > 0).all():
             bad("ids", "repeated", "unique ids")
         if indptr.shape[0] != n + 1 or indptr[0] != 0 or indptr[-1] != indices.shape[0]:
             bad("indptr", indptr.shape, f"{n + 1} offsets from 0 to {indices.shape[0]}")

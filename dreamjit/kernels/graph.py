@@ -412,18 +412,11 @@ def select_links(X, slot, cand, n_links):
     m = 0
     c = np.empty(cand.shape[0], dtype=np.int64)
     for t in range(cand.shape[0]):
-        v = cand[t]
-        if v < 0 or v == slot:
-            continue
-        dup = False
-        for u in range(m):
-            if c[u] == v:
-                dup = True
-                break
-        if not dup:
-            c[m] = v
+        if cand[t] >= 0 and cand[t] != slot:
+            c[m] = cand[t]
             m += 1
-    c = np.sort(c[:m])  # ascending slots: the stable sort below breaks ties to the lower
+    c = np.unique(c[:m])  # ascending slots: the stable sort below breaks ties to the lower
+    m = c.shape[0]
     sc = np.empty(m, dtype=np.float64)
     for t in range(m):
         sc[t] = dot64(X[c[t]], X[slot])
