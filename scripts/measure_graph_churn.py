@@ -99,25 +99,39 @@ def main():
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--load", default=None, help="start from this saved pool (skips 1. and 2.)")
+    ap.add_argument("--no-fresh", action="store_true", help="skip the fresh build at the end")
     args = ap.parse_args()
     n, step = args.n, args.n // 100
     A = common.cluster_mixture(n + args.rounds * step, args.clusters)
     Q = common.cluster_mixture(300, args.clusters, stream=2)
-    t = time.perf_counter()
-    pool = common.ann_pool(A[:n])
-    print(f"graph build (worker start + pynndescent + structure): {time.perf_counter() - t:.1f} s")
+    if args.load:  # a file saved by an earlier run (same --n and --clusters)
+        pool = dj.DreamPool.load(args.load)
+        pool.config = pool.config.replace(max_size=n)
+    else:
+        t = time.perf_counter()
+        pool = common.ann_pool(A[:n])
+        print(
+            f"graph build (worker start + pynndescent + structure): {time.perf_counter() - t:.1f} s"
+        )
+        tmp = tempfile.mkdtemp()
+        qpath = os.path.join(tmp, "q.npy")
+        np.save(qpath, Q)
+        with_graph = pool.save(os.path.join(tmp, "with_graph.npz"))
+        pool.indexes.graph_arrays = lambda: None  # the same file without its graph (format 2)
+        without = pool.save(os.path.join(tmp, "without_graph.npz"))
+        del pool.indexes.graph_arrays
+        print(
+            "saved",
+            with_graph,
+            "sizes MB:",
+            os.path.getsize(with_graph) >> 20,
+            os.path.getsize(without) >> 20,
+        )
+        print("load, with graph   :", child(with_graph, qpath))
+        print("load, with graph, numba runtime warmed:", child(with_graph, qpath, prewarm=True))
+        print("load, without graph:", child(without, qpath))
     ann = pool.indexes.ann
-    tmp = tempfile.mkdtemp()
-    qpath = os.path.join(tmp, "q.npy")
-    np.save(qpath, Q)
-    with_graph = pool.save(os.path.join(tmp, "with_graph.npz"))
-    pool.indexes.graph_arrays = lambda: None  # the same file without its graph (as format 2)
-    without = pool.save(os.path.join(tmp, "without_graph.npz"))
-    del pool.indexes.graph_arrays
-    print("sizes MB:", os.path.getsize(with_graph) >> 20, os.path.getsize(without) >> 20)
-    print("load, with graph   :", child(with_graph, qpath))
-    print("load, with graph, numba runtime warmed first:", child(with_graph, qpath, prewarm=True))
-    print("load, without graph:", child(without, qpath))
 
     # steady churn at max_size: each round evicts the oldest 1% and adds 1%
     tiny = np.zeros((step, 1, 1, 3), np.float32)
@@ -138,10 +152,13 @@ def main():
     )
     store = pool.table.store
     r_churn = recall(ann, store, Q)
+    if args.no_fresh:
+        print(f"recall@10 after {args.rounds}% churn: in place {r_churn:.4f}")
+        return
     fresh = NNDescentIndex(store, background=False)
     t = time.perf_counter()
     fresh.rebuild(block=True)
-    print(f"fresh build {time.perf_counter() - t:.1f} s")
+    print(f"fresh build {time.perf_counter() - t:.1f} s", flush=True)
     r_fresh = recall(fresh, store, Q)
     print(
         f"recall@10 after {args.rounds}% churn: in place {r_churn:.4f}, fresh build {r_fresh:.4f}"

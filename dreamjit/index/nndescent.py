@@ -440,9 +440,14 @@ class NNDescentIndex:
                 self.epsilon,
                 self.n_seeds,
             )
-            near = np.zeros(store.alive.shape[0], dtype=np.bool_)
-            near[chunk] = True
-            mine, _ = topk_dot_batch(X, Q, near, min(self.n_neighbors + 1, chunk.shape[0]))
+            # the chunk's own nearest entries: an exact scan of the chunk's rows only
+            mine, _ = topk_dot_batch(
+                Q,
+                Q,
+                np.ones(chunk.shape[0], dtype=np.bool_),
+                min(self.n_neighbors + 1, chunk.shape[0]),
+            )
+            mine = np.where(mine >= 0, chunk[np.maximum(mine, 0)], -1)
             cand = np.ascontiguousarray(np.concatenate([walk, mine], axis=1))
         else:
             cand = np.empty((0, width), dtype=np.int64)
