@@ -1,11 +1,19 @@
 """Saving and loading pools: one versioned ``.npz`` file, never a pickle.
 
-File layout (``FORMAT_VERSION`` 2): an uncompressed (stored) zip, as
+File layout (``FORMAT_VERSION`` 3): an uncompressed (stored) zip, as
 ``numpy.savez`` writes it, with one ``.npy`` member per storage column (the
 live entries in id order, nothing derived) and ``__header__.npy``, a uint8
 array holding the header as canonical JSON: format version, config, tensor
-shape, counters, the SHA-256 of every column, and ``header_sha256``, the
-SHA-256 of the canonical JSON of the rest of the header.
+shape, counters, the SHA-256 of every column, ``graph`` and
+``header_sha256``, the SHA-256 of the canonical JSON of the rest of the
+header. ``graph`` is null, or the sizes and settings of the NN-descent search
+graph saved in the members ``graph_ids`` (each row's entry id),
+``graph_indptr``, ``graph_indices``, ``graph_entries`` and ``graph_block``
+(checksummed like the columns; see
+:meth:`~dreamjit.index.NNDescentIndex.graph_arrays`). A loaded pool adopts
+the graph when its settings match the config's (else it builds one as
+usual); a graph that is not a well-formed graph over the saved ids makes the
+file corrupt. Format 2 (the same without ``graph``) still loads.
 
 Writes are atomic: a temporary file ``.dreamjit-<name>-<random>.tmp`` is
 written in the target's directory, flushed and fsynced, then moved over the
