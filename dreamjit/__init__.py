@@ -13,19 +13,8 @@ from __future__ import annotations
 import importlib
 import logging
 
-from .errors import (
-    CapacityExceededError,
-    CriticalStateError,
-    DimensionMismatchError,
-    DreamError,
-    EmptyCollectionError,
-    FeatureUnavailableError,
-    IndexCorruptedError,
-    IndexNotBuiltError,
-    InvalidConfigError,
-    InvalidParameterError,
-    MemoryExceededError,
-)
+from . import errors
+from .errors import *  # noqa: F403  (the error classes; errors.__all__ is their one list)
 
 logging.getLogger("dreamjit").addHandler(logging.NullHandler())
 
@@ -80,21 +69,13 @@ __all__ = [
     "chroma_signature",
     "maximal_marginal_relevance",
     "warmup",
-    "DreamError",
-    "DimensionMismatchError",
-    "IndexNotBuiltError",
-    "CapacityExceededError",
-    "InvalidConfigError",
-    "EmptyCollectionError",
-    "InvalidParameterError",
-    "IndexCorruptedError",
-    "MemoryExceededError",
-    "FeatureUnavailableError",
-    "CriticalStateError",
 ]
+__all__ += errors.__all__
 
 
 def __getattr__(name):
+    if name == "distributed":  # the optional submodule (needs dask.distributed)
+        return importlib.import_module(".distributed", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'dreamjit' has no attribute {name!r}")

@@ -38,18 +38,39 @@ class Budget:
         return self._table.store_entry_bytes() + self._indexes.bytes_per_entry()
 
     def used_bytes(self) -> int:
-        """Logical bytes in use: live entries' storage rows plus index arrays."""
+        """Logical bytes in use: live entries' storage rows plus index arrays (in RAM:
+        with ``tensor_store="mmap"`` the tensor rows count on disk instead)."""
         if self._table.store is None:
             return 0
         return len(self._table) * self._table.store_entry_bytes() + self._indexes.nbytes
 
+    def disk_used_bytes(self) -> int:
+        """Logical bytes on disk: live entries' tensor rows (0 with tensors in RAM)."""
+        if self._table.store is None:
+            return 0
+        return len(self._table) * self._table.store_disk_entry_bytes()
+
+    def _check_disk_fits(self, shape) -> None:
+        disk = self.config.disk_budget_bytes
+        row = self._table.store_disk_entry_bytes(shape)
+        if disk is not None and row > disk:
+            raise MemoryExceededError(
+                "tensor",
+                shape,
+                f"a tensor of at most {disk} bytes "
+                f"(disk_budget_mb={self.config.disk_budget_mb}); one takes {row} bytes",
+            )
+
     def check_fits(self, shape) -> None:
-        """Refuse an entry larger than the whole budget (the same for every add)."""
+        """Refuse an entry larger than the whole budget, in RAM or on disk (the same
+        for every add)."""
         budget = self.config.budget_bytes
         if budget is None:
+            self._check_disk_fits(shape)
             return
         store_bytes = self._table.store_entry_bytes(shape)
         entry = store_bytes + self._indexes.bytes_per_entry(store_bytes)
+        self._check_disk_fits(shape)
         if entry > budget:
             raise MemoryExceededError(
                 "tensor",
@@ -68,12 +89,17 @@ class Budget:
         """
         cfg = self.config
         budget = cfg.budget_bytes
+        limit = cfg.max_size
+        disk = cfg.disk_budget_bytes
+        if disk is not None and self._table.store is not None:
+            row = max(self._table.store_disk_entry_bytes(), 1)
+            limit = min(limit, max(int(cfg.eviction_threshold * disk) // row, 1))
         if budget is None:
-            return cfg.max_size
+            return int(limit)
         entry = self.entry_bytes()
         room = int(cfg.eviction_threshold * budget) - self._indexes.nbytes
         by_budget = max(room // entry, 1)  # an entry that fits the whole budget is always admitted
-        return int(min(cfg.max_size, by_budget))
+        return int(min(limit, by_budget))
 
     def problems(self) -> list:
         """Limits broken now (empty when the pool is within them)."""
@@ -85,6 +111,10 @@ class Budget:
         n = len(self._table)
         if n > self.config.max_size:
             out.append(f"{n} entries above max_size {self.config.max_size}")
+        disk = self.config.disk_budget_bytes
+        on_disk = self.disk_used_bytes()
+        if disk is not None and on_disk > disk:
+            out.append(f"{on_disk} bytes on disk of a {disk} byte disk budget")
         return out
 
     # ------------------------------------------------------------------ plans
@@ -148,6 +178,14 @@ class Budget:
         keys = self.eviction_keys(live)
         order = np.lexsort((store.ids[live], keys))[: max(n_out, 0)]
         return np.sort(live[order])
+
+    def disk_stats(self) -> tuple:
+        """``(used_mb, max_mb, usage_ratio, file_mb)``: live tensor rows on disk against
+        ``disk_budget_mb`` (None when unbounded), and the tensor file's size."""
+        used = self.disk_used_bytes()
+        budget = self.config.disk_budget_bytes
+        ratio = used / budget if budget else 0.0
+        return (used / 2**20, self.config.disk_budget_mb, ratio, self._table.disk_bytes / 2**20)
 
     def stats(self) -> tuple:
         """``(used_mb, max_mb, usage_ratio, count)``."""

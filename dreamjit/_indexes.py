@@ -243,6 +243,7 @@ class IndexSet:
         Returns
         -------
         None
+            The entries are indexed.
         """
         cfg = self.config
         if graph is not None and cfg.use_ann and len(self._table) >= cfg.ann_threshold:

@@ -10,17 +10,22 @@ no locks: the pool calls it under its readers-writer lock.
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
+from typing import Generic, TypeVar, overload
 
 import numpy as np
 
-from ._storage import DERIVED, ColumnStore, column_spec
+from ._storage import COPY_ROWS, DERIVED, ON_DISK, ColumnStore, column_spec, read_rows, row_crcs
 from ._validate import is_integer
 from .embedding import EmbeddingMapper
 from .features import SolverResult
 from .results import DreamEntry
 
 __all__ = ["EntryTable", "make_mapper"]
+
+T = TypeVar("T")
 
 
 def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
@@ -33,6 +38,23 @@ def make_mapper(cfg, shape: tuple) -> EmbeddingMapper:
         cfg.label_buckets,
         cfg.spatial_grid,
     )
+
+
+class _ReadOnly(Generic[T]):
+    """A read-only attribute ``name`` that reads its owner's private ``_name``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._private = "_" + name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> _ReadOnly[T]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type | None = None) -> T: ...
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj, self._private)
+
+    def __set__(self, obj: object, value: T) -> None:
+        raise AttributeError(f"{self._private[1:]} is read-only")
 
 
 class EntryTable:
@@ -49,22 +71,80 @@ class EntryTable:
         self._evicted = 0
 
     # ------------------------------------------------------------------ set-up
-    def setup(self, shape: tuple) -> None:
-        """Allocate the columns for tensors of ``shape`` (once, before the first write)."""
+    def setup(self, shape: tuple, adopt=None) -> None:
+        """Allocate the columns for tensors of ``shape`` (once, before the first write).
+
+        With ``tensor_store="mmap"`` the tensors go to a new file in ``config.path``;
+        ``adopt=(file, slots)`` reopens a saved one instead: the file itself when its
+        live rows ``slots`` are ``0..count-1``, else a compacted copy of those rows.
+        """
         cfg = self.config
         spec = column_spec(shape, cfg.embedding_dim, cfg.store_certainty)
-        self._store = ColumnStore(spec, cfg.max_size)
+        if cfg.tensor_store == "mmap":
+            os.makedirs(cfg.path, exist_ok=True)
+            fresh = os.path.join(cfg.path, f"tensors-{uuid.uuid4().hex[:16]}.f32")
+            self._store = ColumnStore(spec, self._disk_rows(spec), tensor_file=fresh)
+        else:
+            self._store = ColumnStore(spec, cfg.max_size)
         self._shape = tuple(shape)
         self._mapper = make_mapper(cfg, shape)
+        if adopt is not None:
+            self._open_saved(*adopt)
+
+    def _open_saved(self, source: str, slots: np.ndarray) -> None:
+        """Take the saved tensor rows ``slots`` of file ``source`` into this empty table:
+        the file itself when they are rows ``0..n-1``, else a compacted copy (the saved
+        file is then left as it was)."""
+        store = self._columns()
+        if np.array_equal(slots, np.arange(slots.shape[0])):
+            store.reopen(source)
+        else:
+            self._copy_rows(source, slots)
+
+    def _disk_rows(self, spec) -> int:
+        """Most tensor rows the file may hold: ``max_size``, and the disk budget's rows."""
+        cfg = self.config
+        rows = cfg.max_size
+        budget = cfg.disk_budget_bytes
+        if budget is not None:
+            row = ColumnStore(spec, 1, initial=0, on_disk=True).disk_entry_bytes
+            rows = min(rows, max(budget // max(row, 1), 1))
+        return int(rows)
+
+    def _copy_rows(self, source: str, slots: np.ndarray) -> None:
+        """Copy rows ``slots`` of the tensor file ``source`` to rows ``0..n-1`` of this
+        table's file, a block at a time (RAM stays bounded)."""
+        store = self._columns()
+        n = slots.shape[0]
+        store.ensure_capacity(n)
+        shape, dtype = store.spec[ON_DISK]
+        dest = store.columns[ON_DISK]
+        for lo in range(0, n, COPY_ROWS):
+            dest[lo : lo + COPY_ROWS] = read_rows(source, slots[lo : lo + COPY_ROWS], shape, dtype)
+            store.release(np.arange(lo, min(lo + COPY_ROWS, n)))
+        store.flush()
 
     def store_entry_bytes(self, shape: tuple | None = None) -> int:
-        """Bytes of one entry's storage rows (of the table, or of a table for ``shape``)."""
+        """Bytes of one entry's storage rows in RAM (of the table, or of a table for
+        ``shape``); with ``tensor_store="mmap"`` the tensor row is on disk instead."""
         if self._store is not None:
             return self._store.entry_bytes
         if shape is None:
             return 0
-        spec = column_spec(shape, self.config.embedding_dim, self.config.store_certainty)
-        return ColumnStore(spec, 1, initial=0).entry_bytes
+        return self._probe(shape).entry_bytes
+
+    def store_disk_entry_bytes(self, shape: tuple | None = None) -> int:
+        """Bytes of one entry's tensor row on disk (0 with tensors in RAM)."""
+        if self._store is not None:
+            return self._store.disk_entry_bytes
+        if shape is None:
+            return 0
+        return self._probe(shape).disk_entry_bytes
+
+    def _probe(self, shape) -> ColumnStore:
+        cfg = self.config
+        spec = column_spec(shape, cfg.embedding_dim, cfg.store_certainty)
+        return ColumnStore(spec, 1, initial=0, on_disk=cfg.tensor_store == "mmap")
 
     # ------------------------------------------------------------------ state
     @property
@@ -72,35 +152,26 @@ class EntryTable:
         """The storage columns (None before the first add); read them, write through the table."""
         return self._store
 
-    @property
-    def shape(self) -> tuple | None:
-        return self._shape
-
     def _columns(self) -> ColumnStore:
         """The storage columns of a table already set up (every writer and every reader
         of given slots runs after the first add)."""
         assert self._store is not None, "setup() runs before the first write"
         return self._store
 
-    @property
-    def mapper(self) -> EmbeddingMapper | None:
-        return self._mapper
-
-    @property
-    def embedding_mode(self) -> str | None:
-        return self._embedding_mode
-
     def set_embedding_mode(self, mode: str) -> None:
         if self._embedding_mode is None:
             self._embedding_mode = mode
 
-    @property
-    def next_id(self) -> int:
-        return self._next_id
-
-    @property
-    def evicted(self) -> int:
-        return self._evicted
+    #: the tensor shape (None before the first add)
+    shape: _ReadOnly[tuple | None] = _ReadOnly()
+    #: the embedding mapper (None before the first add)
+    mapper: _ReadOnly[EmbeddingMapper | None] = _ReadOnly()
+    #: "mapper" or "user", fixed by the first add (None before it)
+    embedding_mode: _ReadOnly[str | None] = _ReadOnly()
+    #: the id the next added entry gets
+    next_id: _ReadOnly[int] = _ReadOnly()
+    #: how many entries were evicted so far
+    evicted: _ReadOnly[int] = _ReadOnly()
 
     @property
     def capacity(self) -> int:
@@ -109,6 +180,11 @@ class EntryTable:
     @property
     def allocated_bytes(self) -> int:
         return 0 if self._store is None else self._store.allocated_bytes
+
+    @property
+    def disk_bytes(self) -> int:
+        """Size of the tensor file (0 with tensors in RAM)."""
+        return 0 if self._store is None else self._store.disk_bytes
 
     # ------------------------------------------------------------------ lookups
     def __len__(self) -> int:
@@ -208,6 +284,8 @@ class EntryTable:
         """Fill ``slots`` with new live entries ``ids`` (rows of already validated arrays)."""
         s = self._columns()
         s.tensors.reshape(s.capacity, *tensors.shape[1:])[slots] = tensors
+        if s.tensor_file is not None:
+            s.release(slots)  # the rows are in the page cache / file, not this process
         if certainty is not None:
             s.certainty[slots] = certainty
         elif "certainty" in s.columns:
@@ -297,20 +375,33 @@ class EntryTable:
         if store is not None:
             live = store.live_slots()
             live = live[np.argsort(store.ids[live], kind="stable")]
+            tensor_file = store.tensor_file
+            on_disk = tensor_file is not None
             arrays = {
                 name: np.ascontiguousarray(col[live])
                 for name, col in store.columns.items()
-                if name not in DERIVED
+                if name not in DERIVED and not (on_disk and name == ON_DISK)
             }
+            if tensor_file is not None:  # a sealed sidecar: rows stay in the file, with CRCs
+                store.flush()
+                arrays["tensor_slots"] = live.astype(np.int64)
+                arrays["tensor_crc"] = row_crcs(tensor_file, live, store.disk_entry_bytes)
+                state["tensor_file"] = tensor_file
         return state, arrays
 
     def from_columns(
         self, shape, arrays: dict, count: int, next_id: int, evicted: int, mode
     ) -> None:
         """Fill an empty table from :meth:`to_columns` output (validated by the caller);
-        entries take slots ``0..count-1``."""
+        entries take slots ``0..count-1``. With ``tensor_store="mmap"``, ``arrays``
+        holds ``"tensor_source": (file, slots)`` (checked by the caller) instead of
+        the tensors: the file is reopened (see :meth:`setup`)."""
+        arrays = dict(arrays)
+        adopt = arrays.pop("tensor_source", None)
         if shape is not None and self._shape is None:
-            self.setup(tuple(shape))
+            self.setup(tuple(shape), adopt=adopt)
+        elif adopt is not None:  # set up already (tensor_shape configured): still empty
+            self._open_saved(*adopt)
         if count:
             store = self._columns()
             store.ensure_capacity(count)

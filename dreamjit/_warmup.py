@@ -13,8 +13,19 @@ logger = logging.getLogger("dreamjit")
 def warmup(shape=(8, 8, 2, 3), dim: int = 64) -> float:
     """Compile or load every kernel now, so the first real call is fast.
 
-    Runs the public paths once on tiny float32 inputs of ``shape`` (rows,
-    cols, layers, C) and embedding length ``dim``. Returns the seconds taken.
+    Runs the public paths once on tiny float32 inputs.
+
+    Parameters
+    ----------
+    shape : tuple of int, default (8, 8, 2, 3)
+        Tensor shape ``(rows, cols, layers, C)`` of the inputs.
+    dim : int, default 64
+        Embedding length.
+
+    Returns
+    -------
+    float
+        The seconds taken.
 
     Examples
     --------

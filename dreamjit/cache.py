@@ -36,6 +36,12 @@ class QueryCache:
     holds the mapper's identity, so two pools with different projections
     never share entries. A hit returns the stored embedding (read-only).
 
+    Parameters
+    ----------
+    capacity : int, default 128
+        Entries kept; the least recently used goes first. 0 or less: nothing is
+        kept (every lookup misses).
+
     Examples
     --------
     >>> import numpy as np
@@ -60,10 +66,40 @@ class QueryCache:
 
     @staticmethod
     def key(mapper_key, chroma, spectral, spatial, label, utility) -> tuple:
+        """The cache key of a query's features.
+
+        Parameters
+        ----------
+        mapper_key : hashable
+            The embedding mapper's identity.
+        chroma, spectral, spatial : array_like or None
+            The query's feature vectors (their exact float32 bytes are used).
+        label : int or None
+            The query's label.
+        utility : float or None
+            The query's utility.
+
+        Returns
+        -------
+        tuple
+            A hashable key.
+        """
         util = None if utility is None else float(utility) + 0.0
         return (mapper_key, _exact(chroma), _exact(spectral), _exact(spatial), label, util)
 
     def get(self, key):
+        """The cached embedding of ``key``, counting a hit or a miss.
+
+        Parameters
+        ----------
+        key : tuple
+            From :meth:`key`.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            The read-only embedding (marked recently used), or None.
+        """
         with self._lock:
             value = self._data.get(key)
             if value is None:
@@ -74,8 +110,20 @@ class QueryCache:
             return value
 
     def peek(self, key):
-        """The cached value (marked recently used) or None, without counting a hit or miss
-        (the caller counts with :meth:`count` once it knows the call succeeds)."""
+        """The cached value without counting a hit or miss.
+
+        The caller counts with :meth:`count` once it knows the call succeeds.
+
+        Parameters
+        ----------
+        key : tuple
+            As in :meth:`get`.
+
+        Returns
+        -------
+        numpy.ndarray or None
+            As :meth:`get` returns.
+        """
         with self._lock:
             value = self._data.get(key)
             if value is not None:
@@ -83,7 +131,13 @@ class QueryCache:
             return value
 
     def count(self, hit: bool) -> None:
-        """Count one hit or miss."""
+        """Count one hit or miss.
+
+        Parameters
+        ----------
+        hit : bool
+            True counts a hit, False a miss.
+        """
         with self._lock:
             if hit:
                 self.hits += 1
@@ -91,6 +145,20 @@ class QueryCache:
                 self.misses += 1
 
     def put(self, key, embedding: np.ndarray) -> np.ndarray:
+        """Cache ``embedding`` under ``key`` (dropping the least recently used past capacity).
+
+        Parameters
+        ----------
+        key : tuple
+            From :meth:`key`.
+        embedding : numpy.ndarray
+            The embedding (copied as float32).
+
+        Returns
+        -------
+        numpy.ndarray
+            The read-only copy that is cached (returned even when nothing is kept).
+        """
         value = np.array(embedding, dtype=np.float32, copy=True)
         value.setflags(write=False)
         if self.capacity <= 0:
@@ -103,12 +171,20 @@ class QueryCache:
         return value
 
     def stats(self) -> CacheStats:
-        """``CacheStats(hits, misses, hit_rate)`` (a named tuple)."""
+        """The hit and miss counters.
+
+        Returns
+        -------
+        CacheStats
+            A named tuple ``(hits, misses, hit_rate)``; ``hit_rate`` is 0.0 before
+            any lookup.
+        """
         with self._lock:
             total = self.hits + self.misses
             return CacheStats(self.hits, self.misses, self.hits / total if total else 0.0)
 
     def clear(self) -> None:
+        """Drop every cached embedding (the counters stay)."""
         with self._lock:
             self._data.clear()
 

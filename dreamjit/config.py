@@ -6,6 +6,7 @@ import collections.abc
 import dataclasses
 import functools
 import inspect
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,10 +14,15 @@ import numpy as np
 from ._validate import MAX_ENTRIES, as_float, as_int, is_integer
 from .errors import DreamError, InvalidConfigError
 
-__all__ = ["PoolConfig", "EVICTION_POLICIES"]
+__all__ = ["PoolConfig", "EVICTION_POLICIES", "TENSOR_STORES"]
 
 #: the eviction policies (the order in which entries leave: see ``_budget.Budget``)
 EVICTION_POLICIES = ("oldest", "lowest_coherence", "lowest_utility")
+#: where tensors live: in RAM, or in a memory-mapped file under ``path``
+TENSOR_STORES = ("memory", "mmap")
+#: settings added after format 2 files were written: absent from such a file's
+#: config, they take their defaults
+LATER_FIELDS = ("tensor_store", "path", "disk_budget_mb")
 
 #: default number of live entries at which the pool switches from the exact
 #: index to NN-descent. Through retrieve_soft (d=64, recall@10 1.0 both ways)
@@ -111,6 +117,23 @@ class PoolConfig:
         Size of the label one-hot group of the embedding (label mod buckets).
     spatial_grid : int
         Side of the spatial thumbnail group (``spatial_grid**2 * C`` values).
+    tensor_store : {"memory", "mmap"}
+        ``"mmap"`` keeps the tensors in a memory-mapped file in the directory
+        ``path`` (a new ``tensors-<random>.f32`` per pool) while embeddings and
+        metadata stay in RAM; ``memory_budget_mb`` then counts the RAM columns
+        and ``disk_budget_mb`` the tensor rows. :meth:`DreamPool.save` of such a
+        pool writes a sealed sidecar (every other column, the tensor rows' slots
+        and a CRC-32 of each row) instead of copying the tensors, and
+        :meth:`DreamPool.load` of the sidecar reopens the file after checking
+        its size and every row's CRC (``IndexCorruptedError`` on any mismatch,
+        e.g. rows overwritten by adds after the save, or a damaged file).
+    path : str or os.PathLike or None
+        The directory of the tensor file (created if missing); required with
+        ``tensor_store="mmap"``, None otherwise. Stored as an absolute path.
+    disk_budget_mb : float or None
+        With ``"mmap"``: the most MiB of tensor rows kept on disk (live
+        entries' rows; the file also grows by doubling up to it); adding past
+        ``eviction_threshold`` of it evicts by ``eviction``. None: unbounded.
 
     Raises
     ------
@@ -157,6 +180,10 @@ class PoolConfig:
     embedding_weights: tuple = field(default=DEFAULT_EMBEDDING_WEIGHTS)
     label_buckets: int = 16
     spatial_grid: int = 4
+    # out-of-core tensors
+    tensor_store: str = "memory"
+    path: str | None = None
+    disk_budget_mb: float | None = None
 
     def __post_init__(self):
         def check_int(name, minimum, maximum):
@@ -211,6 +238,33 @@ class PoolConfig:
             )
         self._check_tensor_shape()
         self._check_embedding_weights()
+        self._check_tensor_store()
+        if self.disk_budget_mb is not None:
+            check_float("disk_budget_mb", 0.0, MAX_BUDGET_MB, exclusive_min=True)
+
+    def _check_tensor_store(self):
+        store = self.tensor_store
+        if not isinstance(store, str) or store not in TENSOR_STORES:
+            raise InvalidConfigError(
+                "tensor_store", store, "one of " + ", ".join(repr(s) for s in TENSOR_STORES)
+            )
+        path = self.path
+        if store == "memory":
+            if path is not None:
+                raise InvalidConfigError("path", path, 'None (tensor_store="memory")')
+            if self.disk_budget_mb is not None:
+                raise InvalidConfigError(
+                    "disk_budget_mb", self.disk_budget_mb, 'None (tensor_store="memory")'
+                )
+            return
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise InvalidConfigError(
+                "path", path, 'a directory path (str or os.PathLike) with tensor_store="mmap"'
+            )
+        path = os.fspath(path)
+        if not isinstance(path, str) or "\x00" in path:
+            raise InvalidConfigError("path", self.path, "a text path without NUL characters")
+        object.__setattr__(self, "path", os.path.abspath(path))
 
     def _check_tensor_shape(self):
         shape = self.tensor_shape
@@ -260,8 +314,25 @@ class PoolConfig:
             return None
         return int(self.memory_budget_mb * 2**20)
 
+    @property
+    def disk_budget_bytes(self) -> int | None:
+        """The disk budget in bytes, or None when unbounded."""
+        if self.disk_budget_mb is None:
+            return None
+        return int(self.disk_budget_mb * 2**20)
+
     def replace(self, **changes) -> PoolConfig:
         """A copy with some settings changed (validated again).
+
+        Parameters
+        ----------
+        **changes
+            Settings by name, as in the constructor.
+
+        Returns
+        -------
+        PoolConfig
+            The new settings; this one is unchanged.
 
         Raises
         ------
@@ -272,7 +343,13 @@ class PoolConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """Plain JSON-able settings."""
+        """The settings as plain JSON-able values.
+
+        Returns
+        -------
+        dict
+            Setting name -> value (tuples as lists).
+        """
         d = dataclasses.asdict(self)
         for key in ("tensor_shape", "embedding_weights"):
             if d[key] is not None:
@@ -282,6 +359,16 @@ class PoolConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PoolConfig:
         """Settings from a mapping such as :meth:`to_dict` gives (lists for tuples are fine).
+
+        Parameters
+        ----------
+        d : Mapping
+            Setting name -> value.
+
+        Returns
+        -------
+        PoolConfig
+            The validated settings.
 
         Raises
         ------

@@ -91,6 +91,8 @@ def maximal_marginal_relevance(query_vec, candidate_vecs, k=4, lambda_=0.5):
         (cands.shape[0], query.shape[0]),
         what="shape (n, len(query_vec)) =",
     )
+    query = query.view()  # read-only, as the pool's queries are: one compile serves both
+    query.setflags(write=False)
     return mmr_standard(query, cands, min(k, cands.shape[0]), lambda_)
 
 

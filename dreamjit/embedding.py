@@ -140,12 +140,28 @@ class EmbeddingMapper:
         return np.ascontiguousarray(proj)
 
     def embed(self, chroma, spectral, labels=None, utility=None, present=None, spatial=None):
-        """Embeddings ``(n, dim)`` float32 of already-validated feature arrays.
+        """Embeddings of already-validated feature arrays.
 
-        ``labels`` (n,) int32 with -1 for none; ``utility`` (n,) float64 with
-        NaN for none; ``spatial`` (n, grid*grid*C) thumbnails (None: the
-        group is off); ``present`` (5 bools) switches feature groups off (for
-        queries); by default every group given is on.
+        Parameters
+        ----------
+        chroma : numpy.ndarray
+            ``(n, C)`` chroma signatures.
+        spectral : numpy.ndarray
+            ``(n, 6)`` spectral features.
+        labels : numpy.ndarray, optional
+            ``(n,)`` int32, -1 for none (default: none).
+        utility : numpy.ndarray, optional
+            ``(n,)`` float64, NaN for none (default: none).
+        present : sequence of 5 bool, optional
+            Switches feature groups off (for queries); by default every group
+            given is on.
+        spatial : numpy.ndarray, optional
+            ``(n, grid*grid*C)`` thumbnails; None turns the spatial group off.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(n, dim)``, unit rows.
         """
         n = chroma.shape[0]
         labels = (

@@ -22,8 +22,8 @@ __all__ = [
     "MemoryExceededError",
     "FeatureUnavailableError",
     "CriticalStateError",
-    "describe_value",
-]
+    "ShardUnavailableError",
+]  # dreamjit.__all__ takes these names from here
 
 
 def describe_value(value, limit: int = 60) -> str:
@@ -45,6 +45,8 @@ class DreamError(Exception):
         The value that was given.
     expected : str
         What was expected instead.
+    detail : str
+        More context, appended to the message in parentheses.
     """
 
     def __init__(self, param: str, value=None, expected: str = "", *, detail: str = ""):
@@ -107,3 +109,8 @@ class FeatureUnavailableError(DreamError, RuntimeError):
 
 class CriticalStateError(DreamError, RuntimeError):
     """An internal invariant was found broken; the pool should not be used."""
+
+
+class ShardUnavailableError(DreamError, RuntimeError):
+    """A shard of a :class:`~dreamjit.distributed.ShardedPool` cannot be reached (its
+    worker was lost, or it did not answer in time); ``value`` is the shard's index."""

@@ -79,13 +79,29 @@ class SpectralFeatures:
     mean_psd: float
 
     def as_array(self) -> np.ndarray:
-        """The six features as float32 (6,), in field order (the kernels' order)."""
+        """The six features as an array.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(6,)``, in field order (the kernels' order).
+        """
         return np.array(astuple(self), dtype=np.float32)
 
     @classmethod
     def from_array(cls, a) -> SpectralFeatures:
-        """Build from a length-6 array in field order (e.g. a row of
-        :func:`spectral_features_batch`)."""
+        """Build from a length-6 array in field order.
+
+        Parameters
+        ----------
+        a : array_like
+            Six values in field order (e.g. a row of :func:`spectral_features_batch`).
+
+        Returns
+        -------
+        SpectralFeatures
+            The features, as floats.
+        """
         arr = as_float_array(a, "a", dtype=np.float64, ndim=1)
         check_shape(arr, "a", (N_FEATURES,))
         return cls(*arr.tolist())
@@ -121,6 +137,7 @@ def spectral_features(tensor) -> SpectralFeatures:
     Returns
     -------
     SpectralFeatures
+        The six features (a named tuple of floats).
 
     Raises
     ------
@@ -171,8 +188,13 @@ def spectral_features_batch(tensors) -> np.ndarray:
 
     Raises
     ------
-    DimensionMismatchError, InvalidParameterError, EmptyCollectionError
-        As :func:`spectral_features`.
+    DimensionMismatchError
+        If ``tensors`` is not 4-d or 5-d.
+    InvalidParameterError
+        If a tensor holds NaN/inf or is not a real numeric array, or its
+        ``mean_psd`` overflows float32 (as :func:`spectral_features`).
+    EmptyCollectionError
+        If the batch or its tensors are empty.
 
     Examples
     --------
@@ -378,8 +400,14 @@ def evaluate_batch(tensors, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> 
 
     Raises
     ------
-    DimensionMismatchError, InvalidParameterError, EmptyCollectionError
-        As :func:`evaluate`.
+    DimensionMismatchError
+        If ``tensors`` is not 4-d/5-d or does not have 3 channels.
+    InvalidParameterError
+        As :func:`evaluate`: a tensor holds NaN/inf or is not real numeric, the
+        batch has an integer dtype, a lambda is negative or not finite, or an
+        energy would overflow float64.
+    EmptyCollectionError
+        If there is no tensor, or a tensor has no cells.
 
     Examples
     --------

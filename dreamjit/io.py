@@ -52,8 +52,8 @@ import zipfile
 
 import numpy as np
 
-from ._storage import DERIVED, N_SPECTRAL, column_spec
-from .config import PoolConfig
+from ._storage import DERIVED, N_SPECTRAL, ON_DISK, column_spec, row_bytes, row_crcs
+from .config import LATER_FIELDS, PoolConfig
 from .errors import CriticalStateError, DreamError, IndexCorruptedError
 
 __all__ = ["save_pool", "load_pool", "read_header", "FORMAT_VERSION"]
@@ -92,6 +92,8 @@ _GRAPH_MEMBERS = {
     "graph_entries": ("<i8", lambda g, d: (g["entries"],)),
     "graph_block": ("|i1", lambda g, d: (d, g["entries"])),
 }
+#: header field of a pool with tensor_store="mmap": the tensor file's name in config.path
+_TENSOR_FILE = "tensor_file"
 _EMBEDDING_MODES = ("mapper", "user")
 
 # --- limits of the loader: a file beyond any of them is refused before anything is allocated
@@ -172,6 +174,8 @@ def save_pool(pool, path) -> str:
             "settings": dict(graph["settings"]),
         },
     }
+    if "tensor_file" in state:  # a sealed sidecar of a memory-mapped tensor file
+        header[_TENSOR_FILE] = os.path.basename(state["tensor_file"])
     blob = np.frombuffer(_encode_header(header), dtype=np.uint8)
     target = os.path.realpath(path)  # write through a symlink, as open() would
     directory = os.path.dirname(target)
@@ -470,7 +474,9 @@ def _check_numbers(obj, where="header"):
 def _validate_header(header):
     """``(config, shape, count, next_id, evicted, mode)`` from a parsed header."""
     keys = set(header)
-    want = _HEADER_KEYS if header.get("format_version") == 2 else _HEADER_KEYS | {_GRAPH}
+    want = _HEADER_KEYS | ({_TENSOR_FILE} if _TENSOR_FILE in keys else set())
+    if header.get("format_version") != 2:
+        want = want | {_GRAPH}
     if keys != want:
         raise _Corrupt(
             f"header fields {sorted(want)}",
@@ -483,6 +489,9 @@ def _validate_header(header):
     try:
         config = PoolConfig.from_dict(raw_config)
         rebuilt = config.to_dict()
+        for key in LATER_FIELDS:  # files written before these settings existed
+            if key not in raw_config:
+                rebuilt.pop(key)
     except (DreamError, TypeError, ValueError, OverflowError, KeyError, AttributeError) as exc:
         raise _Corrupt("a valid config", str(exc)[:300]) from None
     if _canonical(rebuilt) != _canonical(raw_config):
@@ -522,6 +531,16 @@ def _validate_header(header):
     sums = header["checksums"]
     if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
         raise _Corrupt("a checksums object of strings")
+    mmap = config.tensor_store == "mmap" and shape is not None
+    name = header.get(_TENSOR_FILE)
+    if mmap != (name is not None):
+        raise _Corrupt(
+            "a tensor_file exactly for a pool with tensor_store='mmap'", f"found {name!r}"[:200]
+        )
+    if name is not None and not (
+        isinstance(name, str) and re.fullmatch(r"tensors-[0-9a-f]{16}\.f32", name)
+    ):
+        raise _Corrupt("a tensor_file named tensors-<16 hex digits>.f32", f"found {name!r}"[:200])
     _check_graph_header(header.get(_GRAPH), count, shape)
     return config, shape, count, next_id, evicted, mode
 
@@ -560,11 +579,15 @@ def _expected_members(config, shape, count, graph=None) -> dict:
     if shape is None:
         return {}
     spec = column_spec(shape, config.embedding_dim, config.store_certainty)
+    mmap = config.tensor_store == "mmap"
     out = {
         f"{name}.npy": (name, np.dtype(dt), (count, *row))
         for name, (row, dt) in spec.items()
-        if name not in DERIVED
+        if name not in DERIVED and not (mmap and name == ON_DISK)
     }
+    if mmap:  # the sealed sidecar: where each live tensor row is and its CRC-32
+        out["tensor_slots.npy"] = ("tensor_slots", np.dtype(np.int64), (count,))
+        out["tensor_crc.npy"] = ("tensor_crc", np.dtype(np.uint32), (count,))
     if graph is not None:
         for name, (dt, shp) in _GRAPH_MEMBERS.items():
             out[f"{name}.npy"] = (name, np.dtype(dt), shp(graph, config.embedding_dim))
@@ -719,11 +742,47 @@ def _read_validated(path):
     try:
         graph = _graph_of(arrays, header, config)
         _check_values(arrays, count, next_id)
+        if header.get(_TENSOR_FILE) is not None:
+            arrays = _check_tensor_file(header[_TENSOR_FILE], config, shape, count, arrays)
     except _Corrupt as exc:
         raise _corrupt(path, exc.what, exc.detail) from None
     if graph is not None:
         arrays["__graph__"] = graph
     return header, config, shape, count, next_id, evicted, mode, arrays
+
+
+def _check_tensor_file(name, config, shape, count, arrays) -> dict:
+    """The memory-mapped tensor file a sealed sidecar names: present, large enough,
+    and every saved row's CRC-32 as recorded. Returns ``arrays`` with
+    ``tensor_source = (file, slots)`` in place of the slots and CRCs."""
+    arrays = dict(arrays)
+    slots = arrays.pop("tensor_slots")
+    crc = arrays.pop("tensor_crc")
+    file = os.path.join(config.path, name)
+    if count and (slots.min() < 0 or np.unique(slots).shape[0] != count):
+        raise _Corrupt("distinct tensor slots >= 0", f"slots from {slots.min()} to {slots.max()}")
+    spec = column_spec(shape, config.embedding_dim, config.store_certainty)
+    row = row_bytes(spec, {ON_DISK})
+    try:
+        size = os.path.getsize(file)
+    except OSError as exc:
+        raise _Corrupt(f"the tensor file {file}", f"{type(exc).__name__}: {exc}") from None
+    need = (int(slots.max()) + 1) * row if count else 0
+    if size < need or size % row:
+        raise _Corrupt(
+            f"a tensor file of whole {row}-byte rows, at least {need} bytes", f"{size} bytes"
+        )
+    if count:
+        got = row_crcs(file, slots, row)
+        bad = np.flatnonzero(got != crc)
+        if bad.size:
+            raise _Corrupt(
+                "tensor rows as saved (CRC-32 of each)",
+                f"{bad.size} rows differ, first the entry at position {int(bad[0])} "
+                "(damaged, or overwritten by adds after the save)",
+            )
+        arrays["tensor_source"] = (file, slots)
+    return arrays
 
 
 def read_header(path) -> dict:

@@ -169,13 +169,37 @@ class DreamPool:
         :meth:`EntryTable.to_columns <dreamjit._table.EntryTable.to_columns>` gives: the
         stored columns of ``count`` live entries, oldest first) and those counters.
 
-        ``graph``: the NN-descent search graph saved with them (as
-        :meth:`IndexSet.graph_arrays <dreamjit._indexes.IndexSet.graph_arrays>`
-        gives), adopted when the config's ANN settings match.
+        Used by :meth:`load` after it has checked the file.
 
-        Used by :meth:`load` after it has checked the file. Raises
-        :class:`CriticalStateError` if the result breaks the pool's own limits
-        (``max_size``, the memory budget) or its bookkeeping.
+        Parameters
+        ----------
+        config : PoolConfig
+            The new pool's settings.
+        shape : tuple or None
+            The tensor shape (None for a pool that never stored anything).
+        arrays : dict
+            Storage column name -> array of ``count`` rows.
+        count : int
+            Live entries in ``arrays``.
+        next_id, evicted : int
+            The id counter and the evicted counter to continue from.
+        embedding_mode : {"mapper", "user"} or None
+            How the entries' embeddings were made.
+        graph : dict or None
+            The NN-descent search graph saved with them (as
+            :meth:`IndexSet.graph_arrays <dreamjit._indexes.IndexSet.graph_arrays>`
+            gives), adopted when the config's ANN settings match.
+
+        Returns
+        -------
+        DreamPool
+            The restored pool, its indexes set up.
+
+        Raises
+        ------
+        CriticalStateError
+            If the result breaks the pool's own limits (``max_size``, the memory
+            budget) or its bookkeeping.
         """
         pool = cls(config)
         pool._table.from_columns(shape, arrays, count, next_id, evicted, embedding_mode)
@@ -187,10 +211,16 @@ class DreamPool:
         return pool
 
     def to_columns(self) -> tuple:
-        """``(config, state, arrays)`` under one read lock: the config, the counters
-        (``tensor_shape``, ``next_id``, ``evicted``, ``embedding_mode``, ``count``), the
-        NN-descent graph (``state["graph"]``, or None) and the stored columns of the live
-        entries, oldest first (used by :meth:`save`)."""
+        """The pool's state as plain columns, read under one read lock (used by :meth:`save`).
+
+        Returns
+        -------
+        tuple
+            ``(config, state, arrays)``: the config, the counters (dict of
+            ``tensor_shape``, ``next_id``, ``evicted``, ``embedding_mode``,
+            ``count``; ``graph``: the NN-descent graph or None) and the stored
+            columns of the live entries, oldest first.
+        """
         with self._lock.read():
             state, arrays = self._table.to_columns()
             state["graph"] = self._indexes.graph_arrays()  # None without a graph
@@ -258,8 +288,19 @@ class DreamPool:
         return self._lock
 
     def query_embedding(self, query):
-        """``(unit embedding float32 (dim,), label or -1)`` of a query, as the soft path
-        computes it (None while the pool is empty; counted by :meth:`query_cache_stats`)."""
+        """The embedding of a query, as the soft path computes it.
+
+        Parameters
+        ----------
+        query : Query, tensor or array_like
+            As in :meth:`retrieve_soft`.
+
+        Returns
+        -------
+        tuple or None
+            ``(unit embedding float32 (dim,), label or -1)``; None while the pool is
+            empty. Counted by :meth:`query_cache_stats`.
+        """
         with self._lock.read():
             return self._retriever.query_embedding(query)
 
@@ -334,10 +375,14 @@ class DreamPool:
     ) -> int | None:
         """Store the tensor only if ``result.coherence >= coherence_threshold``.
 
-        Parameters are those of :meth:`add`; input is validated the same way
-        whether or not the tensor is stored, except for the checks on the
-        computed features (a tensor whose spectral power overflows float32),
-        which run only for tensors that are stored.
+        Input is validated the same way whether or not the tensor is stored,
+        except for the checks on the computed features (a tensor whose spectral
+        power overflows float32), which run only for tensors that are stored.
+
+        Parameters
+        ----------
+        tensor, result, label, utility, embedding, certainty
+            As in :meth:`add`.
 
         Returns
         -------
@@ -734,7 +779,13 @@ class DreamPool:
             return self._table.entry(self._table.slot(eid))
 
     def ids(self) -> np.ndarray:
-        """Live ids, oldest first (int64 array)."""
+        """The live ids, oldest first.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 ``(len(pool),)``.
+        """
         with self._lock.read():
             return self._table.ids()
 
@@ -758,24 +809,53 @@ class DreamPool:
             yield from chunk  # never yield while holding the lock
 
     def entries_of(self, ids) -> list:
-        """Snapshots (:class:`DreamEntry`) of those ``ids`` still live, in the given order,
-        all read under one read lock; ids evicted (or never issued) are skipped.
-        :meth:`Hits.entries` calls this."""
+        """Snapshots of those ``ids`` still live, all read under one read lock.
+
+        :meth:`Hits.entries` calls this.
+
+        Parameters
+        ----------
+        ids : array_like of int
+            Entry ids; those evicted (or never issued) are skipped.
+
+        Returns
+        -------
+        list of DreamEntry
+            In the order of ``ids``.
+        """
         with self._lock.read():
             table = self._table
             return [table.entry(slot) for slot in table.slots_of(np.asarray(ids).tolist())]
 
     def gather(self, column: str, ids) -> np.ndarray:
-        """Copies of the ``column`` rows (a storage column such as ``"tensors"`` or
-        ``"embeddings"``) of those ``ids`` still live, in the given order, read under one
-        read lock; ids evicted (or never issued) are skipped. :meth:`Hits.tensors` calls
-        this."""
+        """Copies of one storage column's rows for those ``ids`` still live, under one read lock.
+
+        :meth:`Hits.tensors` calls this.
+
+        Parameters
+        ----------
+        column : str
+            A storage column, such as ``"tensors"`` or ``"embeddings"``.
+        ids : array_like of int
+            Entry ids; those evicted (or never issued) are skipped.
+
+        Returns
+        -------
+        numpy.ndarray
+            The rows, in the order of ``ids``.
+        """
         with self._lock.read():
             return self._table.gather(column, ids)
 
     # ------------------------------------------------------------------ stats
     def used_bytes(self) -> int:
-        """Logical bytes in use: live entries' storage rows plus index arrays."""
+        """Logical bytes in use.
+
+        Returns
+        -------
+        int
+            Live entries' storage rows plus index arrays.
+        """
         return self._budget.used_bytes()
 
     def memory_budget_stats(self) -> tuple:
@@ -890,6 +970,7 @@ class DreamPool:
         Parameters
         ----------
         path : str or os.PathLike
+            The file.
 
         Returns
         -------
@@ -909,7 +990,13 @@ class DreamPool:
         return load_pool(cls, path)
 
     def fingerprint(self) -> str:
-        """Digest of all storage and bookkeeping (equal before/after a refused call)."""
+        """Digest of all storage and bookkeeping.
+
+        Returns
+        -------
+        str
+            Equal before and after a refused call (what the tests compare).
+        """
         with self._lock.read():
             return self._table.fingerprint()
 
@@ -1064,6 +1151,11 @@ class DreamPool:
             the first pick).
         fast : bool, default False
             Early stop and sampled comparisons, as above.
+        min_similarity : float, optional
+            With ``fast``: the relevance below which picking stops (default 0.0).
+        sample_size : int, optional
+            With ``fast``: how many chosen entries each candidate is compared
+            against (default 8).
 
         Returns
         -------
@@ -1119,6 +1211,8 @@ class DreamPool:
         Returns
         -------
         Hits
+            Best first, scored as the mode's method scores them (HYBRID: the
+            fused reciprocal-rank values).
 
         Notes
         -----
@@ -1163,8 +1257,12 @@ class DreamPool:
         """Mean pairwise dispersion (1 - cosine) of chroma signatures and of
         embeddings, over the pool or over ``hits``.
 
-        Ids of ``hits`` evicted since the retrieval are skipped: the statistics
-        cover the hits still in the pool, and ``count`` says how many.
+        Parameters
+        ----------
+        hits : Hits, optional
+            Ids of ``hits`` evicted since the retrieval are skipped: the
+            statistics cover the hits still in the pool, and ``count`` says how
+            many. None: the whole pool.
 
         Returns
         -------
@@ -1184,8 +1282,12 @@ class DreamPool:
             return self._retriever.dispersion(slots)
 
     def query_cache_stats(self):
-        """Counters of the query-embedding cache: a named tuple ``CacheStats(hits,
-        misses, hit_rate)`` that unpacks as ``(hits, misses, hit_rate)``.
+        """Counters of the query-embedding cache.
+
+        Returns
+        -------
+        CacheStats
+            A named tuple ``(hits, misses, hit_rate)``.
 
         Examples
         --------

@@ -106,7 +106,20 @@ class RetrievalWeights:
 
     ``score = alpha*similarity + beta*utility + gamma*class_match``, then a
     greedy re-order by ``lambda_*score - delta*max_similarity_to_chosen``.
-    Every weight must be in [0, 1].
+    Every weight must be in [0, 1] (else :class:`~dreamjit.InvalidParameterError`).
+
+    Parameters
+    ----------
+    alpha : float, default 0.65
+        Weight of the cosine similarity to the query.
+    beta : float, default 0.20
+        Weight of the entry's utility.
+    gamma : float, default 0.10
+        Weight of the class match (the entry's label equals the query's).
+    delta : float, default 0.05
+        Penalty on the similarity to entries already chosen (duplicates).
+    lambda_ : float, default 0.7
+        Trade-off of score against that penalty in the greedy re-order.
 
     Examples
     --------
@@ -127,4 +140,11 @@ class RetrievalWeights:
             object.__setattr__(self, f.name, value)
 
     def as_array(self) -> np.ndarray:
+        """The weights as the kernels take them.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``[alpha, beta, gamma, delta, lambda_]``.
+        """
         return np.array([self.alpha, self.beta, self.gamma, self.delta, self.lambda_], np.float64)

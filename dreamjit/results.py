@@ -39,6 +39,7 @@ class DreamEntry:
     chroma : numpy.ndarray
         Chroma signature (C,).
     label : int or None
+        The class label given when it was added.
     utility : float or None
         The utility given when it was added.
     util_mean : float
@@ -81,7 +82,15 @@ class DreamEntry:
 
 
 class Hit(NamedTuple):
-    """One retrieval result: ``(id, score)``, as yielded by iterating :class:`Hits`."""
+    """One retrieval result: ``(id, score)``, as yielded by iterating :class:`Hits`.
+
+    Attributes
+    ----------
+    id : int
+        The entry id.
+    score : float
+        Its score (see :attr:`Hits.scores`).
+    """
 
     id: int
     score: float
@@ -95,6 +104,15 @@ class Hits:
     removed since the retrieval is skipped (never a ``KeyError``): both then
     return fewer than ``len(hits)`` items, in hit order; ``entries()`` says
     which (each entry carries its ``id``).
+
+    Parameters
+    ----------
+    ids, scores : array_like
+        The attributes below (copied, read-only).
+    pool : DreamPool, optional
+        The pool the hits came from (what :meth:`entries` and :meth:`tensors` read).
+    similarity : array_like, optional
+        The attribute below; NaN for every hit when not given.
 
     Attributes
     ----------
@@ -139,7 +157,13 @@ class Hits:
         return int(self.ids.shape[0])
 
     def len(self) -> int:
-        """The number of hits (as ``len(hits)``)."""
+        """The number of hits (as ``len(hits)``).
+
+        Returns
+        -------
+        int
+            ``k``.
+        """
         return len(self)
 
     def __iter__(self):
@@ -150,21 +174,30 @@ class Hits:
         return Hit(int(self.ids[i]), float(self.scores[i]))
 
     def entries(self) -> list:
-        """The hit entries still in the pool, as :class:`DreamEntry` snapshots, best first.
+        """The hit entries still in the pool, best first.
 
         Hits evicted since the retrieval are skipped.
+
+        Returns
+        -------
+        list of DreamEntry
+            Snapshots, each with its ``id``.
         """
         if self._pool is None:
             return []
         return self._pool.entries_of(self.ids)
 
     def tensors(self) -> np.ndarray:
-        """The tensors of the hits still in the pool, stacked: ``(m, *tensor_shape)``,
-        ``m <= k``, best first.
+        """The tensors of the hits still in the pool, stacked, best first.
 
         Hits evicted since the retrieval are skipped, so when ``m < len(hits)``
         the rows no longer line up with ``ids``; use :meth:`entries` to know
         which entries they are.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(m, *tensor_shape)``, ``m <= k``.
         """
         if self._pool is None:
             return np.empty((0,), np.float32)

@@ -41,6 +41,16 @@ def photo_images(names=PHOTO_NAMES) -> list:
     Grey images are repeated over three channels; images that cannot be
     loaded (not bundled with the installed version) are skipped.
 
+    Parameters
+    ----------
+    names : sequence of str, default PHOTO_NAMES
+        Names of functions of :mod:`skimage.data`.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        float32 ``(rows, cols, 3)`` images, in the order of ``names``.
+
     Raises
     ------
     FeatureUnavailableError
@@ -81,6 +91,29 @@ def photo_patches(
     piece of sky or paper: no structure to recognise under noise) is drawn
     again.
 
+    Parameters
+    ----------
+    n : int
+        How many patches.
+    size : int, default 32
+        Patch side in pixels.
+    seed : int, default 0
+        Seeds the choice of photographs and places.
+    min_std : float, default 0.0
+        Smallest pixel standard deviation of a patch.
+    names : sequence of str, default PHOTO_NAMES
+        The photographs to cut from (see :func:`photo_images`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(n, size, size, 3)`` in [0, 1].
+
+    Raises
+    ------
+    FeatureUnavailableError
+        As :func:`photo_images`.
+
     Examples
     --------
     >>> from dreamjit.testing import photo_patches
@@ -119,6 +152,16 @@ def assert_pool_invariants(pool) -> None:
 
     Call it with no write running in another thread (or while holding
     ``pool.lock.read()``).
+
+    Parameters
+    ----------
+    pool : DreamPool
+        The pool to check.
+
+    Raises
+    ------
+    AssertionError
+        If a check fails (the message says which).
 
     Examples
     --------

@@ -21,23 +21,13 @@ import pytest
 import dreamjit as dj
 import dreamjit.index.worker as worker_mod
 from dreamjit import PoolConfig, Query
-from dreamjit._indexes import IndexSet
-from dreamjit.kernels.graph import knn_to_csr
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from invariants import assert_invariants  # noqa: E402
+from standins import build_in_threads  # noqa: E402
 
 TIMEOUT = 600.0  # a thread still running after this is a hang: the soak fails
 SHAPE = (6, 6, 3)
-
-
-def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
-    """Stand-in for pynndescent: the exact k-NN graph."""
-    S = X.astype(np.float64) @ X.astype(np.float64).T
-    np.fill_diagonal(S, -np.inf)
-    nbrs = np.argsort(-S, axis=1, kind="stable")[:, :n_neighbors]
-    dists = 1.0 - np.take_along_axis(S, nbrs, axis=1)
-    return knn_to_csr(nbrs.astype(np.int32), dists, max_degree)
 
 
 def soak(ops: int, workdir: str, seed: int = 0) -> dict:
@@ -175,7 +165,8 @@ def soak(ops: int, workdir: str, seed: int = 0) -> dict:
 
 def warm_worker():
     """Start the build worker and compile pynndescent first (~35 s here), so the real
-    builds happen while the soak runs rather than after it."""
+    builds happen while the soak runs rather than after it (the script's ``real`` mode;
+    under pytest the session's ``nndescent_worker`` fixture does this)."""
     request = {"n_neighbors": 8, "seed": 0, "graph": "search", "max_degree": 12, "n_jobs": None}
     worker_mod._Worker.build(np.empty((0, 64), np.float32), request, warm_only=True)
 
@@ -191,15 +182,7 @@ def check(out, ops):
 
 @pytest.fixture
 def stand_in_builds(monkeypatch):
-    monkeypatch.setattr(worker_mod, "_build_csr", brute_build)
-    make = IndexSet.make_ann
-
-    def make_thread_ann(self):
-        ann = make(self)
-        ann.builder = "thread"
-        return ann
-
-    monkeypatch.setattr(IndexSet, "make_ann", make_thread_ann)
+    build_in_threads(monkeypatch.setattr)
 
 
 @pytest.mark.jit_only
@@ -209,9 +192,9 @@ def test_soak_short(stand_in_builds, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_soak_long_real_builds(tmp_path):
-    ops = 300
-    warm_worker()
+    ops = 300  # the session's nndescent_worker is warm: the real builds run during the soak
     check(soak(ops, str(tmp_path), seed=1), ops)
 
 
@@ -220,15 +203,7 @@ if __name__ == "__main__":  # python tests/test_concurrency_soak.py [ops] [real]
     if "real" in sys.argv[2:]:
         warm_worker()
     else:
-        worker_mod._build_csr = brute_build
-        _make = IndexSet.make_ann
-
-        def _thread_ann(self):
-            ann = _make(self)
-            ann.builder = "thread"
-            return ann
-
-        IndexSet.make_ann = _thread_ann
+        build_in_threads()
     with tempfile.TemporaryDirectory() as d:
         result = soak(n_ops, d)
     print(result)

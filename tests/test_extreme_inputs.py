@@ -308,6 +308,7 @@ def test_huge_k_does_not_change_the_cache_more_than_a_small_k():
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_huge_k_with_the_ann_index_in_use():
     rng = np.random.default_rng(0)
     n = 400

@@ -16,13 +16,11 @@ import pytest
 
 import dreamjit as dj
 import dreamjit.index.nndescent as index_mod
-import dreamjit.index.worker as worker_mod
 from dreamjit import PoolConfig, Query, RetrievalWeights
-from dreamjit._indexes import IndexSet
 from dreamjit.kernels._jit import FORK_UNSAFE_LAYERS, active_layer, parallel_allowed
-from dreamjit.kernels.graph import knn_to_csr
 
 from invariants import assert_invariants
+from standins import build_in_threads
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -37,27 +35,10 @@ def unit_mixture(n, d=16, clusters=20, seed=0):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def brute_build(X, n_neighbors, seed, graph, max_degree, n_jobs):
-    """Stand-in for pynndescent: the exact k-NN graph (numpy and a serial kernel)."""
-    S = X.astype(np.float64) @ X.astype(np.float64).T
-    np.fill_diagonal(S, -np.inf)
-    nbrs = np.argsort(-S, axis=1, kind="stable")[:, :n_neighbors]
-    dists = 1.0 - np.take_along_axis(S, nbrs, axis=1)
-    return knn_to_csr(nbrs.astype(np.int32), dists, max_degree)
-
-
 @pytest.fixture
 def thread_builds(monkeypatch):
     """Pools build in a thread with the exact k-NN graph (fast, no pynndescent)."""
-    monkeypatch.setattr(worker_mod, "_build_csr", brute_build)
-    make = IndexSet.make_ann
-
-    def make_thread_ann(self):
-        ann = make(self)
-        ann.builder = "thread"
-        return ann
-
-    monkeypatch.setattr(IndexSet, "make_ann", make_thread_ann)
+    build_in_threads(monkeypatch.setattr)
 
 
 def embedding_pool(V, **cfg):
@@ -179,6 +160,7 @@ def test_child_forked_during_a_build_forgets_it_and_builds_again(thread_builds, 
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_child_forked_during_a_worker_build(tmp_path):
     """The real build worker: a child forked while the parent's build runs starts its own
     worker, and the parent's worker and build are unaffected."""

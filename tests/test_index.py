@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -235,7 +234,7 @@ def test_swap_reflects_changes_during_build(rng, monkeypatch):
     release = threading.Event()
 
     def slow_build(*args):
-        release.wait(30)
+        release.wait(600)
         return brute_build(*args)
 
     monkeypatch.setattr(worker_mod, "_build_csr", slow_build)
@@ -245,9 +244,8 @@ def test_swap_reflects_changes_during_build(rng, monkeypatch):
     ann.rebuild(block=False)
     assert ann.building and not ann.ready
     q = unit(rng, 1)[0]
-    t0 = time.perf_counter()
     got = ann.search(q, 10)  # never waits for the build: exact scan
-    assert time.perf_counter() - t0 < 0.5
+    assert ann.building  # the held build is still running, so the query did not wait for it
     np.testing.assert_array_equal(got[0], brute(store, q, 10)[0])
     gone = np.arange(0, 300, 7)
     store.alive[gone] = False
@@ -315,7 +313,7 @@ def test_import_does_not_import_pynndescent():
 
 
 @pytest.fixture(scope="module")
-def mixture_ann():
+def mixture_ann(nndescent_worker):
     X, Q = mixture(4000)
     store = FakeStore(X, capacity=5000)
     ann = NNDescentIndex(store)
@@ -324,6 +322,7 @@ def mixture_ann():
 
 
 @pytest.mark.jit_only
+@pytest.mark.ann
 def test_recall_digits():
     from sklearn.datasets import load_digits
 
@@ -338,6 +337,7 @@ def test_recall_digits():
 
 
 @pytest.mark.jit_only
+@pytest.mark.ann
 def test_recall_mixture_and_churn(mixture_ann):
     store, ann, Q = mixture_ann
     assert recall(ann, store, Q) >= 0.95
@@ -353,29 +353,27 @@ def test_recall_mixture_and_churn(mixture_ann):
     assert recall(ann, store, Q) >= 0.95  # before the rebuild
     assert ann.nbytes <= ann.bytes_bound(len(ann))
     assert ann.maybe_rebuild()
-    t0 = time.perf_counter()
-    got = ann.search(Q[0], 10)  # answered during the build, promptly
-    assert time.perf_counter() - t0 < 1.0
+    got = ann.search(Q[0], 10)  # answered during (or after) the build, exactly either way
     np.testing.assert_array_equal(np.sort(got[0]), np.sort(brute(store, Q[0], 10)[0]))
     assert ann.wait(120) and ann.n_delta == 0 and ann.n_tombstones == 0
     assert recall(ann, store, Q) >= 0.95  # after it
 
 
 @pytest.mark.jit_only
+@pytest.mark.ann
 def test_process_build_first_query_prompt(rng):
     """A query right after a (process) build starts is an exact scan, answered at once."""
     X, Q = mixture(3000, nq=5, seed=1)
     store = FakeStore(X)
     ann = NNDescentIndex(store)
     ann.rebuild(block=False)
-    t0 = time.perf_counter()
-    got = ann.search(Q[0], 10)
-    assert time.perf_counter() - t0 < 1.0
+    got = ann.search(Q[0], 10)  # no graph yet: an exact scan (a held build proves no waiting above)
     np.testing.assert_array_equal(got[0], brute(store, Q[0], 10)[0])
     assert ann.wait(120) and ann.ready
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_recall_mixture_1e5_churn():
     X, Q = mixture(100_000, nq=300)
     store = FakeStore(X)
@@ -406,6 +404,7 @@ def test_pynndescent_private_attributes_exist_in_the_installed_version():
 
 
 @pytest.mark.slow
+@pytest.mark.ann
 def test_pynndescent_search_graph_reads_a_real_build():
     import pynndescent
 

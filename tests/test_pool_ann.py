@@ -93,12 +93,10 @@ def test_queries_never_wait_for_a_build():
     V = gmm(6000, d=32, seed=1)
     pool = embedding_pool(V, ann_threshold=3000)
     assert pool.indexes.ann is not None  # crossing the threshold started a build
-    t0 = time.perf_counter()
     hits = pool.retrieve_soft(Query(embedding=V[0]), k=5, weights=SIM_ONLY)
-    first = time.perf_counter() - t0
     assert hits.ids[0] == 0
-    # whatever the build's state, the query was answered (exactly, if no graph yet)
-    assert first < 5.0, first
+    # whatever the build's state, the query was answered (exactly, if no graph yet); that it
+    # never waits is proven with a held build in test_index.test_swap_reflects_changes_during_build
     pool.rebuild_index(block=True)
     assert pool.stats()["ann_ready"]
     assert_invariants(pool)
@@ -347,6 +345,9 @@ def test_frozen_worker_times_out_is_reaped_and_builds_resume(worker_code):
         with pytest.raises(ChildProcessError):
             os.waitpid(worker.proc.pid, os.WNOHANG)
     worker_code(FAKE_WORKER)
+    # the 1 s bound covered the frozen worker; a new worker's start-up (python, numpy, numba
+    # imports) can take longer than that on a loaded machine, so the resumed build is unbounded
+    pool.indexes.ann.build_timeout = None
     assert pool.rebuild_index(block=True, timeout=TIMEOUT)
     assert pool.stats()["ann_ready"] and graph_rows(pool) == 600
     hits = pool.retrieve_soft(Query(embedding=V[17]), k=3, weights=SIM_ONLY)

@@ -12,7 +12,7 @@ from dreamjit import (
     RetrievalMode,
     RetrievalWeights,
 )
-from dreamjit.retrieval import candidate_count
+from dreamjit._indexes import candidate_count
 
 import reference_retrieval as ref
 from invariants import assert_invariants

@@ -56,21 +56,52 @@ def _live_mask(store, mask):
 
 
 class ExactIndex:
-    """Exact top-k by dot product over the store's live (and masked) rows."""
+    """Exact top-k by dot product over the store's live (and masked) rows.
+
+    Parameters
+    ----------
+    store : ColumnStore-like
+        Has ``embeddings`` (cap, d) float32 unit rows, ``alive``, ``ids``.
+    """
 
     def __init__(self, store):
         self._store = store
 
     def add(self, slots) -> None:
-        """Nothing to do: the scan reads the store."""
+        """Nothing to do: the scan reads the store.
+
+        Parameters
+        ----------
+        slots : numpy.ndarray
+            The store slots just written.
+        """
 
     def remove(self, slots) -> None:
-        """Nothing to do: the scan reads ``store.alive``."""
+        """Nothing to do: the scan reads ``store.alive``.
+
+        Parameters
+        ----------
+        slots : numpy.ndarray
+            The store slots just freed.
+        """
 
     def rebuild(self, block: bool = False) -> None:
-        """Nothing to rebuild."""
+        """Nothing to rebuild.
+
+        Parameters
+        ----------
+        block : bool, default False
+            Ignored (the index protocol's argument).
+        """
 
     def maybe_rebuild(self) -> bool:
+        """Never rebuilds.
+
+        Returns
+        -------
+        bool
+            False.
+        """
         return False
 
     def __len__(self) -> int:
@@ -81,10 +112,37 @@ class ExactIndex:
         return 0
 
     def bytes_bound(self, n_entries: int) -> int:
+        """The most bytes the index can hold for ``n_entries`` entries: none.
+
+        Parameters
+        ----------
+        n_entries : int
+            Live entries (the bound does not depend on them).
+
+        Returns
+        -------
+        int
+            0 (the scan reads the store).
+        """
         return 0
 
     def search(self, q, k, mask=None):
-        """``(slots int64, scores float32)`` of the best ``min(k, #candidates)``, best first."""
+        """The best ``min(k, #candidates)`` live rows for one query, best first.
+
+        Parameters
+        ----------
+        q : array_like
+            ``(d,)`` query vector.
+        k : int
+            Rows wanted; ``k <= 0`` gives none.
+        mask : numpy.ndarray of bool, optional
+            ``(capacity,)``: only these slots are candidates (with the live ones).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(slots int64, scores float32)``.
+        """
         k = int(k)
         if k <= 0:
             return _EMPTY_I.copy(), _EMPTY_S.copy()
@@ -92,7 +150,22 @@ class ExactIndex:
         return exact_topk(store, _as_query(q, store), _live_mask(store, mask), k)
 
     def search_batch(self, Q, k, mask=None):
-        """Per query row: ``(slots (m, k), scores (m, k))`` padded with -1 / -inf."""
+        """The best ``k`` live rows for each query row.
+
+        Parameters
+        ----------
+        Q : array_like
+            ``(m, d)`` query vectors.
+        k : int
+            Rows wanted per query.
+        mask : numpy.ndarray of bool, optional
+            As in :meth:`search`.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(slots (m, k), scores (m, k))``, padded with -1 / -inf.
+        """
         store = self._store
         Q = _as_queries(Q, store)
         return topk_dot_batch(store.embeddings, Q, _live_mask(store, mask), max(int(k), 0))

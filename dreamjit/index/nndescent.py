@@ -102,6 +102,18 @@ class NNDescentIndex:
         Seconds one build may take (starting the worker is bounded the same
         way); past it the worker process is killed and reaped (a thread build
         is abandoned), the build counts as failed and is logged. None: no limit.
+    seed : int
+        Seeds pynndescent (same entries and seed: the same graph).
+    background : bool
+        Builds run in a thread; False builds in the calling thread.
+    min_ef : int
+        Smallest ``ef`` of a walk (see ``overfetch``).
+    graph : {"search", "knn"}
+        pynndescent's pruned search graph, or its raw k-NN graph.
+    min_build : int
+        No graph below this many live entries (exact scans instead).
+    n_jobs : int or None
+        pynndescent's ``n_jobs``.
 
     Notes
     -----
@@ -178,8 +190,16 @@ class NNDescentIndex:
         after_fork(self)
 
     def attach(self, lock, on_install=None) -> None:
-        """Let an owner guard builds: snapshots under ``lock.read()``, installs under
-        ``lock.write()`` followed by ``on_install()`` (held weakly)."""
+        """Let an owner guard builds.
+
+        Parameters
+        ----------
+        lock : RWLock
+            Snapshots are taken under ``lock.read()``, graphs installed under
+            ``lock.write()``.
+        on_install : bound method, optional
+            Called after each install, under the write lock (held weakly).
+        """
         self._guard = lock
         self._on_install = None if on_install is None else weakref.WeakMethod(on_install)
 
@@ -255,6 +275,11 @@ class NNDescentIndex:
         plus two bridging ones (a spanning tree adds fewer than two per row),
         and its share of the entry layer (at most one row in ``ENTRY_SHARE``
         is an entry: an int64 row number and ``d`` int8).
+
+        Returns
+        -------
+        int
+            The bytes.
         """
         d = self._store.embeddings.shape[1]
         entry = -(-(8 + d) // ENTRY_SHARE)
@@ -265,16 +290,38 @@ class NNDescentIndex:
         """An upper bound of :attr:`nbytes` while the index covers ``n_entries`` live entries.
 
         Holds because a graph with more than half its rows dead is dropped.
+
+        Parameters
+        ----------
+        n_entries : int
+            Live entries.
+
+        Returns
+        -------
+        int
+            The bound in bytes.
         """
         return max(int(n_entries), 0) * self.per_entry_bound()
 
     # ------------------------------------------------------------ updates
     def add(self, slots) -> None:
-        """Slots just written (alive) in the store go to the delta."""
+        """Slots just written (alive) in the store go to the delta.
+
+        Parameters
+        ----------
+        slots : array_like of int
+            Store slots.
+        """
         self._change(slots, added=True)
 
     def remove(self, slots) -> None:
-        """Slots just marked dead in the store: tombstone graph rows, drop delta slots."""
+        """Slots just marked dead in the store: tombstone graph rows, drop delta slots.
+
+        Parameters
+        ----------
+        slots : array_like of int
+            Store slots no longer alive.
+        """
         self._change(slots, added=False)
 
     def _change(self, slots, added) -> None:
@@ -370,6 +417,7 @@ class NNDescentIndex:
         Returns
         -------
         None
+            Automatic rebuilds may start again.
         """
         self._failures = 0
 
@@ -548,6 +596,7 @@ class NNDescentIndex:
         Returns
         -------
         None
+            The arrays passed every check.
 
         Raises
         ------
@@ -603,6 +652,7 @@ class NNDescentIndex:
         Returns
         -------
         None
+            The graph is in use (or, once its gone rows are dropped, too small: none).
 
         Raises
         ------
@@ -669,7 +719,13 @@ class NNDescentIndex:
 
     @staticmethod
     def bytes_per_added_entry() -> int:
-        """Most bytes adding one entry can add to :attr:`nbytes` (its delta slot)."""
+        """Most bytes adding one entry can add to :attr:`nbytes`.
+
+        Returns
+        -------
+        int
+            Its delta slot's bytes.
+        """
         return _EMPTY_I.itemsize
 
     # ------------------------------------------------------------ building
@@ -677,9 +733,20 @@ class NNDescentIndex:
         """Build a new graph over the live entries (in the background unless ``block``).
 
         If a build is running, another one follows it (its snapshot may
-        predate this call). ``block`` waits (up to ``timeout`` seconds) until
-        a build whose snapshot was taken after this call has finished.
-        Returns False if a build is still running on return.
+        predate this call).
+
+        Parameters
+        ----------
+        block : bool, default False
+            Wait until a build whose snapshot was taken after this call has
+            finished.
+        timeout : float, optional
+            With ``block``: the most seconds to wait (None: no limit).
+
+        Returns
+        -------
+        bool
+            False if a build is still running on return.
         """
         with self._lock:
             self._asked += 1
@@ -949,7 +1016,15 @@ class NNDescentIndex:
     def wait(self, timeout=None) -> bool:
         """Wait until the builds asked for so far have finished (and are installed).
 
-        Returns False if a build is still running after ``timeout`` seconds.
+        Parameters
+        ----------
+        timeout : float, optional
+            The most seconds to wait (None: no limit).
+
+        Returns
+        -------
+        bool
+            False if a build is still running after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         asked = self._asked
@@ -971,10 +1046,18 @@ class NNDescentIndex:
         return max(self.min_ef, math.ceil(self.overfetch * k), k)
 
     def search(self, q, k, mask=None):
-        """``(slots int64, scores float32)``: the best ``min(k, #candidates)``, best first.
+        """The best ``min(k, #candidates)`` live rows for one query, best first: a walk
+        of the graph plus an exact scan of the delta, or an exact scan.
 
-        ``mask`` (cap,) bool restricts the candidates (intersected with
-        ``alive``). Always returns ``min(k, #masked live)`` hits.
+        Parameters
+        ----------
+        q, k, mask
+            As in :meth:`ExactIndex.search <dreamjit.index.ExactIndex.search>`.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(slots int64, scores float32)``: always ``min(k, #masked live)`` hits.
         """
         k = int(k)
         self._poll()
@@ -1005,7 +1088,19 @@ class NNDescentIndex:
         return idx, sc
 
     def search_batch(self, Q, k, mask=None):
-        """Per query row: ``(slots (m, k), scores (m, k))`` padded with -1 / -inf."""
+        """The best ``k`` live rows for each query row (an exact batch scan below
+        ``exact_batch_below`` candidates).
+
+        Parameters
+        ----------
+        Q, k, mask
+            As in :meth:`ExactIndex.search_batch <dreamjit.index.ExactIndex.search_batch>`.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(slots (m, k), scores (m, k))``, padded with -1 / -inf.
+        """
         k = max(int(k), 0)
         self._poll()
         store = self._store

@@ -133,10 +133,7 @@ def normalize_rows(X):
     n, d = X.shape
     out = np.zeros((n, d), dtype=np.float32)
     for i in range(n):
-        ss = 0.0
-        for j in range(d):
-            v = np.float64(X[i, j])
-            ss += v * v
+        ss = dot64(X[i], X[i])  # |x|^2 summed in float64, in index order
         if ss > 0.0:
             norm = np.sqrt(ss)
             for j in range(d):
@@ -460,10 +457,7 @@ def pairwise_dispersion(X):
     total = np.zeros(d)
     self_sq = 0.0
     for i in range(n):
-        ss = 0.0
-        for j in range(d):
-            v = np.float64(X[i, j])
-            ss += v * v
+        ss = dot64(X[i], X[i])  # |x|^2 summed in float64, in index order
         if ss > 0.0:
             inv = 1.0 / np.sqrt(ss)
             uu = 0.0

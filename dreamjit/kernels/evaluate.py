@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._jit import kernel, parallel_kernel, prange
+from ._jit import inline_kernel, kernel, parallel_kernel, prange
 
 __all__ = ["hue_direction", "evaluate_one", "evaluate_batch"]
 
@@ -31,6 +31,42 @@ EPS = 1e-6
 JUMP = 0.3  # neighbour distance counted as a violation
 SAT_LIMIT = 0.95
 _SIN_120 = math.sqrt(3.0) / 2.0
+
+
+# Taylor coefficients of sin(x)/x and cos(x) in z = x*x, to x**17 / x**16
+_SIN_TAYLOR = (
+    1.0,
+    -(1.0 / 6),
+    1.0 / 120,
+    -(1.0 / 5040),
+    1.0 / 362880,
+    -(1.0 / 39916800),
+    1.0 / 6227020800,
+    -(1.0 / 1307674368000),
+    1.0 / 355687428096000,
+)
+_COS_TAYLOR = (
+    1.0,
+    -(1.0 / 2),
+    1.0 / 24,
+    -(1.0 / 720),
+    1.0 / 40320,
+    -(1.0 / 3628800),
+    1.0 / 479001600,
+    -(1.0 / 87178291200),
+    1.0 / 20922789888000,
+)
+
+
+@inline_kernel
+def _estrin8(z, z2, z4, c):
+    # c[0] + c[1] z + ... + c[8] z**8 by Estrin's scheme (z2 = z*z, z4 = z2*z2):
+    # short dependency chains, the loop is latency-bound otherwise
+    return (
+        (c[0] + z * c[1])
+        + z2 * (c[2] + z * c[3])
+        + z4 * ((c[4] + z * c[5]) + z2 * (c[6] + z * c[7]) + z4 * c[8])
+    )
 
 
 @kernel
@@ -53,28 +89,9 @@ def hue_direction(r, g, b, mx, d):
     z = x * x
     z2 = z * z
     z4 = z2 * z2
-    # Taylor series to x**17 / x**16 (error < 1e-15 on [-pi/3, pi/3]), by Estrin's scheme:
-    # short dependency chains, the loop is latency-bound otherwise
-    sin_x = x * (
-        (1.0 - z * (1.0 / 6))
-        + z2 * (1.0 / 120 - z * (1.0 / 5040))
-        + z4
-        * (
-            (1.0 / 362880 - z * (1.0 / 39916800))
-            + z2 * (1.0 / 6227020800 - z * (1.0 / 1307674368000))
-            + z4 * (1.0 / 355687428096000)
-        )
-    )
-    cos_x = (
-        (1.0 - z * (1.0 / 2))
-        + z2 * (1.0 / 24 - z * (1.0 / 720))
-        + z4
-        * (
-            (1.0 / 40320 - z * (1.0 / 3628800))
-            + z2 * (1.0 / 479001600 - z * (1.0 / 87178291200))
-            + z4 * (1.0 / 20922789888000)
-        )
-    )
+    # Taylor series to x**17 / x**16 (error < 1e-15 on [-pi/3, pi/3])
+    sin_x = x * _estrin8(z, z2, z4, _SIN_TAYLOR)
+    cos_x = _estrin8(z, z2, z4, _COS_TAYLOR)
     return cb * cos_x - sb * sin_x, sb * cos_x + cb * sin_x
 
 

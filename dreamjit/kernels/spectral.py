@@ -76,15 +76,22 @@ def hann_window(n):
 
 
 @kernel
+def _outer(a, b, radius):
+    # radius: sqrt(a[i]^2 + b[j]^2) / 0.5 (radius_grid); else a[i] * b[j] (window_2d)
+    out = np.empty((a.shape[0], b.shape[0]))
+    for i in range(a.shape[0]):
+        for j in range(b.shape[0]):
+            if radius:
+                out[i, j] = math.sqrt(a[i] * a[i] + b[j] * b[j]) / 0.5
+            else:
+                out[i, j] = a[i] * b[j]
+    return out
+
+
+@kernel
 def window_2d(rows, cols):
     """``hann_window(rows)[:, None] * hann_window(cols)[None, :]``, float64 (rows, cols)."""
-    wy = hann_window(rows)
-    wx = hann_window(cols)
-    w = np.empty((rows, cols))
-    for i in range(rows):
-        for j in range(cols):
-            w[i, j] = wy[i] * wx[j]
-    return w
+    return _outer(hann_window(rows), hann_window(cols), False)
 
 
 @kernel
@@ -101,13 +108,7 @@ def _fftfreq(n):
 @kernel
 def radius_grid(rows, cols):
     """``sqrt(fy^2 + fx^2) / 0.5`` over the full spectrum, float64 (rows, cols)."""
-    fy = _fftfreq(rows)
-    fx = _fftfreq(cols)
-    r = np.empty((rows, cols))
-    for k in range(rows):
-        for l in range(cols):
-            r[k, l] = math.sqrt(fy[k] * fy[k] + fx[l] * fx[l]) / 0.5
-    return r
+    return _outer(_fftfreq(rows), _fftfreq(cols), True)
 
 
 @kernel
