@@ -272,6 +272,53 @@ class IndexSet:
                 return None
             self._ann = self.make_ann()
         ann = self._ann
-        ann._failures = 0  # asked explicitly: automatic rebuilds may resume
+        ann.clear_failures()  # asked explicitly: automatic rebuilds may resume
         ann.rebuild(block=False)
         return ann
+
+    def graph_arrays(self):
+        """The NN-descent search graph as arrays keyed by entry id.
+
+        Returns
+        -------
+        dict or None
+            See :meth:`~dreamjit.index.NNDescentIndex.graph_arrays`; None without
+            an NN-descent index or graph.
+        """
+        return None if self._ann is None else self._ann.graph_arrays()
+
+    def after_load(self, slots, graph=None) -> None:
+        """Index the entries of a loaded pool, adopting its saved graph when it fits.
+
+        Parameters
+        ----------
+        slots : array of int
+            The slots the loaded entries occupy.
+        graph : dict or None
+            As :meth:`graph_arrays` gave it at save time. Adopted when the
+            config uses the ANN at this size and the settings match; else the
+            usual rules apply (a build starts).
+
+        Returns
+        -------
+        None
+            The entries are indexed.
+        """
+        cfg = self.config
+        if graph is not None and cfg.use_ann and len(self._table) >= cfg.ann_threshold:
+            ann = self.make_ann()
+            if graph.get("settings") != ann.settings():
+                logger.info(
+                    "saved NN-descent graph built with %s, config asks %s: rebuilding",
+                    graph.get("settings"),
+                    ann.settings(),
+                )
+            else:
+                ann.from_graph_arrays(graph)
+                if ann.ready:
+                    assert self._exact is not None, "reset() runs before the first add"
+                    self._exact.add(slots)
+                    self._ann = ann
+                    ann.maybe_rebuild()
+                    return
+        self.after_add(slots)

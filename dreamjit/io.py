@@ -1,11 +1,19 @@
 """Saving and loading pools: one versioned ``.npz`` file, never a pickle.
 
-File layout (``FORMAT_VERSION`` 2): an uncompressed (stored) zip, as
+File layout (``FORMAT_VERSION`` 3): an uncompressed (stored) zip, as
 ``numpy.savez`` writes it, with one ``.npy`` member per storage column (the
 live entries in id order, nothing derived) and ``__header__.npy``, a uint8
 array holding the header as canonical JSON: format version, config, tensor
-shape, counters, the SHA-256 of every column, and ``header_sha256``, the
-SHA-256 of the canonical JSON of the rest of the header.
+shape, counters, the SHA-256 of every column, ``graph`` and
+``header_sha256``, the SHA-256 of the canonical JSON of the rest of the
+header. ``graph`` is null, or the sizes and settings of the NN-descent search
+graph saved in the members ``graph_ids`` (each row's entry id),
+``graph_indptr``, ``graph_indices``, ``graph_entries`` and ``graph_block``
+(checksummed like the columns; see
+:meth:`~dreamjit.index.NNDescentIndex.graph_arrays`). A loaded pool adopts
+the graph when its settings match the config's (else it builds one as
+usual); a graph that is not a well-formed graph over the saved ids makes the
+file corrupt. Format 2 (the same without ``graph``) still loads.
 
 Writes are atomic: a temporary file ``.dreamjit-<name>-<random>.tmp`` is
 written in the target's directory, flushed and fsynced, then moved over the
@@ -52,7 +60,9 @@ __all__ = ["save_pool", "load_pool", "read_header", "FORMAT_VERSION"]
 
 logger = logging.getLogger("dreamjit")
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: versions this reader loads (2: the same file without a search graph)
+READABLE_VERSIONS = (2, 3)
 MAGIC = "dreamjit-pool"
 _HEADER = "__header__"
 _HEADER_SHA = "header_sha256"
@@ -72,6 +82,18 @@ _HEADER_KEYS = frozenset(
 )
 #: header fields a file may leave out (written by later versions of the same format)
 _OPTIONAL_KEYS = frozenset({"removed"})
+#: format 3 adds ``graph``: null, or the shape of the saved NN-descent search graph
+_GRAPH = "graph"
+_GRAPH_KEYS = frozenset({"rows", "edges", "entries", "n_components", "settings"})
+_GRAPH_SETTINGS = {"n_neighbors": int, "max_degree": int, "seed": int, "graph": str}
+#: graph member -> (dtype, shape from the header's graph object and the embedding dim)
+_GRAPH_MEMBERS = {
+    "graph_ids": ("<i8", lambda g, d: (g["rows"],)),
+    "graph_indptr": ("<i8", lambda g, d: (g["rows"] + 1,)),
+    "graph_indices": ("<i4", lambda g, d: (g["edges"],)),
+    "graph_entries": ("<i8", lambda g, d: (g["entries"],)),
+    "graph_block": ("|i1", lambda g, d: (d, g["entries"])),
+}
 #: header field of a pool with tensor_store="mmap": the tensor file's name in config.path
 _TENSOR_FILE = "tensor_file"
 _EMBEDDING_MODES = ("mapper", "user")
@@ -129,6 +151,11 @@ def save_pool(pool, path) -> str:
     """
     path = os.fspath(path)
     config, state, arrays = pool.to_columns()
+    graph = state.get("graph")
+    arrays = dict(arrays)
+    if graph is not None:
+        for name in _GRAPH_MEMBERS:
+            arrays[name] = np.ascontiguousarray(graph[name[len("graph_") :]])
     header = {
         "magic": MAGIC,
         "format_version": FORMAT_VERSION,
@@ -140,6 +167,15 @@ def save_pool(pool, path) -> str:
         "embedding_mode": state["embedding_mode"],
         "count": state["count"],
         "checksums": {name: _checksum(a) for name, a in arrays.items()},
+        _GRAPH: None
+        if graph is None
+        else {
+            "rows": int(graph["ids"].shape[0]),
+            "edges": int(graph["indices"].shape[0]),
+            "entries": int(graph["entries"].shape[0]),
+            "n_components": int(graph["n_components"]),
+            "settings": dict(graph["settings"]),
+        },
     }
     if "tensor_file" in state:  # a sealed sidecar of a memory-mapped tensor file
         header[_TENSOR_FILE] = os.path.basename(state["tensor_file"])
@@ -402,10 +438,10 @@ def _parse_header(zf, members) -> dict:
     if not isinstance(header, dict) or header.get("magic") != MAGIC:
         raise _Corrupt(f"magic {MAGIC!r}")
     version = header.get("format_version")
-    if version != FORMAT_VERSION or type(version) is not int:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise _Corrupt(
-            f"format_version {FORMAT_VERSION} (the only one this dreamjit reads; "
-            "no migration: load it with the version that wrote it, rebuild and save)",
+            f"format_version in {list(READABLE_VERSIONS)} (the ones this dreamjit reads; "
+            "for another: load it with the version that wrote it and save again)",
             f"found {version!r}",
         )
     sha = header.get(_HEADER_SHA)
@@ -448,6 +484,8 @@ def _validate_header(header):
     keys = set(header)
     want = _HEADER_KEYS | ({_TENSOR_FILE} if _TENSOR_FILE in keys else set())
     want |= _OPTIONAL_KEYS & keys
+    if header.get("format_version") != 2:
+        want = want | {_GRAPH}
     if keys != want:
         raise _Corrupt(
             f"header fields {sorted(want)}",
@@ -513,10 +551,40 @@ def _validate_header(header):
         isinstance(name, str) and re.fullmatch(r"tensors-[0-9a-f]{16}\.f32", name)
     ):
         raise _Corrupt("a tensor_file named tensors-<16 hex digits>.f32", f"found {name!r}"[:200])
+    _check_graph_header(header.get(_GRAPH), count, shape)
     return config, shape, count, next_id, evicted, mode
 
 
-def _expected_members(config, shape, count) -> dict:
+def _check_graph_header(graph, count, shape) -> None:
+    """The header's ``graph`` object: null, or sizes a graph over ``count`` entries can have."""
+    if graph is None:
+        return
+    if not isinstance(graph, dict) or set(graph) != _GRAPH_KEYS:
+        raise _Corrupt(f"a graph object with fields {sorted(_GRAPH_KEYS)} or null")
+    settings = graph["settings"]
+    if not (
+        isinstance(settings, dict)
+        and set(settings) == set(_GRAPH_SETTINGS)
+        and all(type(settings[k]) is t for k, t in _GRAPH_SETTINGS.items())
+    ):
+        raise _Corrupt(f"graph settings {sorted(_GRAPH_SETTINGS)}", f"found {settings!r}"[:200])
+    for key in ("rows", "edges", "entries", "n_components"):
+        if type(graph[key]) is not int or graph[key] < 0:
+            raise _Corrupt(f"graph {key} a non-negative integer", f"found {graph[key]!r}"[:200])
+    rows = graph["rows"]
+    degree = settings["max_degree"] + 2  # a row's edges plus bridges (see per_entry_bound)
+    if shape is None or not 1 <= rows <= count:
+        raise _Corrupt(f"a graph of 1 to {count} rows", f"{rows} rows")
+    if graph["edges"] > rows * max(degree, 1) or not 1 <= graph["entries"] <= rows:
+        raise _Corrupt(
+            f"a graph of at most {degree} edges a row and 1 to {rows} entries",
+            f"{graph['edges']} edges, {graph['entries']} entries",
+        )
+    if not 1 <= graph["n_components"] <= rows:
+        raise _Corrupt(f"graph n_components in [1, {rows}]", f"{graph['n_components']}")
+
+
+def _expected_members(config, shape, count, graph=None) -> dict:
     """member name -> (column, dtype, shape) that save() writes for this header."""
     if shape is None:
         return {}
@@ -530,7 +598,31 @@ def _expected_members(config, shape, count) -> dict:
     if mmap:  # the sealed sidecar: where each live tensor row is and its CRC-32
         out["tensor_slots.npy"] = ("tensor_slots", np.dtype(np.int64), (count,))
         out["tensor_crc.npy"] = ("tensor_crc", np.dtype(np.uint32), (count,))
+    if graph is not None:
+        for name, (dt, shp) in _GRAPH_MEMBERS.items():
+            out[f"{name}.npy"] = (name, np.dtype(dt), shp(graph, config.embedding_dim))
     return out
+
+
+def _graph_of(arrays, header, config):
+    """The saved graph (``graph_*`` columns moved out of ``arrays``) checked as a graph over
+    the saved entries, as :meth:`~dreamjit.index.NNDescentIndex.graph_arrays` gives it;
+    None without one."""
+    meta = header.get(_GRAPH)
+    if meta is None:
+        return None
+    from .index import NNDescentIndex
+
+    graph = {name[len("graph_") :]: arrays.pop(name) for name in _GRAPH_MEMBERS}
+    graph["n_components"] = meta["n_components"]
+    graph["settings"] = dict(meta["settings"])
+    try:
+        NNDescentIndex.check_graph_arrays(graph, meta["rows"], config.embedding_dim)
+    except IndexCorruptedError as exc:
+        raise _Corrupt("an intact search graph", str(exc)[:300]) from None
+    if not np.isin(graph["ids"], arrays["ids"]).all():
+        raise _Corrupt("a search graph over the saved entries", "a graph row has an unknown id")
+    return graph
 
 
 def _check_setup_bounds(config, shape, count):
@@ -613,7 +705,7 @@ def _read_validated(path):
                 header = _parse_header(zf, members)
                 config, shape, count, next_id, evicted, mode = _validate_header(header)
                 _check_setup_bounds(config, shape, count)
-                expected = _expected_members(config, shape, count)
+                expected = _expected_members(config, shape, count, header.get(_GRAPH))
                 found = set(members) - {_HEADER + ".npy"}
                 if found != set(expected):
                     raise _Corrupt(
@@ -658,11 +750,14 @@ def _read_validated(path):
                 f"{type(exc).__name__}: {str(exc)[:200]}",
             ) from None
     try:
+        graph = _graph_of(arrays, header, config)
         _check_values(arrays, count, next_id)
         if header.get(_TENSOR_FILE) is not None:
             arrays = _check_tensor_file(header[_TENSOR_FILE], config, shape, count, arrays)
     except _Corrupt as exc:
         raise _corrupt(path, exc.what, exc.detail) from None
+    if graph is not None:
+        arrays["__graph__"] = graph
     return header, config, shape, count, next_id, evicted, mode, arrays
 
 
@@ -711,6 +806,7 @@ def read_header(path) -> dict:
 def load_pool(cls, path):
     """A new ``cls`` pool from ``path`` (see :meth:`DreamPool.load`)."""
     header, config, shape, count, next_id, evicted, mode, arrays = _read_validated(path)
+    graph = arrays.pop("__graph__", None)
     try:
         pool = cls.from_columns(
             config,
@@ -721,6 +817,7 @@ def load_pool(cls, path):
             evicted=evicted,
             embedding_mode=mode,
             removed=_removed_count(header),
+            graph=graph,
         )
     except CriticalStateError as exc:  # the entries break the config's limits or bookkeeping
         raise _corrupt(path, "a pool within its own limits", str(exc)) from None

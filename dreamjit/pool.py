@@ -171,6 +171,7 @@ class DreamPool:
         evicted: int,
         embedding_mode,
         removed: int = 0,
+        graph=None,
     ) -> DreamPool:
         """A pool of ``config`` holding the entries of ``arrays`` (what
         :meth:`EntryTable.to_columns <dreamjit._table.EntryTable.to_columns>` gives: the
@@ -194,6 +195,10 @@ class DreamPool:
             How the entries' embeddings were made.
         removed : int, default 0
             The removed counter to continue from (``stats()["removed"]``).
+        graph : dict or None
+            The NN-descent search graph saved with them (as
+            :meth:`IndexSet.graph_arrays <dreamjit._indexes.IndexSet.graph_arrays>`
+            gives), adopted when the config's ANN settings match.
 
         Returns
         -------
@@ -213,10 +218,8 @@ class DreamPool:
         if shape is not None and pool._indexes.exact is None:
             pool._indexes.reset()
         pool.check_invariants()
-        if count:
-            pool._indexes.after_add(
-                np.arange(count, dtype=np.int64)
-            )  # exact now, ANN by the usual rules
+        if count:  # exact now; the saved graph, or the ANN by the usual rules
+            pool._indexes.after_load(np.arange(count, dtype=np.int64), graph)
         return pool
 
     def to_columns(self) -> tuple:
@@ -226,11 +229,13 @@ class DreamPool:
         -------
         tuple
             ``(config, state, arrays)``: the config, the counters (dict of
-            ``tensor_shape``, ``next_id``, ``evicted``, ``removed``,
-            ``embedding_mode``, ``count``) and the stored columns of the live entries, oldest first.
+            ``tensor_shape``, ``next_id``, ``evicted``, ``removed``, ``embedding_mode``,
+            ``count``; ``graph``: the NN-descent graph or None) and the stored
+            columns of the live entries, oldest first.
         """
         with self._lock.read():
             state, arrays = self._table.to_columns()
+            state["graph"] = self._indexes.graph_arrays()  # None without a graph
             return self.config, state, arrays
 
     @property

@@ -63,8 +63,7 @@ def child_report(pool, V):
         embeddings=V[400:600],
     )
     out["waited"] = pool.indexes.ann.wait(60)
-    graph = pool.indexes.ann._state[0]
-    out["rows"] = 0 if graph is None else int(graph.rows.shape[0])
+    out["rows"] = int(pool.indexes.ann.graph_info.get("rows", 0))
     pool.check_invariants()
     return out
 

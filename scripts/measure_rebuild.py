@@ -79,9 +79,8 @@ def coverage(pool):
     n_live = len(pool)
     if ann is None:
         return 0, 0, n_live
-    graph, delta = ann._state
-    rows = 0 if graph is None else graph.rows.shape[0] - graph.n_dead
-    return rows, delta.shape[0], n_live
+    rows = ann.graph_info.get("rows", 0) - ann.n_tombstones
+    return rows, ann.n_delta, n_live
 
 
 def run(V, Q, batch, queries, log):

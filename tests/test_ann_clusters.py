@@ -99,8 +99,8 @@ def test_tight_clusters_split_the_graph(caplog):
     assert "connected components" in caplog.text
     assert index_recall(ann, X, Q) >= 0.95
     # tombstone the entry layer: its rows still route, never come back
-    g = ann._state[0]
-    gone = g.rows[g.entries]
+    g = ann.graph_arrays()
+    gone = g["ids"][g["entries"]]  # ids == slots in this store
     ann._store.alive[gone] = False
     ann.remove(gone)
     T = exact_top(X[ann._store.alive], Q)
@@ -126,3 +126,77 @@ def test_2e5_in_20000_clusters():
 def test_2e5_in_2000_tight_clusters():
     _, ann = check(200_000, 2000, noise=0.5)
     assert ann.graph_info["n_components"] >= 1000
+
+
+# ------------------------------------------------------------------ churn without rebuilds
+class GrowingStore:
+    """Slots ``[0, n)`` hold ``A[:n]``; room for as many more."""
+
+    def __init__(self, A, n):
+        self.embeddings = np.zeros((2 * n, A.shape[1]), np.float32)
+        self.embeddings[:n] = A[:n]
+        self.alive = np.zeros(2 * n, bool)
+        self.alive[:n] = True
+        self.ids = np.full(2 * n, -1, np.int64)
+        self.ids[:n] = np.arange(n)
+
+
+def churn_recall(A, Q, n, steps=10, k=10, seed=0):
+    """Recall@k after half of ``n`` entries are replaced by ``A[n:]`` in ``steps`` rounds of
+    remove-then-add (linked and repaired in place), and of a fresh build over the result."""
+    store = GrowingStore(A, n)
+    ann = NNDescentIndex(store, builder="process", background=False)
+    ann.rebuild(block=True)
+    rng = np.random.default_rng(seed)
+    step, nxt = n // (2 * steps), n
+    for _ in range(steps):
+        gone = rng.choice(np.flatnonzero(store.alive), step, replace=False)
+        store.alive[gone] = False
+        ann.remove(gone)
+        ann.maybe_rebuild()
+        free = np.flatnonzero(~store.alive)[:step]
+        store.embeddings[free] = A[nxt : nxt + step]
+        store.ids[free] = np.arange(nxt, nxt + step)
+        store.alive[free] = True
+        ann.add(free)
+        ann.maybe_rebuild()
+        nxt += step
+    assert ann.builds == 1, "churn below rebuild_fraction must not rebuild"
+    assert ann.n_delta == 0 and ann.n_tombstones == 0 and ann.linked == nxt - n
+
+    def recall(index):
+        live = np.flatnonzero(store.alive)
+        T = live[exact_top(store.embeddings[live], Q, k)]
+        return float(
+            np.mean([np.intersect1d(index.search(q, k)[0], t).size / k for q, t in zip(Q, T)])
+        )
+
+    fresh = NNDescentIndex(store, builder="process", background=False)
+    fresh.rebuild(block=True)
+    return recall(ann), recall(fresh)
+
+
+def test_half_churn_recall_as_fresh_build_2e4_in_200_clusters():
+    A = cluster_mixture(40_000, 200)
+    Q = cluster_mixture(300, 200, stream=2)
+    churned, fresh = churn_recall(A, Q, 20_000)
+    assert churned >= fresh - 0.01 and churned >= 0.95, (churned, fresh)
+
+
+def test_half_churn_recall_as_fresh_build_tight_clusters():
+    """Tight clusters (the k-NN graph splits): removed rows are repaired, new ones linked."""
+    A = cluster_mixture(20_000, 100, noise=0.5)
+    Q = cluster_mixture(200, 100, stream=2, noise=0.5)
+    churned, fresh = churn_recall(A, Q, 10_000)
+    assert churned >= fresh - 0.01 and churned >= 0.95, (churned, fresh)
+
+
+def test_half_churn_recall_as_fresh_build_photo_patches():
+    """Embeddings nobody here made: 4x4x3 area-averaged thumbnails of photo patches."""
+    from dreamjit.testing import photo_patches
+
+    P = photo_patches(12_200, size=16, seed=3).reshape(12_200, 4, 4, 4, 4, 3).mean(axis=(2, 4))
+    P = P.reshape(12_200, -1) - P.reshape(12_200, -1).mean(axis=1, keepdims=True)
+    P = (P / np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    churned, fresh = churn_recall(P[:12_000], P[12_000:], 6_000)
+    assert churned >= fresh - 0.01 and churned >= 0.9, (churned, fresh)

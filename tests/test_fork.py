@@ -64,8 +64,8 @@ def add_vectors(pool, V):
 
 
 def graph_rows(pool):
-    graph = pool.indexes.ann._state[0] if pool.indexes.ann is not None else None
-    return 0 if graph is None else int(graph.rows.shape[0] - graph.n_dead)
+    ann = pool.indexes.ann
+    return 0 if ann is None else int(ann.graph_info.get("rows", 0) - ann.n_tombstones)
 
 
 def run_in_child(body):

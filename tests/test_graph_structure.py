@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
 from dreamjit.index import ExactIndex, NNDescentIndex
-from dreamjit.index.structure import ENTRY_SHARE, _Graph, search_structure
+from dreamjit.index.structure import ENTRY_SHARE, search_structure
 from dreamjit.kernels.entry_layer import (
     add_edges,
     bridge_edges,
@@ -335,19 +335,16 @@ def fake_store(X):
 
 
 def install(store, X, st, **kw):
-    n = X.shape[0]
     ann = NNDescentIndex(store, builder="thread", **kw)
-    ann._state = (
-        _Graph(
-            np.arange(n, dtype=np.int64),
-            st["indptr"],
-            st["indices"],
-            st["entries"],
-            st["block"],
-            np.zeros(n, bool),
-            st["n_components"],
-        ),
-        np.empty(0, np.int64),
+    ann.from_graph_arrays(
+        {
+            "ids": store.ids[: X.shape[0]].copy(),
+            "indptr": st["indptr"],
+            "indices": st["indices"],
+            "entries": st["entries"],
+            "block": st["block"],
+            "n_components": st["n_components"],
+        }
     )
     return ann
 
@@ -391,22 +388,8 @@ def test_walk_with_rows_not_slots():
     alive[slots] = True
     dead = np.zeros(n, bool)
     for q in unit(X[::20] + 0.01):
-        got, sc = ann_search(
-            E,
-            slots,
-            st["indptr"],
-            st["indices"],
-            dead,
-            alive,
-            st["entries"],
-            st["block"],
-            np.empty(0, np.int64),
-            q,
-            5,
-            20,
-            0.0,
-            4,
-        )
+        graph = (slots, st["indptr"], st["indices"], dead, st["entries"], st["block"])
+        got, sc = ann_search(E, graph, alive, np.empty(0, np.int64), q, 5, 20, 0.0, 4)
         want = slots[np.argsort(-(X.astype(np.float64) @ q), kind="stable")[:5]]
         np.testing.assert_array_equal(got, want)
         np.testing.assert_allclose(sc, E[got].astype(np.float64) @ q, rtol=0, atol=1e-6)

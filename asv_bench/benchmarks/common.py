@@ -288,52 +288,23 @@ def tensor_pool(tensors: np.ndarray, labels=None, utilities=None, **config):
 # The pool's NN-descent graph takes ~50 s to build at 1e5 (30 s of it
 # pynndescent compiling in the build worker), so the ANN groups build every
 # graph once in ``setup_cache`` and each benchmark process puts the cached
-# graph back into a fresh pool through ``pool.indexes`` (``make_ann`` and
-# ``adopt_ann``). That needs one private attribute, ``NNDescentIndex._state``;
-# if it changes, the helper falls back to a real (slow) build, so results stay
-# right.
+# graph back into a fresh pool through the public export/import of the index
+# (``NNDescentIndex.graph_arrays`` / ``from_graph_arrays``, with ``make_ann``
+# and ``adopt_ann`` of ``pool.indexes``), as ``DreamPool.load`` does.
 
 
 def export_ann_graph(pool):
-    """The arrays of the pool's sealed NN-descent graph, or None (no graph)."""
+    """The arrays of the pool's NN-descent graph (``NNDescentIndex.graph_arrays``), or None."""
     ann = pool.indexes.ann
-    state = getattr(ann, "_state", None)
-    if not state or state[0] is None:
-        return None
-    g = state[0]
-    return {
-        "rows": g.rows,
-        "indptr": g.indptr,
-        "indices": g.indices,
-        "entries": g.entries,
-        "block": g.block,
-        "n_components": g.n_components,
-    }
+    return None if ann is None else ann.graph_arrays()
 
 
 def _install_graph(pool, graph) -> bool:
-    try:
-        from dreamjit.index.structure import _Graph
-
-        ann = pool.indexes.make_ann()
-        dead = np.zeros(graph["rows"].shape[0], dtype=np.bool_)
-        ann._state = (
-            _Graph(
-                graph["rows"],
-                graph["indptr"],
-                graph["indices"],
-                graph["entries"],
-                graph["block"],
-                dead,
-                graph["n_components"],
-            ),
-            np.empty(0, dtype=np.int64),
-        )
-        with pool.lock.write():
-            pool.indexes.adopt_ann(ann)
-        return pool.stats()["index"] == "ann"
-    except Exception:  # internals changed: rebuild instead
-        return False
+    ann = pool.indexes.make_ann()
+    ann.from_graph_arrays({k: v for k, v in graph.items() if k != "build_seconds"})
+    with pool.lock.write():
+        pool.indexes.adopt_ann(ann)
+    return pool.stats()["index"] == "ann"
 
 
 def ann_pool(X: np.ndarray, graph=None, **config):

@@ -13,8 +13,17 @@ from typing import Any
 import numpy as np
 
 from .._rwlock import after_fork
+from ..errors import IndexCorruptedError, InvalidParameterError
 from ..kernels.cosine import topk_dot, topk_dot_batch
-from ..kernels.graph import ann_search, ann_search_batch, tombstones
+from ..kernels.entry_layer import remap_entries
+from ..kernels.graph import (
+    ann_search,
+    ann_search_batch,
+    graph_update,
+    quantize_block,
+    relabel_csr,
+    tombstones,
+)
 from . import worker as _worker
 from .exact import _EMPTY_I, _EMPTY_S, _as_queries, _as_query, _live_mask, exact_topk
 from .structure import ENTRY_SHARE, _Graph, search_structure
@@ -30,6 +39,16 @@ logger = logging.getLogger("dreamjit")
 #: 5e4, d=64, k=32): graph/exact time 0.8-1.1 with the delta at 8-33 % of the
 #: live entries, 2.5 at 50 %, 1.1-1.3 at 67-75 % (scripts/measure_rebuild.py).
 DELTA_EXACT_SHARE = 0.25
+
+#: incremental maintenance: the delta is linked into the graph, and tombstoned rows
+#: dropped and repaired, once either holds LINK_SHARE of the graph's rows (at least
+#: LINK_MIN); a change past ``rebuild_fraction`` goes to a full pynndescent build
+LINK_SHARE = 0.005
+LINK_MIN = 64
+#: new entries linked per graph update (each chunk searches the graph the previous made)
+LINK_CHUNK = 2048
+#: settings a saved graph must share with the index that adopts it
+GRAPH_SETTINGS = ("n_neighbors", "max_degree", "seed", "graph")
 
 #: test hook: called with the index in every build, once its snapshot is taken (e.g. to hold it)
 _BUILD_HOOK = None
@@ -51,7 +70,9 @@ class NNDescentIndex:
     overfetch : float
         The walk keeps ``ef = max(min_ef, ceil(overfetch * k))`` results.
     rebuild_fraction : float
-        Rebuild once the delta or the tombstones exceed this share of the graph.
+        A delta or tombstones past this share of the graph start a full
+        (pynndescent) rebuild in the background; below it they are linked and
+        repaired in place (``incremental``).
     n_pivots : int or None
         Rows of the entry layer (scanned first by every query): one
         representative per connected component, a cover of the graph, then
@@ -71,6 +92,12 @@ class NNDescentIndex:
         ``search_batch`` scans exactly below this many candidates: the batch
         scan vectorises across queries, so it wins up to a larger size than
         single queries do.
+    incremental : bool
+        Link new entries into the graph and drop removed ones (repairing
+        their in-neighbours) with the kernels of
+        :mod:`dreamjit.kernels.graph`, once they make up ``LINK_SHARE`` of the
+        graph (see :meth:`maintain`). False: they wait in the delta and the
+        tombstones until the next full build.
     build_timeout : float or None
         Seconds one build may take (starting the worker is bounded the same
         way); past it the worker process is killed and reaped (a thread build
@@ -122,6 +149,7 @@ class NNDescentIndex:
         build_timeout=None,
         entry_hops=None,
         n_seeds=8,
+        incremental=True,
     ):
         self._store = store
         self.n_neighbors = int(n_neighbors)
@@ -133,6 +161,9 @@ class NNDescentIndex:
         self.n_pivots = None if n_pivots is None else int(n_pivots)
         self.entry_hops = None if entry_hops is None else int(entry_hops)
         self.n_seeds = int(n_seeds)
+        self.incremental = bool(incremental)
+        self.linked = 0  # entries linked by graph updates (not full builds)
+        self.repaired = 0  # tombstoned rows dropped by graph updates
         self.min_ef = int(min_ef)
         self.mask_share = float(mask_share)
         self.exact_batch_below = int(exact_batch_below)
@@ -281,17 +312,7 @@ class NNDescentIndex:
         slots : array_like of int
             Store slots.
         """
-        self._poll()
-        slots = np.unique(np.asarray(slots, dtype=np.int64).ravel())
-        with self._lock:
-            graph, delta = self._state
-            if graph is None or slots.size == 0:
-                return
-            self._kill_rows(graph, slots)  # a rewritten slot holds a new id
-            new = slots[~np.isin(slots, delta)]
-            if new.size:
-                self._state = (graph, np.concatenate([delta, new]))
-            self._drop_if_stale(graph)
+        self._change(slots, added=True)
 
     def remove(self, slots) -> None:
         """Slots just marked dead in the store: tombstone graph rows, drop delta slots.
@@ -301,15 +322,23 @@ class NNDescentIndex:
         slots : array_like of int
             Store slots no longer alive.
         """
+        self._change(slots, added=False)
+
+    def _change(self, slots, added) -> None:
         self._poll()
         slots = np.unique(np.asarray(slots, dtype=np.int64).ravel())
         with self._lock:
             graph, delta = self._state
             if graph is None or slots.size == 0:
                 return
-            self._kill_rows(graph, slots)
-            keep = ~np.isin(delta, slots)
-            self._state = (graph, delta if keep.all() else delta[keep])
+            self._kill_rows(graph, slots)  # removed, or a rewritten slot holding a new id
+            if added:
+                new = slots[~np.isin(slots, delta)]
+                if new.size:
+                    self._state = (graph, np.concatenate([delta, new]))
+            else:
+                keep = ~np.isin(delta, slots)
+                self._state = (graph, delta if keep.all() else delta[keep])
             self._drop_if_stale(graph)
 
     def _drop_if_stale(self, graph) -> None:
@@ -330,13 +359,13 @@ class NNDescentIndex:
             graph.n_dead = int(np.count_nonzero(graph.dead))
 
     def needs_rebuild(self) -> bool:
-        """Whether a build is due: the first one (enough live entries) or a rebuild.
+        """Whether a full build is due.
 
         Returns
         -------
         bool
-            True when there is no graph and at least ``min_build`` live entries, or
-            the delta or the tombstones passed ``rebuild_fraction`` of the graph.
+            True without a graph (and enough entries), or with a delta or
+            tombstones past ``rebuild_fraction`` of the graph's rows.
         """
         graph, delta = self._state
         if graph is None:
@@ -344,18 +373,342 @@ class NNDescentIndex:
         limit = self.rebuild_fraction * graph.rows.shape[0]
         return graph.n_dead > limit or delta.shape[0] > limit
 
-    def maybe_rebuild(self) -> bool:
-        """Start a rebuild if the delta or the tombstones passed ``rebuild_fraction``.
+    def needs_update(self) -> bool:
+        """Whether :meth:`maintain` is due.
 
         Returns
         -------
         bool
-            Whether a build was started (none after 3 failed ones in a row).
+            True when the delta or the tombstones hold at least ``LINK_SHARE``
+            of the graph's rows (and ``LINK_MIN``) but no full build is due.
         """
+        graph, delta = self._state
+        if graph is None or not self.incremental or self.needs_rebuild():
+            return False
+        limit = max(LINK_MIN, LINK_SHARE * graph.rows.shape[0])
+        return graph.n_dead >= limit or delta.shape[0] >= limit
+
+    def maybe_rebuild(self) -> bool:
+        """Keep the graph current.
+
+        Links and repairs in place (:meth:`maintain`) when :meth:`needs_update`,
+        or starts a full rebuild when :meth:`needs_rebuild` (unless one runs or
+        three failed in a row).
+
+        Returns
+        -------
+        bool
+            True if a full rebuild was started.
+        """
+        if self.needs_update():
+            self.maintain()
+            return False
         if self.building or self._failures >= 3 or not self.needs_rebuild():
             return False
         self.rebuild(block=not self.background)
         return True
+
+    def clear_failures(self) -> None:
+        """Forget failed builds: automatic rebuilds resume.
+
+        After three failures in a row automatic rebuilds stop; an explicit
+        rebuild request (``DreamPool.rebuild_index``) calls this.
+
+        Returns
+        -------
+        None
+            Automatic rebuilds may start again.
+        """
+        self._failures = 0
+
+    # ------------------------------------------------------------ incremental updates
+    def maintain(self) -> bool:
+        """Link the delta into the graph and drop the tombstoned rows now.
+
+        New entries are linked in chunks of ``LINK_CHUNK``: each one's
+        candidates are its walk results on the graph (``2 * n_neighbors`` of
+        them) and its nearest entries of the chunk (exact); its out-links are
+        chosen with hnswlib's heuristic and the reverse edges added within the
+        degree bound. A dropped row's in-neighbours are reconnected to its
+        out-neighbours; a dropped entry of the entry layer is replaced by one
+        of its out-neighbours (:func:`~dreamjit.kernels.graph.graph_update`,
+        :func:`~dreamjit.kernels.entry_layer.remap_entries`). pynndescent is
+        not used. The owner's write lock must be held (a pool's adds do).
+
+        Returns
+        -------
+        bool
+            True if the graph changed.
+        """
+        with self._lock:
+            graph, delta = self._state
+            if graph is None or (delta.shape[0] == 0 and graph.n_dead == 0):
+                return False
+            t0 = time.perf_counter()
+            new = np.sort(delta)
+            n_dead = graph.n_dead
+            start = 0
+            while True:
+                chunk = new[start : start + LINK_CHUNK]
+                graph = self._updated(graph, chunk)
+                start += LINK_CHUNK
+                if graph is None or start >= new.shape[0]:
+                    break
+            if graph is None or graph.rows.shape[0] < self.min_build:
+                logger.info("NN-descent graph too small after an update: dropped")
+                self._state = (None, _EMPTY_I)
+                return True
+            self._state = (graph, _EMPTY_I)
+            self.linked += int(new.shape[0])
+            self.repaired += int(n_dead)
+            logger.debug(
+                "NN-descent graph updated in %.3f s: %d linked, %d dropped, %d rows",
+                time.perf_counter() - t0,
+                new.shape[0],
+                n_dead,
+                graph.rows.shape[0],
+            )
+            return True
+
+    def _updated(self, graph, chunk):
+        """``graph`` without its dead rows and with ``chunk`` (slots) linked in."""
+        store = self._store
+        X = store.embeddings
+        width = 2 * self.n_neighbors
+        if chunk.shape[0]:
+            Q = np.ascontiguousarray(X[chunk])
+            walk, _, _ = ann_search_batch(
+                X,
+                graph.walk,
+                store.alive,
+                _EMPTY_I,
+                Q,
+                width,
+                max(width, self.min_ef),
+                self.epsilon,
+                self.n_seeds,
+            )
+            # the chunk's own nearest entries: an exact scan of the chunk's rows only
+            mine, _ = topk_dot_batch(
+                Q,
+                Q,
+                np.ones(chunk.shape[0], dtype=np.bool_),
+                min(self.n_neighbors + 1, chunk.shape[0]),
+            )
+            mine = np.where(mine >= 0, chunk[np.maximum(mine, 0)], -1)
+            cand = np.ascontiguousarray(np.concatenate([walk, mine], axis=1))
+        else:
+            cand = np.empty((0, width), dtype=np.int64)
+        rows, indptr, indices, mapping = graph_update(
+            X,
+            graph.rows,
+            graph.indptr,
+            graph.indices,
+            graph.dead,
+            chunk,
+            cand,
+            self.n_neighbors,
+            self.max_degree,
+        )
+        n = rows.shape[0]
+        if n == 0:
+            return None
+        entries = remap_entries(graph.entries, mapping, graph.indptr, graph.indices, n)
+        if entries.shape[0] > max(n // ENTRY_SHARE, 1):  # the byte bound
+            entries = entries[:: -(-entries.shape[0] // max(n // ENTRY_SHARE, 1))]
+        if entries.shape[0] == 0:
+            entries = np.zeros(1, dtype=np.int64)
+        block = quantize_block(np.ascontiguousarray(X[rows[entries]]))
+        return _Graph(
+            rows,
+            indptr,
+            indices,
+            entries,
+            block,
+            np.zeros(n, dtype=np.bool_),
+            graph.n_components,
+            graph.info,
+        )
+
+    # ------------------------------------------------------------ export / import
+    def settings(self) -> dict:
+        """The settings a graph is built with (a saved graph is adopted only with equal ones).
+
+        Returns
+        -------
+        dict
+            ``n_neighbors``, ``max_degree``, ``seed`` and ``graph`` (the kind).
+        """
+        return {
+            "n_neighbors": self.n_neighbors,
+            "max_degree": self.max_degree,
+            "seed": self.seed,
+            "graph": self.graph_kind,
+        }
+
+    def graph_arrays(self):
+        """The search graph as plain arrays keyed by entry id, or None without a graph.
+
+        Tombstoned rows are dropped (and repaired) first, in this index too.
+        Entries still in the delta are not in the graph: an index adopting
+        these arrays puts them in its delta.
+
+        Returns
+        -------
+        dict or None
+            ``ids`` (n,) int64: the entry id of each row (ascending slots);
+            ``indptr`` (n + 1,) int64 and ``indices`` (E,) int32: the CSR
+            graph; ``entries`` (e,) int64: rows of the entry layer, ascending;
+            ``block`` (d, e) int8: their quantised vectors; and the numbers
+            ``n_components`` and ``settings`` (:meth:`settings`).
+        """
+        self._poll()
+        with self._lock:
+            graph, delta = self._state
+            if graph is not None and graph.n_dead:
+                graph = self._updated(graph, _EMPTY_I)
+                self._state = (None, _EMPTY_I) if graph is None else (graph, delta)
+            if graph is None:
+                return None
+            return {
+                "ids": self._store.ids[graph.rows].astype(np.int64),
+                "indptr": graph.indptr,
+                "indices": graph.indices,
+                "entries": graph.entries,
+                "block": graph.block,
+                "n_components": int(graph.n_components),
+                "settings": self.settings(),
+            }
+
+    @staticmethod
+    def check_graph_arrays(arrays, n_entries, dim) -> None:
+        """Refuse graph arrays that are not a well-formed graph over ``n_entries`` rows.
+
+        Parameters
+        ----------
+        arrays : dict
+            As :meth:`graph_arrays` returns (``settings`` may be missing).
+        n_entries : int
+            Entries the rows may refer to (ids are checked by the caller).
+        dim : int
+            Embedding dimension (rows of ``block``).
+
+        Returns
+        -------
+        None
+            The arrays passed every check.
+
+        Raises
+        ------
+        IndexCorruptedError
+            Naming the array and what was wrong.
+        """
+
+        def bad(name, value, expected):
+            raise IndexCorruptedError(f"graph {name}", value, expected)
+
+        ids, indptr = arrays["ids"], arrays["indptr"]
+        indices, entries, block = arrays["indices"], arrays["entries"], arrays["block"]
+        for name, arr, dt, nd in (
+            ("ids", ids, np.int64, 1),
+            ("indptr", indptr, np.int64, 1),
+            ("indices", indices, np.int32, 1),
+            ("entries", entries, np.int64, 1),
+            ("block", block, np.int8, 2),
+        ):
+            if not isinstance(arr, np.ndarray) or arr.dtype != dt or arr.ndim != nd:
+                bad(name, getattr(arr, "dtype", type(arr)), f"a {nd}-d {np.dtype(dt)} array")
+        n = ids.shape[0]
+        if n < 1 or n > n_entries:
+            bad("ids", n, f"1 to {n_entries} rows")
+        if n > 1 and not (np.diff(np.sort(ids)) > 0).all():
+            bad("ids", "repeated", "unique ids")
+        if indptr.shape[0] != n + 1 or indptr[0] != 0 or indptr[-1] != indices.shape[0]:
+            bad("indptr", indptr.shape, f"{n + 1} offsets from 0 to {indices.shape[0]}")
+        if n and (np.diff(indptr) < 0).any():
+            bad("indptr", "decreasing", "non-decreasing offsets")
+        if indices.size and (indices.min() < 0 or indices.max() >= n):
+            bad("indices", (int(indices.min()), int(indices.max())), f"rows in [0, {n})")
+        e = entries.shape[0]
+        if e < 1 or entries.min() < 0 or entries.max() >= n or (np.diff(entries) <= 0).any():
+            bad("entries", e, f"at least one ascending unique row in [0, {n})")
+        if block.shape != (dim, e):
+            bad("block", block.shape, f"shape ({dim}, {e})")
+        nc = arrays.get("n_components", 1)
+        if type(nc) is not int or not 1 <= nc <= n:
+            bad("n_components", nc, f"an integer in [1, {n}]")
+
+    def from_graph_arrays(self, arrays) -> None:
+        """Use a graph exported by :meth:`graph_arrays` (e.g. saved with a pool).
+
+        Rows whose id is no longer live become tombstones; live entries not
+        in the graph go to the delta (and are linked by the next update).
+
+        Parameters
+        ----------
+        arrays : dict
+            As :meth:`graph_arrays` returns.
+
+        Returns
+        -------
+        None
+            The graph is in use (or, once its gone rows are dropped, too small: none).
+
+        Raises
+        ------
+        IndexCorruptedError
+            The arrays are not a well-formed graph (:meth:`check_graph_arrays`).
+        InvalidParameterError
+            ``arrays["settings"]`` differ from this index's (:meth:`settings`).
+        """
+        store = self._store
+        live = np.flatnonzero(store.alive)
+        self.check_graph_arrays(arrays, max(int(store.ids.shape[0]), 1), store.embeddings.shape[1])
+        settings = arrays.get("settings")
+        if settings is not None and settings != self.settings():
+            raise InvalidParameterError(
+                "arrays", settings, f"a graph built with this index's settings {self.settings()}"
+            )
+        live_ids = store.ids[live]
+        order = np.argsort(live_ids, kind="stable")
+        pos = np.searchsorted(live_ids[order], arrays["ids"])
+        pos = np.minimum(pos, max(live.shape[0] - 1, 0))
+        found = live.shape[0] > 0
+        hit = (live_ids[order][pos] == arrays["ids"]) if found else np.zeros(0, bool)
+        n = arrays["ids"].shape[0]
+        slots = np.where(hit, live[order][pos], -1).astype(np.int64)
+        # a row whose entry is gone gets a placeholder slot past the store (dropped below)
+        slots[~hit] = store.ids.shape[0] + np.arange(int(np.count_nonzero(~hit)))
+        indptr, indices = arrays["indptr"], arrays["indices"]
+        entries, block = arrays["entries"], arrays["block"]
+        if n > 1 and not (np.diff(slots) > 0).all():  # rows go in ascending slot order
+            perm = np.argsort(slots, kind="stable")
+            rank = np.empty(n, dtype=np.int64)
+            rank[perm] = np.arange(n)
+            width = int(np.diff(indptr).max()) if n else 0
+            indptr, indices = relabel_csr(indptr, indices, rank, width)
+            eo = np.argsort(rank[entries], kind="stable")
+            entries, block = rank[entries][eo], np.ascontiguousarray(block[:, eo])
+            slots = slots[perm]
+        dead = slots >= store.ids.shape[0]
+        graph = _Graph(
+            slots,
+            np.ascontiguousarray(indptr, dtype=np.int64),
+            np.ascontiguousarray(indices, dtype=np.int32),
+            np.ascontiguousarray(entries, dtype=np.int64),
+            np.ascontiguousarray(block),
+            dead,
+            arrays.get("n_components", 1),
+            {"adopted": True},
+        )
+        with self._lock:
+            if dead.any():  # rows of entries gone since: dropped before any walk reads them
+                graph = self._updated(graph, _EMPTY_I)
+            if graph is None or graph.rows.shape[0] < self.min_build:
+                self._state = (None, _EMPTY_I)
+                return
+            delta = np.setdiff1d(live, graph.rows, assume_unique=True).astype(np.int64)
+            self._state = (graph, delta)
 
     def refuse(self) -> None:
         """The owner cannot hold the graph (memory): drop it; counts as a failed build
@@ -606,6 +959,8 @@ class NNDescentIndex:
                 run = self._start(self._asked)
         if run is not None:
             run()
+        elif auto and self.needs_update():
+            self.maintain()
 
     def _poll(self) -> None:
         """Standalone index: install a finished build, in the caller's thread."""
@@ -726,20 +1081,7 @@ class NNDescentIndex:
         ):
             return exact_topk(store, q, m, k)
         idx, sc = ann_search(
-            store.embeddings,
-            graph.rows,
-            graph.indptr,
-            graph.indices,
-            graph.dead,
-            m,
-            graph.entries,
-            graph.block,
-            delta,
-            q,
-            k,
-            self._ef(k),
-            self.epsilon,
-            self.n_seeds,
+            store.embeddings, graph.walk, m, delta, q, k, self._ef(k), self.epsilon, self.n_seeds
         )
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
@@ -777,20 +1119,7 @@ class NNDescentIndex:
         ):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(
-            store.embeddings,
-            graph.rows,
-            graph.indptr,
-            graph.indices,
-            graph.dead,
-            m,
-            graph.entries,
-            graph.block,
-            delta,
-            Q,
-            k,
-            self._ef(k),
-            self.epsilon,
-            self.n_seeds,
+            store.embeddings, graph.walk, m, delta, Q, k, self._ef(k), self.epsilon, self.n_seeds
         )
         for t in np.flatnonzero(counts < k):
             i, s = topk_dot(store.embeddings, Q[t], m, k)

@@ -169,3 +169,8 @@ class _Graph:
     @property
     def arrays(self):
         return (self.rows, self.indptr, self.indices, self.entries, self.block, self.dead)
+
+    @property
+    def walk(self):
+        """The graph argument of :func:`~dreamjit.kernels.graph.ann_search`."""
+        return (self.rows, self.indptr, self.indices, self.dead, self.entries, self.block)

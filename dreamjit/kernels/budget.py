@@ -13,16 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel
-from .heap import heap_offer, sift_down
-
-
-@kernel
-def _pop(hs, hi, size):
-    """Remove the root of the heap ``hs[:size]``/``hi[:size]``; return the new size."""
-    size -= 1
-    if size > 0:
-        sift_down(hs, hi, size, 0, hs[size], hi[size])
-    return size
+from .heap import heap_offer
+from .heap import heap_pop as _pop
 
 
 @kernel

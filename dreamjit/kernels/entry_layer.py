@@ -21,6 +21,7 @@ __all__ = [
     "component_representatives",
     "cover_entries",
     "graph_components",
+    "remap_entries",
 ]
 
 
@@ -242,3 +243,50 @@ def add_edges(indptr, indices, src, dst):
                 m += 1
         deg[u + 1] = m - start
     return np.cumsum(deg), out[:m].copy()
+
+
+@kernel
+def remap_entries(entries, mapping, indptr, indices, n_rows):
+    """The entry layer after :func:`~dreamjit.kernels.graph.graph_update` renumbered the rows.
+
+    A kept entry takes its new number (``mapping``, -1 = dropped); a dropped
+    one is replaced by its first kept out-neighbour that is no entry yet (so
+    its part of the graph keeps a way in), or left out when it has none.
+
+    Parameters
+    ----------
+    entries : (E,) int64
+        Old rows of the entry layer.
+    mapping : (n,) int64
+        New row of each old row (-1: dropped).
+    indptr, indices
+        The old graph (CSR).
+    n_rows : int
+        Rows of the new graph.
+
+    Returns
+    -------
+    (E',) int64
+        The new entries, ascending and unique.
+    """
+    taken = np.zeros(n_rows, dtype=np.bool_)
+    out = np.empty(entries.shape[0], dtype=np.int64)
+    m = 0
+    for t in range(entries.shape[0]):
+        r = mapping[entries[t]]
+        if r >= 0 and not taken[r]:
+            taken[r] = True
+            out[m] = r
+            m += 1
+    for t in range(entries.shape[0]):
+        e = entries[t]
+        if mapping[e] >= 0:
+            continue
+        for f in range(indptr[e], indptr[e + 1]):
+            r = mapping[indices[f]]
+            if r >= 0 and not taken[r]:
+                taken[r] = True
+                out[m] = r
+                m += 1
+                break
+    return np.sort(out[:m])

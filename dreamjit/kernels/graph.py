@@ -26,106 +26,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange, prefetch
+from ._jit import kernel, nav_kernel, parallel_kernel, prange, prefetch
 from .cosine import dot64
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
+from .heap import heap_pop, heap_push
 
 __all__ = [
     "ann_search",
     "ann_search_batch",
+    "graph_update",
     "knn_to_csr",
     "quantize_block",
     "relabel_csr",
+    "select_links",
     "tombstones",
 ]
 
 
 @kernel
 def _score_slots(X, slots, m, q64, out):
-    """``out[t] = dot(X[slots[t]], q)`` for t < m; four rows at a time (same sums as ``dot64``).
-
-    Four independent float64 chains overlap their adds instead of stalling on
-    each one, about 3x faster than one row at a time; each chain still sums
-    in plain order, so the scores are bit-identical to ``dot64``.
-    """
-    d = q64.shape[0]
-    t = 0
-    while t + 4 <= m:
-        x0 = X[slots[t]]
-        x1 = X[slots[t + 1]]
-        x2 = X[slots[t + 2]]
-        x3 = X[slots[t + 3]]
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        for j in range(d):
-            qj = q64[j]
-            s0 += np.float64(x0[j]) * qj
-            s1 += np.float64(x1[j]) * qj
-            s2 += np.float64(x2[j]) * qj
-            s3 += np.float64(x3[j]) * qj
-        out[t] = s0
-        out[t + 1] = s1
-        out[t + 2] = s2
-        out[t + 3] = s3
-        t += 4
-    while t < m:
+    """``out[t] = dot64(X[slots[t]], q64)`` for t < m (the exact scores of the delta)."""
+    for t in range(m):
         out[t] = dot64(X[slots[t]], q64)
-        t += 1
-
-
-# --------------------------------------------------------- "best-first" candidates
-# cs/ci: a max-heap by score (the candidate to expand next at the root); grows.
-
-
-@inline_kernel
-def _cand_push(cs, ci, size, s, i):
-    if size == cs.shape[0]:
-        ncs = np.empty(2 * size, dtype=cs.dtype)
-        nci = np.empty(2 * size, dtype=ci.dtype)
-        ncs[:size] = cs[:size]
-        nci[:size] = ci[:size]
-        cs = ncs
-        ci = nci
-    pos = size
-    while pos > 0:
-        parent = (pos - 1) // 2
-        if cs[parent] < s:
-            cs[pos] = cs[parent]
-            ci[pos] = ci[parent]
-            pos = parent
-        else:
-            break
-    cs[pos] = s
-    ci[pos] = i
-    return cs, ci, size + 1
-
-
-@inline_kernel
-def _cand_pop(cs, ci, size):
-    """Remove the root; return the new size (the caller read ``cs[0], ci[0]`` first)."""
-    size -= 1
-    if size > 0:
-        s = cs[size]
-        i = ci[size]
-        pos = 0
-        while True:
-            c = 2 * pos + 1
-            if c >= size:
-                break
-            if c + 1 < size and cs[c + 1] > cs[c]:
-                c += 1
-            if cs[c] > s:
-                cs[pos] = cs[c]
-                ci[pos] = ci[c]
-                pos = c
-            else:
-                break
-        cs[pos] = s
-        ci[pos] = i
-    return size
 
 
 # ------------------------------------------------------------------- one query
@@ -201,25 +124,10 @@ def _scan_block(block, q16, out):
 
 
 @kernel
-def _walk_into(
-    X,
-    rows,
-    indptr,
-    indices,
-    dead,
-    mask,
-    entries,
-    block,
-    delta,
-    q,
-    k,
-    ef,
-    epsilon,
-    n_seeds,
-    out_i,
-    out_s,
-):
+def _walk_into(X, graph, mask, delta, q, k, ef, epsilon, n_seeds, out_i, out_s):
     """Graph + delta top-k of one query into ``out_i``/``out_s`` (length k); returns the count.
+
+    ``graph`` is the tuple ``(rows, indptr, indices, dead, entries, block)``.
 
     1. Score every entry of the layer (the contiguous int8 block, int32
        sums) and seed the walk with the best ``n_seeds``.
@@ -230,6 +138,7 @@ def _walk_into(
     3. Re-score the kept rows and the masked delta exactly (float64, plain
        order, as the exact index does) and return the best ``k``.
     """
+    rows, indptr, indices, dead, entries, block = graph
     n = rows.shape[0]
     d = q.shape[0]
     q64 = np.empty(d, dtype=np.float64)
@@ -265,13 +174,14 @@ def _walk_into(
         ri = np.empty(ef, dtype=np.int64)
         rsize = 0
         bits = np.zeros((n >> 3) + 1, dtype=np.uint8)  # visited rows
+        # candidates: a best-first queue (heap.py's order on negated scores, root = best)
         cs = np.empty(max(64, 2 * ef), dtype=np.float32)
         ci = np.empty(cs.shape[0], dtype=np.int64)
         csize = 0
         for t in range(ssize):
             r = si[t]
             bits[r >> 3] |= np.uint8(1 << (r & 7))
-            cs, ci, csize = _cand_push(cs, ci, csize, seed_sc[t], r)
+            cs, ci, csize = heap_push(cs, ci, csize, -seed_sc[t], r)
             if not dead[r] and mask[sslot[t]]:
                 rsize = _offer(rs, ri, rsize, seed_sc[t], r)
         # 2. best-first walk
@@ -279,9 +189,9 @@ def _walk_into(
         sbuf = np.empty(64, dtype=np.int64)
         sc = np.empty(64, dtype=np.float32)
         while csize > 0:
-            s = cs[0]
+            s = -cs[0]
             r = ci[0]
-            csize = _cand_pop(cs, ci, csize)
+            csize = heap_pop(cs, ci, csize)
             if rsize == ef and one - s > scale * (one - rs[0]):
                 break
             lo = indptr[r]
@@ -311,7 +221,7 @@ def _walk_into(
                 sv = sc[t]
                 if rsize < ef or one - sv <= scale * (one - rs[0]):
                     v = buf[t]
-                    cs, ci, csize = _cand_push(cs, ci, csize, sv, v)
+                    cs, ci, csize = heap_push(cs, ci, csize, -sv, v)
                     if (rsize < ef or sv >= rs[0]) and not dead[v] and mask[sbuf[t]]:
                         rsize = _offer(rs, ri, rsize, sv, v)
         # 3. exact scores of the kept rows
@@ -338,41 +248,21 @@ def _walk_into(
 
 
 @kernel
-def ann_search(
-    X, rows, indptr, indices, dead, mask, entries, block, delta, q, k, ef, epsilon, n_seeds
-):
+def ann_search(X, graph, mask, delta, q, k, ef, epsilon, n_seeds):
     """Top-k slots of one query: ``(slots int64, scores float32)``, best first.
 
-    Fewer than ``k`` come back when the walk and the delta hold fewer valid
-    entries; the caller then falls back to an exact scan.
+    ``graph`` is ``(rows, indptr, indices, dead, entries, block)`` (see the
+    module notes). Fewer than ``k`` come back when the walk and the delta hold
+    fewer valid entries; the caller then falls back to an exact scan.
     """
     out_i = np.empty(k, dtype=np.int64)
     out_s = np.empty(k, dtype=np.float32)
-    m = _walk_into(
-        X,
-        rows,
-        indptr,
-        indices,
-        dead,
-        mask,
-        entries,
-        block,
-        delta,
-        q,
-        k,
-        ef,
-        epsilon,
-        n_seeds,
-        out_i,
-        out_s,
-    )
+    m = _walk_into(X, graph, mask, delta, q, k, ef, epsilon, n_seeds, out_i, out_s)
     return out_i[:m].copy(), out_s[:m].copy()
 
 
-@parallel_kernel(size_arg=9)
-def ann_search_batch(
-    X, rows, indptr, indices, dead, mask, entries, block, delta, Q, k, ef, epsilon, n_seeds
-):
+@parallel_kernel(size_arg=4)
+def ann_search_batch(X, graph, mask, delta, Q, k, ef, epsilon, n_seeds):
     """:func:`ann_search` per row of ``Q``; ``(m, k)`` padded with -1 / -inf, plus counts."""
     m = Q.shape[0]
     out_i = np.full((m, k), -1, dtype=np.int64)
@@ -380,22 +270,7 @@ def ann_search_batch(
     counts = np.zeros(m, dtype=np.int64)
     for t in prange(m):
         counts[t] = _walk_into(
-            X,
-            rows,
-            indptr,
-            indices,
-            dead,
-            mask,
-            entries,
-            block,
-            delta,
-            Q[t],
-            k,
-            ef,
-            epsilon,
-            n_seeds,
-            out_i[t],
-            out_s[t],
+            X, graph, mask, delta, Q[t], k, ef, epsilon, n_seeds, out_i[t], out_s[t]
         )
     return out_i, out_s, counts
 
@@ -497,3 +372,291 @@ def knn_to_csr(nbrs, dists, max_degree):
         for t in range(deg[u + 1]):
             idx[ptr[u] + t] = out_idx[u * max_degree + t]
     return ptr, idx
+
+
+# ------------------------------------------------------- incremental maintenance
+# Between full builds the graph is kept current by :func:`graph_update`: removed
+# rows are dropped and their in-neighbours reconnected to their out-neighbours,
+# new entries are linked both ways. Every score here is ``dot64`` (plain-order
+# float64), and every choice breaks ties to the lower row, so the result is
+# deterministic (tests/test_graph_update.py holds the slow reference).
+
+
+@kernel
+def select_links(X, slot, cand, n_links):
+    """The out-links of a new entry at ``slot`` from candidate slots ``cand``
+    (-1 = none): hnswlib's heuristic, then the closest others up to ``n_links``.
+
+    Candidates go closest first (ties to the lower slot; duplicates and
+    ``slot`` itself dropped). The heuristic keeps a candidate only if it is
+    no closer to an already kept one than to the new entry, which keeps
+    edges pointing in different directions (towards other clusters too);
+    the remaining room is then filled with the closest candidates left.
+
+    Parameters
+    ----------
+    X : (cap, d) float32
+        The store's unit rows.
+    slot : int
+        The new entry.
+    cand : (L,) int64
+        Candidate slots, -1 for none.
+    n_links : int
+        Most links chosen.
+
+    Returns
+    -------
+    (m,) int64
+        The chosen slots, heuristic ones first (``m <= n_links``).
+    """
+    m = 0
+    c = np.empty(cand.shape[0], dtype=np.int64)
+    for t in range(cand.shape[0]):
+        if cand[t] >= 0 and cand[t] != slot:
+            c[m] = cand[t]
+            m += 1
+    c = np.unique(c[:m])  # ascending slots: the stable sort below breaks ties to the lower
+    m = c.shape[0]
+    sc = np.empty(m, dtype=np.float64)
+    for t in range(m):
+        sc[t] = dot64(X[c[t]], X[slot])
+    order = np.argsort(-sc, kind="mergesort")
+    out = np.empty(min(n_links, m), dtype=np.int64)
+    used = np.zeros(m, dtype=np.bool_)
+    n = 0
+    for t in range(m):
+        if n == out.shape[0]:
+            break
+        a = order[t]
+        good = True
+        for u in range(n):
+            if dot64(X[c[a]], X[out[u]]) > sc[a]:
+                good = False
+                break
+        if good:
+            out[n] = c[a]
+            used[a] = True
+            n += 1
+    for t in range(m):
+        if n == out.shape[0]:
+            break
+        a = order[t]
+        if not used[a]:
+            out[n] = c[a]
+            n += 1
+    return out
+
+
+@kernel
+def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree):
+    """Drop the ``dead`` rows and link ``new_slots`` into a CSR search graph.
+
+    Parameters
+    ----------
+    X : (cap, d) float32
+        The store's unit rows.
+    rows, indptr, indices, dead
+        The graph: ascending slots, CSR, tombstones.
+    new_slots : (B,) int64
+        Ascending slots not live in the graph.
+    cand : (B, L) int64
+        Candidate slots of each new entry (-1 = none; e.g. its walk results
+        and its nearest new entries).
+    n_links, max_degree : int
+        Out-links chosen per new entry; the degree bound of a changed row.
+
+    Steps:
+
+    1. Rows: the live old rows and the new slots, ascending (``mapping``
+       gives each old row's new number, -1 if dropped).
+    2. Each new entry's out-links: :func:`select_links` (``n_links``).
+    3. Proposals per row: its live out-neighbours; for each dead
+       out-neighbour, that one's live out-neighbours (the repair); for a
+       new entry's link to ``p``, the reverse edge ``p -> new``.
+    4. A row whose proposals add nothing keeps its list. Otherwise its
+       candidates (deduplicated, self dropped) are kept all if at most
+       ``max(max_degree, old degree)``, else the ``max_degree`` closest
+       (ties to the lower row), closest first.
+    5. A new entry that no row links to yet replaces the farthest out-link
+       of its first chosen neighbour, so every new entry is reachable.
+
+    Returns
+    -------
+    rows : (n2,) int64
+        Ascending slots of the new graph.
+    indptr, indices : int64, int32
+        Its CSR.
+    mapping : (n,) int64
+        The new row of each old row, -1 for a dropped one.
+    """
+    n = rows.shape[0]
+    B = new_slots.shape[0]
+    # 1. the new rows
+    n_keep = 0
+    for r in range(n):
+        if not dead[r]:
+            n_keep += 1
+    n2 = n_keep + B
+    new_rows = np.empty(n2, dtype=np.int64)
+    mapping = np.full(n, -1, dtype=np.int64)
+    is_new = np.zeros(n2, dtype=np.bool_)
+    a = 0
+    b = 0
+    r = 0
+    while a < n or b < B:  # merge: live old rows and new slots, ascending
+        while a < n and dead[a]:
+            a += 1
+        if a >= n and b >= B:
+            break
+        if b >= B or (a < n and rows[a] < new_slots[b]):
+            new_rows[r] = rows[a]
+            mapping[a] = r
+            a += 1
+        else:
+            new_rows[r] = new_slots[b]
+            is_new[r] = True
+            b += 1
+        r += 1
+    # 2. out-links of the new entries (new row numbers)
+    links = np.full((B, n_links), -1, dtype=np.int64)
+    for t in range(B):
+        chosen = select_links(X, new_slots[t], cand[t], n_links)
+        for u in range(chosen.shape[0]):
+            links[t, u] = np.searchsorted(new_rows, chosen[u])
+    # 3. proposals: count, then fill (CSR by new row)
+    grow = np.zeros(n2, dtype=np.bool_)  # rows that gain a proposal
+    cnt = np.zeros(n2 + 1, dtype=np.int64)
+    old_deg = np.zeros(n2, dtype=np.int64)
+    for u in range(n):
+        ru = mapping[u]
+        if ru < 0:
+            continue
+        old_deg[ru] = indptr[u + 1] - indptr[u]
+        for e in range(indptr[u], indptr[u + 1]):
+            v = indices[e]
+            if not dead[v]:
+                cnt[ru + 1] += 1
+            else:
+                for f in range(indptr[v], indptr[v + 1]):
+                    if mapping[indices[f]] >= 0:
+                        cnt[ru + 1] += 1
+                        grow[ru] = True
+    new_pos = np.empty(B, dtype=np.int64)
+    for t in range(B):
+        new_pos[t] = np.searchsorted(new_rows, new_slots[t])
+        rt = new_pos[t]
+        grow[rt] = True
+        for u in range(n_links):
+            p = links[t, u]
+            if p >= 0:
+                cnt[rt + 1] += 1
+                cnt[p + 1] += 1
+                grow[p] = True
+    ptr = np.cumsum(cnt)
+    prop = np.empty(ptr[n2], dtype=np.int64)
+    fill = ptr[:n2].copy()
+    for u in range(n):
+        ru = mapping[u]
+        if ru < 0:
+            continue
+        for e in range(indptr[u], indptr[u + 1]):
+            v = indices[e]
+            if not dead[v]:
+                prop[fill[ru]] = mapping[v]
+                fill[ru] += 1
+            else:
+                for f in range(indptr[v], indptr[v + 1]):
+                    w = mapping[indices[f]]
+                    if w >= 0:
+                        prop[fill[ru]] = w
+                        fill[ru] += 1
+    for t in range(B):
+        rt = new_pos[t]
+        for u in range(n_links):
+            p = links[t, u]
+            if p >= 0:
+                prop[fill[rt]] = p
+                fill[rt] += 1
+                prop[fill[p]] = rt
+                fill[p] += 1
+    # 4. each row's list
+    width = max_degree
+    for q in range(n2):
+        width = max(width, old_deg[q])
+    out = np.empty((n2, width), dtype=np.int32)
+    deg = np.zeros(n2, dtype=np.int64)
+    stamp = np.full(n2, -1, dtype=np.int64)
+    for q in range(n2):
+        lo = ptr[q]
+        hi = ptr[q + 1]
+        if not grow[q]:  # nothing new: the live out-neighbours, in their order
+            for e in range(lo, hi):
+                out[q, deg[q]] = prop[e]
+                deg[q] += 1
+            continue
+        c = np.empty(hi - lo, dtype=np.int64)
+        m = 0
+        for e in range(lo, hi):
+            v = prop[e]
+            if v != q and stamp[v] != q:
+                stamp[v] = q
+                c[m] = v
+                m += 1
+        c = np.sort(c[:m])
+        cap = max(max_degree, old_deg[q])
+        if m <= cap:
+            for t in range(m):
+                out[q, t] = c[t]
+            deg[q] = m
+            continue
+        sc = np.empty(m, dtype=np.float64)
+        xq = X[new_rows[q]]
+        for t in range(m):
+            sc[t] = dot64(X[new_rows[c[t]]], xq)
+        order = np.argsort(-sc, kind="mergesort")
+        for t in range(max_degree):
+            out[q, t] = c[order[t]]
+        deg[q] = max_degree
+    # 5. every new entry reachable
+    indeg = np.zeros(n2, dtype=np.int64)
+    for q in range(n2):
+        for t in range(deg[q]):
+            v = out[q, t]
+            if is_new[v]:
+                indeg[v] += 1
+    for t in range(B):
+        rt = new_pos[t]
+        p = links[t, 0]
+        if indeg[rt] > 0 or p < 0:
+            continue
+        xp = X[new_rows[p]]
+        worst = -1
+        ws = np.inf
+        for u in range(deg[p]):
+            v = out[p, u]
+            if is_new[v] and indeg[v] <= 1:
+                continue  # its only way in
+            s = dot64(X[new_rows[v]], xp)
+            if worst < 0 or s < ws or (s == ws and v > out[p, worst]):
+                ws = s
+                worst = u
+        if worst < 0:
+            if deg[p] < width:
+                worst = deg[p]
+                deg[p] += 1
+            else:
+                continue
+        else:
+            old = out[p, worst]
+            if is_new[old]:
+                indeg[old] -= 1
+        out[p, worst] = rt
+        indeg[rt] += 1
+    new_ptr = np.zeros(n2 + 1, dtype=np.int64)
+    for q in range(n2):
+        new_ptr[q + 1] = new_ptr[q] + deg[q]
+    new_idx = np.empty(new_ptr[n2], dtype=np.int32)
+    for q in range(n2):
+        for t in range(deg[q]):
+            new_idx[new_ptr[q] + t] = out[q, t]
+    return new_rows, new_ptr, new_idx, mapping

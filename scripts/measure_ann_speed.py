@@ -1,0 +1,112 @@
+"""ANN against the pool's exact path, side by side (not a unit test).
+
+Usage::
+
+    python scripts/measure_ann_speed.py [--sizes 100000] [--data mixture,clusters] [--rounds 7]
+        [--cache DIR]
+
+For each size and data set (``mixture``: compare.py's 100-centre mixture;
+``clusters``: asv's ``cluster_mixture`` with ``n / 100`` clusters), one pool
+answers through its NN-descent graph and one (same entries) exactly. Timed
+interleaved with ``asv_bench/compare_data.race`` (median of rounds, one call
+at a time): ``retrieve_soft`` (similarity-only weights, k=10) on both pools,
+and the index searches alone (k=10 and k=40, the pool's candidate count).
+Recall@10 against the exact top-10 (index, and pool ids).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "asv_bench"))
+import dreamjit as dj  # noqa: E402
+
+from compare_data import _mixture, _recall, _truth, race  # noqa: E402
+
+spec = importlib.util.spec_from_file_location(
+    "_bench_common", os.path.join(ROOT, "asv_bench", "benchmarks", "common.py")
+)
+common = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(common)
+
+SIM = dj.RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0)
+CACHE = None  # --cache DIR: graphs saved there are reused (no pynndescent run)
+
+
+def one(n, data, rounds):
+    if data == "mixture":
+        X, Q = _mixture(n), _mixture(1000, stream=2)
+    else:
+        X = common.cluster_mixture(n, n // 100)
+        Q = common.cluster_mixture(1000, n // 100, stream=2)
+    cache = os.path.join(CACHE, f"graph-{data}-{n}.npz") if CACHE else None
+    graph = None
+    if cache and os.path.exists(cache):  # a graph built by an earlier run (public import)
+        with np.load(cache) as f:
+            graph = {k: f[k] for k in f.files if k not in ("n_components", "settings")}
+            graph["n_components"] = int(f["n_components"])
+            graph["settings"] = json.loads(str(f["settings"]))
+    t = time.perf_counter()
+    ann_pool = common.ann_pool(X, graph=graph)
+    build = time.perf_counter() - t
+    if cache and graph is None:
+        g = ann_pool.indexes.graph_arrays()
+        np.savez(cache, **{**g, "settings": json.dumps(g["settings"])})
+    exact_pool = common.embedding_pool(X)
+    ann = ann_pool.indexes.ann
+    exact = exact_pool.indexes.exact
+    truth = _truth(X, Q)
+    queries = [dj.Query(embedding=q) for q in Q]
+    r_index = _recall([ann.search(q, 10)[0] for q in Q], truth)
+    r_pool = _recall([ann_pool.retrieve_soft(q, k=10, weights=SIM).ids for q in queries], truth)
+    it = {"i": 0}
+
+    def nxt():
+        it["i"] = (it["i"] + 1) % Q.shape[0]
+        return it["i"]
+
+    fns = {
+        "ann pool": lambda: ann_pool.retrieve_soft(queries[nxt()], k=10, weights=SIM),
+        "exact pool": lambda: exact_pool.retrieve_soft(queries[nxt()], k=10, weights=SIM),
+        "ann index k10": lambda: ann.search(Q[nxt()], 10),
+        "exact index k10": lambda: exact.search(Q[nxt()], 10),
+        "ann index k40": lambda: ann.search(Q[nxt()], 40),
+    }
+    t = race(fns, rounds=rounds)
+    us = {k: v * 1e6 for k, v in t.items()}
+    print(
+        f"n={n} {data}: build {build:.0f} s; recall@10 index {r_index:.4f}, pool {r_pool:.4f}\n"
+        f"  retrieve_soft: ann {us['ann pool']:.0f} us, exact {us['exact pool']:.0f} us "
+        f"-> {us['exact pool'] / us['ann pool']:.1f}x\n"
+        f"  index.search k=10: ann {us['ann index k10']:.0f} us, exact {us['exact index k10']:.0f}"
+        f" us -> {us['exact index k10'] / us['ann index k10']:.1f}x; ann k=40 "
+        f"{us['ann index k40']:.0f} us",
+        flush=True,
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100000")
+    ap.add_argument("--data", default="mixture,clusters")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--cache", default=None, help="directory for built graphs (reused)")
+    args = ap.parse_args()
+    global CACHE
+    CACHE = args.cache
+    for n in [int(s) for s in args.sizes.split(",")]:
+        for data in args.data.split(","):
+            one(n, data, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
