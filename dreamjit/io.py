@@ -80,7 +80,7 @@ _HEADER_KEYS = frozenset(
         _HEADER_SHA,
     }
 )
-#: header fields a file may leave out (written by later versions of the same format)
+#: header fields a format 2 file may leave out (written by later versions of that format)
 _OPTIONAL_KEYS = frozenset({"removed"})
 #: format 3 adds ``graph``: null, or the shape of the saved NN-descent search graph
 _GRAPH = "graph"
@@ -483,9 +483,10 @@ def _validate_header(header):
     """``(config, shape, count, next_id, evicted, mode)`` from a parsed header."""
     keys = set(header)
     want = _HEADER_KEYS | ({_TENSOR_FILE} if _TENSOR_FILE in keys else set())
-    want |= _OPTIONAL_KEYS & keys
-    if header.get("format_version") != 2:
-        want = want | {_GRAPH}
+    if header.get("format_version") == 2:
+        want |= _OPTIONAL_KEYS & keys  # format 2 files from before these fields existed
+    else:
+        want = want | {_GRAPH} | _OPTIONAL_KEYS  # every format 3 writer writes them
     if keys != want:
         raise _Corrupt(
             f"header fields {sorted(want)}",
@@ -495,6 +496,10 @@ def _validate_header(header):
     raw_config = header["config"]
     if not isinstance(raw_config, dict):
         raise _Corrupt("a config object", f"found {type(raw_config).__name__}")
+    if header.get("format_version") != 2:  # format 3 writers write every setting
+        missing = [key for key in LATER_FIELDS if key not in raw_config]
+        if missing:
+            raise _Corrupt("a config with every setting", f"missing {missing}")
     try:
         config = PoolConfig.from_dict(raw_config)
         rebuilt = config.to_dict()

@@ -4,10 +4,14 @@
 in a script: every pool made afterwards builds its graph in a thread, from the exact k-NN graph.
 """
 
+import json
+import zipfile
+
 import numpy as np
 
 import dreamjit.index.worker as worker_mod
 from dreamjit._indexes import IndexSet
+from dreamjit.io import _checksum, _encode_header
 from dreamjit.kernels.graph import knn_to_csr
 
 
@@ -32,3 +36,19 @@ def build_in_threads(patch=setattr) -> None:
         return ann
 
     patch(IndexSet, "make_ann", make_thread_ann)
+
+
+def rewrite(path, out, edit):
+    """Copy a pool file with ``edit(header, arrays)`` applied, checksums and seal redone."""
+    with zipfile.ZipFile(path) as zf:
+        arrays = {}
+        for info in zf.infolist():
+            with zf.open(info) as fp:
+                arrays[info.filename[:-4]] = np.lib.format.read_array(fp, allow_pickle=False)
+    header = json.loads(arrays.pop("__header__").tobytes())
+    edit(header, arrays)
+    header["checksums"] = {k: _checksum(a) for k, a in arrays.items()}
+    blob = np.frombuffer(_encode_header(header), dtype=np.uint8)
+    with open(out, "wb") as fh:
+        np.savez(fh, __header__=blob, **arrays)
+    return out

@@ -11,7 +11,6 @@ Recall after churn against a fresh build is in ``tests/test_ann_clusters.py``.
 
 from __future__ import annotations
 
-import json
 import zipfile
 
 import numpy as np
@@ -22,11 +21,11 @@ import dreamjit.index.nndescent as nnd
 from dreamjit import IndexCorruptedError, PoolConfig, Query, RetrievalWeights
 from dreamjit.index import ExactIndex, NNDescentIndex
 from dreamjit.index.structure import search_structure
-from dreamjit.io import _checksum, _encode_header
 from dreamjit.kernels.entry_layer import remap_entries
 from dreamjit.kernels.graph import graph_update, knn_to_csr, select_links
 
 from invariants import assert_invariants
+from standins import rewrite
 
 SIM_ONLY = RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0, lambda_=1.0)
 
@@ -382,22 +381,6 @@ def test_graph_saved_and_loaded_without_a_rebuild(tmp_path, no_builds):
         h2 = loaded.retrieve_soft(Query(embedding=q), k=5, weights=SIM_ONLY)
         np.testing.assert_array_equal(h1.ids, h2.ids)
     assert_invariants(loaded)
-
-
-def rewrite(path, out, edit):
-    """Copy a pool file with ``edit(header, arrays)`` applied, checksums and seal redone."""
-    with zipfile.ZipFile(path) as zf:
-        arrays = {}
-        for info in zf.infolist():
-            with zf.open(info) as fp:
-                arrays[info.filename[:-4]] = np.lib.format.read_array(fp, allow_pickle=False)
-    header = json.loads(arrays.pop("__header__").tobytes())
-    edit(header, arrays)
-    header["checksums"] = {k: _checksum(a) for k, a in arrays.items()}
-    blob = np.frombuffer(_encode_header(header), dtype=np.uint8)
-    with open(out, "wb") as fh:
-        np.savez(fh, __header__=blob, **arrays)
-    return out
 
 
 def test_damaged_graph_refused(tmp_path, no_builds):

@@ -15,6 +15,8 @@ import dreamjit as dj
 from dreamjit.synthetic import smooth_tensors
 from dreamjit.testing import assert_pool_invariants
 
+from standins import rewrite
+
 SHAPE = (8, 8, 3)
 ROW = int(np.prod(SHAPE)) * 4
 
@@ -225,7 +227,13 @@ def test_files_from_before_the_store_settings_still_load(tmp_path, tensors, monk
         return {k: v for k, v in full(self).items() if k not in LATER_FIELDS}
 
     monkeypatch.setattr(PoolConfig, "to_dict", old_to_dict)
-    path = pool.save(tmp_path / "old.npz")
+    new = pool.save(tmp_path / "new.npz")
     monkeypatch.setattr(PoolConfig, "to_dict", full)
+
+    def as_format_2(header, arrays):  # those files were format 2: no graph, no removed counter
+        header["format_version"] = 2
+        del header["graph"], header["removed"]
+
+    path = rewrite(new, tmp_path / "old.npz", as_format_2)
     loaded = dj.DreamPool.load(path)
     assert loaded.config == pool.config and loaded.ids().tolist() == [0, 1, 2, 3]

@@ -36,7 +36,6 @@ EXPECTED: dict[str, int] = {
     "heap.sift_down": 6,
     "heap.heap_offer": 6,
     "heap.heap_drain": 4,
-    "budget._pop": 2,
     "cosine._heap_result": 2,
     # a literal 0 start or size from one caller, a variable from another
     "cosine._block_dots": 2,
