@@ -159,6 +159,10 @@ class _Graph:
     )
 
     def __init__(self, rows, indptr, indices, entries, block, dead, n_components=1, info=None):
+        for arr in (rows, indptr, indices, entries, block):
+            # sealed for real: read-only, so the walk kernel sees one array type whether the
+            # graph was built, updated in place or loaded (one compiled signature)
+            arr.setflags(write=False)
         self.rows, self.indptr, self.indices = rows, indptr, indices
         self.entries, self.block = entries, block
         self.dead = dead
