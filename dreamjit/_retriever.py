@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._indexes import SLOT_SCAN_SHARE, candidate_count, ranked_by_id
+from ._indexes import SLOT_SCAN_SHARE, candidate_count, ranked_by_id, similarity_order
 from ._validate import as_float, as_float_array, as_label, as_sequence
 from .cache import QueryCache
 from .errors import (
@@ -435,7 +435,8 @@ class Retriever:
         n = len(self._table) if count is None else count
         if q is None or n == 0:
             return _NOTHING
-        slots, sims = self._indexes.search(q, candidate_count(k, n), mask, n)
+        cc = self._indexes.rerank_count(k, n, similarity_order(weights, label), count)
+        slots, sims = self._indexes.search(q, cc, mask, n)
         s = self._table.store
         w = weights
         return rerank_candidates(
@@ -464,6 +465,7 @@ class Retriever:
         cc = candidate_count(k, n)
         s = self._table.store
         w = weights
+        order_only = similarity_order(w, int(labels.max()))
         cols = s.columns.get("embeddings_t")
         if (
             cols is not None
@@ -494,6 +496,7 @@ class Retriever:
                 out_s[t, : sc.shape[0]] = sc
                 out_c[t, : cs.shape[0]] = cs
             return self._pad(out_i, out_s, out_c, kk)
+        cc = self._indexes.rerank_count(k, n, order_only, count)
         slots, sims = self._indexes.search_batch(Q, min(cc + 1, n), mask, n)
         if slots.shape[1] > cc:  # ties across the cut: those rows take the single path
             for t in np.flatnonzero(sims[:, cc] == sims[:, cc - 1]):
