@@ -127,6 +127,7 @@ class IndexSet:
             n_pivots=cfg.ann_n_pivots,
             epsilon=cfg.ann_epsilon,
             overfetch=cfg.ann_overfetch,
+            min_ef=cfg.ann_min_ef,
             rebuild_fraction=cfg.ann_rebuild_fraction,
             seed=cfg.seed,
             background=cfg.ann_background,
