@@ -22,7 +22,7 @@ EVICTION_POLICIES = ("oldest", "lowest_coherence", "lowest_utility")
 TENSOR_STORES = ("memory", "mmap")
 #: settings added after format 2 files were written: absent from such a file's
 #: config, they take their defaults
-LATER_FIELDS = ("tensor_store", "path", "disk_budget_mb")
+LATER_FIELDS = ("tensor_store", "path", "disk_budget_mb", "ann_min_ef")
 
 #: default number of live entries at which the pool switches from the exact
 #: index to NN-descent. Through retrieve_soft (d=64, recall@10 1.0 both ways)
