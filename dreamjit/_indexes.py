@@ -16,7 +16,7 @@ import numpy as np
 from ._validate import MAX_ENTRIES
 from .kernels.query import topk_dot_slots
 
-__all__ = ["IndexSet", "candidate_count", "ranked_by_id"]
+__all__ = ["IndexSet", "candidate_count", "ranked_by_id", "similarity_order"]
 
 logger = logging.getLogger("dreamjit")
 
@@ -32,6 +32,26 @@ def candidate_count(k: int, n: int) -> int:
     """How many index candidates (of ``n`` live entries) the rerank and MMR stages look at
     (``k`` is clamped first, so the count always fits an int64 kernel argument)."""
     return min(max(4 * min(int(k), n, MAX_ENTRIES), 32), n)
+
+
+def similarity_order(w, label: int) -> bool:
+    """Whether the hybrid rerank with weights ``w`` (a :class:`~dreamjit.RetrievalWeights`)
+    for a query of label ``label`` (-1: none) picks its candidates in similarity order,
+    ties to the lower id, whatever the candidates are.
+
+    So when no utility or duplicate term (``beta == delta == 0``), no class term (``gamma
+    == 0`` or an unlabelled query, whose class term is the same 0.5 for every entry),
+    and ``alpha``, ``lambda_`` above 0: the base score is then an increasing function of
+    the similarity, and every later pick's value ``lambda_ * base`` too. The best ``k``
+    candidates are then the ``k`` picks, so the candidate set need hold only those.
+    """
+    return (
+        w.beta == 0.0
+        and w.delta == 0.0
+        and (w.gamma == 0.0 or label < 0)
+        and w.alpha > 0.0
+        and w.lambda_ > 0.0
+    )
 
 
 def ranked_by_id(search, k: int, n: int, ids):
@@ -107,6 +127,7 @@ class IndexSet:
             n_pivots=cfg.ann_n_pivots,
             epsilon=cfg.ann_epsilon,
             overfetch=cfg.ann_overfetch,
+            min_ef=cfg.ann_min_ef,
             rebuild_fraction=cfg.ann_rebuild_fraction,
             seed=cfg.seed,
             background=cfg.ann_background,
@@ -223,6 +244,33 @@ class IndexSet:
             and self._ann.ready
             and len(self._table) >= self.config.ann_threshold
         )
+
+    def rerank_count(self, k, n, order_only, count=None):
+        """How many candidates the soft path asks :meth:`search` for.
+
+        Parameters
+        ----------
+        k : int
+            Hits wanted.
+        n : int
+            Entries the search selects from (the filter's matches, or every live entry).
+        order_only : bool
+            The rerank keeps the similarity order (:func:`similarity_order`).
+        count : int, optional
+            Matches of a filter (None: no filter).
+
+        Returns
+        -------
+        int
+            ``min(k, n)`` when the graph walk answers and the rerank keeps the similarity
+            order (the walk's beam then follows ``k``, not the rerank's candidate count);
+            else :func:`candidate_count`. An exact scan always takes
+            :func:`candidate_count` candidates (the same bits as before, and as cheap).
+        """
+        if order_only and self.use_ann_now():
+            if count is None or count * SLOT_SCAN_SHARE >= len(self._table):
+                return min(int(k), n, MAX_ENTRIES)
+        return candidate_count(k, n)
 
     def search(self, q, k, mask=None, count=None):
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,

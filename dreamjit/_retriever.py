@@ -10,9 +10,11 @@ counts usage and makes the :class:`~dreamjit.Hits`.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from ._indexes import SLOT_SCAN_SHARE, candidate_count, ranked_by_id
+from ._indexes import SLOT_SCAN_SHARE, candidate_count, ranked_by_id, similarity_order
 from ._validate import as_float, as_float_array, as_label, as_sequence
 from .cache import QueryCache
 from .errors import (
@@ -46,6 +48,12 @@ _NOTHING = (NO_SLOTS, NO_SCORES, NO_SCORES)
 _NO_INT8 = np.empty((0, 0), dtype=np.int8)
 #: the usual constant of reciprocal rank fusion (Cormack et al., 2009)
 RRF_K = 60
+
+
+@functools.lru_cache(maxsize=64)
+def _weights_array(w: RetrievalWeights) -> np.ndarray:
+    """``w.as_array()``, made once per distinct weights (the kernels only read it)."""
+    return w.as_array()
 
 
 def reciprocal_rank_fusion(lists, k: int, ids):
@@ -377,9 +385,10 @@ class Retriever:
         same bits)."""
         table = self._table
         s = table.store
-        if table.embedding_mode != "user" or s is None:
+        if s is None or table.embedding_mode != "user":
             return None
-        if mask is not None and count * SLOT_SCAN_SHARE < len(table):
+        n = len(table)
+        if mask is not None and count * SLOT_SCAN_SHARE < n:
             return None
         label = -1
         if type(query) is Query:
@@ -400,32 +409,29 @@ class Retriever:
             and query.flags.c_contiguous
         ):
             return None
-        cols = s.columns.get("embeddings_t")
-        n = len(table)
-        if cols is None or n == 0 or cols.shape[1] >= PARALLEL_SCAN_ROWS:
+        cols = s.columns
+        xt = cols.get("embeddings_t")
+        if xt is None or n == 0 or xt.shape[1] >= PARALLEL_SCAN_ROWS:
             return None
         if self._indexes.use_ann_now():
             return None
-        w = weights
-        cols8 = s.columns.get("embeddings_q")
-        if cols8 is None:
-            cols8 = _NO_INT8
+        cols8 = cols.get("embeddings_q")
         slots, scores, sims, status = soft_query(
-            cols,
-            cols8,
+            xt,
+            _NO_INT8 if cols8 is None else cols8,
             s.quant_error,
-            s.embeddings,
+            cols["embeddings"],
             query,
             True,
-            s.alive if mask is None else mask,
+            cols["alive"] if mask is None else mask,
             count,
-            s.ids,
-            s.util_mean,
-            s.labels,
+            cols["ids"],
+            cols["util_mean"],
+            cols["labels"],
             label,
             candidate_count(k, count),
             k,
-            w.as_array(),
+            _weights_array(weights),
         )
         if status != SOFT_OK:
             return None  # a tie at the cut, or a bad query the general path reports
@@ -435,7 +441,8 @@ class Retriever:
         n = len(self._table) if count is None else count
         if q is None or n == 0:
             return _NOTHING
-        slots, sims = self._indexes.search(q, candidate_count(k, n), mask, n)
+        cc = self._indexes.rerank_count(k, n, similarity_order(weights, label), count)
+        slots, sims = self._indexes.search(q, cc, mask, n)
         s = self._table.store
         w = weights
         return rerank_candidates(
@@ -447,7 +454,7 @@ class Retriever:
             s.labels,
             label,
             k,
-            w.as_array(),
+            _weights_array(w),
         )
 
     def soft_batch(self, Q, labels, k, weights, mask=None, count=None):
@@ -464,6 +471,7 @@ class Retriever:
         cc = candidate_count(k, n)
         s = self._table.store
         w = weights
+        order_only = similarity_order(w, int(labels.max()))
         cols = s.columns.get("embeddings_t")
         if (
             cols is not None
@@ -486,7 +494,7 @@ class Retriever:
                 labels,
                 cc,
                 kk,
-                w.as_array(),
+                _weights_array(w),
             )
             for t in np.flatnonzero(status != SOFT_OK):  # ties at the cut: the general path
                 sl, sc, cs = self.soft_embedded(Q[t], int(labels[t]), k, weights, mask, n)
@@ -494,6 +502,7 @@ class Retriever:
                 out_s[t, : sc.shape[0]] = sc
                 out_c[t, : cs.shape[0]] = cs
             return self._pad(out_i, out_s, out_c, kk)
+        cc = self._indexes.rerank_count(k, n, order_only, count)
         slots, sims = self._indexes.search_batch(Q, min(cc + 1, n), mask, n)
         if slots.shape[1] > cc:  # ties across the cut: those rows take the single path
             for t in np.flatnonzero(sims[:, cc] == sims[:, cc - 1]):
@@ -512,7 +521,7 @@ class Retriever:
             s.labels,
             labels,
             kk,
-            w.as_array(),
+            _weights_array(w),
         )
         return self._pad(out_i, out_s, out_c, kk)
 

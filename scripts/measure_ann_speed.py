@@ -3,7 +3,7 @@
 Usage::
 
     python scripts/measure_ann_speed.py [--sizes 100000] [--data mixture,clusters] [--rounds 7]
-        [--cache DIR]
+        [--cache DIR] [--beam MIN_EF,EPSILON]
 
 For each size and data set (``mixture``: compare.py's 100-centre mixture;
 ``clusters``: asv's ``cluster_mixture`` with ``n / 100`` clusters), one pool
@@ -11,7 +11,8 @@ answers through its NN-descent graph and one (same entries) exactly. Timed
 interleaved with ``asv_bench/compare_data.race`` (median of rounds, one call
 at a time): ``retrieve_soft`` (similarity-only weights, k=10) on both pools,
 and the index searches alone (k=10 and k=40, the pool's candidate count).
-Recall@10 against the exact top-10 (index, and pool ids).
+Recall@10 against the exact top-10 (index, and pool ids). ``--beam 20,0.1`` adds a third
+pool on the same graph with ``ann_min_ef=20, ann_epsilon=0.1``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ spec.loader.exec_module(common)
 
 SIM = dj.RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0)
 CACHE = None  # --cache DIR: graphs saved there are reused (no pynndescent run)
+BEAM = None  # --beam MIN_EF,EPSILON: a third pool with those walk settings
 
 
 def one(n, data, rounds):
@@ -68,6 +70,14 @@ def one(n, data, rounds):
     queries = [dj.Query(embedding=q) for q in Q]
     r_index = _recall([ann.search(q, 10)[0] for q in Q], truth)
     r_pool = _recall([ann_pool.retrieve_soft(q, k=10, weights=SIM).ids for q in queries], truth)
+    beam_pool = None
+    if BEAM is not None:
+        ef, eps = BEAM
+        graph = ann_pool.indexes.graph_arrays()
+        beam_pool = common.ann_pool(X, graph=graph, ann_min_ef=ef, ann_epsilon=eps)
+        r_beam = _recall(
+            [beam_pool.retrieve_soft(q, k=10, weights=SIM).ids for q in queries], truth
+        )
     it = {"i": 0}
 
     def nxt():
@@ -81,6 +91,8 @@ def one(n, data, rounds):
         "exact index k10": lambda: exact.search(Q[nxt()], 10),
         "ann index k40": lambda: ann.search(Q[nxt()], 40),
     }
+    if beam_pool is not None:
+        fns["beam pool"] = lambda: beam_pool.retrieve_soft(queries[nxt()], k=10, weights=SIM)
     t = race(fns, rounds=rounds)
     us = {k: v * 1e6 for k, v in t.items()}
     print(
@@ -92,6 +104,12 @@ def one(n, data, rounds):
         f"{us['ann index k40']:.0f} us",
         flush=True,
     )
+    if beam_pool is not None:
+        print(
+            f"  retrieve_soft with ann_min_ef={BEAM[0]}, ann_epsilon={BEAM[1]}: recall@10 "
+            f"{r_beam:.4f}, {us['beam pool']:.0f} us -> {us['exact pool'] / us['beam pool']:.1f}x",
+            flush=True,
+        )
 
 
 def main():
@@ -100,9 +118,13 @@ def main():
     ap.add_argument("--data", default="mixture,clusters")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--cache", default=None, help="directory for built graphs (reused)")
+    ap.add_argument("--beam", default=None, help="MIN_EF,EPSILON of a third pool")
     args = ap.parse_args()
-    global CACHE
+    global CACHE, BEAM
     CACHE = args.cache
+    if args.beam:
+        ef, eps = args.beam.split(",")
+        BEAM = (int(ef), float(eps))
     for n in [int(s) for s in args.sizes.split(",")]:
         for data in args.data.split(","):
             one(n, data, args.rounds)

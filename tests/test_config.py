@@ -155,6 +155,7 @@ _INT_FIELDS = [
     "query_cache_size",
     "seed",
     "ann_n_neighbors",
+    "ann_min_ef",
     "ann_n_pivots",
     "label_buckets",
 ]
@@ -233,6 +234,7 @@ def test_config_upper_bounds_are_accepted():
         label_buckets=c.MAX_LABEL_BUCKETS,
         ann_n_neighbors=c.MAX_ANN_NEIGHBORS,
         ann_overfetch=c.MAX_ANN_OVERFETCH,
+        ann_min_ef=c.MAX_ANN_MIN_EF,
         memory_budget_mb=c.MAX_BUDGET_MB,
         seed=2**32 - 1,
         embedding_weights=(c.MAX_EMBEDDING_WEIGHT,) * 5,

@@ -370,3 +370,52 @@ def test_idle_worker_closes_and_the_next_build_starts_another(worker_code, monke
     assert pool.rebuild_index(block=True, timeout=TIMEOUT)
     assert graph_rows(pool) == 1200 and len(started) >= 2
     assert_invariants(pool)
+
+
+def test_similarity_only_rerank_walks_for_k_candidates(thread_builds, monkeypatch):
+    """When the rerank keeps the similarity order the graph walk is asked for k (its beam
+    follows k); any other weights ask for the rerank's candidate count; exact scans keep
+    the candidate count."""
+    V = gmm(3000, d=32, seed=3)
+    pool = embedding_pool(V, ann_threshold=3000, ann_background=False)
+    assert pool.stats()["index"] == "ann"
+    ann = pool.indexes.ann
+    asked = []
+    search, search_batch = ann.search, ann.search_batch
+
+    def spy(q, k, mask=None):
+        asked.append(int(k))
+        return search(q, k, mask)
+
+    def spy_batch(Q, k, mask=None):
+        asked.append(int(k))
+        return search_batch(Q, k, mask)
+
+    monkeypatch.setattr(ann, "search", spy)
+    monkeypatch.setattr(ann, "search_batch", spy_batch)
+    q = V[5]
+    hits = pool.retrieve_soft(Query(embedding=q), k=10, weights=SIM_ONLY)
+    assert max(asked) <= 11 and hits.ids.shape == (10,)
+    assert np.all(np.diff(hits.similarity) <= 0)  # picks in similarity order
+    gamma_only = RetrievalWeights(alpha=0.5, beta=0.0, gamma=0.5, delta=0.0)
+    for weights, query, wide in (
+        (SIM_ONLY, Query(embedding=q), False),
+        (gamma_only, Query(embedding=q), False),  # unlabelled: the class term is constant
+        (gamma_only, Query(embedding=q, label=1), True),
+        (RetrievalWeights(), Query(embedding=q), True),
+        (RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0, lambda_=0.0), q, True),
+    ):
+        asked.clear()
+        pool.retrieve_soft(query, k=10, weights=weights)
+        assert (max(asked) >= 40) == wide, (weights, asked)
+    asked.clear()
+    batch = pool.retrieve_soft_batch(V[:7], k=10, weights=SIM_ONLY)
+    assert asked and max(asked) <= 11
+    for t in range(7):
+        one = pool.retrieve_soft(V[t], k=10, weights=SIM_ONLY)
+        assert np.array_equal(batch.ids[t], one.ids)
+        assert np.array_equal(batch.similarity[t], one.similarity)
+    asked.clear()
+    pool.retrieve_soft_batch(V[:7], k=10)
+    assert max(asked) >= 40
+    assert_invariants(pool)
