@@ -78,16 +78,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 from ._indexes import candidate_count
 from ._retriever import DEFAULT_WEIGHTS, reciprocal_rank_fusion
 from ._validate import (
+    as_feedback_utilities,
     as_float,
-    as_float_array,
+    as_ids,
     as_k,
     as_label,
-    check_utility_range,
+    as_mmr_options,
+    as_retrieval_mode,
     is_integer,
 )
 from .config import PoolConfig
 from .errors import (
-    DimensionMismatchError,
     DreamError,
     EmptyCollectionError,
     FeatureUnavailableError,
@@ -777,19 +778,7 @@ class ShardedPool:
 
     # ---------------------------------------------------------------- entries by id
     def _gids(self, ids, name="ids") -> np.ndarray:
-        if isinstance(ids, (str, bytes, dict, set, frozenset)):
-            raise InvalidParameterError(name, ids, "a sequence of integer entry ids")
-        try:
-            arr = np.atleast_1d(np.asarray(ids))
-        except Exception as exc:
-            raise InvalidParameterError(
-                name, ids, "a sequence of integer entry ids", detail=str(exc)
-            ) from None
-        if arr.ndim == 1 and arr.size == 0:
-            return _NO_IDS
-        if arr.dtype.kind not in "iu" or arr.ndim != 1:
-            raise InvalidParameterError(name, ids, "a sequence of integer entry ids")
-        return arr.astype(np.int64)
+        return as_ids(ids, name, allow_empty=True).astype(np.int64)
 
     def record_feedback(self, ids, utilities) -> int:
         """Fold utilities into the entries' running means; see
@@ -809,20 +798,8 @@ class ShardedPool:
         int
             How many ids were updated (evicted ones are skipped).
         """
-        gids = self._gids(ids)
-        if gids.size == 0:
-            raise EmptyCollectionError("ids", ids, "at least one id")
-        if isinstance(utilities, (dict, set, frozenset)):
-            raise InvalidParameterError(
-                "utilities", utilities, "a finite utility or a sequence of them"
-            )
-        u = as_float_array(utilities, "utilities", dtype=np.float64, ndim=(0, 1))
-        check_utility_range(u.reshape(-1), "utilities")
-        u = np.broadcast_to(u, gids.shape) if u.ndim == 0 else u
-        if u.shape != gids.shape:
-            raise DimensionMismatchError(
-                "utilities", utilities, f"one utility or {gids.shape[0]} of them"
-            )
+        gids = as_ids(ids).astype(np.int64)
+        u = as_feedback_utilities(utilities, gids.shape[0])
         if (gids < 0).any():
             raise InvalidParameterError(
                 "ids", int(gids[gids < 0][0]), "an id issued by this pool (>= 0)"
@@ -1242,16 +1219,7 @@ class ShardedPool:
             Global ids in pick order and their MMR values.
         """
         k = as_k(k, default=self._config.retrieval_limit)
-        lambda_ = as_float(lambda_, "lambda_", minimum=0.0, maximum=1.0)
-        if not isinstance(fast, bool):
-            raise InvalidParameterError("fast", fast, "True or False")
-        min_sim = as_float(
-            0.0 if min_similarity is None else min_similarity,
-            "min_similarity",
-            minimum=-1.0,
-            maximum=1.0,
-        )
-        sample = as_k(sample_size, "sample_size", default=8, minimum=0)
+        lambda_, fast, min_sim, sample = as_mmr_options(lambda_, fast, min_similarity, sample_size)
         n, qv, qlabel, soft, _ = self._gather_parts(
             query, candidate_count(k, 2**62), None, 0, None, where, allow_partial
         )
@@ -1278,13 +1246,7 @@ class ShardedPool:
         -------
         Hits
         """
-        if isinstance(mode, str):
-            try:
-                mode = RetrievalMode(mode.lower())
-            except ValueError:
-                mode = None
-        if not isinstance(mode, RetrievalMode):
-            raise InvalidParameterError("mode", mode, "a RetrievalMode (HARD, SOFT or HYBRID)")
+        mode = as_retrieval_mode(mode)
         kw = {} if where is None else {"where": where}
         if mode is RetrievalMode.HARD:
             return self.retrieve_similar(query, k=k, allow_partial=allow_partial, **kw)
