@@ -77,6 +77,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 from ._indexes import candidate_count
 from ._retriever import DEFAULT_WEIGHTS, reciprocal_rank_fusion
+from ._table import _ReadOnly
 from ._validate import (
     as_feedback_utilities,
     as_float,
@@ -363,6 +364,11 @@ class ShardedPool:
     >>> pool = ShardedPool(client, 2, PoolConfig(max_size=1000))    # doctest: +SKIP
     """
 
+    #: the name other clients :meth:`attach` by
+    name: _ReadOnly[str] = _ReadOnly()
+    #: settings of the whole pool
+    config: _ReadOnly[PoolConfig] = _ReadOnly()
+
     def __init__(
         self,
         client: Client,
@@ -508,24 +514,14 @@ class ShardedPool:
 
     # ---------------------------------------------------------------- plumbing
     @property
-    def name(self) -> str:
-        """The name other clients :meth:`attach` by."""
-        return self._name
+    def shard_config(self) -> PoolConfig:
+        """Settings of each shard's pool (the budget split)."""
+        return shard_config(self._config, self._n)
 
     @property
     def n_shards(self) -> int:
         """The number of shards."""
         return self._n
-
-    @property
-    def config(self) -> PoolConfig:
-        """Settings of the whole pool."""
-        return self._config
-
-    @property
-    def shard_config(self) -> PoolConfig:
-        """Settings of each shard's pool (the budget split)."""
-        return shard_config(self._config, self._n)
 
     def to_global(self, local_ids, shard: int) -> np.ndarray:
         """Global ids of a shard's local ids.
