@@ -1194,10 +1194,12 @@ class ShardedPool:
 
         Parameters
         ----------
-        query, k, where, allow_partial
+        query, k
             As in :meth:`retrieve_soft`.
         lambda_, fast, min_similarity, sample_size
             As in :meth:`DreamPool.retrieve_diverse`.
+        where, allow_partial
+            As in :meth:`retrieve_soft`.
 
         Returns
         -------
@@ -1223,12 +1225,14 @@ class ShardedPool:
 
         Parameters
         ----------
-        query, k, where, allow_partial
+        query, k
             As in :meth:`retrieve_soft`.
         mode : RetrievalMode or str, default RetrievalMode.SOFT
             HARD answers as :meth:`retrieve_similar`, SOFT as :meth:`retrieve_soft`;
             HYBRID fuses the two rankings by reciprocal rank, as
             :meth:`DreamPool.retrieve` does.
+        where, allow_partial
+            As in :meth:`retrieve_soft`.
 
         Returns
         -------
