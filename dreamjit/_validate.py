@@ -179,6 +179,125 @@ def as_sequence(value, name: str, what: str) -> list:
         raise InvalidParameterError(name, value, what, detail=str(exc)) from None
 
 
+_IDS_EXPECTED = "a sequence of integer entry ids"
+
+
+def as_ids(ids, name: str = "ids", *, allow_empty: bool = False) -> np.ndarray:
+    """Entry ids as a 1-d integer array, checked.
+
+    Parameters
+    ----------
+    ids : int or sequence of int
+        One id or a sequence (list, tuple, integer array) of them.
+    name : str, default "ids"
+        The parameter name used in error messages.
+    allow_empty : bool, default False
+        Whether no ids at all is accepted (else it raises
+        :class:`~dreamjit.errors.EmptyCollectionError`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The ids, 1-d, in their integer dtype (an empty int64 array when none).
+    """
+    if isinstance(ids, (str, bytes, dict, set, frozenset)):
+        raise InvalidParameterError(name, ids, _IDS_EXPECTED)
+    try:
+        arr = np.atleast_1d(np.asarray(ids))
+    except Exception as exc:  # ragged nesting and the like
+        raise InvalidParameterError(name, ids, _IDS_EXPECTED, detail=str(exc)) from None
+    if arr.ndim == 1 and arr.size == 0:
+        if allow_empty:
+            return np.empty(0, dtype=np.int64)
+        raise EmptyCollectionError(name, ids, "at least one id")
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise InvalidParameterError(name, ids, _IDS_EXPECTED)
+    return arr
+
+
+def as_feedback_utilities(utilities, n: int) -> np.ndarray:
+    """The ``utilities`` of a feedback call on ``n`` ids: one for all or one per id.
+
+    Parameters
+    ----------
+    utilities : float or sequence of float
+        Finite values with ``|u| <= F32_MAX``.
+    n : int
+        How many ids the feedback is for.
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        Shape ``(n,)`` (a broadcast view when one utility was given).
+    """
+    if isinstance(utilities, (dict, set, frozenset)):
+        raise InvalidParameterError(
+            "utilities", utilities, "a finite utility or a sequence of them"
+        )
+    u = as_float_array(utilities, "utilities", dtype=np.float64, ndim=(0, 1))
+    check_utility_range(u.reshape(-1), "utilities")
+    u = np.broadcast_to(u, (n,)) if u.ndim == 0 else u
+    if u.shape != (n,):
+        raise DimensionMismatchError("utilities", utilities, f"one utility or {n} of them")
+    return u
+
+
+def as_mmr_options(lambda_, fast, min_similarity, sample_size) -> tuple[float, bool, float, int]:
+    """The options of a diverse (MMR) retrieval, checked.
+
+    Parameters
+    ----------
+    lambda_ : float
+        Relevance weight in ``[0, 1]``.
+    fast : bool
+        Whether the sampled MMR variant is used.
+    min_similarity : float or None
+        Candidates below it are skipped, in ``[-1, 1]`` (None: 0.0).
+    sample_size : int or None
+        Candidates sampled per pick by the fast variant, >= 0 (None: 8).
+
+    Returns
+    -------
+    tuple of (float, bool, float, int)
+        ``(lambda_, fast, min_similarity, sample_size)``.
+    """
+    lambda_ = as_float(lambda_, "lambda_", minimum=0.0, maximum=1.0)
+    if not isinstance(fast, bool):
+        raise InvalidParameterError("fast", fast, "True or False")
+    min_sim = as_float(
+        0.0 if min_similarity is None else min_similarity,
+        "min_similarity",
+        minimum=-1.0,
+        maximum=1.0,
+    )
+    sample = as_k(sample_size, "sample_size", default=8, minimum=0)
+    return lambda_, fast, min_sim, sample
+
+
+def as_retrieval_mode(mode):
+    """A :class:`~dreamjit.RetrievalMode`, or its name in any case.
+
+    Parameters
+    ----------
+    mode : RetrievalMode or str
+        ``HARD``, ``SOFT`` or ``HYBRID`` (``"hard"``, ``"soft"``, ``"hybrid"``).
+
+    Returns
+    -------
+    RetrievalMode
+    """
+    from .query import RetrievalMode  # query imports this module
+
+    if isinstance(mode, str):
+        try:
+            mode = RetrievalMode(mode.lower())
+        except ValueError:
+            mode = None
+    if not isinstance(mode, RetrievalMode):
+        raise InvalidParameterError("mode", mode, "a RetrievalMode (HARD, SOFT or HYBRID)")
+    return mode
+
+
 def as_bool(value, name: str) -> bool:
     """A real bool (``True``/``False`` or ``np.bool_``), as a Python bool."""
     if not isinstance(value, (bool, np.bool_)):

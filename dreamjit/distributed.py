@@ -77,17 +77,19 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
 
 from ._indexes import candidate_count
 from ._retriever import DEFAULT_WEIGHTS, reciprocal_rank_fusion
+from ._table import _ReadOnly
 from ._validate import (
+    as_feedback_utilities,
     as_float,
-    as_float_array,
+    as_ids,
     as_k,
     as_label,
-    check_utility_range,
+    as_mmr_options,
+    as_retrieval_mode,
     is_integer,
 )
 from .config import PoolConfig
 from .errors import (
-    DimensionMismatchError,
     DreamError,
     EmptyCollectionError,
     FeatureUnavailableError,
@@ -362,6 +364,11 @@ class ShardedPool:
     >>> pool = ShardedPool(client, 2, PoolConfig(max_size=1000))    # doctest: +SKIP
     """
 
+    #: the name other clients :meth:`attach` by
+    name: _ReadOnly[str] = _ReadOnly()
+    #: settings of the whole pool
+    config: _ReadOnly[PoolConfig] = _ReadOnly()
+
     def __init__(
         self,
         client: Client,
@@ -394,12 +401,7 @@ class ShardedPool:
             raise InvalidParameterError("workers", workers, "at least one worker")
         if name in client.list_datasets():
             raise InvalidParameterError("name", name, "a name no pool of this cluster uses")
-        self._client = client
-        self._config = config
-        self._n = n_shards
-        self._name = name
-        self._timeout = timeout
-        self._owner = True
+        self._bind(client, config, n_shards, name, timeout, owner=True)
         sub = shard_config(config, n_shards)
         tokens = [uuid.uuid4().hex for _ in range(n_shards)]
         futures = [
@@ -430,6 +432,12 @@ class ShardedPool:
             "keys": [a.key for a in self._actors],
         }
         client.publish_dataset({"futures": futures, "record": json.dumps(record)}, name=name)
+
+    def _bind(self, client, config, n_shards, name, timeout, *, owner) -> None:
+        """Set what every handle holds: the cluster, the settings, the name and timeout,
+        whether it created the pool, and a fresh round-robin start."""
+        self._client, self._config, self._n = client, config, n_shards
+        self._name, self._timeout, self._owner = name, timeout, owner
         self._next = 0
         self._shape = None
         self._mode = None
@@ -465,20 +473,15 @@ class ShardedPool:
         published = client.get_dataset(name)
         record = json.loads(published["record"])
         self = cls.__new__(cls)
-        self._client = client
-        self._config = PoolConfig.from_dict(record["config"])
-        self._n = int(record["n_shards"])
-        self._name = name
-        self._timeout = as_float(timeout, "timeout", minimum=0.0, exclusive_min=True)
-        self._owner = False
+        config = PoolConfig.from_dict(record["config"])
+        n_shards = int(record["n_shards"])
+        timeout = as_float(timeout, "timeout", minimum=0.0, exclusive_min=True)
+        self._bind(client, config, n_shards, name, timeout, owner=False)
         self._futures = published["futures"]
         self._tokens = record["tokens"]
         self._actors = [
             Actor(_Shard, addr, key) for addr, key in zip(record["addresses"], record["keys"])
         ]
-        self._next = 0
-        self._shape = None
-        self._mode = None
         metas = self._fan("meta")
         for i, meta in enumerate(metas):
             if meta["token"] != self._tokens[i]:  # a lost actor recomputed empty elsewhere
@@ -511,24 +514,14 @@ class ShardedPool:
 
     # ---------------------------------------------------------------- plumbing
     @property
-    def name(self) -> str:
-        """The name other clients :meth:`attach` by."""
-        return self._name
+    def shard_config(self) -> PoolConfig:
+        """Settings of each shard's pool (the budget split)."""
+        return shard_config(self._config, self._n)
 
     @property
     def n_shards(self) -> int:
         """The number of shards."""
         return self._n
-
-    @property
-    def config(self) -> PoolConfig:
-        """Settings of the whole pool."""
-        return self._config
-
-    @property
-    def shard_config(self) -> PoolConfig:
-        """Settings of each shard's pool (the budget split)."""
-        return shard_config(self._config, self._n)
 
     def to_global(self, local_ids, shard: int) -> np.ndarray:
         """Global ids of a shard's local ids.
@@ -646,7 +639,10 @@ class ShardedPool:
 
         Parameters
         ----------
-        tensor, result, label, utility, embedding, certainty
+        tensor, result
+            As in :meth:`DreamPool.add`; stored only if ``result.coherence`` reaches
+            ``coherence_threshold``.
+        label, utility, embedding, certainty
             As in :meth:`DreamPool.add`.
 
         Returns
@@ -692,21 +688,21 @@ class ShardedPool:
         numpy.ndarray of int64
             Global ids of the entries stored, in batch order.
         """
+        columns = {
+            "tensors": tensors,
+            "results": results,
+            "labels": labels,
+            "utilities": utilities,
+            "embeddings": embeddings,
+            "certainties": certainties,
+        }
         if self._n == 1:  # one shard: its own validation is all-or-nothing already
-            kwargs = {
-                "tensors": tensors,
-                "results": results,
-                "labels": labels,
-                "utilities": utilities,
-                "embeddings": embeddings,
-                "certainties": certainties,
-                "only_coherent": only_coherent,
-            }
+            kwargs = {**columns, "only_coherent": only_coherent}
             return np.asarray(self._call(0, "add_batch", kwargs)[0], dtype=np.int64)
         if results is None:  # as DreamPool.add_batch does
             from .features import evaluate_batch
 
-            results = evaluate_batch(tensors)
+            results = columns["results"] = evaluate_batch(tensors)
         shape, mode = self._known()
         cfg = self.shard_config
         scratch = DreamPool(
@@ -718,15 +714,7 @@ class ShardedPool:
             )
         )
         # validates everything (shapes, values, labels, budget fit, computed features)
-        scratch.add_batch(
-            tensors,
-            results,
-            labels,
-            utilities,
-            embeddings,
-            certainties,
-            only_coherent=only_coherent,
-        )
+        scratch.add_batch(**columns, only_coherent=only_coherent)
         if mode is not None and (embeddings is None) != (mode == "mapper"):
             raise InvalidParameterError(
                 "embeddings",
@@ -740,18 +728,8 @@ class ShardedPool:
         parts = {}
         for s in np.unique(shards):
             rows = keep[shards == s]
-            parts[int(s)] = (
-                rows,
-                {
-                    "tensors": _rows(tensors, rows),
-                    "results": _rows(results, rows),
-                    "labels": _rows(labels, rows),
-                    "utilities": _rows(utilities, rows),
-                    "embeddings": _rows(embeddings, rows),
-                    "certainties": _rows(certainties, rows),
-                    "only_coherent": False,
-                },
-            )
+            kwargs = {name: _rows(value, rows) for name, value in columns.items()}
+            parts[int(s)] = (rows, {**kwargs, "only_coherent": False})
         answers = self._fan("add_batch", lambda i: (parts[i][1],), shards=sorted(parts))
         pos, gid = [], []
         for s, (ids, before) in zip(sorted(parts), answers):
@@ -777,19 +755,7 @@ class ShardedPool:
 
     # ---------------------------------------------------------------- entries by id
     def _gids(self, ids, name="ids") -> np.ndarray:
-        if isinstance(ids, (str, bytes, dict, set, frozenset)):
-            raise InvalidParameterError(name, ids, "a sequence of integer entry ids")
-        try:
-            arr = np.atleast_1d(np.asarray(ids))
-        except Exception as exc:
-            raise InvalidParameterError(
-                name, ids, "a sequence of integer entry ids", detail=str(exc)
-            ) from None
-        if arr.ndim == 1 and arr.size == 0:
-            return _NO_IDS
-        if arr.dtype.kind not in "iu" or arr.ndim != 1:
-            raise InvalidParameterError(name, ids, "a sequence of integer entry ids")
-        return arr.astype(np.int64)
+        return as_ids(ids, name, allow_empty=True).astype(np.int64)
 
     def record_feedback(self, ids, utilities) -> int:
         """Fold utilities into the entries' running means; see
@@ -809,20 +775,8 @@ class ShardedPool:
         int
             How many ids were updated (evicted ones are skipped).
         """
-        gids = self._gids(ids)
-        if gids.size == 0:
-            raise EmptyCollectionError("ids", ids, "at least one id")
-        if isinstance(utilities, (dict, set, frozenset)):
-            raise InvalidParameterError(
-                "utilities", utilities, "a finite utility or a sequence of them"
-            )
-        u = as_float_array(utilities, "utilities", dtype=np.float64, ndim=(0, 1))
-        check_utility_range(u.reshape(-1), "utilities")
-        u = np.broadcast_to(u, gids.shape) if u.ndim == 0 else u
-        if u.shape != gids.shape:
-            raise DimensionMismatchError(
-                "utilities", utilities, f"one utility or {gids.shape[0]} of them"
-            )
+        gids = as_ids(ids).astype(np.int64)
+        u = as_feedback_utilities(utilities, gids.shape[0])
         if (gids < 0).any():
             raise InvalidParameterError(
                 "ids", int(gids[gids < 0][0]), "an id issued by this pool (>= 0)"
@@ -1078,11 +1032,14 @@ class ShardedPool:
     # ---------------------------------------------------------------- retrieval
     def _hits(self, gids, scores, sims) -> Hits:
         gids = np.asarray(gids, np.int64)
-        if gids.size:
-            parts = self._split(gids)
-            for s, (_, local) in parts.items():
-                self._count_usage(s, local)
+        self._count_hits(gids)
         return Hits(gids, scores, self, similarity=sims)
+
+    def _count_hits(self, gids) -> None:
+        """Count one use of each of ``gids`` (int64) on its shard."""
+        if gids.size:
+            for s, (_, local) in self._split(gids).items():
+                self._count_usage(s, local)
 
     def _gather_parts(
         self, query, c_soft, chroma, c_hard, label, where, allow_partial, hybrid=False
@@ -1161,7 +1118,9 @@ class ShardedPool:
 
         Parameters
         ----------
-        chroma, k, label, where
+        chroma : array_like or Query
+            A chroma signature, or a Query carrying one (and, without ``label``, its label).
+        k, label, where
             As in :meth:`DreamPool.retrieve_similar`.
         allow_partial : bool, default False
             Answer from the reachable shards instead of raising
@@ -1177,11 +1136,15 @@ class ShardedPool:
         if label is None and isinstance(chroma, Query):
             label = as_label(chroma.label)
         _, _, _, _, hard = self._gather_parts(None, 0, chroma, k, label, where, allow_partial)
+        return self._hits(*self._hard(hard, k))
+
+    def _hard(self, hard, k):
+        """The ``k`` best of the merged hard part: ``(gids, cosines, cosines)``."""
         if hard is None:
-            return self._hits(_NO_IDS, _NO_SCORES, _NO_SCORES)
+            return _NO_IDS, _NO_SCORES, _NO_SCORES
         gids, cos, _ = hard
         top = self._top(gids, cos, k)
-        return self._hits(gids[top], cos[top], cos[top])
+        return gids[top], cos[top], cos[top]
 
     def retrieve_soft(self, query, k=None, weights=None, where=None, allow_partial=False):
         """Soft retrieval over all shards; see :meth:`DreamPool.retrieve_soft`.
@@ -1231,10 +1194,12 @@ class ShardedPool:
 
         Parameters
         ----------
-        query, k, lambda_, fast, min_similarity, sample_size, where
+        query, k
+            As in :meth:`retrieve_soft`.
+        lambda_, fast, min_similarity, sample_size
             As in :meth:`DreamPool.retrieve_diverse`.
-        allow_partial : bool, default False
-            As in :meth:`retrieve_similar`.
+        where, allow_partial
+            As in :meth:`retrieve_soft`.
 
         Returns
         -------
@@ -1242,16 +1207,7 @@ class ShardedPool:
             Global ids in pick order and their MMR values.
         """
         k = as_k(k, default=self._config.retrieval_limit)
-        lambda_ = as_float(lambda_, "lambda_", minimum=0.0, maximum=1.0)
-        if not isinstance(fast, bool):
-            raise InvalidParameterError("fast", fast, "True or False")
-        min_sim = as_float(
-            0.0 if min_similarity is None else min_similarity,
-            "min_similarity",
-            minimum=-1.0,
-            maximum=1.0,
-        )
-        sample = as_k(sample_size, "sample_size", default=8, minimum=0)
+        lambda_, fast, min_sim, sample = as_mmr_options(lambda_, fast, min_similarity, sample_size)
         n, qv, qlabel, soft, _ = self._gather_parts(
             query, candidate_count(k, 2**62), None, 0, None, where, allow_partial
         )
@@ -1269,22 +1225,21 @@ class ShardedPool:
 
         Parameters
         ----------
-        query, k, mode, where
-            As in :meth:`DreamPool.retrieve`.
-        allow_partial : bool, default False
-            As in :meth:`retrieve_similar`.
+        query, k
+            As in :meth:`retrieve_soft`.
+        mode : RetrievalMode or str, default RetrievalMode.SOFT
+            HARD answers as :meth:`retrieve_similar`, SOFT as :meth:`retrieve_soft`;
+            HYBRID fuses the two rankings by reciprocal rank, as
+            :meth:`DreamPool.retrieve` does.
+        where, allow_partial
+            As in :meth:`retrieve_soft`.
 
         Returns
         -------
         Hits
+            Best first, scored as the mode's method scores them.
         """
-        if isinstance(mode, str):
-            try:
-                mode = RetrievalMode(mode.lower())
-            except ValueError:
-                mode = None
-        if not isinstance(mode, RetrievalMode):
-            raise InvalidParameterError("mode", mode, "a RetrievalMode (HARD, SOFT or HYBRID)")
+        mode = as_retrieval_mode(mode)
         kw = {} if where is None else {"where": where}
         if mode is RetrievalMode.HARD:
             return self.retrieve_similar(query, k=k, allow_partial=allow_partial, **kw)
@@ -1325,6 +1280,9 @@ class ShardedPool:
         return self._hits(gids, fused, sims)
 
     def _batch_hits(self, rows, k):
+        """Count the uses of the hits of ``rows`` (``(gids, scores, sims)`` each) and pack
+        them as padded ``(m, k)`` arrays."""
+        self._count_hits(np.concatenate([_NO_IDS] + [np.asarray(r[0], np.int64) for r in rows]))
         try:
             from .results import BatchHits
         except ImportError:
@@ -1359,25 +1317,22 @@ class ShardedPool:
 
         Parameters
         ----------
-        queries, k, weights, where
-            As in ``DreamPool.retrieve_soft_batch``.
-        allow_partial : bool, default False
-            As in :meth:`retrieve_similar`.
+        queries : sequence of Query, tensor or array_like
+            One query per result row.
+        k, weights, where, allow_partial
+            As in :meth:`retrieve_soft`.
 
         Returns
         -------
         BatchHits
-            ``(m, k)`` global ids (padded -1) and scores (padded NaN).
+            ``(m, k)`` global ids (padded -1) and rerank values (padded NaN).
         """
         k = as_k(k, default=self._config.retrieval_limit)
         weights = _as_weights(weights)
         queries = _as_list(queries, "queries")
-        merged = self._batch_answers(
-            queries, candidate_count(k, 2**62), None, 0, None, where, allow_partial
-        )
-        rows = [self._soft(p, k, weights) for p in merged]
-        self._count_rows(rows)
-        return self._batch_hits(rows, k)
+        c_soft = candidate_count(k, 2**62)
+        merged = self._batch_answers(queries, c_soft, None, 0, None, where, allow_partial)
+        return self._batch_hits([self._soft(p, k, weights) for p in merged], k)
 
     def retrieve_similar_batch(self, chromas, k=None, label=None, where=None, allow_partial=False):
         """Hard retrieval of many chroma queries in one round trip per shard; see
@@ -1385,9 +1340,9 @@ class ShardedPool:
 
         Parameters
         ----------
-        chromas, k, label, where
-            As in ``DreamPool.retrieve_similar_batch``.
-        allow_partial : bool, default False
+        chromas : sequence of array_like or Query
+            One chroma signature per result row.
+        k, label, where, allow_partial
             As in :meth:`retrieve_similar`.
 
         Returns
@@ -1399,23 +1354,7 @@ class ShardedPool:
         label = as_label(label)
         chromas = _as_list(chromas, "chromas")
         merged = self._batch_answers(None, 0, chromas, k, label, where, allow_partial)
-        rows = []
-        for _, _, _, _, hard in merged:
-            if hard is None:
-                rows.append((_NO_IDS, _NO_SCORES, _NO_SCORES))
-                continue
-            gids, cos, _ = hard
-            top = self._top(gids, cos, k)
-            rows.append((gids[top], cos[top], cos[top]))
-        self._count_rows(rows)
-        return self._batch_hits(rows, k)
-
-    def _count_rows(self, rows):
-        gids = [r[0] for r in rows if len(r[0])]
-        if not gids:
-            return
-        for s, (_, local) in self._split(np.concatenate(gids)).items():
-            self._count_usage(s, local)
+        return self._batch_hits([self._hard(parts[4], k) for parts in merged], k)
 
     def _count_usage(self, shard: int, local) -> None:
         """Count one use of each hit on its shard, without waiting for the answer (a

@@ -25,10 +25,13 @@ from ._rwlock import RWLock, after_fork
 from ._table import EntryTable, make_mapper
 from ._validate import (
     as_bool,
-    as_float,
+    as_feedback_utilities,
     as_float_array,
+    as_ids,
     as_k,
     as_label,
+    as_mmr_options,
+    as_retrieval_mode,
     as_sequence,
     as_tensor_batch,
     as_utility,
@@ -41,7 +44,6 @@ from .config import PoolConfig
 from .errors import (
     CriticalStateError,
     DimensionMismatchError,
-    EmptyCollectionError,
     FeatureUnavailableError,
     InvalidConfigError,
     InvalidParameterError,
@@ -745,29 +747,8 @@ class DreamPool:
         >>> pool[eid].util_mean
         0.5
         """
-        if isinstance(ids, (str, bytes, dict, set, frozenset)):
-            raise InvalidParameterError("ids", ids, "a sequence of integer entry ids")
-        try:
-            id_arr = np.atleast_1d(np.asarray(ids))
-        except Exception as exc:  # ragged nesting and the like
-            raise InvalidParameterError(
-                "ids", ids, "a sequence of integer entry ids", detail=str(exc)
-            ) from None
-        if id_arr.ndim == 1 and id_arr.size == 0:
-            raise EmptyCollectionError("ids", ids, "at least one id")
-        if id_arr.dtype.kind not in "iu" or id_arr.ndim != 1:
-            raise InvalidParameterError("ids", ids, "a sequence of integer entry ids")
-        if isinstance(utilities, (dict, set, frozenset)):
-            raise InvalidParameterError(
-                "utilities", utilities, "a finite utility or a sequence of them"
-            )
-        u = as_float_array(utilities, "utilities", dtype=np.float64, ndim=(0, 1))
-        check_utility_range(u.reshape(-1), "utilities")
-        u = np.broadcast_to(u, id_arr.shape) if u.ndim == 0 else u
-        if u.shape != id_arr.shape:
-            raise DimensionMismatchError(
-                "utilities", u, f"one utility or {id_arr.shape[0]} of them"
-            )
+        id_arr = as_ids(ids)
+        u = as_feedback_utilities(utilities, id_arr.shape[0])
         with self._lock.write():
             next_id = self._table.next_id
             bad = (id_arr < 0) | (id_arr >= next_id)
@@ -1725,16 +1706,7 @@ class DreamPool:
         True
         """
         k = as_k(k, default=self.config.retrieval_limit)
-        lambda_ = as_float(lambda_, "lambda_", minimum=0.0, maximum=1.0)
-        if not isinstance(fast, bool):
-            raise InvalidParameterError("fast", fast, "True or False")
-        min_sim = as_float(
-            0.0 if min_similarity is None else min_similarity,
-            "min_similarity",
-            minimum=-1.0,
-            maximum=1.0,
-        )
-        sample = as_k(sample_size, "sample_size", default=8, minimum=0)
+        lambda_, fast, min_sim, sample = as_mmr_options(lambda_, fast, min_similarity, sample_size)
         spec = as_where(where)
         with self._lock.read():
             return self._finish(
@@ -1782,13 +1754,7 @@ class DreamPool:
         >>> len(pool.retrieve(q, k=3, mode="hybrid"))
         3
         """
-        if isinstance(mode, str):
-            try:
-                mode = RetrievalMode(mode.lower())
-            except ValueError:
-                mode = None
-        if not isinstance(mode, RetrievalMode):
-            raise InvalidParameterError("mode", mode, "a RetrievalMode (HARD, SOFT or HYBRID)")
+        mode = as_retrieval_mode(mode)
         if mode is RetrievalMode.HARD:
             return self.retrieve_similar(query, k=k, where=where)
         if mode is RetrievalMode.SOFT:
