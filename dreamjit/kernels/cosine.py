@@ -87,36 +87,36 @@ def rows_transposed(X):
 
 
 @kernel
-def _block_dots(XT, v64, i0, b, out):
-    """``out[i] = dot(X[i0 + i], v64)`` for ``i < b``, from the column-major ``XT`` (d, n).
+def _block_dots(XT, v, i0, b, out):
+    """``out[i] = dot(X[i0 + i], v)`` for ``i < b``, from the column-major ``XT`` (d, n).
 
-    Sequential float64 order over ``j`` (as :func:`topk_dot`), but the inner loop
-    runs over rows, so it vectorises (no reduction); four ``j`` per pass over
-    ``out`` cut its loads and stores without changing the order of adds.
+    Sequential order over ``j`` (as :func:`topk_dot`), but the inner loop runs over
+    rows, so it vectorises (no reduction); four ``j`` per pass over ``out`` cut its
+    loads and stores without changing the order of adds. Each product is taken in the
+    type of ``v`` or wider: float32 rows by a float64 query sum in float64 (the bits of
+    :func:`dot64`); the int8 copy by an int32 query (the int8 prefilter of
+    :func:`~dreamjit.kernels.query.topk_dot_int8`) sums exactly in integers.
     """
     d = XT.shape[0]
-    out[:b] = 0.0
+    out[:b] = 0
     j = 0
     while j + 4 <= d:
         r0 = XT[j, i0 : i0 + b]
         r1 = XT[j + 1, i0 : i0 + b]
         r2 = XT[j + 2, i0 : i0 + b]
         r3 = XT[j + 3, i0 : i0 + b]
-        c0 = v64[j]
-        c1 = v64[j + 1]
-        c2 = v64[j + 2]
-        c3 = v64[j + 3]
+        c0 = v[j]
+        c1 = v[j + 1]
+        c2 = v[j + 2]
+        c3 = v[j + 3]
         for i in range(b):
-            out[i] = (
-                ((out[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
-                + np.float64(r2[i]) * c2
-            ) + np.float64(r3[i]) * c3
+            out[i] = (((out[i] + r0[i] * c0) + r1[i] * c1) + r2[i] * c2) + r3[i] * c3
         j += 4
     while j < d:
         r0 = XT[j, i0 : i0 + b]
-        c0 = v64[j]
+        c0 = v[j]
         for i in range(b):
-            out[i] += np.float64(r0[i]) * c0
+            out[i] += r0[i] * c0
         j += 1
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel, parallel_kernel, prange
-from .cosine import _COL_BLOCK, _heap_result, _to_f64, _topk_cols_range, dot64, topk_cosine
+from .cosine import _COL_BLOCK, _block_dots, _heap_result, _to_f64, _topk_cols_range, dot64, topk_cosine
 from .heap import heap_offer as _heap_offer
 from .hybrid import hybrid_rerank
 
@@ -106,7 +106,7 @@ def _int8_bound(q64, quant_error):
 def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
     """The exact top-``hs.shape[0]`` of the masked rows into the empty heap (see
     :func:`topk_dot_int8`); returns its size."""
-    d, n = XT8.shape
+    n = XT8.shape[1]
     cap = hs.shape[0]
     q8, bound = _int8_bound(q64, quant_error)
     A = np.empty(n, dtype=np.int32)
@@ -119,31 +119,7 @@ def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
     for i0 in range(0, n, _Q_BLOCK):
         b = min(_Q_BLOCK, n - i0)
         a = A[i0 : i0 + b]
-        a[:] = 0
-        j = 0
-        while j + 4 <= d:  # four columns per pass over a: integer sums, any order is exact
-            r0 = XT8[j, i0 : i0 + b]
-            r1 = XT8[j + 1, i0 : i0 + b]
-            r2 = XT8[j + 2, i0 : i0 + b]
-            r3 = XT8[j + 3, i0 : i0 + b]
-            c0 = q8[j]
-            c1 = q8[j + 1]
-            c2 = q8[j + 2]
-            c3 = q8[j + 3]
-            for i in range(b):
-                a[i] += (
-                    np.int32(r0[i]) * c0
-                    + np.int32(r1[i]) * c1
-                    + np.int32(r2[i]) * c2
-                    + np.int32(r3[i]) * c3
-                )
-            j += 4
-        while j < d:
-            r0 = XT8[j, i0 : i0 + b]
-            c0 = q8[j]
-            for i in range(b):
-                a[i] += np.int32(r0[i]) * c0
-            j += 1
+        _block_dots(XT8, q8, i0, b, a)  # int32 scores: integer sums, exact in any order
         for i in range(b):
             v = np.float64(a[i])
             if v > kthr and mask[i0 + i]:
