@@ -56,6 +56,14 @@ def _heap_result(hs, hi, size):
     return out_i, out_s64.astype(np.float32)
 
 
+@kernel
+def _new_heap(k, n):
+    """An empty top-``k`` heap over ``n`` candidates: ``(keys float64, rows int64)`` of
+    capacity ``min(k, n)`` (0 for ``k <= 0``)."""
+    cap = min(k, n) if k > 0 else 0
+    return np.empty(cap, dtype=np.float64), np.empty(cap, dtype=np.int64)
+
+
 # --------------------------------------------------------------------------- rows
 
 
@@ -187,11 +195,9 @@ def _topk_dot_range(X, q64, mask, use_mask, start, stop, hs, hi):
 
 @kernel
 def _topk_dot_serial(X, q, mask, use_mask, n, k):
-    cap = min(k, n) if k > 0 else 0
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
+    hs, hi = _new_heap(k, n)
     size = 0
-    if cap > 0:
+    if hs.shape[0] > 0:
         size = _topk_dot_range(X, _to_f64(q), mask, use_mask, 0, n, hs, hi)
     return _heap_result(hs, hi, size)
 
@@ -253,11 +259,9 @@ def topk_dot_columns(XT, q, mask, k):
     Same result, bit for bit, as ``topk_dot(XT.T, q, mask, k)``; ``mask`` is (n,).
     """
     n = XT.shape[1]
-    cap = min(k, n) if k > 0 else 0
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
+    hs, hi = _new_heap(k, n)
     size = 0
-    if cap > 0:
+    if hs.shape[0] > 0:
         acc = np.empty(min(n, _COL_BLOCK), dtype=np.float64)
         size = _topk_cols_range(XT, _to_f64(q), mask, 0, n, hs, hi, acc)
     return _heap_result(hs, hi, size)
@@ -289,11 +293,9 @@ def topk_cosine(X, q, mask, k):
     Rows are not assumed unit (small-C chroma signatures); norms are float64.
     """
     n, d = X.shape
-    cap = min(k, n) if k > 0 else 0
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
+    hs, hi = _new_heap(k, n)
     size = 0
-    if cap == 0:
+    if hs.shape[0] == 0:
         return _heap_result(hs, hi, 0)
     q64 = _to_f64(q)
     qn = np.sqrt(dot64(q64, q64))
