@@ -50,6 +50,8 @@ COLUMN_DTYPES = {
     "chroma": np.float32,
     "spectral": np.float32,
 }
+#: the fields :meth:`EntryTable.rewrite` can overwrite
+_REWRITABLE = frozenset({"tensor", "embedding", "chroma", "spectral", "result", "label", "utility"})
 
 
 class Columns:
@@ -437,39 +439,31 @@ class EntryTable:
         else:
             self._removed += int(slots.shape[0])
 
-    def rewrite(
-        self,
-        slot: int,
-        *,
-        tensor=None,
-        embedding=None,
-        chroma=None,
-        spectral=None,
-        result=None,
-        label=None,
-        utility=None,
-    ) -> None:
-        """Overwrite fields of the live entry in ``slot`` in place (already validated and
-        computed; None: unchanged). Its id, timestamp and usage count stay; a new
-        ``utility`` restarts the running mean at that value."""
+    def rewrite(self, slot: int, fields: dict) -> None:
+        """Overwrite fields of the live entry in ``slot`` in place. ``fields`` maps some of
+        ``tensor``, ``embedding``, ``chroma``, ``spectral``, ``result``, ``label`` and
+        ``utility`` to new values, already validated and computed (None: unchanged). Its
+        id, timestamp and usage count stay; a new ``utility`` restarts the running mean at
+        that value."""
+        unknown = set(fields) - _REWRITABLE
+        if unknown:
+            raise TypeError(f"rewrite: unknown fields {sorted(unknown)}")
+        new = {name: value for name, value in fields.items() if value is not None}
         s = self._columns()
-        if tensor is not None:
-            s.tensors.reshape(s.capacity, *tensor.shape)[slot] = tensor
+        if "tensor" in new:
+            s.tensors.reshape(s.capacity, *new["tensor"].shape)[slot] = new["tensor"]
             if s.tensor_file is not None:
                 s.release(np.array([slot]))  # as write(): the row lives in the file
-        if embedding is not None:
-            s.set_embeddings(np.array([slot]), embedding[None])
-        if chroma is not None:
-            s.chroma[slot] = chroma
-        if spectral is not None:
-            s.spectral[slot] = spectral
-        if result is not None:
-            s.energy[slot], s.coherence[slot], s.violation[slot] = result
-        if label is not None:
-            s.labels[slot] = label
-        if utility is not None:
-            s.utility[slot] = utility
-            s.util_mean[slot] = utility
+        if "embedding" in new:
+            s.set_embeddings(np.array([slot]), new["embedding"][None])
+        for name, column in (("chroma", s.chroma), ("spectral", s.spectral), ("label", s.labels)):
+            if name in new:
+                column[slot] = new[name]
+        if "result" in new:
+            s.energy[slot], s.coherence[slot], s.violation[slot] = new["result"]
+        if "utility" in new:
+            s.utility[slot] = new["utility"]
+            s.util_mean[slot] = new["utility"]
             s.util_count[slot] = 1
 
     def fold_utilities(self, slots: np.ndarray, u: np.ndarray) -> None:

@@ -373,15 +373,7 @@ class DreamPool:
         >>> pool.ids().tolist(), pool.stats()["evicted"]
         ([1, 2], 1)
         """
-        batch = self._prepare(
-            tensor,
-            [result],
-            [label],
-            [utility],
-            None if embedding is None else [embedding],
-            None if certainty is None else [certainty],
-            single=True,
-        )
+        batch = self._prepare_one(tensor, result, label, utility, embedding, certainty)
         return int(self._commit(batch)[0])
 
     def add_if_coherent(
@@ -416,16 +408,7 @@ class DreamPool:
         res = _as_results([result], 1, "result")
         if res[0, 1] < self.config.coherence_threshold:
             # validate the rest anyway, so bad input is reported the same either way
-            self._prepare(
-                tensor,
-                [result],
-                [label],
-                [utility],
-                None if embedding is None else [embedding],
-                None if certainty is None else [certainty],
-                single=True,
-                compute=False,
-            )
+            self._prepare_one(tensor, result, label, utility, embedding, certainty, compute=False)
             return None
         return self.add(
             tensor, result, label=label, utility=utility, embedding=embedding, certainty=certainty
@@ -484,23 +467,30 @@ class DreamPool:
         >>> ids.tolist(), len(pool)
         ([15, 16, 17, 18, 19], 5)
         """
-        only_coherent = as_bool(only_coherent, "only_coherent")
+        coherent = as_bool(only_coherent, "only_coherent")
         if results is None:
             from .features import evaluate_batch
 
             results = evaluate_batch(tensors)
         batch = self._prepare(
-            tensors,
-            results,
-            labels,
-            utilities,
-            embeddings,
-            certainties,
-            only_coherent=only_coherent,
+            tensors, results, labels, utilities, embeddings, certainties, only_coherent=coherent
         )
         if batch is None:
             return np.empty(0, dtype=np.int64)
         return self._commit(batch)
+
+    def _prepare_one(self, tensor, result, label, utility, embedding, certainty, compute=True):
+        """:meth:`_prepare` for the one entry :meth:`add` takes."""
+        return self._prepare(
+            tensor,
+            [result],
+            [label],
+            [utility],
+            None if embedding is None else [embedding],
+            None if certainty is None else [certainty],
+            single=True,
+            compute=compute,
+        )
 
     def _prepare(
         self,
@@ -968,16 +958,10 @@ class DreamPool:
                 plan = self._plan_update(snap, t5, lab, util, emb, tensor)
             slot = snap["slot"]
             self._budget.check_rewrite(plan["embedding"] is not None)
-            self._table.rewrite(
-                slot,
-                tensor=None if t5 is None else t5[0].reshape(self._table.shape),
-                embedding=plan["embedding"],
-                chroma=plan["chroma"],
-                spectral=plan["spectral"],
-                result=res,
-                label=lab,
-                utility=util,
-            )
+            tensor_row = None if t5 is None else t5[0].reshape(self._table.shape)
+            # plan: the computed embedding, chroma and spectral (None: unchanged)
+            fields = dict(plan, tensor=tensor_row, result=res, label=lab, utility=util)
+            self._table.rewrite(slot, fields)
             if plan["embedding"] is not None:
                 self._indexes.after_update(np.array([slot], dtype=np.int64))
             self._rewrites += 1
@@ -1505,12 +1489,13 @@ class DreamPool:
 
         Raises
         ------
-        InvalidParameterError
+        DimensionMismatchError, InvalidParameterError
             As :meth:`retrieve_similar`, for any query (the message names its index).
+        EmptyCollectionError
+            No queries.
 
         Examples
         --------
-        >>> import numpy as np, dreamjit as dj
         >>> from dreamjit.synthetic import example_pool
         >>> pool, tensors, ids = example_pool()
         >>> batch = pool.retrieve_similar_batch(tensors[:4], k=3)
@@ -1627,12 +1612,16 @@ class DreamPool:
 
         Raises
         ------
+        DimensionMismatchError
+            A query of the wrong length: ``embedding_dim`` for a pool of user embeddings,
+            else one value per channel (the message names the query's index).
+        EmptyCollectionError
+            ``queries`` holds no query.
         InvalidParameterError
             As :meth:`retrieve_soft`, for any query (the message names its index).
 
         Examples
         --------
-        >>> import numpy as np, dreamjit as dj
         >>> from dreamjit.synthetic import example_pool
         >>> pool, tensors, ids = example_pool()
         >>> batch = pool.retrieve_soft_batch(tensors[:4], k=3)

@@ -1094,7 +1094,8 @@ class NNDescentIndex:
         Parameters
         ----------
         Q, k, mask
-            As in :meth:`ExactIndex.search_batch <dreamjit.index.ExactIndex.search_batch>`.
+            ``(m, d)`` query vectors, rows wanted per query and an optional bool mask, as
+            in :meth:`ExactIndex.search_batch <dreamjit.index.ExactIndex.search_batch>`.
 
         Returns
         -------

@@ -56,6 +56,14 @@ def _heap_result(hs, hi, size):
     return out_i, out_s64.astype(np.float32)
 
 
+@kernel
+def _new_heap(k, n):
+    """An empty top-``k`` heap over ``n`` candidates: ``(keys float64, rows int64)`` of
+    capacity ``min(k, n)`` (0 for ``k <= 0``)."""
+    cap = min(k, n) if k > 0 else 0
+    return np.empty(cap, dtype=np.float64), np.empty(cap, dtype=np.int64)
+
+
 # --------------------------------------------------------------------------- rows
 
 
@@ -87,36 +95,36 @@ def rows_transposed(X):
 
 
 @kernel
-def _block_dots(XT, v64, i0, b, out):
-    """``out[i] = dot(X[i0 + i], v64)`` for ``i < b``, from the column-major ``XT`` (d, n).
+def _block_dots(XT, v, i0, b, out):
+    """``out[i] = dot(X[i0 + i], v)`` for ``i < b``, from the column-major ``XT`` (d, n).
 
-    Sequential float64 order over ``j`` (as :func:`topk_dot`), but the inner loop
-    runs over rows, so it vectorises (no reduction); four ``j`` per pass over
-    ``out`` cut its loads and stores without changing the order of adds.
+    Sequential order over ``j`` (as :func:`topk_dot`), but the inner loop runs over
+    rows, so it vectorises (no reduction); four ``j`` per pass over ``out`` cut its
+    loads and stores without changing the order of adds. Each product is taken in the
+    type of ``v`` or wider: float32 rows by a float64 query sum in float64 (the bits of
+    :func:`dot64`); the int8 copy by an int32 query (the int8 prefilter of
+    :func:`~dreamjit.kernels.query.topk_dot_int8`) sums exactly in integers.
     """
     d = XT.shape[0]
-    out[:b] = 0.0
+    out[:b] = 0
     j = 0
     while j + 4 <= d:
         r0 = XT[j, i0 : i0 + b]
         r1 = XT[j + 1, i0 : i0 + b]
         r2 = XT[j + 2, i0 : i0 + b]
         r3 = XT[j + 3, i0 : i0 + b]
-        c0 = v64[j]
-        c1 = v64[j + 1]
-        c2 = v64[j + 2]
-        c3 = v64[j + 3]
+        c0 = v[j]
+        c1 = v[j + 1]
+        c2 = v[j + 2]
+        c3 = v[j + 3]
         for i in range(b):
-            out[i] = (
-                ((out[i] + np.float64(r0[i]) * c0) + np.float64(r1[i]) * c1)
-                + np.float64(r2[i]) * c2
-            ) + np.float64(r3[i]) * c3
+            out[i] = (((out[i] + r0[i] * c0) + r1[i] * c1) + r2[i] * c2) + r3[i] * c3
         j += 4
     while j < d:
         r0 = XT[j, i0 : i0 + b]
-        c0 = v64[j]
+        c0 = v[j]
         for i in range(b):
-            out[i] += np.float64(r0[i]) * c0
+            out[i] += r0[i] * c0
         j += 1
 
 
@@ -187,11 +195,9 @@ def _topk_dot_range(X, q64, mask, use_mask, start, stop, hs, hi):
 
 @kernel
 def _topk_dot_serial(X, q, mask, use_mask, n, k):
-    cap = min(k, n) if k > 0 else 0
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
+    hs, hi = _new_heap(k, n)
     size = 0
-    if cap > 0:
+    if hs.shape[0] > 0:
         size = _topk_dot_range(X, _to_f64(q), mask, use_mask, 0, n, hs, hi)
     return _heap_result(hs, hi, size)
 
@@ -253,11 +259,9 @@ def topk_dot_columns(XT, q, mask, k):
     Same result, bit for bit, as ``topk_dot(XT.T, q, mask, k)``; ``mask`` is (n,).
     """
     n = XT.shape[1]
-    cap = min(k, n) if k > 0 else 0
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
+    hs, hi = _new_heap(k, n)
     size = 0
-    if cap > 0:
+    if hs.shape[0] > 0:
         acc = np.empty(min(n, _COL_BLOCK), dtype=np.float64)
         size = _topk_cols_range(XT, _to_f64(q), mask, 0, n, hs, hi, acc)
     return _heap_result(hs, hi, size)
@@ -289,11 +293,9 @@ def topk_cosine(X, q, mask, k):
     Rows are not assumed unit (small-C chroma signatures); norms are float64.
     """
     n, d = X.shape
-    cap = min(k, n) if k > 0 else 0
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
+    hs, hi = _new_heap(k, n)
     size = 0
-    if cap == 0:
+    if hs.shape[0] == 0:
         return _heap_result(hs, hi, 0)
     q64 = _to_f64(q)
     qn = np.sqrt(dot64(q64, q64))

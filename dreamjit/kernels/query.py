@@ -31,7 +31,16 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel, parallel_kernel, prange
-from .cosine import _COL_BLOCK, _heap_result, _to_f64, _topk_cols_range, dot64, topk_cosine
+from .cosine import (
+    _COL_BLOCK,
+    _block_dots,
+    _heap_result,
+    _new_heap,
+    _to_f64,
+    _topk_cols_range,
+    dot64,
+    topk_cosine,
+)
 from .heap import heap_offer as _heap_offer
 from .hybrid import hybrid_rerank
 
@@ -106,7 +115,7 @@ def _int8_bound(q64, quant_error):
 def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
     """The exact top-``hs.shape[0]`` of the masked rows into the empty heap (see
     :func:`topk_dot_int8`); returns its size."""
-    d, n = XT8.shape
+    n = XT8.shape[1]
     cap = hs.shape[0]
     q8, bound = _int8_bound(q64, quant_error)
     A = np.empty(n, dtype=np.int32)
@@ -119,31 +128,7 @@ def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
     for i0 in range(0, n, _Q_BLOCK):
         b = min(_Q_BLOCK, n - i0)
         a = A[i0 : i0 + b]
-        a[:] = 0
-        j = 0
-        while j + 4 <= d:  # four columns per pass over a: integer sums, any order is exact
-            r0 = XT8[j, i0 : i0 + b]
-            r1 = XT8[j + 1, i0 : i0 + b]
-            r2 = XT8[j + 2, i0 : i0 + b]
-            r3 = XT8[j + 3, i0 : i0 + b]
-            c0 = q8[j]
-            c1 = q8[j + 1]
-            c2 = q8[j + 2]
-            c3 = q8[j + 3]
-            for i in range(b):
-                a[i] += (
-                    np.int32(r0[i]) * c0
-                    + np.int32(r1[i]) * c1
-                    + np.int32(r2[i]) * c2
-                    + np.int32(r3[i]) * c3
-                )
-            j += 4
-        while j < d:
-            r0 = XT8[j, i0 : i0 + b]
-            c0 = q8[j]
-            for i in range(b):
-                a[i] += np.int32(r0[i]) * c0
-            j += 1
+        _block_dots(XT8, q8, i0, b, a)  # int32 scores: integer sums, exact in any order
         for i in range(b):
             v = np.float64(a[i])
             if v > kthr and mask[i0 + i]:
@@ -175,11 +160,9 @@ def topk_dot_int8(XT8, X, q, mask, k, quant_error):
     Returns ``(indices int64, scores float32)``, score descending, ties to the lower index.
     """
     n = X.shape[0]
-    cap = min(k, n) if k > 0 else 0
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
+    hs, hi = _new_heap(k, n)
     size = 0
-    if cap > 0:
+    if hs.shape[0] > 0:
         size = _topk_int8_into(XT8, X, _to_f64(q), mask, quant_error, hs, hi)
     return _heap_result(hs, hi, size)
 
@@ -268,25 +251,34 @@ def rerank_candidates(cand, sims, E, ids, util_mean, labels, qlabel, k, w):
 
 
 @kernel
-def _soft_one(
-    XT,
-    XT8,
-    quant_error,
-    E,
-    q,
-    mask,
-    n_match,
-    ids,
-    util_mean,
-    labels,
-    qlabel,
-    cc,
-    k,
-    w,
+def soft_query(
+    XT, XT8, quant_error, E, v, normalize, mask, n_match, ids, util_mean, labels, qlabel, cc, k, w
 ):
-    """:func:`soft_query` for the unit query ``q``."""
+    """One exact soft retrieval: ``(slots, scores, similarity, status)``.
+
+    ``XT`` (d, n) column-major and ``E`` (n, d) row-major unit embeddings;
+    ``XT8`` (d, n) their int8 copy within ``quant_error`` (as
+    :func:`topk_dot_int8`), scanned instead of ``XT`` from :data:`INT8_MIN_ROWS`
+    rows (an empty (d, 0) array: never); ``v`` (d,) the query (normalised here
+    if ``normalize``, else already unit); ``mask`` (n,) bool of the
+    ``n_match`` selectable rows; ``ids``, ``util_mean``, ``labels`` the
+    columns; ``cc`` the candidate count; then the rerank's ``k`` and weights ``w``
+    (float64 ``(alpha, beta, gamma, delta, lambda_)``, as ``RetrievalWeights.as_array()``).
+    The candidates are the best ``cc`` rows by dot product (as
+    :func:`~dreamjit.kernels.cosine.topk_dot_columns`), taken in id order and
+    reranked by :func:`~dreamjit.kernels.hybrid.hybrid_rerank`. ``status``
+    is :data:`SOFT_OK`, or :data:`SOFT_TIE` (scores tie across the cut), or a
+    bad query (:data:`SOFT_ZERO`, :data:`SOFT_NONFINITE`); then the arrays are
+    empty.
+    """
     none_i = np.empty(0, dtype=np.int64)
     none_s = np.empty(0, dtype=np.float32)
+    if normalize:
+        q, status = unit_query(v)
+        if status != SOFT_OK:
+            return none_i, none_s, none_s, status
+    else:
+        q = v
     n = XT.shape[1]
     cap = min(cc + 1, n_match)
     if cap <= 0 or k <= 0:
@@ -308,81 +300,9 @@ def _soft_one(
     return out_s, scores, out_c, SOFT_OK
 
 
-@kernel
-def soft_query(
-    XT,
-    XT8,
-    quant_error,
-    E,
-    v,
-    normalize,
-    mask,
-    n_match,
-    ids,
-    util_mean,
-    labels,
-    qlabel,
-    cc,
-    k,
-    w,
-):
-    """One exact soft retrieval: ``(slots, scores, similarity, status)``.
-
-    ``XT`` (d, n) column-major and ``E`` (n, d) row-major unit embeddings;
-    ``XT8`` (d, n) their int8 copy within ``quant_error`` (as
-    :func:`topk_dot_int8`), scanned instead of ``XT`` from :data:`INT8_MIN_ROWS`
-    rows (an empty (d, 0) array: never); ``v`` (d,) the query (normalised here
-    if ``normalize``, else already unit); ``mask`` (n,) bool of the
-    ``n_match`` selectable rows; ``ids``, ``util_mean``, ``labels`` the
-    columns; ``cc`` the candidate count; then the rerank's ``k`` and weights ``w``
-    (float64 ``(alpha, beta, gamma, delta, lambda_)``, as ``RetrievalWeights.as_array()``).
-    The candidates are the best ``cc`` rows by dot product (as
-    :func:`~dreamjit.kernels.cosine.topk_dot_columns`), taken in id order and
-    reranked by :func:`~dreamjit.kernels.hybrid.hybrid_rerank`. ``status``
-    is :data:`SOFT_OK`, or :data:`SOFT_TIE` (scores tie across the cut), or a
-    bad query (:data:`SOFT_ZERO`, :data:`SOFT_NONFINITE`); then the arrays are
-    empty.
-    """
-    if normalize:
-        q, status = unit_query(v)
-        if status != SOFT_OK:
-            return np.empty(0, dtype=np.int64), q[:0], q[:0], status
-    else:
-        q = v
-    return _soft_one(
-        XT,
-        XT8,
-        quant_error,
-        E,
-        q,
-        mask,
-        n_match,
-        ids,
-        util_mean,
-        labels,
-        qlabel,
-        cc,
-        k,
-        w,
-    )
-
-
 @parallel_kernel(size_arg=4)
 def soft_query_batch(
-    XT,
-    XT8,
-    quant_error,
-    E,
-    Q,
-    mask,
-    n_match,
-    ids,
-    util_mean,
-    labels,
-    qlabels,
-    cc,
-    k,
-    w,
+    XT, XT8, quant_error, E, Q, mask, n_match, ids, util_mean, labels, qlabels, cc, k, w
 ):
     """:func:`soft_query` for each unit row of ``Q`` (m, d) with labels ``qlabels`` (m,),
     in parallel over queries (the same code per query: the same bits).
@@ -398,12 +318,13 @@ def soft_query_batch(
     out_c = np.full((m, kk), np.nan, dtype=np.float32)
     status = np.zeros(m, dtype=np.int64)
     for t in prange(m):
-        sl, sc, cs, st = _soft_one(
+        sl, sc, cs, st = soft_query(
             XT,
             XT8,
             quant_error,
             E,
             Q[t],
+            False,
             mask,
             n_match,
             ids,
@@ -427,11 +348,9 @@ def topk_dot_slots(X, q, slots, k):
     """Exact top-k over the rows ``slots`` (ascending) of ``X`` (n, d):
     ``(rows int64, scores float32)``, score descending, ties to the lower row,
     scores bit-identical to :func:`~dreamjit.kernels.cosine.topk_dot`."""
-    cap = min(k, slots.shape[0]) if k > 0 else 0
-    hs = np.empty(cap, dtype=np.float64)
-    hi = np.empty(cap, dtype=np.int64)
+    hs, hi = _new_heap(k, slots.shape[0])
     size = 0
-    if cap > 0:
+    if hs.shape[0] > 0:
         q64 = _to_f64(q)
         thr = -np.inf
         for r in range(slots.shape[0]):
@@ -439,7 +358,7 @@ def topk_dot_slots(X, q, slots, k):
             s = dot64(X[i], q64)
             if s > thr:  # ascending rows: an equal score never displaces
                 size = _heap_offer(hs, hi, size, s, i)
-                if size == cap:
+                if size == hs.shape[0]:
                     thr = hs[0]
     return _heap_result(hs, hi, size)
 
