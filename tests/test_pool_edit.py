@@ -567,6 +567,7 @@ def _unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+@pytest.mark.jit_only  # pynndescent's own kernels cannot run as Python
 @pytest.mark.ann
 def test_ann_never_returns_removed_ids_and_finds_updates():
     n, d = 3000, 32
