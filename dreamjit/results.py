@@ -226,7 +226,8 @@ class Hits:
         Returns
         -------
         numpy.ndarray
-            float32 ``(m, *tensor_shape)``, ``m <= k``.
+            float32 ``(m, *tensor_shape)``, ``m <= k``; ``(0,)`` when the pool
+            has never held a tensor (its shape is not known yet).
         """
         if self._pool is None:
             return np.empty((0,), np.float32)

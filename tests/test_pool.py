@@ -272,6 +272,11 @@ def test_retrieve_similar_k_and_usage():
     assert [h.id for h in tensor_hits] == tensor_hits.ids.tolist()
     empty = dj.DreamPool()
     assert len(empty.retrieve_similar([1, 0, 0])) == 0
+    # never held a tensor: the shape is not known yet; once it has, (0, *shape)
+    assert empty.retrieve_similar(tensors(1)[0], k=3).tensors().shape == (0,)
+    eid = empty.add(tensors(1)[0], (0.0, 0.9, 0.0))
+    empty.remove([eid])
+    assert empty.retrieve_similar(tensors(1)[0], k=3).tensors().shape == (0, *SHAPE)
     assert_invariants(pool)
 
 
