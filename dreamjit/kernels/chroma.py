@@ -1,7 +1,8 @@
 """Chroma signature kernels: the per-channel mean colour of a tensor.
 
-A tensor is ``(rows, cols, layers, C)`` float32; sums run in float64, cell by
-cell in row-major order. With a certainty array ``(rows, cols, layers)`` the
+A tensor is ``(rows, cols, layers, C)`` float32; sums run in float64 (plain
+mean: each pixel's layers, then the pixels in row-major order; weighted: cell
+by cell in row-major order). With a certainty array ``(rows, cols, layers)`` the
 mean is certainty-weighted, ``sum(w*x) / sum(w)``; a total weight <= 0 falls
 back to the plain mean (there is nothing to weight by).
 """
@@ -12,20 +13,20 @@ import numpy as np
 
 from ._jit import kernel, parallel_kernel, prange
 
-__all__ = ["chroma_into", "chroma_one", "chroma_batch"]
+__all__ = ["plain_sums", "chroma_into", "chroma_one", "chroma_batch"]
 
 
 @kernel
-def _means(f, wf, use_w, wsum, out):
+def _weighted_means(f, wf, wsum, out):
     # f (cells, C), wf (cells,); explicit float64 casts keep the sums float64 without the JIT too
     n, C = f.shape
-    scale = 1.0 / wsum if use_w else 1.0 / n
+    scale = 1.0 / wsum
     if C == 3:  # the default RGB case: one pass, sums in registers
         s0 = 0.0
         s1 = 0.0
         s2 = 0.0
         for q in range(n):
-            wq = np.float64(wf[q]) if use_w else 1.0
+            wq = np.float64(wf[q])
             s0 += wq * np.float64(f[q, 0])
             s1 += wq * np.float64(f[q, 1])
             s2 += wq * np.float64(f[q, 2])
@@ -36,9 +37,30 @@ def _means(f, wf, use_w, wsum, out):
     for c in range(C):
         s = 0.0
         for q in range(n):
-            wq = np.float64(wf[q]) if use_w else 1.0
-            s += wq * np.float64(f[q, c])
+            s += np.float64(wf[q]) * np.float64(f[q, c])
         out[c] = s * scale
+
+
+@kernel
+def plain_sums(t, raw):
+    """Per-channel sums of ``t`` (rows, cols, layers, C) into ``raw`` (C,), float64.
+
+    The order is fixed: each pixel's layers are summed (layer order), then the
+    pixel sums in row-major order. The spectral kernel's one pass over a tensor
+    (:func:`dreamjit.kernels.spectral.describe_entries`) sums in this same order,
+    so its chroma equals :func:`chroma_into`'s bit for bit.
+    """
+    rows, cols, layers, C = t.shape
+    npix = rows * cols
+    f = t.reshape(npix, layers * C)
+    for c in range(C):
+        acc = 0.0
+        for p in range(npix):
+            s = 0.0
+            for k in range(layers):
+                s += np.float64(f[p, k * C + c])
+            acc += s
+        raw[c] = acc
 
 
 @kernel
@@ -55,8 +77,14 @@ def chroma_into(t, w, use_w, out):
     if use_w:
         for q in range(n):
             wsum += np.float64(wf[q])
-    # one call with a bool variable: literal True/False would compile _means twice
-    _means(f, wf, use_w and wsum > 0.0, wsum, out)
+    if use_w and wsum > 0.0:
+        _weighted_means(f, wf, wsum, out)
+        return
+    raw = np.empty(t.shape[3])
+    plain_sums(t, raw)
+    scale = 1.0 / n
+    for c in range(t.shape[3]):
+        out[c] = raw[c] * scale
 
 
 @kernel

@@ -32,7 +32,7 @@ import numpy as np
 # its "numba_extensions" entry point on the first compile (not at import: it costs 0.4 s)
 from ._jit import kernel, parallel_kernel, prange
 from .chroma import chroma_into
-from .thumbnail import thumbnail_into
+from .thumbnail import area_bounds, thumbnail_into
 
 __all__ = [
     "FEATURES",
@@ -190,64 +190,96 @@ def log_into(p, out, bits):
 
 
 @kernel
-def _layer_means(t, x, sums):
+def _layer_means(t, x, sums, raw, area, ar, ac, ng):
     """Layer means of ``t`` (rows, cols, layers, C) into ``x`` (C, rows*cols).
 
-    The per-channel sums of ``x`` go into ``sums`` (C,).
+    The per-channel sums of ``x`` go into ``sums`` (C,). The same pass adds each
+    pixel's layer sum to ``raw`` (C,), the order of
+    :func:`~dreamjit.kernels.chroma.plain_sums`, and, when ``ng > 0``, to
+    ``area`` (ng*ng*C,) at area ``ar[row] * ng + ac[col]`` (a thumbnail whose
+    areas partition the tensor; the order of
+    :func:`~dreamjit.kernels.thumbnail.thumbnail_into`). ``raw`` and ``area``
+    are zeroed here.
     """
     rows, cols, layers, C = t.shape
-    npix = rows * cols
-    f = t.reshape(npix, layers * C)
+    f = t.reshape(rows * cols, layers * C)
     inv_layers = 1.0 / layers
+    area[:] = 0.0
     # explicit float64 casts: without the JIT, numpy 2 would keep float + float32 in float32
     if C == 3:
         # the default RGB case: the constant stride lets LLVM vectorise the layer loop (~2x)
         m0 = 0.0
         m1 = 0.0
         m2 = 0.0
-        for p in range(npix):
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            for k in range(layers):
-                s0 += np.float64(f[p, 3 * k])
-                s1 += np.float64(f[p, 3 * k + 1])
-                s2 += np.float64(f[p, 3 * k + 2])
-            s0 *= inv_layers
-            s1 *= inv_layers
-            s2 *= inv_layers
-            x[0, p] = s0
-            x[1, p] = s1
-            x[2, p] = s2
-            m0 += s0
-            m1 += s1
-            m2 += s2
+        q0 = 0.0
+        q1 = 0.0
+        q2 = 0.0
+        for r in range(rows):
+            row_area = ar[r] * ng
+            for col in range(cols):
+                p = r * cols + col
+                s0 = 0.0
+                s1 = 0.0
+                s2 = 0.0
+                for k in range(layers):
+                    s0 += np.float64(f[p, 3 * k])
+                    s1 += np.float64(f[p, 3 * k + 1])
+                    s2 += np.float64(f[p, 3 * k + 2])
+                q0 += s0
+                q1 += s1
+                q2 += s2
+                if ng > 0:
+                    a = (row_area + ac[col]) * 3
+                    area[a] += s0
+                    area[a + 1] += s1
+                    area[a + 2] += s2
+                s0 *= inv_layers
+                s1 *= inv_layers
+                s2 *= inv_layers
+                x[0, p] = s0
+                x[1, p] = s1
+                x[2, p] = s2
+                m0 += s0
+                m1 += s1
+                m2 += s2
         sums[0] = m0
         sums[1] = m1
         sums[2] = m2
+        raw[0] = q0
+        raw[1] = q1
+        raw[2] = q2
         return
     for c in range(C):
         m = 0.0
-        for p in range(npix):
-            s = 0.0
-            for k in range(layers):
-                s += np.float64(f[p, k * C + c])
-            s *= inv_layers
-            x[c, p] = s
-            m += s
+        q = 0.0
+        for r in range(rows):
+            row_area = ar[r] * ng
+            for col in range(cols):
+                p = r * cols + col
+                s = 0.0
+                for k in range(layers):
+                    s += np.float64(f[p, k * C + c])
+                q += s
+                if ng > 0:
+                    area[(row_area + ac[col]) * C + c] += s
+                s *= inv_layers
+                x[c, p] = s
+                m += s
         sums[c] = m
+        raw[c] = q
 
 
 @kernel
-def _window_channels(t, w2d, x, sums):
+def _window_channels(t, w2d, x, sums, raw, area, ar, ac, ng):
     """Layer-mean, de-mean and window every channel of ``t`` into ``x`` (C, rows, cols).
 
-    ``sums`` is float64 (C,) scratch.
+    ``sums`` is float64 (C,) scratch; ``raw``, ``area``, ``ar``, ``ac``, ``ng``
+    as in :func:`_layer_means`.
     """
     C = t.shape[3]
     npix = t.shape[0] * t.shape[1]
     xf = x.reshape(C, npix)
-    _layer_means(t, xf, sums)
+    _layer_means(t, xf, sums, raw, area, ar, ac, ng)
     wf = w2d.ravel()
     for c in range(C):
         mean = sums[c] / npix
@@ -329,14 +361,32 @@ def spectra_features(spec, n_full, grids, feats):
 
 
 @kernel
-def _spectral_chunk(tensors, lo, hi, w2d, grids, out):
-    """Features of ``tensors[lo:hi]`` into ``out[lo:hi]``, with one FFT call for the chunk."""
-    _, rows, cols, _, C = tensors.shape
+def _spectral_chunk(tensors, lo, hi, w2d, grids, out, chroma, plain, spatial64, grid, areas):
+    """Features of ``tensors[lo:hi]`` into ``out[lo:hi]``, with one FFT call for the chunk.
+
+    With ``plain`` the same pass writes the plain (unweighted) chroma into
+    ``chroma[lo:hi]``; ``areas`` is ``(ar, ac, cells)`` for a thumbnail whose
+    areas partition the tensor (``ar`` (rows,) and ``ac`` (cols,) area numbers,
+    ``cells`` (grid*grid,) float64 cells per area), written into ``spatial64[lo:hi]``,
+    or an empty ``cells`` (no thumbnail here).
+    """
+    _, rows, cols, layers, C = tensors.shape
+    ar, ac, cells = areas
+    ng = grid if cells.size > 0 else 0
     count = hi - lo
     x = np.empty((count * C, rows, cols))
     sums = np.empty(C)
+    raw = np.empty(C)
+    area = np.empty(cells.size * C)
+    inv_cells = 1.0 / (rows * cols * layers)
     for b in range(count):
-        _window_channels(tensors[lo + b], w2d, x[b * C : (b + 1) * C], sums)
+        _window_channels(tensors[lo + b], w2d, x[b * C : (b + 1) * C], sums, raw, area, ar, ac, ng)
+        if plain:
+            for c in range(C):
+                chroma[lo + b, c] = raw[c] * inv_cells
+        for a in range(cells.size):
+            for c in range(C):
+                spatial64[lo + b, a * C + c] = area[a * C + c] / cells[a]
     spec = np.fft.rfft2(x)
     feats = np.empty((count * C, N_FEATURES))
     spectra_features(spec, rows * cols, grids, feats)
@@ -349,20 +399,46 @@ def _spectral_chunk(tensors, lo, hi, w2d, grids, out):
 
 
 @kernel
-def _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids, out):
+def _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids, areas, out):
     """:func:`describe_entries` for ``tensors[lo:hi]``; ``out`` its three float64/32 outputs."""
     spectral, chroma, spatial64 = out
-    _spectral_chunk(tensors, lo, hi, w2d, grids, spectral)
-    if grid < 0:  # spectral features only
+    plain = grid >= 0 and not use_certainty
+    # without certainty, chroma and (areas partitioning the tensor) thumbnail come from
+    # the spectral kernel's own pass over each tensor
+    _spectral_chunk(tensors, lo, hi, w2d, grids, spectral, chroma, plain, spatial64, grid, areas)
+    if grid < 0 or (plain and (grid == 0 or areas[2].size > 0)):
         return
     no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
     for i in range(lo, hi):
         w = certainty[i] if use_certainty else no_w
         # use_certainty, not the constant True: numba compiles a callee once more
         # for each literal (Literal[bool](True), Literal[bool](False)) it is passed
-        chroma_into(tensors[i], w, use_certainty, chroma[i])
+        if use_certainty:
+            chroma_into(tensors[i], w, use_certainty, chroma[i])
         if grid > 0:
             thumbnail_into(tensors[i], w, use_certainty, grid, spatial64[i])
+
+
+@kernel
+def _partition_areas(rows, cols, layers, grid, fused):
+    """``(ar, ac, cells)`` for :func:`_spectral_chunk`: empty unless ``fused`` and both
+    axes are at least ``grid`` long (then areas partition the tensor)."""
+    if not fused or grid <= 0 or rows < grid or cols < grid:
+        return np.zeros(rows, np.int64), np.zeros(cols, np.int64), np.empty(0)
+    ar = np.empty(rows, np.int64)
+    ac = np.empty(cols, np.int64)
+    for b in range(grid):
+        r0, r1 = area_bounds(b, rows, grid)
+        ar[r0:r1] = b
+        c0, c1 = area_bounds(b, cols, grid)
+        ac[c0:c1] = b
+    cells = np.empty(grid * grid)
+    for br in range(grid):
+        r0, r1 = area_bounds(br, rows, grid)
+        for bc in range(grid):
+            c0, c1 = area_bounds(bc, cols, grid)
+            cells[br * grid + bc] = (r1 - r0) * (c1 - c0) * layers
+    return ar, ac, cells
 
 
 @parallel_kernel
@@ -390,10 +466,11 @@ def describe_entries(tensors, certainty, use_certainty, grid):
     )
     w2d = window_2d(rows, cols)
     grids = half_grids(rows, cols)
+    areas = _partition_areas(rows, cols, tensors.shape[3], grid, not use_certainty)
     for ch in prange((n + CHUNK - 1) // CHUNK):
         lo = ch * CHUNK
         _describe_chunk(
-            tensors, certainty, use_certainty, grid, lo, min(n, lo + CHUNK), w2d, grids, out
+            tensors, certainty, use_certainty, grid, lo, min(n, lo + CHUNK), w2d, grids, areas, out
         )
     return out[0], out[1], out[2].astype(np.float32)
 

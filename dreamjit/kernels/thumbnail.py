@@ -15,7 +15,14 @@ import numpy as np
 
 from ._jit import kernel, parallel_kernel, prange
 
-__all__ = ["thumbnail_into", "thumbnail_batch"]
+__all__ = ["area_bounds", "thumbnail_into", "thumbnail_batch"]
+
+
+@kernel
+def area_bounds(b, n, grid):
+    """Rows (or columns) ``[lo, hi)`` of area ``b`` of an axis of length ``n`` cut in ``grid``."""
+    lo = b * n // grid
+    return lo, max((b + 1) * n // grid, lo + 1)
 
 
 @kernel
@@ -33,29 +40,45 @@ def thumbnail_into(t, w, use_w, grid, out):
                 for layer in range(layers):
                     total += np.float64(w[r, c, layer])
     weighted = use_w and total > 0.0
+    sums = np.zeros((grid, grid, C))
+    if not weighted:
+        # each pixel's layers summed first (layer order), then the pixels of an area in
+        # row-major order: the order describe_entries' one pass over a tensor uses
+        for br in range(grid):
+            r0, r1 = area_bounds(br, rows, grid)
+            for bc in range(grid):
+                c0, c1 = area_bounds(bc, cols, grid)
+                for r in range(r0, r1):
+                    for c in range(c0, c1):
+                        for ch in range(C):
+                            s = 0.0
+                            for layer in range(layers):
+                                s += np.float64(t[r, c, layer, ch])
+                            sums[br, bc, ch] += s
+                ws = np.float64((r1 - r0) * (c1 - c0) * layers)
+                for ch in range(C):
+                    out[(br * grid + bc) * C + ch] = sums[br, bc, ch] / ws
+        return
     mean = np.zeros(C)  # the weighted mean over all cells: the value of an unobserved area
     wall = 0.0
     for r in range(rows):
         for c in range(cols):
             for layer in range(layers):
-                wc = np.float64(w[r, c, layer]) if weighted else 1.0
+                wc = np.float64(w[r, c, layer])
                 wall += wc
                 for ch in range(C):
                     mean[ch] += wc * np.float64(t[r, c, layer, ch])
     for ch in range(C):
         mean[ch] /= wall
-    sums = np.zeros((grid, grid, C))
     wsum = np.zeros((grid, grid))
     for br in range(grid):
-        r0 = br * rows // grid
-        r1 = max((br + 1) * rows // grid, r0 + 1)
+        r0, r1 = area_bounds(br, rows, grid)
         for bc in range(grid):
-            c0 = bc * cols // grid
-            c1 = max((bc + 1) * cols // grid, c0 + 1)
+            c0, c1 = area_bounds(bc, cols, grid)
             for r in range(r0, r1):
                 for c in range(c0, c1):
                     for layer in range(layers):
-                        wc = np.float64(w[r, c, layer]) if weighted else 1.0
+                        wc = np.float64(w[r, c, layer])
                         if wc == 0.0:
                             continue
                         wsum[br, bc] += wc
