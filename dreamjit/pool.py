@@ -623,17 +623,19 @@ class DreamPool:
             if evict.shape[0]:
                 self._remove_slots(evict)
             slots = table.free_slots(n_keep)
+            # the whole batch stays (the usual case): its arrays as they are, not copies
+            rows = slice(None) if n_keep == m else keep
             table.write(
                 slots,
-                new_ids[keep],
-                b.tensors[keep],
-                None if b.certainty is None else b.certainty[keep],
-                b.embeddings[keep],
-                b.chroma[keep],
-                b.spectral[keep],
-                b.results[keep],
-                b.labels[keep],
-                b.utility[keep],
+                new_ids[rows],
+                b.tensors[rows],
+                None if b.certainty is None else b.certainty[rows],
+                b.embeddings[rows],
+                b.chroma[rows],
+                b.spectral[rows],
+                b.results[rows],
+                b.labels[rows],
+                b.utility[rows],
             )
             table.advance(m, dropped=m - n_keep)  # admitted from this batch and evicted within it
             table.set_embedding_mode("user" if b.user_embeddings else "mapper")
@@ -1875,6 +1877,9 @@ def _as_labels(labels, n, name) -> np.ndarray:
             raise InvalidParameterError(
                 name, labels, "a 1-d array of integer labels >= 0 (-1 for none)"
             )
+        valid = (labels >= -1) & (labels <= np.iinfo(np.int32).max)
+        if labels.shape[0] == n and valid.all():  # all fine: no check per label
+            return labels.astype(np.int32)
         seq = [None if lab == -1 else lab for lab in labels.tolist()]
     else:
         seq = as_sequence(labels, name, "a sequence of integer labels >= 0 (or None items)")

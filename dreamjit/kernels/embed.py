@@ -133,13 +133,18 @@ def _embed_one(
             gn2 += feat[j] * feat[j]
         if gn2 == 0.0:
             continue
+        # each acc[c] sums over j in order (as a dot product per column would), but the
+        # loop runs along projection's rows: contiguous, and vectorised across columns
+        for c in range(dim):
+            acc[c] = 0.0
+        for j in range(lo, hi):
+            fj = feat[j]
+            prow = projection[j]
+            for c in range(dim):
+                acc[c] += fj * prow[c]
         an2 = 0.0
         for c in range(dim):
-            a = 0.0
-            for j in range(lo, hi):
-                a += feat[j] * projection[j, c]
-            acc[c] = a
-            an2 += a * a
+            an2 += acc[c] * acc[c]
         if an2 == 0.0:
             continue
         scale = np.sqrt(gn2 / an2)
