@@ -45,7 +45,6 @@ EXPECTED: dict[str, int] = {
     # a literal 0 start or size from one caller, a variable from another; and the int8
     # copy by an int32 query (the int8 prefilter of query.topk_dot_int8)
     "cosine._block_dots": 3,
-    "spectral._band_sum": 2,
     "mmr._mmr": 2,
     "graph._nav_scores": 2,
     # a flag passed as a literal (window_2d: False, radius_grid: True); chroma._means,
