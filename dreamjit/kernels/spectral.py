@@ -261,22 +261,24 @@ def _layer_means(t, x, sums, raw, area, ar, ac, ng):
 
 
 @kernel
-def _window_channels(t, w2d, x, sums, raw, area, ar, ac, ng):
-    """Layer-mean, de-mean and window every channel of ``t`` into ``x`` (C, rows, cols).
+def _window_channels(t, w2d, x, xs, sums, raw, area, ar, ac, ng):
+    """Layer-mean, de-mean and window every channel of ``t`` into ``x`` (C, rows, cols) float32.
 
-    ``sums`` is float64 (C,) scratch; ``raw``, ``area``, ``ar``, ``ac``, ``ng``
+    ``xs`` (C, rows*cols) and ``sums`` (C,) are float64 scratch (everything up to
+    the windowed value runs in float64); ``raw``, ``area``, ``ar``, ``ac``, ``ng``
     as in :func:`_layer_means`.
     """
     C = t.shape[3]
     npix = t.shape[0] * t.shape[1]
     xf = x.reshape(C, npix)
-    _layer_means(t, xf, sums, raw, area, ar, ac, ng)
+    _layer_means(t, xs, sums, raw, area, ar, ac, ng)
     wf = w2d.ravel()
     for c in range(C):
         mean = sums[c] / npix
         xc = xf[c]
+        sc = xs[c]
         for q in range(npix):
-            xc[q] = (xc[q] - mean) * wf[q]
+            xc[q] = (sc[q] - mean) * wf[q]
 
 
 @kernel
@@ -346,8 +348,9 @@ def spectra_features(spec, n_full, grids, feats):
         s = sf[ch]
         pc = P[ch]
         for q in range(m):
-            z = s[q]
-            pc[q] = (z.real * z.real + z.imag * z.imag) * inv_n
+            re = np.float64(s[q].real)
+            im = np.float64(s[q].imag)
+            pc[q] = (re * re + im * im) * inv_n
     L = np.empty((M, m))
     log_into(P.ravel(), L.ravel(), np.empty(2 * m * M, dtype=np.int64))
     acc = np.empty(4)
@@ -392,13 +395,16 @@ def _spectral_chunk(tensors, lo, hi, w2d, grids, out, chroma, plain, spatial64, 
     ar, ac, cells = areas
     ng = grid if cells.size > 0 else 0
     count = hi - lo
-    x = np.empty((count * C, rows, cols))
+    x = np.empty((count * C, rows, cols), dtype=np.float32)  # the FFT's input
+    xs = np.empty((C, rows * cols))
     sums = np.empty(C)
     raw = np.empty(C)
     area = np.empty(cells.size * C)
     inv_cells = 1.0 / (rows * cols * layers)
     for b in range(count):
-        _window_channels(tensors[lo + b], w2d, x[b * C : (b + 1) * C], sums, raw, area, ar, ac, ng)
+        _window_channels(
+            tensors[lo + b], w2d, x[b * C : (b + 1) * C], xs, sums, raw, area, ar, ac, ng
+        )
         if plain:
             for c in range(C):
                 chroma[lo + b, c] = raw[c] * inv_cells
