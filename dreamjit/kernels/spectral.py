@@ -18,7 +18,7 @@ How it is fast (the definition above is what the tests check):
   chunk, buffers stay in cache), chunks run in parallel with ``prange``.
 - Window and grids are built once per batch call; each band and the entropy
   are one weighted sum over the half spectrum in its own order (band indicator
-  times 1 or 2), with four interleaved partial sums.
+  times 1 or 2): no gather, no transposed stores.
 - ``P ln P`` needs one log per position, and ``math.log`` (a scalar libm call)
   was the largest single cost: :func:`log_into` is a vectorisable float64 log.
 """
@@ -186,7 +186,7 @@ def _layer_means(t, x, sums, raw, area, ar, ac, ng):
 
     The per-channel sums of ``x`` go into ``sums`` (C,). The same pass adds each
     pixel's layer sum to ``raw`` (C,), the order of
-    :func:`~dreamjit.kernels.chroma.plain_sums`, and, when ``ng > 0``, to
+    :func:`~dreamjit.kernels.chroma.plain_sums`, and, when ``ng > 0`` (C == 3 only), to
     ``area`` (ng*ng*C,) at area ``ar[row] * ng + ac[col]`` (a thumbnail whose
     areas partition the tensor; the order of
     :func:`~dreamjit.kernels.thumbnail.thumbnail_into`). ``raw`` and ``area``
@@ -240,22 +240,17 @@ def _layer_means(t, x, sums, raw, area, ar, ac, ng):
         raw[1] = q1
         raw[2] = q2
         return
-    for c in range(C):
+    for c in range(C):  # no areas here: _partition_areas gives them for C == 3 only
         m = 0.0
         q = 0.0
-        for r in range(rows):
-            row_area = ar[r] * ng
-            for col in range(cols):
-                p = r * cols + col
-                s = 0.0
-                for k in range(layers):
-                    s += np.float64(f[p, k * C + c])
-                q += s
-                if ng > 0:
-                    area[(row_area + ac[col]) * C + c] += s
-                s *= inv_layers
-                x[c, p] = s
-                m += s
+        for p in range(rows * cols):
+            s = 0.0
+            for k in range(layers):
+                s += np.float64(f[p, k * C + c])
+            q += s
+            s *= inv_layers
+            x[c, p] = s
+            m += s
         sums[c] = m
         raw[c] = q
 
@@ -286,50 +281,26 @@ def _weighted_sums(p, lg, weights, acc):
     """``acc`` (4,) = the three band sums and ``sum(P ln P)`` of one channel, weighted.
 
     ``p`` and ``lg`` (m,) are its powers and their logs, ``weights`` (4, m) from
-    :func:`half_grids`. Four interleaved partial sums per result (positions
-    ``q % 4``), added pairwise at the end: a fixed order, and four times shorter
-    dependency chains than one running sum.
+    :func:`half_grids`; the sums run in the half spectrum's order.
     """
     wl = weights[0]
     wm = weights[1]
     wh = weights[2]
     wt = weights[3]
-    m = p.size
-    m4 = m - m % 4
-    l0 = l1 = l2 = l3 = 0.0
-    d0 = d1 = d2 = d3 = 0.0
-    h0 = h1 = h2 = h3 = 0.0
-    e0 = e1 = e2 = e3 = 0.0
-    for q in range(0, m4, 4):
-        p0 = p[q]
-        p1 = p[q + 1]
-        p2 = p[q + 2]
-        p3 = p[q + 3]
-        l0 += wl[q] * p0
-        l1 += wl[q + 1] * p1
-        l2 += wl[q + 2] * p2
-        l3 += wl[q + 3] * p3
-        d0 += wm[q] * p0
-        d1 += wm[q + 1] * p1
-        d2 += wm[q + 2] * p2
-        d3 += wm[q + 3] * p3
-        h0 += wh[q] * p0
-        h1 += wh[q + 1] * p1
-        h2 += wh[q + 2] * p2
-        h3 += wh[q + 3] * p3
-        e0 += wt[q] * p0 * lg[q]
-        e1 += wt[q + 1] * p1 * lg[q + 1]
-        e2 += wt[q + 2] * p2 * lg[q + 2]
-        e3 += wt[q + 3] * p3 * lg[q + 3]
-    for q in range(m4, m):
-        l0 += wl[q] * p[q]
-        d0 += wm[q] * p[q]
-        h0 += wh[q] * p[q]
-        e0 += wt[q] * p[q] * lg[q]
-    acc[0] = (l0 + l1) + (l2 + l3)
-    acc[1] = (d0 + d1) + (d2 + d3)
-    acc[2] = (h0 + h1) + (h2 + h3)
-    acc[3] = (e0 + e1) + (e2 + e3)
+    low = 0.0
+    mid = 0.0
+    high = 0.0
+    plogp = 0.0
+    for q in range(p.size):
+        pq = p[q]
+        low += wl[q] * pq
+        mid += wm[q] * pq
+        high += wh[q] * pq
+        plogp += wt[q] * pq * lg[q]
+    acc[0] = low
+    acc[1] = mid
+    acc[2] = high
+    acc[3] = plogp
 
 
 @kernel
@@ -444,10 +415,10 @@ def _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids,
 
 
 @kernel
-def _partition_areas(rows, cols, layers, grid, fused):
-    """``(ar, ac, cells)`` for :func:`_spectral_chunk`: empty unless ``fused`` and both
-    axes are at least ``grid`` long (then areas partition the tensor)."""
-    if not fused or grid <= 0 or rows < grid or cols < grid:
+def _partition_areas(rows, cols, layers, channels, grid, fused):
+    """``(ar, ac, cells)`` for :func:`_spectral_chunk`: empty unless ``fused``, RGB
+    (``channels == 3``) and both axes at least ``grid`` long (areas partition the tensor)."""
+    if not fused or grid <= 0 or rows < grid or cols < grid or channels != 3:
         return np.zeros(rows, np.int64), np.zeros(cols, np.int64), np.empty(0)
     ar = np.empty(rows, np.int64)
     ac = np.empty(cols, np.int64)
@@ -490,7 +461,7 @@ def describe_entries(tensors, certainty, use_certainty, grid):
     )
     w2d = window_2d(rows, cols)
     grids = half_grids(rows, cols)
-    areas = _partition_areas(rows, cols, tensors.shape[3], grid, not use_certainty)
+    areas = _partition_areas(rows, cols, tensors.shape[3], C, grid, not use_certainty)
     for ch in prange((n + CHUNK - 1) // CHUNK):
         lo = ch * CHUNK
         _describe_chunk(
