@@ -19,6 +19,12 @@ How it is fast (the definition above is what the tests check):
 - Window and grids are built once per batch call; each band and the entropy
   are one weighted sum over the half spectrum in its own order (band indicator
   times 1 or 2): no gather, no transposed stores.
+- The FFT runs in float32: the windowed values (computed in float64) are
+  rounded once, powers and sums are float64 again (features within ~1e-8 of a
+  float64 FFT's on 32x32x4x3 tensors; the tests' tolerance is 1e-5 / 1e-6).
+- Without certainty the same pass over a tensor gives its plain chroma and,
+  for RGB tensors whose thumbnail areas partition it, its thumbnail sums
+  (:func:`_layer_means`).
 - ``P ln P`` needs one log per position, and ``math.log`` (a scalar libm call)
   was the largest single cost: :func:`log_into` is a vectorisable float64 log.
 """
