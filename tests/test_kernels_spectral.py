@@ -354,3 +354,24 @@ def test_chroma_batch_and_describe_batch(n, rng):
         assert spec.dtype == chrom.dtype == np.float32
         assert np.array_equal(spec, spectral_batch(t))
         assert np.array_equal(chrom, chroma)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 4, 3), (5, 7, 2, 3), (3, 7, 2, 3), (6, 6, 1, 2)])
+@pytest.mark.parametrize("grid", [1, 4])
+def test_describe_entries_thumbnails_and_chroma_match_their_kernels(shape, grid, rng):
+    # the fused pass (RGB, areas partitioning the tensor) and the separate kernels agree bit
+    # for bit, and both match the plain reference
+    from dreamjit.kernels.spectral import describe_entries
+    from dreamjit.kernels.thumbnail import thumbnail_batch
+
+    import reference_embedding as ref_emb
+
+    t = rand(rng, CHUNK + 3, *shape)
+    empty = np.empty((0, 0, 0, 0), np.float32)
+    spec, chroma, spatial = describe_entries(t, empty, False, grid)
+    assert np.array_equal(spec, spectral_batch(t))
+    assert np.array_equal(chroma, chroma_batch(t, empty, False))
+    assert np.array_equal(spatial, thumbnail_batch(t, empty, False, grid))
+    for i in range(t.shape[0]):
+        np.testing.assert_allclose(spatial[i], ref_emb.thumbnail(t[i], grid), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(chroma[i], ref.chroma_ref(t[i]), rtol=RTOL, atol=ATOL)
