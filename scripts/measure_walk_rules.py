@@ -39,11 +39,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "asv_bench"))
 
-from compare_data import _mixture, _recall, _truth  # noqa: E402
-
 from dreamjit.kernels._jit import kernel  # noqa: E402
 from dreamjit.kernels.graph import _nav_scores, _quantize_query, _scan_block  # noqa: E402
 from dreamjit.kernels.heap import heap_offer, heap_pop, heap_push  # noqa: E402
+
+from compare_data import _mixture, _recall, _truth  # noqa: E402
 
 spec = importlib.util.spec_from_file_location(
     "_bench_common", os.path.join(ROOT, "asv_bench", "benchmarks", "common.py")
@@ -246,8 +246,8 @@ def main():
         ]
         times = {i: [] for i in range(len(runs))}
         stats = {}
-        for rep in range(args.reps):
-            for i, (name, nav, a8, a) in enumerate(runs):
+        for _rep in range(args.reps):
+            for i, (_name, _nav, a8, a) in enumerate(runs):
                 walk(X, a8, qscale, indptr, indices, entries, block, Q[0], *a)
                 got, n_exp, n_dist = [], 0, 0
                 t = time.perf_counter()
