@@ -34,6 +34,7 @@ from .kernels.query import (
     rerank_candidates,
     soft_query,
     soft_query_batch,
+    unit_query,
     topk_cosine_batch,
 )
 from .query import Query, RetrievalWeights
@@ -122,6 +123,10 @@ class Retriever:
     def query_embedding(self, query, name="query"):
         """``(unit embedding float32 (dim,), label or -1)`` for any accepted query
         (the embedding is None while the pool is empty)."""
+        if type(query) is np.ndarray and self._table.embedding_mode == "user":
+            fast = self._user_vector(query)
+            if fast is not None:
+                return fast, -1
         q = self.as_query(query, name)
         label = as_label(q.label, "label")
         dim = self.config.embedding_dim
@@ -215,6 +220,21 @@ class Retriever:
             emb = self.cache.put(key, emb)
             self.cache.count(hit=False)
         return emb, -1 if label is None else label
+
+    def _user_vector(self, v):
+        """The unit float32 embedding of a plain query vector ``v`` of a user-embedding pool
+        (float32 or float64, ``embedding_dim`` values, finite, not all zero), as the general
+        path computes it (float64 rounded to float32, then :func:`normalize_rows`'s bits);
+        None for anything else, which the general path then validates and reports."""
+        if v.shape != (self.config.embedding_dim,):
+            return None
+        if v.dtype != np.float32 or not v.flags.c_contiguous or not v.flags.writeable:
+            if v.dtype != np.float64 and v.dtype != np.float32:
+                return None
+            with np.errstate(over="ignore"):  # out of float32 range: inf, refused below
+                v = np.array(v, dtype=np.float32)  # a new C-contiguous writable copy
+        unit, status = unit_query(v)
+        return unit if status == SOFT_OK else None
 
     # ------------------------------------------------------------ batches
     def chroma_batch(self, chromas, name="chromas") -> np.ndarray:

@@ -711,6 +711,14 @@ def test_fused_path_equals_general_path():
                         assert hits.ids.tolist() == ids.tolist()
                         assert np.array_equal(hits.scores, scores)
                         assert np.array_equal(hits.similarity, sims)
+        with pool.lock.read():  # a plain vector's own parse: the Query path's bits
+            plain = r.query_embedding(q)
+            general = r.query_embedding(Query(embedding=q))
+        assert plain[1] == general[1] == -1
+        assert plain[0].dtype == general[0].dtype and np.array_equal(plain[0], general[0])
+        a = pool.retrieve_diverse(q, k=5)
+        b = pool.retrieve_diverse(Query(embedding=q), k=5)
+        assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.scores, b.scores)
     before = pool.fingerprint()
     for bad in (
         np.zeros(12, np.float32),
