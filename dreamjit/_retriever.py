@@ -34,8 +34,8 @@ from .kernels.query import (
     rerank_candidates,
     soft_query,
     soft_query_batch,
-    unit_query,
     topk_cosine_batch,
+    unit_query,
 )
 from .query import Query, RetrievalWeights
 
