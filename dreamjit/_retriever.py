@@ -478,12 +478,9 @@ class Retriever:
             and cols.shape[1] < PARALLEL_SCAN_ROWS
             and not self._indexes.use_ann_now()
             and (mask is None or n * SLOT_SCAN_SHARE >= len(self._table))
-        ):  # every query as the fused single path, in parallel over queries
-            cols8 = s.columns.get("embeddings_q")
+        ):  # the fused single path's results, in parallel over tiles of queries
             out_i, out_s, out_c, status = soft_query_batch(
                 cols,
-                _NO_INT8 if cols8 is None else cols8,
-                s.quant_error,
                 s.embeddings,
                 Q,
                 s.alive if mask is None else mask,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel, parallel_kernel, prange
+from ._jit import kernel, nav_kernel, parallel_kernel, prange
 from .cosine import (
     _COL_BLOCK,
     _block_dots,
@@ -300,46 +300,139 @@ def soft_query(
     return out_s, scores, out_c, SOFT_OK
 
 
-@parallel_kernel(size_arg=4)
-def soft_query_batch(
-    XT, XT8, quant_error, E, Q, mask, n_match, ids, util_mean, labels, qlabels, cc, k, w
-):
-    """:func:`soft_query` for each unit row of ``Q`` (m, d) with labels ``qlabels`` (m,),
-    in parallel over queries (the same code per query: the same bits).
+#: queries per tile of :func:`soft_query_batch`: each block of rows is read from memory once
+#: per tile and from L1 for the tile's other queries
+_SOFT_TILE = 16
+#: rows per block of :func:`soft_query_batch`: the block's float32 columns (d x 128 x 4
+#: bytes, 32 KB at d=64) and the tile's approximate scores stay in L1
+_SOFT_ROWS = 128
+#: unit roundoff of float32 and of float64
+_U32 = 2.0**-24
+_U64 = 2.0**-53
+
+
+@nav_kernel
+def _tile_dots32(XT, Qt, i0, b, S):
+    """``S[t, i] ~= dot(X[i0 + i], Qt[t])`` for ``i < b`` in float32, from the column-major
+    ``XT`` (d, n), two queries per pass over each column.
+
+    Navigation arithmetic (reassociated, contracted to FMA): the sums only select which rows
+    :func:`soft_query_batch` scores exactly, with the bound of :func:`_approx_bound`. ``Qt``
+    (T, d) float32, ``S`` (T + 1, >= b) float32 (the last row is scratch).
+    """
+    T = Qt.shape[0]
+    d = XT.shape[0]
+    t = 0
+    while t < T:
+        two = t + 1 < T
+        s0 = S[t]
+        s1 = S[t + 1]  # S has a spare row for an odd tile's last pass
+        for i in range(b):
+            s0[i] = 0.0
+            s1[i] = 0.0
+        for j in range(d):
+            col = XT[j, i0 : i0 + b]
+            c0 = Qt[t, j]
+            c1 = Qt[t + 1, j] if two else np.float32(0.0)
+            for i in range(b):
+                x = col[i]
+                s0[i] += x * c0
+                s1[i] += x * c1
+        t += 2
+
+
+@kernel
+def _approx_bound(q64, d):
+    """An upper bound on ``|dot64(x, q) - a|`` for any row ``|x| <= 1 + 1e-5`` and ``a`` the
+    float32 dot product of :func:`_tile_dots32` (any order, with or without FMA).
+
+    Every float32 sum of ``d`` products is within ``gamma_d |x| |q|`` of the real dot
+    product (``gamma_d = d u / (1 - d u)``, ``u = 2**-24``; Higham, Accuracy and Stability,
+    3.1), and :func:`~dreamjit.kernels.cosine.dot64` (exact products, float64 sums) within
+    the same with ``u = 2**-53``; plus slack for the norm's rounding and for underflow.
+    """
+    qn = np.sqrt(dot64(q64, q64)) * (1.0 + 1e-9)
+    g32 = d * _U32 / (1.0 - d * _U32)
+    g64 = d * _U64 / (1.0 - d * _U64)
+    return (g32 + g64) * (1.0 + 1e-5) * qn + 1e-12
+
+
+@parallel_kernel(size_arg=3)
+def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, cc, k, w):
+    """:func:`soft_query` for each unit row of ``Qm`` (m, d) with labels ``qlabels`` (m,),
+    in parallel over tiles of queries, with the same bits as :func:`soft_query` per row.
+
+    A blocked scan: each block of rows of the column-major ``XT`` (d, n) is scored in
+    float32 against a tile of queries at once (:func:`_tile_dots32`), so it is read from
+    memory once per tile, not once per query. A row is then scored exactly (as the single
+    path's scan, :func:`~dreamjit.kernels.cosine.dot64` from the row-major ``E`` (n, d),
+    the same bits) only if its float32 score plus the bound of :func:`_approx_bound` reaches
+    the query's running top-``cc + 1`` threshold; rows come in index order, so each query's
+    heap ends with the single path's candidates, then the same tie check and rerank.
 
     Returns ``(slots (m, kk) int64, scores (m, kk) float32, similarity (m, kk) float32,
     status (m,) int64)`` with ``kk = min(k, n_match)``, padded with -1 / NaN / NaN;
     rows whose status is :data:`SOFT_TIE` are empty (the caller answers them alone).
     """
-    m = Q.shape[0]
+    m = Qm.shape[0]
+    n = XT.shape[1]
+    d = XT.shape[0]
     kk = min(k, n_match) if k > 0 else 0
     out_i = np.full((m, kk), -1, dtype=np.int64)
     out_s = np.full((m, kk), np.nan, dtype=np.float32)
     out_c = np.full((m, kk), np.nan, dtype=np.float32)
     status = np.zeros(m, dtype=np.int64)
-    for t in prange(m):
-        sl, sc, cs, st = soft_query(
-            XT,
-            XT8,
-            quant_error,
-            E,
-            Q[t],
-            False,
-            mask,
-            n_match,
-            ids,
-            util_mean,
-            labels,
-            qlabels[t],
-            cc,
-            kk,
-            w,
-        )
-        status[t] = st
-        for i in range(sl.shape[0]):
-            out_i[t, i] = sl[i]
-            out_s[t, i] = sc[i]
-            out_c[t, i] = cs[i]
+    cap = min(cc + 1, n_match)
+    if cap <= 0 or kk <= 0 or m == 0:
+        return out_i, out_s, out_c, status
+    ntiles = (m + _SOFT_TILE - 1) // _SOFT_TILE
+    for ti in prange(ntiles):
+        q0 = ti * _SOFT_TILE
+        T = min(_SOFT_TILE, m - q0)
+        Qt = np.empty((T, d), dtype=np.float32)
+        q64 = np.empty((T, d), dtype=np.float64)
+        bound = np.empty(T, dtype=np.float64)
+        for t in range(T):
+            for j in range(d):
+                Qt[t, j] = Qm[q0 + t, j]
+                q64[t, j] = Qm[q0 + t, j]
+            bound[t] = _approx_bound(q64[t], d)
+        hs = np.empty((T, cap), dtype=np.float64)
+        hi = np.empty((T, cap), dtype=np.int64)
+        sizes = np.zeros(T, dtype=np.int64)
+        thr = np.full(T, -np.inf)
+        S = np.empty((T + 1, _SOFT_ROWS), dtype=np.float32)
+        for i0 in range(0, n, _SOFT_ROWS):
+            b = min(_SOFT_ROWS, n - i0)
+            _tile_dots32(XT, Qt, i0, b, S)
+            for t in range(T):
+                lim = thr[t] - bound[t]
+                st = S[t]
+                for i in range(b):
+                    # |exact - approx| <= bound: a row below lim cannot beat the root
+                    if np.float64(st[i]) >= lim and mask[i0 + i]:
+                        s = dot64(E[i0 + i], q64[t])
+                        if s > thr[t]:  # index order: an equal score never displaces
+                            sizes[t] = _heap_offer(hs[t], hi[t], sizes[t], s, i0 + i)
+                            if sizes[t] == cap:
+                                thr[t] = hs[t, 0]
+                                lim = thr[t] - bound[t]
+        for t in range(T):
+            slots, sims = _heap_result(hs[t], hi[t], sizes[t])
+            size = sizes[t]
+            if size > cc:
+                if sims[cc] == sims[cc - 1]:
+                    status[q0 + t] = SOFT_TIE
+                    continue
+                slots = slots[:cc]
+                sims = sims[:cc]
+            sl, sc, cs = rerank_candidates(
+                slots, sims, E, ids, util_mean, labels, qlabels[q0 + t], kk, w
+            )
+            for i in range(sl.shape[0]):
+                out_i[q0 + t, i] = sl[i]
+                out_s[q0 + t, i] = sc[i]
+                out_c[q0 + t, i] = cs[i]
     return out_i, out_s, out_c, status
 
 
