@@ -306,6 +306,9 @@ _SOFT_TILE = 16
 #: rows per block of :func:`soft_query_batch`: the block's float32 columns (d x 512 x 4
 #: bytes, 128 KB at d=64) stay in L2, the tile's approximate scores (34 KB) in L1
 _SOFT_ROWS = 512
+#: a block with at least 1/_SOFT_DENSE of its rows near a query's threshold is scored
+#: exactly whole (vectorised across rows), else row by row (a sequential float64 chain each)
+_SOFT_DENSE = 32
 #: unit roundoff of float32 and of float64
 _U32 = 2.0**-24
 _U64 = 2.0**-53
@@ -436,18 +439,23 @@ def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, 
         sizes = np.zeros(T, dtype=np.int64)
         thr = np.full(T, -np.inf)
         S = np.empty((T + 1, _SOFT_ROWS), dtype=np.float32)
+        acc = np.empty(_SOFT_ROWS, dtype=np.float64)
         for i0 in range(0, n, _SOFT_ROWS):
             b = min(_SOFT_ROWS, n - i0)
             _tile_dots32(XT, Qt, i0, b, S)
             for t in range(T):
                 lim = thr[t] - bound[t]
                 st = S[t]
-                if _count_at_least(st, b, lim) == 0:  # most blocks, once the heap fills
+                c = _count_at_least(st, b, lim)
+                if c == 0:  # most blocks, once the heap fills
                     continue
+                many = c * _SOFT_DENSE >= b
+                if many:  # the whole block exactly, vectorised across rows (dot64's bits)
+                    _block_dots(XT, q64[t], i0, b, acc)
                 for i in range(b):
                     # |exact - approx| <= bound: a row below lim cannot beat the root
                     if np.float64(st[i]) >= lim and mask[i0 + i]:
-                        s = dot64(E[i0 + i], q64[t])
+                        s = acc[i] if many else dot64(E[i0 + i], q64[t])
                         if s > thr[t]:  # index order: an equal score never displaces
                             sizes[t] = _heap_offer(hs[t], hi[t], sizes[t], s, i0 + i)
                             if sizes[t] == cap:
