@@ -306,9 +306,12 @@ _SOFT_TILE = 16
 #: rows per block of :func:`soft_query_batch`: the block's float32 columns (d x 512 x 4
 #: bytes, 128 KB at d=64) stay in L2, the tile's approximate scores (34 KB) in L1
 _SOFT_ROWS = 512
-#: a block with at least 1/_SOFT_DENSE of its rows near a query's threshold is scored
-#: exactly whole (vectorised across rows), else row by row (a sequential float64 chain each)
-_SOFT_DENSE = 32
+#: rows per chunk of a block whose approximate scores are checked against a query's
+#: threshold at once (a vectorised count; a chunk with none is skipped)
+_SOFT_SUB = 64
+#: a chunk with at least this many rows near the threshold is scored exactly whole
+#: (vectorised across rows), else row by row (a sequential float64 chain each)
+_SOFT_DENSE = 3
 #: unit roundoff of float32 and of float64
 _U32 = 2.0**-24
 _U64 = 2.0**-53
@@ -317,55 +320,61 @@ _U64 = 2.0**-53
 @nav_kernel
 def _tile_dots32(XT, Qt, i0, b, S):
     """``S[t, i] ~= dot(X[i0 + i], Qt[t])`` for ``i < b`` in float32, from the column-major
-    ``XT`` (d, n), two queries per pass over each column.
+    ``XT`` (d, n): four queries and four columns per pass, so each load of ``XT`` serves
+    four queries and each load and store of ``S`` four columns.
 
     Navigation arithmetic (reassociated, contracted to FMA): the sums only select which rows
     :func:`soft_query_batch` scores exactly, with the bound of :func:`_approx_bound`. ``Qt``
-    (T, d) float32, ``S`` (T + 1, >= b) float32 (the last row is scratch).
+    (T, d) float32, ``S`` (T + 3, >= b) float32 (the last three rows are scratch).
     """
     T = Qt.shape[0]
     d = XT.shape[0]
+    z = np.float32(0.0)
     t = 0
     while t < T:
-        two = t + 1 < T
         s0 = S[t]
-        s1 = S[t + 1]  # S has a spare row for an odd tile's last pass
+        s1 = S[t + 1]
+        s2 = S[t + 2]
+        s3 = S[t + 3]
         for i in range(b):
             s0[i] = 0.0
             s1[i] = 0.0
+            s2[i] = 0.0
+            s3[i] = 0.0
         j = 0
-        while j + 4 <= d:  # four columns per pass: a quarter of the loads and stores of S
+        while j < d:
             r0 = XT[j, i0 : i0 + b]
-            r1 = XT[j + 1, i0 : i0 + b]
-            r2 = XT[j + 2, i0 : i0 + b]
-            r3 = XT[j + 3, i0 : i0 + b]
-            a0 = Qt[t, j]
-            a1 = Qt[t, j + 1]
-            a2 = Qt[t, j + 2]
-            a3 = Qt[t, j + 3]
-            z = np.float32(0.0)
-            c0 = Qt[t + 1, j] if two else z
-            c1 = Qt[t + 1, j + 1] if two else z
-            c2 = Qt[t + 1, j + 2] if two else z
-            c3 = Qt[t + 1, j + 3] if two else z
+            r1 = XT[min(j + 1, d - 1), i0 : i0 + b]
+            r2 = XT[min(j + 2, d - 1), i0 : i0 + b]
+            r3 = XT[min(j + 3, d - 1), i0 : i0 + b]
+            # coefficients of the queries past T and the columns past d are 0
+            a0, a1, a2, a3 = _coefs(Qt, t, j, d)
+            b0, b1, b2, b3 = _coefs(Qt, t + 1, j, d) if t + 1 < T else (z, z, z, z)
+            c0, c1, c2, c3 = _coefs(Qt, t + 2, j, d) if t + 2 < T else (z, z, z, z)
+            e0, e1, e2, e3 = _coefs(Qt, t + 3, j, d) if t + 3 < T else (z, z, z, z)
             for i in range(b):
                 x0 = r0[i]
                 x1 = r1[i]
                 x2 = r2[i]
                 x3 = r3[i]
                 s0[i] += x0 * a0 + x1 * a1 + x2 * a2 + x3 * a3
-                s1[i] += x0 * c0 + x1 * c1 + x2 * c2 + x3 * c3
+                s1[i] += x0 * b0 + x1 * b1 + x2 * b2 + x3 * b3
+                s2[i] += x0 * c0 + x1 * c1 + x2 * c2 + x3 * c3
+                s3[i] += x0 * e0 + x1 * e1 + x2 * e2 + x3 * e3
             j += 4
-        while j < d:
-            r0 = XT[j, i0 : i0 + b]
-            a0 = Qt[t, j]
-            c0 = Qt[t + 1, j] if two else np.float32(0.0)
-            for i in range(b):
-                x0 = r0[i]
-                s0[i] += x0 * a0
-                s1[i] += x0 * c0
-            j += 1
-        t += 2
+        t += 4
+
+
+@nav_kernel
+def _coefs(Qt, t, j, d):
+    """``Qt[t, j : j + 4]`` as four float32 scalars, 0 past column ``d``."""
+    z = np.float32(0.0)
+    return (
+        Qt[t, j],
+        Qt[t, j + 1] if j + 1 < d else z,
+        Qt[t, j + 2] if j + 2 < d else z,
+        Qt[t, j + 3] if j + 3 < d else z,
+    )
 
 
 @kernel
@@ -382,16 +391,6 @@ def _approx_bound(q64, d):
     g32 = d * _U32 / (1.0 - d * _U32)
     g64 = d * _U64 / (1.0 - d * _U64)
     return (g32 + g64) * (1.0 + 1e-5) * qn + 1e-12
-
-
-@kernel
-def _count_at_least(a, b, lim):
-    """How many of ``a[:b]`` (float32) are ``>= lim`` (float64), compared in float64 (an
-    integer count: vectorised without reassociation)."""
-    c = 0
-    for i in range(b):
-        c += np.float64(a[i]) >= lim
-    return c
 
 
 @parallel_kernel(size_arg=3)
@@ -438,29 +437,37 @@ def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, 
         hi = np.empty((T, cap), dtype=np.int64)
         sizes = np.zeros(T, dtype=np.int64)
         thr = np.full(T, -np.inf)
-        S = np.empty((T + 1, _SOFT_ROWS), dtype=np.float32)
-        acc = np.empty(_SOFT_ROWS, dtype=np.float64)
+        S = np.empty((T + 3, _SOFT_ROWS), dtype=np.float32)
+        acc = np.empty(_SOFT_SUB, dtype=np.float64)
         for i0 in range(0, n, _SOFT_ROWS):
             b = min(_SOFT_ROWS, n - i0)
             _tile_dots32(XT, Qt, i0, b, S)
             for t in range(T):
-                lim = thr[t] - bound[t]
                 st = S[t]
-                c = _count_at_least(st, b, lim)
-                if c == 0:  # most blocks, once the heap fills
-                    continue
-                many = c * _SOFT_DENSE >= b
-                if many:  # the whole block exactly, vectorised across rows (dot64's bits)
-                    _block_dots(XT, q64[t], i0, b, acc)
-                for i in range(b):
-                    # |exact - approx| <= bound: a row below lim cannot beat the root
-                    if np.float64(st[i]) >= lim and mask[i0 + i]:
-                        s = acc[i] if many else dot64(E[i0 + i], q64[t])
-                        if s > thr[t]:  # index order: an equal score never displaces
-                            sizes[t] = _heap_offer(hs[t], hi[t], sizes[t], s, i0 + i)
-                            if sizes[t] == cap:
-                                thr[t] = hs[t, 0]
-                                lim = thr[t] - bound[t]
+                qt = q64[t]
+                hst = hs[t]
+                hit = hi[t]
+                for c0 in range(0, b, _SOFT_SUB):
+                    c1 = min(c0 + _SOFT_SUB, b)
+                    # |exact - approx| <= bound: a row below lim cannot beat the heap's root
+                    lim = thr[t] - bound[t]
+                    c = 0
+                    for i in range(c0, c1):  # a count: vectorised
+                        c += np.float64(st[i]) >= lim
+                    if c == 0:  # most chunks, once the heap is full
+                        continue
+                    many = c >= _SOFT_DENSE
+                    if many:  # the chunk exactly, vectorised across rows (dot64's bits)
+                        _block_dots(XT, qt, i0 + c0, c1 - c0, acc)
+                    for i in range(c0, c1):
+                        r = i0 + i
+                        if np.float64(st[i]) >= lim and mask[r]:
+                            sc = acc[i - c0] if many else dot64(E[r], qt)
+                            if sc > thr[t]:  # index order: an equal score never displaces
+                                sizes[t] = _heap_offer(hst, hit, sizes[t], sc, r)
+                                if sizes[t] == cap:
+                                    thr[t] = hst[0]
+                                    lim = thr[t] - bound[t]
         for t in range(T):
             slots, sims = _heap_result(hs[t], hi[t], sizes[t])
             size = sizes[t]
