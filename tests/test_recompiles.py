@@ -108,6 +108,9 @@ def workload(tmp_path) -> None:
         pool.retrieve_diverse(q, k=5, fast=True)
         for mode in RetrievalMode:
             pool.retrieve(q, k=5, mode=mode)
+        pool.retrieve_soft_batch(tensors[:70], k=5)  # parallel over tiles of queries
+        pool.retrieve_soft_batch(tensors[:3], k=5)  # a small batch
+        pool.retrieve_similar_batch(tensors[:70], k=5)
         hits = pool.retrieve_soft(q, k=5)
         hits.tensors()
         hits.entries()

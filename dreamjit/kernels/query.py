@@ -308,10 +308,10 @@ _SOFT_TILE = 16
 _SOFT_ROWS = 512
 #: rows per chunk of a block whose approximate scores are checked against a query's
 #: threshold at once (a vectorised count; a chunk with none is skipped)
-_SOFT_SUB = 64
-#: a chunk with at least this many rows near the threshold is scored exactly whole
-#: (vectorised across rows), else row by row (a sequential float64 chain each)
-_SOFT_DENSE = 3
+_SOFT_SUB = 32
+#: rows that passed a query's bound are scored exactly once this many are pending (or at
+#: the end of the scan): their sequential float64 sums run interleaved, four at a time
+_SOFT_PENDING = 16
 #: unit roundoff of float32 and of float64
 _U32 = 2.0**-24
 _U64 = 2.0**-53
@@ -378,6 +378,57 @@ def _coefs(Qt, t, j, d):
 
 
 @kernel
+def _cols_dot64(XT, q64, rows, nr, out):
+    """``out[r] = dot64(X[rows[r]], q64)`` for ``r < nr`` from the column-major ``XT``
+    (d, n), the same bits: each sum a sequential float64 chain, four rows' chains
+    interleaved so their adds overlap (the rows' columns are in cache: the block was just
+    read)."""
+    d = q64.shape[0]
+    r = 0
+    while r + 4 <= nr:
+        i0 = rows[r]
+        i1 = rows[r + 1]
+        i2 = rows[r + 2]
+        i3 = rows[r + 3]
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for j in range(d):
+            qj = q64[j]
+            s0 += np.float64(XT[j, i0]) * qj
+            s1 += np.float64(XT[j, i1]) * qj
+            s2 += np.float64(XT[j, i2]) * qj
+            s3 += np.float64(XT[j, i3]) * qj
+        out[r] = s0
+        out[r + 1] = s1
+        out[r + 2] = s2
+        out[r + 3] = s3
+        r += 4
+    while r < nr:
+        i0 = rows[r]
+        s0 = 0.0
+        for j in range(d):
+            s0 += np.float64(XT[j, i0]) * q64[j]
+        out[r] = s0
+        r += 1
+
+
+@kernel
+def _flush(XT, q64, rows, npend, t, acc, hs, hi, sizes, thr, cap):
+    """Score query ``t``'s ``npend[t]`` pending ``rows`` (ascending) exactly and offer them
+    to its heap ``hs``/``hi`` in index order (an equal score never displaces)."""
+    nr = npend[t]
+    _cols_dot64(XT, q64, rows, nr, acc)
+    for r in range(nr):
+        if acc[r] > thr[t]:
+            sizes[t] = _heap_offer(hs, hi, sizes[t], acc[r], rows[r])
+            if sizes[t] == cap:
+                thr[t] = hs[0]
+    npend[t] = 0
+
+
+@kernel
 def _approx_bound(q64, d):
     """An upper bound on ``|dot64(x, q) - a|`` for any row ``|x| <= 1 + 1e-5`` and ``a`` the
     float32 dot product of :func:`_tile_dots32` (any order, with or without FMA).
@@ -438,7 +489,10 @@ def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, 
         sizes = np.zeros(T, dtype=np.int64)
         thr = np.full(T, -np.inf)
         S = np.empty((T + 3, _SOFT_ROWS), dtype=np.float32)
-        acc = np.empty(_SOFT_SUB, dtype=np.float64)
+        # rows that passed the bound, scored exactly in groups (their float64 chains overlap)
+        pend = np.empty((T, _SOFT_PENDING + _SOFT_SUB), dtype=np.int64)
+        npend = np.zeros(T, dtype=np.int64)
+        acc = np.empty(_SOFT_PENDING + _SOFT_SUB, dtype=np.float64)
         for i0 in range(0, n, _SOFT_ROWS):
             b = min(_SOFT_ROWS, n - i0)
             _tile_dots32(XT, Qt, i0, b, S)
@@ -456,18 +510,15 @@ def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, 
                         c += np.float64(st[i]) >= lim
                     if c == 0:  # most chunks, once the heap is full
                         continue
-                    many = c >= _SOFT_DENSE
-                    if many:  # the chunk exactly, vectorised across rows (dot64's bits)
-                        _block_dots(XT, qt, i0 + c0, c1 - c0, acc)
-                    for i in range(c0, c1):
-                        r = i0 + i
-                        if np.float64(st[i]) >= lim and mask[r]:
-                            sc = acc[i - c0] if many else dot64(E[r], qt)
-                            if sc > thr[t]:  # index order: an equal score never displaces
-                                sizes[t] = _heap_offer(hst, hit, sizes[t], sc, r)
-                                if sizes[t] == cap:
-                                    thr[t] = hst[0]
-                                    lim = thr[t] - bound[t]
+                    nc = npend[t]
+                    for i in range(c0, c1):  # branch-free: written always, kept if it passes
+                        pend[t, nc] = i0 + i
+                        nc += (np.float64(st[i]) >= lim) & mask[i0 + i]
+                    npend[t] = nc
+                    if nc >= _SOFT_PENDING:
+                        _flush(XT, qt, pend[t], npend, t, acc, hst, hit, sizes, thr, cap)
+                if npend[t] > 0:  # before the next block evicts these columns from cache
+                    _flush(XT, qt, pend[t], npend, t, acc, hst, hit, sizes, thr, cap)
         for t in range(T):
             slots, sims = _heap_result(hs[t], hi[t], sizes[t])
             size = sizes[t]
