@@ -45,6 +45,8 @@ EXPECTED: dict[str, int] = {
     # a literal 0 start or size from one caller, a variable from another; and the int8
     # copy by an int32 query (the int8 prefilter of query.topk_dot_int8)
     "cosine._block_dots": 3,
+    # topk_dot_batch's tail offers row 0 of its accumulators as a literal 0
+    "cosine._offer_tile": 2,
     "spectral._band_sum": 2,
     "mmr._mmr": 2,
     "graph._nav_scores": 2,

@@ -51,9 +51,11 @@ def test_tile_dots_within_the_bound(d, T):
     X[5] = X[6]  # duplicates
     XT = np.ascontiguousarray(X.T)
     Qt = unit(rng.normal(size=(T, d)))
+    padded = np.zeros((T + 3, (d + 3) // 4 * 4), np.float32)  # as soft_query_batch pads
+    padded[:T, :d] = Qt
     S = np.full((T + 3, 200), np.nan, np.float32)  # three spare rows
     for i0, b in ((0, 200), (37, 150), (n - 3, 3), (0, 1)):
-        _tile_dots32(XT, Qt, i0, b, S)
+        _tile_dots32(XT, padded, T, i0, b, S)
         for t in range(T):
             want = seq_dots(X[i0 : i0 + b], Qt[t])  # float64, sequential: dot64's bits
             bound = _approx_bound(Qt[t].astype(np.float64), d)

@@ -318,18 +318,17 @@ _U64 = 2.0**-53
 
 
 @nav_kernel
-def _tile_dots32(XT, Qt, i0, b, S):
-    """``S[t, i] ~= dot(X[i0 + i], Qt[t])`` for ``i < b`` in float32, from the column-major
-    ``XT`` (d, n): four queries and four columns per pass, so each load of ``XT`` serves
-    four queries and each load and store of ``S`` four columns.
+def _tile_dots32(XT, Qt, T, i0, b, S):
+    """``S[t, i] ~= dot(X[i0 + i], Qt[t])`` for ``t < T``, ``i < b`` in float32, from the
+    column-major ``XT`` (d, n): four queries and four columns per pass, so each load of
+    ``XT`` serves four queries and each load and store of ``S`` four columns.
 
     Navigation arithmetic (reassociated, contracted to FMA): the sums only select which rows
     :func:`soft_query_batch` scores exactly, with the bound of :func:`_approx_bound`. ``Qt``
-    (T, d) float32, ``S`` (T + 3, >= b) float32 (the last three rows are scratch).
+    (>= T + 3, >= d rounded up to a multiple of 4) float32, zero past row ``T`` and column
+    ``d``; ``S`` (>= T + 3, >= b) float32 (rows past ``T`` are scratch).
     """
-    T = Qt.shape[0]
     d = XT.shape[0]
-    z = np.float32(0.0)
     t = 0
     while t < T:
         s0 = S[t]
@@ -343,15 +342,15 @@ def _tile_dots32(XT, Qt, i0, b, S):
             s3[i] = 0.0
         j = 0
         while j < d:
+            # columns past d: any column, times a zero coefficient
             r0 = XT[j, i0 : i0 + b]
             r1 = XT[min(j + 1, d - 1), i0 : i0 + b]
             r2 = XT[min(j + 2, d - 1), i0 : i0 + b]
             r3 = XT[min(j + 3, d - 1), i0 : i0 + b]
-            # coefficients of the queries past T and the columns past d are 0
-            a0, a1, a2, a3 = _coefs(Qt, t, j, d)
-            b0, b1, b2, b3 = _coefs(Qt, t + 1, j, d) if t + 1 < T else (z, z, z, z)
-            c0, c1, c2, c3 = _coefs(Qt, t + 2, j, d) if t + 2 < T else (z, z, z, z)
-            e0, e1, e2, e3 = _coefs(Qt, t + 3, j, d) if t + 3 < T else (z, z, z, z)
+            a0, a1, a2, a3 = Qt[t, j], Qt[t, j + 1], Qt[t, j + 2], Qt[t, j + 3]
+            b0, b1, b2, b3 = Qt[t + 1, j], Qt[t + 1, j + 1], Qt[t + 1, j + 2], Qt[t + 1, j + 3]
+            c0, c1, c2, c3 = Qt[t + 2, j], Qt[t + 2, j + 1], Qt[t + 2, j + 2], Qt[t + 2, j + 3]
+            e0, e1, e2, e3 = Qt[t + 3, j], Qt[t + 3, j + 1], Qt[t + 3, j + 2], Qt[t + 3, j + 3]
             for i in range(b):
                 x0 = r0[i]
                 x1 = r1[i]
@@ -363,18 +362,6 @@ def _tile_dots32(XT, Qt, i0, b, S):
                 s3[i] += x0 * e0 + x1 * e1 + x2 * e2 + x3 * e3
             j += 4
         t += 4
-
-
-@nav_kernel
-def _coefs(Qt, t, j, d):
-    """``Qt[t, j : j + 4]`` as four float32 scalars, 0 past column ``d``."""
-    z = np.float32(0.0)
-    return (
-        Qt[t, j],
-        Qt[t, j + 1] if j + 1 < d else z,
-        Qt[t, j + 2] if j + 2 < d else z,
-        Qt[t, j + 3] if j + 3 < d else z,
-    )
 
 
 @kernel
@@ -476,7 +463,7 @@ def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, 
     for ti in prange(ntiles):
         q0 = ti * _SOFT_TILE
         T = min(_SOFT_TILE, m - q0)
-        Qt = np.empty((T, d), dtype=np.float32)
+        Qt = np.zeros((T + 3, (d + 3) // 4 * 4), dtype=np.float32)  # zero-padded
         q64 = np.empty((T, d), dtype=np.float64)
         bound = np.empty(T, dtype=np.float64)
         for t in range(T):
@@ -495,7 +482,7 @@ def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, 
         acc = np.empty(_SOFT_PENDING + _SOFT_SUB, dtype=np.float64)
         for i0 in range(0, n, _SOFT_ROWS):
             b = min(_SOFT_ROWS, n - i0)
-            _tile_dots32(XT, Qt, i0, b, S)
+            _tile_dots32(XT, Qt, T, i0, b, S)
             for t in range(T):
                 st = S[t]
                 qt = q64[t]
