@@ -216,13 +216,25 @@ def test_batch_kernel_equals_the_int8_single_path():
 
 
 @pytest.mark.jit_only
+def test_batch_kernel_large_batches_equal_single_queries():
+    """From 16 full tiles the batch takes the widest tile; still the single path's bits."""
+    rng = np.random.default_rng(13)
+    V = unit(rng.normal(size=(700, 8)))
+    V[5] = V[6]
+    Q = np.concatenate([V[:4], rng.normal(size=(16 * _SOFT_TILE + 9, 8))]).astype(np.float32)
+    Q = unit(Q)
+    for w in WEIGHTS[:2]:
+        _check(V, Q, np.ones(700, bool), 40, 10, w.as_array())
+
+
+@pytest.mark.jit_only
 def test_batch_kernel_same_on_one_thread_and_many():
     """Results never depend on which thread scores which tile."""
     import numba
 
     rng = np.random.default_rng(12)
     V = unit(rng.normal(size=(3000, 8)))
-    Q = unit(rng.normal(size=(4 * MIN_PARALLEL_ITEMS + 3, 8)))
+    Q = unit(rng.normal(size=(16 * _SOFT_TILE + 3, 8)))  # full tiles and a remainder
     ids, util, labels = _columns(V)
     args = (
         np.ascontiguousarray(V.T),
