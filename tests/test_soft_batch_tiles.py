@@ -14,6 +14,7 @@ from dreamjit.kernels._jit import MIN_PARALLEL_ITEMS
 from dreamjit.kernels.query import (
     _SOFT_ROWS,
     _SOFT_TILE,
+    BLOCKED_MIN_ROWS,
     SOFT_OK,
     SOFT_TIE,
     _approx_bound,
@@ -84,16 +85,14 @@ def _columns(V, n_ids_scale=3, seed=0):
 
 def _singles(V, Q, mask, ids, util, labels, qlabels, cc, k, w, int8):
     """``soft_query`` row by row (int8: the single path's int8 prefilter, when it applies)."""
-    XT8, err = quantize_rows(V)
-    XT = np.ascontiguousarray(V.T)
-    XT8 = np.ascontiguousarray(XT8.T) if int8 else np.empty((0, 0), np.int8)
+    XT, XT8, qerr = _batch_args(V, int8)
     out = []
     for t in range(Q.shape[0]):
         out.append(
             soft_query(
                 XT,
                 XT8,
-                float(err.max()) if err.size else 0.0,
+                qerr,
                 V,
                 Q[t],
                 False,
@@ -111,14 +110,24 @@ def _singles(V, Q, mask, ids, util, labels, qlabels, cc, k, w, int8):
     return out
 
 
-def _check(V, Q, mask, cc, k, w, qlabels=None, int8=False, seed=0):
+def _batch_args(V, int8):
+    """``(XT, XT8, quant_error)`` as the store keeps them (``XT8`` empty: no int8 copy)."""
+    XT8, err = quantize_rows(V)
+    return (
+        np.ascontiguousarray(V.T),
+        np.ascontiguousarray(XT8.T) if int8 else np.empty((0, 0), np.int8),
+        float(err.max()) if err.size else 0.0,
+    )
+
+
+def _check(V, Q, mask, cc, k, w, qlabels=None, int8=False, seed=0, blocked=True):
     ids, util, labels = _columns(V, seed=seed)
     m = Q.shape[0]
     if qlabels is None:
         qlabels = (np.arange(m) % 4 - 1).astype(np.int64)
     n_match = int(mask.sum())
     out_i, out_s, out_c, status = soft_query_batch(
-        np.ascontiguousarray(V.T), V, Q, mask, n_match, ids, util, labels, qlabels, cc, k, w
+        *_batch_args(V, int8), V, Q, mask, n_match, ids, util, labels, qlabels, cc, k, w, blocked
     )
     kk = min(k, n_match)
     assert out_i.shape == out_s.shape == out_c.shape == (m, kk)
@@ -151,7 +160,8 @@ def _check(V, Q, mask, cc, k, w, qlabels=None, int8=False, seed=0):
     ],
 )
 @pytest.mark.parametrize("w", WEIGHTS)
-def test_batch_kernel_equals_single_queries(n, m, w):
+@pytest.mark.parametrize("blocked", [True, False])
+def test_batch_kernel_equals_single_queries(n, m, w, blocked):
     rng = np.random.default_rng(n + m)
     d = 7
     V = unit(rng.normal(size=(n, d)))
@@ -161,7 +171,7 @@ def test_batch_kernel_equals_single_queries(n, m, w):
     Q = unit(rng.normal(size=(m, d)))
     mask = np.ones(n, bool)
     for cc, k in ((32, 8), (3, 3), (n + 5, n + 5), (1, 1)):
-        _check(V, Q, mask, cc, k, w.as_array())
+        _check(V, Q, mask, cc, k, w.as_array(), blocked=blocked)
 
 
 @pytest.mark.parametrize("w", WEIGHTS[:2])
@@ -212,6 +222,7 @@ def test_batch_kernel_equals_the_int8_single_path():
     Q = unit(centres[rng.integers(0, 30, 3 * MIN_PARALLEL_ITEMS)] + 0.3 * rng.normal(size=(192, d)))
     for w in WEIGHTS:
         _check(V, Q, np.ones(n, bool), 40, 10, w.as_array(), int8=True)
+        _check(V, Q, np.ones(n, bool), 40, 10, w.as_array(), int8=True, blocked=False)
     _check(V, Q, rng.uniform(size=n) < 0.3, 40, 10, SIM_ONLY.as_array(), int8=True)
 
 
@@ -237,7 +248,7 @@ def test_batch_kernel_same_on_one_thread_and_many():
     Q = unit(rng.normal(size=(16 * _SOFT_TILE + 3, 8)))  # full tiles and a remainder
     ids, util, labels = _columns(V)
     args = (
-        np.ascontiguousarray(V.T),
+        *_batch_args(V, False),
         V,
         Q,
         np.ones(3000, bool),
@@ -249,6 +260,7 @@ def test_batch_kernel_same_on_one_thread_and_many():
         40,
         10,
         RetrievalWeights().as_array(),
+        True,
     )
     many = soft_query_batch(*args)
     previous = numba.get_num_threads()
@@ -354,3 +366,21 @@ def test_pool_batch_many_blocks_and_tiles():
             [pool.retrieve_soft(q, k=10, weights=w) for q in Q],
         )
     assert SOFT_OK == 0
+
+
+@pytest.mark.jit_only
+def test_pool_batch_takes_the_blocked_scan_from_its_threshold():
+    """A pool of BLOCKED_MIN_ROWS entries and more: the blocked scan, the single calls' bits."""
+    rng = np.random.default_rng(25)
+    n = BLOCKED_MIN_ROWS + 100
+    centres = rng.normal(size=(50, 8))
+    V = unit(centres[rng.integers(0, 50, n)] + 0.2 * rng.normal(size=(n, 8)))
+    V[n - 1] = V[7]
+    pool = user_pool(V, labels=rng.integers(0, 3, n), utilities=rng.uniform(0, 1, n))
+    Q = np.concatenate([V[:3], V[n - 1 :], rng.normal(size=(70, 8))]).astype(np.float32)
+    for w in WEIGHTS:
+        _assert_same(
+            pool.retrieve_soft_batch(Q, k=10, weights=w),
+            [pool.retrieve_soft(q, k=10, weights=w) for q in Q],
+        )
+    assert_pool_invariants(pool)

@@ -50,6 +50,7 @@ from .heap import heap_offer as _heap_offer
 from .hybrid import hybrid_rerank
 
 __all__ = [
+    "BLOCKED_MIN_ROWS",
     "SOFT_OK",
     "SOFT_TIE",
     "SOFT_ZERO",
@@ -309,6 +310,10 @@ def soft_query(
 #: once per tile and from cache for the tile's other queries (16 tiles for 1000 queries; 16
 #: queries per tile read the whole matrix 4x as often: 1.15-1.2x the time at 1e5 x 64)
 _SOFT_TILE = 64
+#: from this many rows :func:`soft_query_batch` is asked to scan in blocks; below, per
+#: query (measured, kernel CPU per query, load 9: blocked 1.1-1.2x slower at 1e3 and 1e4,
+#: 1.2-1.4x faster at 1e5, where the scan rather than choosing the candidates dominates)
+BLOCKED_MIN_ROWS = 32768
 #: rows per block of :func:`soft_query_batch`: the block's float32 columns (d x 512 x 4
 #: bytes, 128 KB at d=64) stay in L2, the tile's approximate scores (34 KB) in L1
 _SOFT_ROWS = 512
@@ -437,12 +442,16 @@ def _approx_bound(q64, d):
     return (g32 + g64) * (1.0 + 1e-5) * qn + 1e-12
 
 
-@parallel_kernel(size_arg=3)
-def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, cc, k, w):
+@parallel_kernel(size_arg=4)
+def soft_query_batch(
+    XT, XT8, quant_error, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, cc, k, w, blocked
+):
     """:func:`soft_query` for each unit row of ``Qm`` (m, d) with labels ``qlabels`` (m,),
     in parallel over tiles of queries, with the same bits as :func:`soft_query` per row.
 
-    A blocked scan: each block of rows of the column-major ``XT`` (d, n) is scored in
+    ``XT8``, ``quant_error`` as in :func:`soft_query`. Unless ``blocked`` (the caller passes
+    ``n >= BLOCKED_MIN_ROWS``) each query runs :func:`soft_query`, in parallel over queries.
+    Else a blocked scan: each block of rows of the column-major ``XT`` (d, n) is scored in
     float32 against a tile of queries at once (:func:`_tile_dots32`), so it is read from
     memory once per tile, not once per query. A row is then scored exactly (as the single
     path's scan, :func:`~dreamjit.kernels.cosine.dot64` from the row-major ``E`` (n, d),
@@ -465,9 +474,34 @@ def soft_query_batch(XT, E, Qm, mask, n_match, ids, util_mean, labels, qlabels, 
     cap = min(cc + 1, n_match)
     if cap <= 0 or kk <= 0 or m == 0:
         return out_i, out_s, out_c, status
+    if not blocked:
+        for t in prange(m):
+            sl, sc, cs, st = soft_query(
+                XT,
+                XT8,
+                quant_error,
+                E,
+                Qm[t],
+                False,
+                mask,
+                n_match,
+                ids,
+                util_mean,
+                labels,
+                qlabels[t],
+                cc,
+                kk,
+                w,
+            )
+            status[t] = st
+            for i in range(sl.shape[0]):
+                out_i[t, i] = sl[i]
+                out_s[t, i] = sc[i]
+                out_c[t, i] = cs[i]
+        return out_i, out_s, out_c, status
     # smaller tiles for smaller batches, so threads still share out several tiles; the
     # tile changes the speed only, never a result
-    tile = _SOFT_TILE if m >= 16 * _SOFT_TILE else max(16, _SOFT_TILE // 4)
+    tile = _SOFT_TILE if m >= 8 * _SOFT_TILE else max(16, _SOFT_TILE // 4)
     ntiles = (m + tile - 1) // tile
     for ti in prange(ntiles):
         q0 = ti * tile
