@@ -28,6 +28,7 @@ from .index.exact import PARALLEL_SCAN_ROWS
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
 from .kernels.mmr import mmr_fast, mmr_standard
 from .kernels.query import (
+    BLOCKED_MIN_ROWS,
     SOFT_OK,
     label_mask,
     rerank_batch,
@@ -514,7 +515,7 @@ class Retriever:
             and cols.shape[1] < PARALLEL_SCAN_ROWS
             and not self._indexes.use_ann_now()
             and (mask is None or n * SLOT_SCAN_SHARE >= len(self._table))
-        ):  # every query as the fused single path, in parallel over queries
+        ):  # the fused single path's results, in parallel over tiles of queries
             cols8 = s.columns.get("embeddings_q")
             out_i, out_s, out_c, status = soft_query_batch(
                 cols,
@@ -531,6 +532,7 @@ class Retriever:
                 cc,
                 kk,
                 _weights_array(w),
+                cols.shape[1] >= BLOCKED_MIN_ROWS,
             )
             for t in np.flatnonzero(status != SOFT_OK):  # ties at the cut: the general path
                 sl, sc, cs = self.soft_embedded(Q[t], int(labels[t]), k, weights, mask, n)
