@@ -28,6 +28,7 @@ from .index.exact import PARALLEL_SCAN_ROWS
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
 from .kernels.mmr import mmr_fast, mmr_standard
 from .kernels.query import (
+    BLOCKED_MIN_ROWS,
     SOFT_OK,
     label_mask,
     rerank_batch,
@@ -35,6 +36,7 @@ from .kernels.query import (
     soft_query,
     soft_query_batch,
     topk_cosine_batch,
+    unit_query,
 )
 from .query import Query, RetrievalWeights
 
@@ -78,6 +80,7 @@ class Retriever:
         self._table = table
         self._indexes = indexes
         self.cache = QueryCache(config.query_cache_size)
+        self._last_weights: tuple = (None, None)
 
     def reset_after_fork(self) -> None:
         """In a forked child: a fresh lock for the cache (another thread may have held it)."""
@@ -121,6 +124,10 @@ class Retriever:
     def query_embedding(self, query, name="query"):
         """``(unit embedding float32 (dim,), label or -1)`` for any accepted query
         (the embedding is None while the pool is empty)."""
+        if type(query) is np.ndarray and self._table.embedding_mode == "user":
+            fast = self._user_vector(query)
+            if fast is not None:
+                return fast, -1
         q = self.as_query(query, name)
         label = as_label(q.label, "label")
         dim = self.config.embedding_dim
@@ -214,6 +221,21 @@ class Retriever:
             emb = self.cache.put(key, emb)
             self.cache.count(hit=False)
         return emb, -1 if label is None else label
+
+    def _user_vector(self, v):
+        """The unit float32 embedding of a plain query vector ``v`` of a user-embedding pool
+        (float32 or float64, ``embedding_dim`` values, finite, not all zero), as the general
+        path computes it (float64 rounded to float32, then :func:`normalize_rows`'s bits);
+        None for anything else, which the general path then validates and reports."""
+        if v.shape != (self.config.embedding_dim,):
+            return None
+        if v.dtype != np.float32 or not v.flags.c_contiguous or not v.flags.writeable:
+            if v.dtype != np.float64 and v.dtype != np.float32:
+                return None
+            with np.errstate(over="ignore"):  # out of float32 range: inf, refused below
+                v = np.array(v, dtype=np.float32)  # a new C-contiguous writable copy
+        unit, status = unit_query(v)
+        return unit if status == SOFT_OK else None
 
     # ------------------------------------------------------------ batches
     def chroma_batch(self, chromas, name="chromas") -> np.ndarray:
@@ -371,24 +393,41 @@ class Retriever:
 
     def soft(self, query, k, weights, spec=None):
         """``(slots, rerank values, cosines)`` of the soft path."""
-        mask, count = self.filter(spec)
+        if spec is None:
+            mask, count = None, len(self._table)  # self.filter(None), without the call
+        else:
+            mask, count = self.filter(spec)
         fast = self._fused(query, k, weights, mask, count)
         if fast is not None:
             return fast
         q, label = self.query_embedding(query)
         return self.soft_embedded(q, label, k, weights, mask, count)
 
+    def _weights(self, weights) -> np.ndarray:
+        """``weights.as_array()``: the last one asked for, else from :func:`_weights_array`."""
+        last = self._last_weights  # one tuple, replaced whole: safe for concurrent readers
+        if last[0] is weights:
+            return last[1]
+        arr = _weights_array(weights)
+        self._last_weights = (weights, arr)
+        return arr
+
     def _fused(self, query, k, weights, mask, count):
         """The soft path in one kernel call, for a user-embedding query on an exactly
         searched pool, unfiltered or with a wide filter (None when that does not apply or
         the scores tie across the candidate cut: the general path answers then, with the
-        same bits)."""
+        same bits).
+
+        The query is a 1-d float32 or float64 array of ``embedding_dim`` values (or a
+        Query of just an embedding and a label); float64 is rounded to float32 first, as
+        the general path's validation does, so both give the same bits. A query the
+        kernel finds non-finite or without a direction goes to the general path, which
+        raises the error."""
         table = self._table
         s = table.store
-        if s is None or table.embedding_mode != "user":
+        if s is None or table.embedding_mode != "user" or count == 0:
             return None
-        n = len(table)
-        if mask is not None and count * SLOT_SCAN_SHARE < n:
+        if mask is not None and count * SLOT_SCAN_SHARE < len(table):
             return None
         label = -1
         if type(query) is Query:
@@ -402,18 +441,16 @@ class Retriever:
             if query.label is not None:
                 label = as_label(query.label, "label")
             query = query.embedding
-        if not (
-            type(query) is np.ndarray
-            and query.dtype == np.float32
-            and query.shape == (self.config.embedding_dim,)
-            and query.flags.c_contiguous
-        ):
+        if type(query) is not np.ndarray or query.shape != (self.config.embedding_dim,):
             return None
+        if query.dtype != np.float32 or not query.flags.c_contiguous:
+            if query.dtype != np.float64 and query.dtype != np.float32:
+                return None
+            with np.errstate(over="ignore"):  # out of float32 range: inf, refused below
+                query = np.ascontiguousarray(query, dtype=np.float32)
         cols = s.columns
         xt = cols.get("embeddings_t")
-        if xt is None or n == 0 or xt.shape[1] >= PARALLEL_SCAN_ROWS:
-            return None
-        if self._indexes.use_ann_now():
+        if xt is None or xt.shape[1] >= PARALLEL_SCAN_ROWS or self._indexes.use_ann_now():
             return None
         cols8 = cols.get("embeddings_q")
         slots, scores, sims, status = soft_query(
@@ -431,7 +468,7 @@ class Retriever:
             label,
             candidate_count(k, count),
             k,
-            _weights_array(weights),
+            self._weights(weights),
         )
         if status != SOFT_OK:
             return None  # a tie at the cut, or a bad query the general path reports
@@ -478,7 +515,7 @@ class Retriever:
             and cols.shape[1] < PARALLEL_SCAN_ROWS
             and not self._indexes.use_ann_now()
             and (mask is None or n * SLOT_SCAN_SHARE >= len(self._table))
-        ):  # every query as the fused single path, in parallel over queries
+        ):  # the fused single path's results, in parallel over tiles of queries
             cols8 = s.columns.get("embeddings_q")
             out_i, out_s, out_c, status = soft_query_batch(
                 cols,
@@ -495,6 +532,7 @@ class Retriever:
                 cc,
                 kk,
                 _weights_array(w),
+                cols.shape[1] >= BLOCKED_MIN_ROWS,
             )
             for t in np.flatnonzero(status != SOFT_OK):  # ties at the cut: the general path
                 sl, sc, cs = self.soft_embedded(Q[t], int(labels[t]), k, weights, mask, n)

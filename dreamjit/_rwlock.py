@@ -20,10 +20,10 @@ import logging
 import os
 import threading
 import weakref
-from contextlib import contextmanager
 from typing import Protocol
 
 logger = logging.getLogger("dreamjit")
+_get_ident = threading.get_ident
 
 
 class _ResetsAfterFork(Protocol):
@@ -52,75 +52,142 @@ if hasattr(os, "register_at_fork"):
 
 
 class RWLock:
+    """A reentrant readers-writer lock (see the module docstring).
+
+    ``with lock.read():`` and ``with lock.write():`` hold it; the objects they
+    return are plain context managers made once per lock (no generator per
+    use), so a read costs two short calls.
+
+    Parameters
+    ----------
+    shared_reads : bool, default True
+        False makes every read exclusive (a read takes the write lock).
+    """
+
     def __init__(self, shared_reads: bool = True):
         #: False makes every read exclusive
         self.shared_reads = shared_reads
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer: int | None = None  # thread ident
+        self._write_depth = 0  # nested write holds of the writer beyond its first
         self._writers_waiting = 0
         self._local = threading.local()
+        self._read_hold = _ReadHold(self)
+        self._write_hold = _WriteHold(self)
         after_fork(self)
 
     def _reset_after_fork(self) -> None:
         """In a forked child: keep only the forking thread's own hold, if any."""
         me = threading.get_ident()
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._writers_waiting = 0
         if self._writer != me:
             self._writer = None
+            self._write_depth = 0
             self._readers = 1 if self._depth() and self.shared_reads else 0
 
     def _depth(self):
         return getattr(self._local, "depth", 0)
 
-    @contextmanager
-    def read(self):
-        if not self.shared_reads:
-            with self.write():
-                yield
-            return
-        me = threading.get_ident()
-        if self._writer == me or self._depth():
-            self._local.depth = self._depth() + 1
-            try:
-                yield
-            finally:
-                self._local.depth -= 1
-            return
-        with self._cond:
-            while self._writer is not None or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        self._local.depth = 1
-        try:
-            yield
-        finally:
-            self._local.depth = 0
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+    def read(self) -> _ReadHold | _WriteHold:
+        """The read lock, as a context manager (the write lock when reads are not shared).
 
-    @contextmanager
-    def write(self):
-        me = threading.get_ident()
-        if self._writer == me:
-            yield
+        Returns
+        -------
+        context manager
+            ``with lock.read(): ...`` holds the lock shared with other readers.
+        """
+        return self._read_hold if self.shared_reads else self._write_hold
+
+    def write(self) -> _WriteHold:
+        """The write lock, as a context manager.
+
+        Returns
+        -------
+        context manager
+            ``with lock.write(): ...`` holds the lock alone.
+
+        Raises
+        ------
+        RuntimeError
+            On entry, when the calling thread holds the read lock (a reader asking to write).
+        """
+        return self._write_hold
+
+
+class _ReadHold:
+    """``with``-statement side of :meth:`RWLock.read` (one per lock, stateless: the
+    depth of each thread's holds lives in the lock's thread-local)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: RWLock):
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        local = lock._local
+        depth = getattr(local, "depth", 0)
+        if depth or lock._writer == _get_ident():
+            local.depth = depth + 1  # nested, or the writer reading: no count
             return
-        if self._depth():
+        with lock._mutex:
+            if lock._writer is not None or lock._writers_waiting:
+                cond = lock._cond
+                while lock._writer is not None or lock._writers_waiting:
+                    cond.wait()
+            lock._readers += 1
+        local.depth = 1
+
+    def __exit__(self, *exc) -> None:
+        lock = self._lock
+        local = lock._local
+        depth = local.depth - 1
+        local.depth = depth
+        if depth or lock._writer == _get_ident():
+            return  # still held by this thread, or the writer's nested read
+        with lock._mutex:
+            lock._readers -= 1
+            # only a waiting writer can proceed once the readers are gone (readers wait
+            # for writers alone), so without one there is no one to wake
+            if lock._readers == 0 and lock._writers_waiting:
+                lock._cond.notify_all()
+
+
+class _WriteHold:
+    """``with``-statement side of :meth:`RWLock.write` (one per lock)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: RWLock):
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        me = _get_ident()
+        if lock._writer == me:
+            lock._write_depth += 1
+            return
+        if getattr(lock._local, "depth", 0):
             raise RuntimeError("a thread holding the read lock asked for the write lock")
-        with self._cond:
-            self._writers_waiting += 1
+        cond = lock._cond
+        with cond:
+            lock._writers_waiting += 1
             try:
-                while self._writer is not None or self._readers:
-                    self._cond.wait()
+                while lock._writer is not None or lock._readers:
+                    cond.wait()
             finally:
-                self._writers_waiting -= 1
-            self._writer = me
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = None
-                self._cond.notify_all()
+                lock._writers_waiting -= 1
+            lock._writer = me
+
+    def __exit__(self, *exc) -> None:
+        lock = self._lock
+        if lock._write_depth:
+            lock._write_depth -= 1
+            return
+        with lock._cond:
+            lock._writer = None
+            lock._cond.notify_all()

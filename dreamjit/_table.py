@@ -30,6 +30,7 @@ from ._storage import (
 from ._validate import is_integer
 from .embedding import EmbeddingMapper
 from .features import SolverResult
+from .kernels.usage import count_uses
 from .results import DreamEntry
 
 __all__ = ["COLUMN_DTYPES", "Columns", "EntryTable", "make_mapper"]
@@ -479,6 +480,26 @@ class EntryTable:
             n_old + count[touched]
         )
         s.util_count[touched] = n_old + count[touched]
+
+    def use(self, slots) -> np.ndarray:
+        """The ids of ``slots`` (int64, distinct slots of one result), counting one use of
+        each (the caller serialises counting).
+
+        Parameters
+        ----------
+        slots : numpy.ndarray
+            ``(k,)`` distinct slots of live entries (any integer type).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(k,)`` int64 ids, a new array.
+        """
+        cols = self._columns().columns  # the dict: cheaper than the store's attributes
+        if slots.dtype != np.int64:  # one compiled signature
+            slots = slots.astype(np.int64)
+        count_uses(cols["usage"], slots)
+        return cols["ids"][slots]
 
     def count_usage(self, slots, times=None) -> None:
         """One more use (``times[i]`` more when given) of each of ``slots`` (distinct; the

@@ -24,6 +24,7 @@ from ._retriever import DEFAULT_WEIGHTS, NO_SCORES, NO_SLOTS, Retriever
 from ._rwlock import RWLock, after_fork
 from ._table import EntryTable, make_mapper
 from ._validate import (
+    MAX_ENTRIES,
     as_bool,
     as_feedback_utilities,
     as_float_array,
@@ -1572,7 +1573,10 @@ class DreamPool:
         >>> all(i % 2 == 1 for i in hits.ids.tolist())
         True
         """
-        k, weights, spec = self._soft_args(k, weights, where)
+        if type(k) is int and 0 < k <= MAX_ENTRIES and type(weights) is RetrievalWeights:
+            spec = None if where is None else as_where(where)  # the checks of _soft_args
+        else:
+            k, weights, spec = self._soft_args(k, weights, where)
         with self._lock.read():
             return self._finish(*self._retriever.soft(query, k, weights, spec))
 
@@ -1808,11 +1812,11 @@ class DreamPool:
 
     def _finish(self, slots, scores, similarity) -> Hits:
         """Hits for slots (read lock held); counts the usage of each returned entry."""
-        if len(slots) == 0:
+        if slots.shape[0] == 0:
             return Hits(NO_SLOTS, NO_SCORES, self, similarity=NO_SCORES)
         with self._usage_lock:
-            self._table.count_usage(slots)  # slots of one result are distinct
-        return Hits.owned(self._table.ids_at(slots), scores, similarity, self)
+            ids = self._table.use(slots)  # slots of one result are distinct
+        return Hits.owned(ids, scores, similarity, self)
 
     def _finish_batch(self, slots, scores, similarity) -> BatchHits:
         """BatchHits for ``(m, w)`` slots padded with -1 (read lock held); counts the usage

@@ -19,6 +19,13 @@ def _frozen(arr):
     return arr
 
 
+def _as_owned(arr, dtype):
+    """``arr`` itself when it is a numpy array of ``dtype``, else a new array of it."""
+    if type(arr) is np.ndarray and arr.dtype == dtype:
+        return arr
+    return np.array(arr, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class DreamEntry:
     """A read-only snapshot of one stored entry, as returned by ``pool[eid]``.
@@ -168,17 +175,27 @@ class Hits:
         Returns
         -------
         Hits
+            Over the given arrays themselves (now read-only); arrays of another type or
+            dtype are converted (copied) first.
         """
         hits = cls.__new__(cls)
-        for name, arr, dtype in (
-            ("ids", ids, np.int64),
-            ("scores", scores, np.float32),
-            ("similarity", similarity, np.float32),
-        ):
-            if type(arr) is not np.ndarray or arr.dtype != dtype:
-                arr = np.array(arr, dtype=dtype)
-            arr.setflags(write=False)
-            object.__setattr__(hits, name, arr)
+        if not (
+            type(ids) is np.ndarray
+            and type(scores) is np.ndarray
+            and type(similarity) is np.ndarray
+            and ids.dtype == np.int64
+            and scores.dtype == np.float32
+            and similarity.dtype == np.float32
+        ):  # not what a kernel returns: converted (copies of the right dtype)
+            ids = _as_owned(ids, np.int64)
+            scores = _as_owned(scores, np.float32)
+            similarity = _as_owned(similarity, np.float32)
+        ids.setflags(write=False)
+        scores.setflags(write=False)
+        similarity.setflags(write=False)
+        hits.ids = ids
+        hits.scores = scores
+        hits.similarity = similarity
         hits._pool = pool
         return hits
 

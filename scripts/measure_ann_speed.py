@@ -6,7 +6,8 @@ Usage::
         [--cache DIR] [--beam MIN_EF,EPSILON]
 
 For each size and data set (``mixture``: compare.py's 100-centre mixture;
-``clusters``: asv's ``cluster_mixture`` with ``n / 100`` clusters), one pool
+``clusters``: asv's ``cluster_mixture`` with ``n / 100`` clusters; ``clusters10``: with
+``n / 10``, the retrieval-quality issue's hard set at ``--sizes 200000``), one pool
 answers through its NN-descent graph and one (same entries) exactly. Timed
 interleaved with ``asv_bench/compare_data.race`` (median of rounds, one call
 at a time): ``retrieve_soft`` (similarity-only weights, k=10) on both pools,
@@ -47,9 +48,10 @@ BEAM = None  # --beam MIN_EF,EPSILON: a third pool with those walk settings
 def one(n, data, rounds):
     if data == "mixture":
         X, Q = _mixture(n), _mixture(1000, stream=2)
-    else:
-        X = common.cluster_mixture(n, n // 100)
-        Q = common.cluster_mixture(1000, n // 100, stream=2)
+    else:  # clusters of ~100 rows, or ("clusters10") of ~10: 20000 clusters at 2e5
+        c = n // (10 if data == "clusters10" else 100)
+        X = common.cluster_mixture(n, c)
+        Q = common.cluster_mixture(1000, c, stream=2)
     cache = os.path.join(CACHE, f"graph-{data}-{n}.npz") if CACHE else None
     graph = None
     if cache and os.path.exists(cache):  # a graph built by an earlier run (public import)

@@ -118,6 +118,118 @@ def test_rwlock_writer_excludes_readers_and_reentrancy():
     assert got and log == ["nested", "reread"]
 
 
+def _wait_until(pred, timeout=60.0):
+    """Poll ``pred`` until it holds (a state another thread reaches; no fixed sleep)."""
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "the other thread never got there"
+        time.sleep(0.001)
+
+
+def _run_thread(fn):
+    th = threading.Thread(target=fn, daemon=True)
+    th.start()
+    return th
+
+
+def test_rwlock_waiting_writer_goes_before_new_readers():
+    """Writer preference: once a writer waits, a reader arriving later waits behind it,
+    whatever the threads' timing (the order is forced by the lock's state, not by sleeps)."""
+    lock = RWLock()
+    order = []
+    inside, release = threading.Event(), threading.Event()
+
+    def first_reader():
+        with lock.read():
+            inside.set()
+            release.wait(60)
+
+    def writer():
+        with lock.write():
+            order.append("writer")
+
+    def late_reader():
+        with lock.read():
+            order.append("reader")
+
+    a = _run_thread(first_reader)
+    assert inside.wait(60)
+    w = _run_thread(writer)
+    _wait_until(lambda: lock._writers_waiting == 1)  # the writer is queued
+    r = _run_thread(late_reader)
+    release.set()
+    for th in (a, w, r):
+        th.join(60)
+        assert not th.is_alive()
+    assert order == ["writer", "reader"]
+    assert lock._readers == 0 and lock._writer is None and lock._writers_waiting == 0
+
+
+def test_rwlock_exclusive_reads_and_release_on_exceptions():
+    """``shared_reads=False`` makes reads exclusive; a hold left by an exception is released,
+    nested holds included, so another thread gets the lock afterwards."""
+    lock = RWLock(shared_reads=False)
+    inside, release = threading.Event(), threading.Event()
+    got = []
+
+    def holder():
+        with lock.read():
+            inside.set()
+            release.wait(60)
+
+    def second():
+        with lock.read():
+            got.append("second")
+
+    a = _run_thread(holder)
+    assert inside.wait(60)
+    b = _run_thread(second)
+    _wait_until(lambda: lock._writers_waiting == 1)  # the second read queues as a writer
+    assert not got
+    release.set()
+    for th in (a, b):
+        th.join(60)
+        assert not th.is_alive()
+    assert got == ["second"]
+
+    for shared in (True, False):
+        lock = RWLock(shared_reads=shared)
+        with pytest.raises(ValueError):
+            with lock.write():
+                with lock.read():
+                    with lock.write():
+                        raise ValueError("inside")
+        with pytest.raises(ValueError):
+            with lock.read():
+                with lock.read():
+                    raise ValueError("inside")
+        assert lock._readers == 0 and lock._writer is None
+        assert lock._write_depth == 0 and lock._depth() == 0
+        done = []
+        th = _run_thread(lambda lk=lock, d=done: (lk.write().__enter__(), d.append(1)))
+        th.join(60)  # another thread takes the write lock (and keeps it: a fresh lock next)
+        assert done == [1]
+
+
+def test_rwlock_readers_share():
+    """Two threads hold the read lock at once (each waits for the other inside)."""
+    lock = RWLock()
+    barrier = threading.Barrier(2, timeout=60)
+    seen = []
+
+    def reader():
+        with lock.read():
+            barrier.wait()  # both inside together, or a BrokenBarrierError
+            seen.append(lock._readers)
+            barrier.wait()
+
+    threads = [_run_thread(reader) for _ in range(2)]
+    for th in threads:
+        th.join(60)
+        assert not th.is_alive()
+    assert seen == [2, 2] and lock._readers == 0
+
+
 # ------------------------------------------------- iteration beside evictions
 
 

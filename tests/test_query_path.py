@@ -686,23 +686,117 @@ def test_batch_hits_object():
 
 
 def test_fused_path_equals_general_path():
-    """The one-kernel soft path gives what the general path gives (a float64 query takes
-    the general path), ties included."""
+    """The one-kernel soft path gives what the general path (query_embedding, then
+    soft_embedded) gives, for float32 and float64 queries, contiguous or not, ties included."""
     rng = np.random.default_rng(9)
     V = unit(rng.normal(size=(300, 12)))
     V[5] = V[6] = V[7]
     pool = user_pool(V, labels=rng.integers(0, 3, 300), utilities=rng.uniform(0, 1, 300))
-    for q in list(rng.normal(size=(20, 12)).astype(np.float32)) + [V[7].copy()]:
-        for label in (None, 1):
-            fast = pool.retrieve_soft(Query(embedding=q, label=label), k=6)
-            slow = pool.retrieve_soft(Query(embedding=q.astype(np.float64), label=label), k=6)
-            assert fast.ids.tolist() == slow.ids.tolist()
-            assert np.array_equal(fast.scores, slow.scores)
-            assert np.array_equal(fast.similarity, slow.similarity)
+    r = pool.retriever
+    queries = list(rng.normal(size=(20, 12))) + [V[7].astype(np.float64)]
+    for q64 in queries:
+        wide = np.repeat(q64, 2)  # every other value: a non-contiguous view
+        for q in (q64.astype(np.float32), q64, wide[::2], wide.astype(np.float32)[::2]):
+            for label in (None, 1):
+                for w in (DEFAULT_W, SIM_ONLY):
+                    query = Query(embedding=q, label=label)
+                    fast = [pool.retrieve_soft(query, k=6, weights=w)]
+                    if label is None:
+                        fast.append(pool.retrieve_soft(q, k=6, weights=w))
+                    with pool.lock.read():
+                        emb, lab = r.query_embedding(query)
+                        slots, scores, sims = r.soft_embedded(emb, lab, 6, w)
+                        ids = pool.table.ids_at(slots)
+                    for hits in fast:
+                        assert hits.ids.tolist() == ids.tolist()
+                        assert np.array_equal(hits.scores, scores)
+                        assert np.array_equal(hits.similarity, sims)
+        with pool.lock.read():  # a plain vector's own parse: the Query path's bits
+            plain = r.query_embedding(q)
+            general = r.query_embedding(Query(embedding=q))
+        assert plain[1] == general[1] == -1
+        assert plain[0].dtype == general[0].dtype and np.array_equal(plain[0], general[0])
+        a = pool.retrieve_diverse(q, k=5)
+        b = pool.retrieve_diverse(Query(embedding=q), k=5)
+        assert a.ids.tolist() == b.ids.tolist() and np.array_equal(a.scores, b.scores)
+    before = pool.fingerprint()
+    for bad in (
+        np.zeros(12, np.float32),
+        np.full(12, np.nan, np.float32),
+        np.zeros(12),
+        np.full(12, np.inf),
+        np.full(12, 1e300),  # beyond float32
+        np.full(24, 1e300)[::2],
+    ):
+        with pytest.raises(InvalidParameterError):
+            pool.retrieve_soft(bad)
+        with pytest.raises(InvalidParameterError):
+            pool.retrieve_soft(Query(embedding=bad))
+    assert pool.fingerprint() == before
+    assert_pool_invariants(pool)
+
+
+def test_retrieve_soft_arguments_fast_and_general_agree(upool):
+    """``k`` as a Python int and RetrievalWeights skip the general argument checks; other
+    spellings (numpy ints, None, a subclass-free default) give the same hits, and bad ones
+    are refused with the pool unchanged."""
+    pool, V, labels = upool
+    q = V[3] + 0.1
+    base = pool.retrieve_soft(q, k=5, weights=DEFAULT_W)
+    for k, w in ((np.int64(5), DEFAULT_W), (5, None), (np.uint8(5), None)):
+        other = pool.retrieve_soft(q, k=k, weights=w)
+        assert other.ids.tolist() == base.ids.tolist()
+        assert np.array_equal(other.scores, base.scores)
+    assert len(pool.retrieve_soft(q, k=2**62, weights=SIM_ONLY)) == len(pool)
+    before = pool.fingerprint()
+    for k, w, where in (
+        (0, DEFAULT_W, None),
+        (-1, DEFAULT_W, None),
+        (True, DEFAULT_W, None),
+        (5.0, DEFAULT_W, None),
+        (5, (1.0, 0.0, 0.0, 0.0, 1.0), None),
+        (5, DEFAULT_W, "label"),
+    ):
+        with pytest.raises(InvalidParameterError):
+            pool.retrieve_soft(q, k=k, weights=w, where=where)
+    assert pool.fingerprint() == before
+
+
+def test_usage_is_counted_once_per_returned_entry(upool):
+    """Every retrieval path counts one use of each hit (the count_uses kernel), and a refused
+    query counts nothing."""
+    pool, V, labels = upool
+    q = V[4] + 0.05
+    cols = pool.table.columns()
+    before = dict(zip(cols.ids.tolist(), cols.usage.tolist()))
+    hits = [
+        pool.retrieve_soft(q.astype(np.float32), k=7),
+        pool.retrieve_soft(q, k=3, where=lambda c: c.labels == 1),
+        pool.retrieve_diverse(q, k=4),
+        pool.retrieve(q, k=5, mode="hybrid"),
+    ]
     with pytest.raises(InvalidParameterError):
-        pool.retrieve_soft(np.zeros(12, np.float32))
-    with pytest.raises(InvalidParameterError):
-        pool.retrieve_soft(np.full(12, np.nan, np.float32))
+        pool.retrieve_soft(np.full(16, np.nan))
+    cols = pool.table.columns()
+    after = dict(zip(cols.ids.tolist(), cols.usage.tolist()))
+    expected = dict(before)
+    for h in hits:
+        for i in h.ids.tolist():
+            expected[i] += 1
+    assert after == expected
+
+
+def test_count_uses_matches_reference():
+    from dreamjit.kernels.usage import count_uses
+
+    rng = np.random.default_rng(3)
+    for n, k in ((1, 1), (10, 0), (50, 10), (50, 50)):
+        usage = rng.integers(0, 100, n).astype(np.int64)
+        slots = rng.permutation(n)[:k].astype(np.int64)
+        want = usage.copy()
+        want[slots] += 1  # the slow, obvious reference (distinct slots)
+        count_uses(usage, slots)
+        assert np.array_equal(usage, want)
 
 
 def test_narrow_filter_scans_only_matching_slots(upool):

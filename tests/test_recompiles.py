@@ -45,6 +45,8 @@ EXPECTED: dict[str, int] = {
     # a literal 0 start or size from one caller, a variable from another; and the int8
     # copy by an int32 query (the int8 prefilter of query.topk_dot_int8)
     "cosine._block_dots": 3,
+    # topk_dot_batch's tail offers row 0 of its accumulators as a literal 0
+    "cosine._offer_tile": 2,
     "mmr._mmr": 2,
     "graph._nav_scores": 2,
     # a flag passed as a literal (window_2d: False, radius_grid: True); chroma._means,
@@ -107,6 +109,9 @@ def workload(tmp_path) -> None:
         pool.retrieve_diverse(q, k=5, fast=True)
         for mode in RetrievalMode:
             pool.retrieve(q, k=5, mode=mode)
+        pool.retrieve_soft_batch(tensors[:70], k=5)  # parallel over tiles of queries
+        pool.retrieve_soft_batch(tensors[:3], k=5)  # a small batch
+        pool.retrieve_similar_batch(tensors[:70], k=5)
         hits = pool.retrieve_soft(q, k=5)
         hits.tensors()
         hits.entries()

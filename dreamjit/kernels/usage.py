@@ -1,0 +1,20 @@
+"""The usage count of retrieval results.
+
+Every retrieval counts one use of each entry it returns: for the handful of slots
+of one result a kernel call costs a third of numpy's ``usage[slots] += 1`` (which
+gathers, adds and scatters through temporaries).
+"""
+
+from __future__ import annotations
+
+from ._jit import kernel
+
+__all__ = ["count_uses"]
+
+
+@kernel
+def count_uses(usage, slots):
+    """Add one to ``usage[slots]`` in place (``usage`` (n,) int64; ``slots`` (k,) int64
+    distinct rows, one result's hits). The caller serialises writers of ``usage``."""
+    for i in range(slots.shape[0]):
+        usage[slots[i]] += 1
