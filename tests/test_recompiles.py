@@ -49,7 +49,7 @@ EXPECTED: dict[str, int] = {
     "cosine._offer_tile": 2,
     "mmr._mmr": 2,
     "graph._nav_scores": 2,
-    # a flag passed as a literal (window_2d: False, radius_grid: True); chroma._means,
+    # a flag passed as a literal (window_2d: False, radius_grid: True); chroma._weighted_means,
     # chroma_into, thumbnail_into and _spectral_chunk get variables from every caller
     "spectral._outer": 2,
     # float64 x float64 (query norms), float32 x float32 (row norms), float32 x float64 (scores)
