@@ -14,8 +14,9 @@ Usage::
    a tiny exact pool has answered a query (numba's runtime and the shared
    query kernels loaded), to separate the graph's share of the first query.
 3. Steady churn: ``rounds`` rounds each add 1% of the pool at ``max_size``
-   (the oldest 1% are evicted): per round the add time (with the in-place
-   link and repair), the index in use and whether any full build started.
+   (the oldest 1% are evicted): per round the add time, wall and CPU (with
+   the in-place link and repair), the index in use and whether any full
+   build started.
    After half the pool is replaced, recall@10 of the index against a fresh
    build over the same entries.
 """
@@ -137,16 +138,18 @@ def main():
     tiny = np.zeros((step, 1, 1, 3), np.float32)
     res = np.tile([0.0, 1.0, 0.0], (step, 1))
     builds0 = ann.builds
-    times, modes = [], []
+    times, cpu, modes = [], [], []
     for r in range(args.rounds):
         V = A[n + r * step : n + (r + 1) * step]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         pool.add_batch(tiny, res, embeddings=V)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)  # every thread of this process
         modes.append(pool.stats()["index"])
     print(
         f"churn: {args.rounds} rounds of {step} adds (+{step} evictions): add_batch median "
-        f"{np.median(times):.3f} s, max {max(times):.3f} s; index in use: "
+        f"{np.median(times):.3f} s, max {max(times):.3f} s (CPU median {np.median(cpu):.3f} s, "
+        f"max {max(cpu):.3f} s); index in use: "
         f"{sorted(set(modes))}; full builds started: {ann.builds - builds0 + int(ann.building)}; "
         f"linked {ann.linked}, repaired {ann.repaired}, delta {ann.n_delta}"
     )

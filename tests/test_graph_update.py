@@ -83,7 +83,7 @@ def ref_select(X, slot, cand, n_links):
     return out
 
 
-def ref_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree):
+def ref_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree, n_repair):
     n = len(rows)
     nbrs = [list(indices[indptr[r] : indptr[r + 1]]) for r in range(n)]
     kept = [r for r in range(n) if not dead[r]]
@@ -102,11 +102,10 @@ def ref_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_deg
         for v in nbrs[u]:
             if not dead[v]:
                 proposals[ru].append(mapping[v])
-            else:  # repair: the dead neighbour's live out-neighbours
-                for w in nbrs[v]:
-                    if mapping[w] >= 0:
-                        proposals[ru].append(mapping[w])
-                        grew[ru] = True
+            else:  # repair: the dead neighbour's first n_repair live out-neighbours
+                live = [mapping[w] for w in nbrs[v] if mapping[w] >= 0][:n_repair]
+                proposals[ru].extend(live)
+                grew[ru] = grew[ru] or bool(live)
     links = []
     for t, s in enumerate(new_slots):
         chosen = [row_of[v] for v in ref_select(X, int(s), cand[t], n_links)]
@@ -209,11 +208,11 @@ def test_select_links_matches_reference(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
-@pytest.mark.parametrize("dtype", [np.float32])
-def test_graph_update_matches_reference(seed, dtype):
+@pytest.mark.parametrize("n_repair", [2, 1000])
+def test_graph_update_matches_reference(seed, n_repair):
     rng = np.random.default_rng(seed)
     cap, n = 260, 200
-    X = np.zeros((cap, 16), dtype)
+    X = np.zeros((cap, 16), np.float32)
     X[:] = clustered(rng, cap)
     if seed == 4:
         X[100:140] = X[60:100]  # ties
@@ -227,8 +226,8 @@ def test_graph_update_matches_reference(seed, dtype):
     cand[:, -2:] = -1
     if new.size:
         cand[:, 0] = new[::-1]  # new entries propose each other too
-    got = graph_update(X, rows, indptr, indices, dead, new, cand, 5, 9)
-    want = ref_update(X, rows, indptr, indices, dead, new, cand, 5, 9)
+    got = graph_update(X, rows, indptr, indices, dead, new, cand, 5, 9, n_repair)
+    want = ref_update(X, rows, indptr, indices, dead, new, cand, 5, 9, n_repair)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     new_rows, ptr, idx, mapping = got
@@ -257,14 +256,15 @@ def test_graph_update_reusing_dead_slots_matches_reference(seed):
     new = np.sort(gone).astype(np.int64)
     walk = rng.choice(rows, size=(new.size, 14)).astype(np.int64)
     cand = np.concatenate([walk, np.tile(new[::-1][:6], (new.size, 1))], axis=1)
-    got = graph_update(X, rows, indptr, indices, dead, new, cand, 6, 10)
-    want = ref_update(X, rows, indptr, indices, dead, new, cand, 6, 10)
+    n_repair = [3, 1000, 1][seed]
+    got = graph_update(X, rows, indptr, indices, dead, new, cand, 6, 10, n_repair)
+    want = ref_update(X, rows, indptr, indices, dead, new, cand, 6, 10, n_repair)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     np.testing.assert_array_equal(got[0], rows)
     assert (got[3][~dead] == rows[~dead]).all() and (got[3][dead] == -1).all()
     # the same call again gives the same graph (threads do not change it)
-    again = graph_update(X, rows, indptr, indices, dead, new, cand, 6, 10)
+    again = graph_update(X, rows, indptr, indices, dead, new, cand, 6, 10, n_repair)
     for g, w in zip(got, again):
         np.testing.assert_array_equal(g, w)
 
@@ -276,7 +276,7 @@ def test_graph_update_edge_cases():
     indptr, indices = knn_graph(X[:30], k=4, max_degree=6)
     # nothing to do: the same graph
     out = graph_update(
-        X, rows, indptr, indices, np.zeros(30, bool), rows[:0], np.empty((0, 4), np.int64), 4, 6
+        X, rows, indptr, indices, np.zeros(30, bool), rows[:0], np.empty((0, 4), np.int64), 4, 6, 4
     )
     np.testing.assert_array_equal(out[0], rows)
     np.testing.assert_array_equal(out[1], indptr)
@@ -284,7 +284,7 @@ def test_graph_update_edge_cases():
     # every row dead, new ones without candidates
     new = np.arange(30, 40, dtype=np.int64)
     out = graph_update(
-        X, rows, indptr, indices, np.ones(30, bool), new, np.full((10, 4), -1, np.int64), 4, 6
+        X, rows, indptr, indices, np.ones(30, bool), new, np.full((10, 4), -1, np.int64), 4, 6, 4
     )
     np.testing.assert_array_equal(out[0], new)
     assert out[2].size == 0 and (out[3] == -1).all()

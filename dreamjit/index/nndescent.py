@@ -47,6 +47,10 @@ LINK_SHARE = 0.005
 LINK_MIN = 64
 #: new entries linked per graph update (each chunk searches the graph the previous made)
 LINK_CHUNK = 2048
+#: a row that linked to a dropped one takes at most this many of its out-neighbours as
+#: replacements (graph_update's n_repair): all of them made every such row pass its degree
+#: bound and be scored again, the bulk of an update's cost
+REPAIR_LINKS = 8
 #: settings a saved graph must share with the index that adopts it
 GRAPH_SETTINGS = ("n_neighbors", "max_degree", "seed", "graph")
 
@@ -509,6 +513,7 @@ class NNDescentIndex:
             cand,
             self.n_neighbors,
             self.max_degree,
+            REPAIR_LINKS,
         )
         n = rows.shape[0]
         if n == 0:

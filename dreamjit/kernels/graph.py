@@ -468,6 +468,10 @@ def select_links(X, slot, cand, n_links):
             m += 1
     c = np.unique(c[:m])  # ascending slots: the stable sort below breaks ties to the lower
     m = c.shape[0]
+    d = X.shape[1]
+    for t in range(m):  # scattered rows: fetch them all first, so the misses overlap
+        for j in range(0, d, 16):
+            prefetch(X, c[t], j)
     sc = np.empty(m, dtype=np.float64)
     xs = X[slot]
     for t in range(m):
@@ -500,8 +504,10 @@ def select_links(X, slot, cand, n_links):
     return out
 
 
-#: touched rows per parallel task of :func:`graph_update` (their candidate lists)
+#: changed rows per parallel task of :func:`graph_update` (their candidate lists)
 _ROW_BLOCK = 64
+#: rows per parallel task of :func:`graph_update`'s passes over every row
+_SCAN_BLOCK = 4096
 
 
 @kernel
@@ -524,6 +530,11 @@ def _row_list(X, new_rows, q, c, m, cap, max_degree, out_row):
         for t in range(k):
             out_row[t] = c2[t]
         return k
+    d = X.shape[1]
+    for t in range(k):  # the rows are scattered: fetch them all first, so the misses overlap
+        slot = new_rows[c2[t]]
+        for j in range(0, d, 16):
+            prefetch(X, slot, j)
     sc = np.empty(k, dtype=np.float64)
     xq = X[new_rows[q]]
     for t in range(k):
@@ -535,7 +546,7 @@ def _row_list(X, new_rows, q, c, m, cap, max_degree, out_row):
 
 
 @kernel
-def _count_row(q, old_of, rptr, indptr, indices, dead, mapping, n_links):
+def _count_row(q, old_of, rptr, indptr, indices, dead, mapping, n_links, n_repair):
     """Proposals of new row ``q`` (at most), whether it changes, and its old degree."""
     u = old_of[q]
     grows = rptr[q + 1] > rptr[q]
@@ -547,15 +558,19 @@ def _count_row(q, old_of, rptr, indptr, indices, dead, mapping, n_links):
         if not dead[v]:
             m += 1
         else:
+            took = 0
             for f in range(indptr[v], indptr[v + 1]):
+                if took == n_repair:
+                    break
                 if mapping[indices[f]] >= 0:
                     m += 1
+                    took += 1
                     grows = True
     return m, grows, indptr[u + 1] - indptr[u]
 
 
 @kernel
-def _gather_row(q, c, old_of, indptr, indices, dead, mapping, links, new_of, rptr, rsrc):
+def _gather_row(q, c, old_of, indptr, indices, dead, mapping, links, new_of, rptr, rsrc, n_repair):
     """Row ``q``'s proposals into ``c``: its live out-neighbours and the repair (an old
     row) or its links (a new entry), then the reverse edges; returns their count."""
     m = 0
@@ -567,11 +582,15 @@ def _gather_row(q, c, old_of, indptr, indices, dead, mapping, links, new_of, rpt
                 c[m] = mapping[v]
                 m += 1
             else:
+                took = 0
                 for f in range(indptr[v], indptr[v + 1]):
+                    if took == n_repair:
+                        break
                     w = mapping[indices[f]]
                     if w >= 0:
                         c[m] = w
                         m += 1
+                        took += 1
     else:
         t = new_of[q]
         for z in range(links.shape[1]):
@@ -596,7 +615,7 @@ def _copy_live(u, indptr, indices, dead, mapping, out, base):
 
 
 @parallel_kernel(size_arg=None)
-def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree):
+def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree, n_repair):
     """Drop the ``dead`` rows and link ``new_slots`` into a CSR search graph.
 
     Parameters
@@ -613,6 +632,9 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
         and its nearest new entries).
     n_links, max_degree : int
         Out-links chosen per new entry; the degree bound of a changed row.
+    n_repair : int
+        Most replacement proposals a row takes from each dropped out-neighbour:
+        that one's first ``n_repair`` live out-neighbours, in its list's order.
 
     Returns
     -------
@@ -631,7 +653,9 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
        gives each old row's new number, -1 if dropped).
     2. Each new entry's out-links: :func:`select_links` (``n_links``).
     3. Proposals per row: its live out-neighbours; for each dead
-       out-neighbour, that one's live out-neighbours (the repair); for a
+       out-neighbour, that one's first ``n_repair`` live out-neighbours
+       (the repair: few, so a repaired row seldom passes its bound and
+       needs scoring); for a
        new entry's link to ``p``, the reverse edge ``p -> new``.
     4. A row whose proposals add nothing keeps its list. Otherwise its
        candidates (deduplicated, self dropped) are kept all if at most
@@ -702,11 +726,15 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
     size = np.zeros(n2, dtype=np.int64)  # proposals of a changed row; list length of the rest
     grow = np.zeros(n2, dtype=np.bool_)
     old_deg = np.zeros(n2, dtype=np.int64)
-    for q in prange(n2):
-        mq, gq, dq = _count_row(q, old_of, rptr, indptr, indices, dead, mapping, n_links)
-        size[q] = mq
-        grow[q] = gq
-        old_deg[q] = dq
+    n_scan = (n2 + _SCAN_BLOCK - 1) // _SCAN_BLOCK
+    for sb in prange(n_scan):  # blocks of rows: a task per row would cost more than the row
+        for q in range(sb * _SCAN_BLOCK, min((sb + 1) * _SCAN_BLOCK, n2)):
+            mq, gq, dq = _count_row(
+                q, old_of, rptr, indptr, indices, dead, mapping, n_links, n_repair
+            )
+            size[q] = mq
+            grow[q] = gq
+            old_deg[q] = dq
     width = max_degree
     for q in range(n2):
         width = max(width, old_deg[q])
@@ -737,7 +765,7 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
         for i2 in range(bl * _ROW_BLOCK, min((bl + 1) * _ROW_BLOCK, n_t)):
             q2 = touched[i2]
             m2 = _gather_row(
-                q2, c, old_of, indptr, indices, dead, mapping, links, new_of, rptr, rsrc
+                q2, c, old_of, indptr, indices, dead, mapping, links, new_of, rptr, rsrc, n_repair
             )
             cap2 = max(max_degree, old_deg[q2])
             tdeg[i2] = _row_list(X, new_rows, q2, c, m2, cap2, max_degree, tout[i2])
@@ -782,11 +810,12 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
     for q in range(n2):
         new_ptr[q + 1] = new_ptr[q] + (tdeg[tpos[q]] if grow[q] else size[q])
     new_idx = np.empty(new_ptr[n2], dtype=np.int32)
-    for q in prange(n2):
-        if grow[q]:
-            ip2 = tpos[q]
-            for z in range(tdeg[ip2]):
-                new_idx[new_ptr[q] + z] = tout[ip2, z]
-        else:
-            _copy_live(old_of[q], indptr, indices, dead, mapping, new_idx, new_ptr[q])
+    for sb in prange(n_scan):
+        for q in range(sb * _SCAN_BLOCK, min((sb + 1) * _SCAN_BLOCK, n2)):
+            if grow[q]:
+                ip2 = tpos[q]
+                for z in range(tdeg[ip2]):
+                    new_idx[new_ptr[q] + z] = tout[ip2, z]
+            else:
+                _copy_live(old_of[q], indptr, indices, dead, mapping, new_idx, new_ptr[q])
     return new_rows, new_ptr, new_idx, mapping
