@@ -51,6 +51,10 @@ LINK_CHUNK = 2048
 #: replacements (graph_update's n_repair): all of them made every such row pass its degree
 #: bound and be scored again, the bulk of an update's cost
 REPAIR_LINKS = 8
+#: a new entry's link candidates: the best LINK_WALK * n_neighbors rows of a walk with
+#: ef = max(that, LINK_MIN_EF), plus its nearest entries of its chunk
+LINK_WALK = 2.0
+LINK_MIN_EF = 62
 #: settings a saved graph must share with the index that adopts it
 GRAPH_SETTINGS = ("n_neighbors", "max_degree", "seed", "graph")
 
@@ -478,7 +482,7 @@ class NNDescentIndex:
         """``graph`` without its dead rows and with ``chunk`` (slots) linked in."""
         store = self._store
         X = store.embeddings
-        width = 2 * self.n_neighbors
+        width = max(int(round(LINK_WALK * self.n_neighbors)), 1)
         if chunk.shape[0]:
             Q = np.ascontiguousarray(X[chunk])
             walk, _, _ = ann_search_batch(
@@ -488,7 +492,7 @@ class NNDescentIndex:
                 _EMPTY_I,
                 Q,
                 width,
-                max(width, self.min_ef),
+                max(width, LINK_MIN_EF),
                 self.epsilon,
                 self.n_seeds,
             )
