@@ -510,3 +510,29 @@ def test_steady_adds_keep_the_graph_serving(no_builds):
         assert ann.n_delta <= nnd.DELTA_EXACT_SHARE * len(ann)
     assert not no_builds and ann.linked >= 256 and ann.graph_info["rows"] >= 1256
     assert_invariants(pool)
+
+
+def test_evicting_add_makes_one_graph_update(no_builds, monkeypatch):
+    """An add at max_size: its evictions and its new entries go into one graph update (the
+    new entries take the evicted slots, so the graph keeps its rows)."""
+    pool, _ = ann_pool(n=1000, max_size=1000)
+    ann = pool.indexes.ann
+    calls = []
+    real = nnd.graph_update
+
+    def counting(*args):
+        calls.append(args[5].shape[0])  # new slots linked
+        return real(*args)
+
+    monkeypatch.setattr(nnd, "graph_update", counting)
+    rows_before = ann.graph_info["rows"]
+    V = clustered(np.random.default_rng(11), 80, d=16, clusters=15)
+    ids = pool.add_batch(
+        np.zeros((80, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (80, 1)), embeddings=V
+    )
+    assert len(ids) == 80 and len(pool) == 1000
+    assert calls == [80], calls
+    assert ann.n_tombstones == 0 and ann.n_delta == 0 and ann.repaired == 80
+    assert ann.graph_info["rows"] == rows_before and not no_builds
+    assert pool.stats()["index"] == "ann"
+    assert_invariants(pool)
