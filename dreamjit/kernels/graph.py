@@ -546,35 +546,13 @@ def _row_list(X, new_rows, q, c, m, cap, max_degree, out_row):
 
 
 @kernel
-def _count_row(q, old_of, rptr, indptr, indices, dead, mapping, n_links, n_repair):
-    """Proposals of new row ``q`` (at most), whether it changes, and its old degree."""
-    u = old_of[q]
-    grows = rptr[q + 1] > rptr[q]
-    m = rptr[q + 1] - rptr[q]
-    if u < 0:  # a new entry: its own links
-        return m + n_links, True, 0
-    for e in range(indptr[u], indptr[u + 1]):
-        v = indices[e]
-        if not dead[v]:
-            m += 1
-        else:
-            took = 0
-            for f in range(indptr[v], indptr[v + 1]):
-                if took == n_repair:
-                    break
-                if mapping[indices[f]] >= 0:
-                    m += 1
-                    took += 1
-                    grows = True
-    return m, grows, indptr[u + 1] - indptr[u]
-
-
-@kernel
 def _gather_row(q, c, old_of, indptr, indices, dead, mapping, links, new_of, rptr, rsrc, n_repair):
     """Row ``q``'s proposals into ``c``: its live out-neighbours and the repair (an old
-    row) or its links (a new entry), then the reverse edges; returns their count."""
+    row) or its links (a new entry), then the reverse edges. Returns their count and
+    whether the row changes (a new entry, a repair or a reverse edge)."""
     m = 0
     u = old_of[q]
+    grows = rptr[q + 1] > rptr[q]
     if u >= 0:
         for e in range(indptr[u], indptr[u + 1]):
             v = indices[e]
@@ -591,7 +569,9 @@ def _gather_row(q, c, old_of, indptr, indices, dead, mapping, links, new_of, rpt
                         c[m] = w
                         m += 1
                         took += 1
+                        grows = True
     else:
+        grows = True
         t = new_of[q]
         for z in range(links.shape[1]):
             if links[t, z] >= 0:
@@ -600,7 +580,7 @@ def _gather_row(q, c, old_of, indptr, indices, dead, mapping, links, new_of, rpt
     for e in range(rptr[q], rptr[q + 1]):
         c[m] = rsrc[e]
         m += 1
-    return m
+    return m, grows
 
 
 @kernel
@@ -723,18 +703,43 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
             if p >= 0:
                 rsrc[rfill[p]] = new_pos[t]
                 rfill[p] += 1
+    new_of = np.full(n2, -1, dtype=np.int64)  # new entry number of a new row
+    for t in range(B):
+        new_of[new_pos[t]] = t
+    # the most proposals a row can hold (its list, n_repair per dead one, reverse edges)
+    top_deg = 0
+    for u in range(n):
+        top_deg = max(top_deg, indptr[u + 1] - indptr[u])
+    top_rev = 0
+    for q in range(n2):
+        top_rev = max(top_rev, rptr[q + 1] - rptr[q])
+    bound = top_deg * (1 + min(max(n_repair, 0), top_deg)) + top_rev + n_links + 1
     size = np.zeros(n2, dtype=np.int64)  # proposals of a changed row; list length of the rest
     grow = np.zeros(n2, dtype=np.bool_)
     old_deg = np.zeros(n2, dtype=np.int64)
     n_scan = (n2 + _SCAN_BLOCK - 1) // _SCAN_BLOCK
     for sb in prange(n_scan):  # blocks of rows: a task per row would cost more than the row
+        scratch = np.empty(bound, dtype=np.int64)
         for q in range(sb * _SCAN_BLOCK, min((sb + 1) * _SCAN_BLOCK, n2)):
-            mq, gq, dq = _count_row(
-                q, old_of, rptr, indptr, indices, dead, mapping, n_links, n_repair
+            mq, gq = _gather_row(
+                q,
+                scratch,
+                old_of,
+                indptr,
+                indices,
+                dead,
+                mapping,
+                links,
+                new_of,
+                rptr,
+                rsrc,
+                n_repair,
             )
             size[q] = mq
             grow[q] = gq
-            old_deg[q] = dq
+            uq = old_of[q]
+            if uq >= 0:
+                old_deg[q] = indptr[uq + 1] - indptr[uq]
     width = max_degree
     for q in range(n2):
         width = max(width, old_deg[q])
@@ -753,9 +758,6 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
             tpos[q] = i
             maxm = max(maxm, size[q])
             i += 1
-    new_of = np.full(n2, -1, dtype=np.int64)  # new entry number of a new row
-    for t in range(B):
-        new_of[new_pos[t]] = t
     # 4. the changed rows' lists, in parallel over blocks of rows
     tout = np.empty((n_t, width), dtype=np.int32)
     tdeg = np.zeros(n_t, dtype=np.int64)
@@ -764,7 +766,7 @@ def graph_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_d
         c = np.empty(maxm, dtype=np.int64)
         for i2 in range(bl * _ROW_BLOCK, min((bl + 1) * _ROW_BLOCK, n_t)):
             q2 = touched[i2]
-            m2 = _gather_row(
+            m2, _ = _gather_row(
                 q2, c, old_of, indptr, indices, dead, mapping, links, new_of, rptr, rsrc, n_repair
             )
             cap2 = max(max_degree, old_deg[q2])
