@@ -220,13 +220,30 @@ class IndexSet:
             self._ann.add(slots)
             self._ann.maybe_rebuild()
 
-    def after_remove(self, slots) -> None:
-        """Index of the ``slots`` just dropped from the table (evicted or removed)."""
+    def after_remove(self, slots, settle: bool = True) -> None:
+        """Index of the ``slots`` just dropped from the table (evicted or removed).
+
+        Parameters
+        ----------
+        slots : numpy.ndarray of int64
+            Slots no longer alive (write lock held).
+        settle : bool
+            Keep the NN-descent graph current now (link and repair, or start a
+            rebuild). False when an :meth:`after_add` follows in the same
+            write: an add's evictions and its new entries then go into one
+            graph update (and the evicted slots the adds reuse keep their rows).
+
+        Returns
+        -------
+        None
+            The indexes no longer hold ``slots``.
+        """
         assert self._exact is not None, "reset() runs before the first add"
         self._exact.remove(slots)
         if self._ann is not None:
             self._ann.remove(slots)
-            self._ann.maybe_rebuild()
+            if settle:
+                self._ann.maybe_rebuild()
 
     def stats(self) -> dict:
         ann = self._ann

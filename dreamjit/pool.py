@@ -621,8 +621,8 @@ class DreamPool:
             table.ensure_capacity(
                 n_live - evict.shape[0] + n_keep
             )  # may raise: nothing changed yet
-            if evict.shape[0]:
-                self._remove_slots(evict)
+            if evict.shape[0]:  # the graph update waits for the adds: one for both
+                self._remove_slots(evict, settle=False)
             slots = table.free_slots(n_keep)
             # the whole batch stays (the usual case): its arrays as they are, not copies
             rows = slice(None) if n_keep == m else keep
@@ -658,11 +658,12 @@ class DreamPool:
                 "embeddings", mode, f"{current} embeddings, as every earlier entry of this pool"
             )
 
-    def _remove_slots(self, slots: np.ndarray, evicted: bool = True) -> None:
+    def _remove_slots(self, slots: np.ndarray, evicted: bool = True, settle: bool = True) -> None:
         """Drop live ``slots`` from the table and the indexes (write lock held): the one
-        path of eviction and of :meth:`remove` / :meth:`clear`."""
+        path of eviction and of :meth:`remove` / :meth:`clear`. ``settle=False``: an add
+        follows at once, and the index maintenance after it covers these removals too."""
         self._table.remove(slots, evicted=evicted)
-        self._indexes.after_remove(slots)
+        self._indexes.after_remove(slots, settle=settle)
         if evicted:
             logger.debug("evicted %d entries (policy %s)", slots.shape[0], self.config.eviction)
         else:

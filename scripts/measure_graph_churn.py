@@ -14,8 +14,9 @@ Usage::
    a tiny exact pool has answered a query (numba's runtime and the shared
    query kernels loaded), to separate the graph's share of the first query.
 3. Steady churn: ``rounds`` rounds each add 1% of the pool at ``max_size``
-   (the oldest 1% are evicted): per round the add time (with the in-place
-   link and repair), the index in use and whether any full build started.
+   (the oldest 1% are evicted): per round the add time, wall and CPU (with
+   the in-place link and repair), the index in use and whether any full
+   build started.
    After half the pool is replaced, recall@10 of the index against a fresh
    build over the same entries.
 """
@@ -94,6 +95,30 @@ def recall(index, store, Q, k=10):
     return float(np.mean([np.intersect1d(index.search(q, k)[0], t).size / k for q, t in zip(Q, T)]))
 
 
+def profile_kernels():
+    """Wrap the kernels the NN-descent index calls with timers: ``{name: [calls, wall, CPU]}``."""
+    import dreamjit.index.nndescent as nnd
+
+    spent: dict = {}
+
+    def timed(name, fn):
+        def call(*a):
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a)
+            finally:
+                e = spent.setdefault(name, [0, 0.0, 0.0])
+                e[0] += 1
+                e[1] += time.perf_counter() - t
+                e[2] += time.process_time() - c
+
+        return call
+
+    for name in ("graph_update", "ann_search_batch", "topk_dot_batch", "remap_entries"):
+        setattr(nnd, name, timed(name, getattr(nnd, name)))
+    return spent
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200_000)
@@ -101,7 +126,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--load", default=None, help="start from this saved pool (skips 1. and 2.)")
     ap.add_argument("--no-fresh", action="store_true", help="skip the fresh build at the end")
+    ap.add_argument("--threads", type=int, default=None, help="numba threads (1: one core's CPU)")
+    ap.add_argument(
+        "--profile", action="store_true", help="split the churn rounds' time by index kernel"
+    )
     args = ap.parse_args()
+    if args.threads:
+        import numba
+
+        numba.set_num_threads(args.threads)
+    spent = profile_kernels() if args.profile else None
     n, step = args.n, args.n // 100
     A = common.cluster_mixture(n + args.rounds * step, args.clusters)
     Q = common.cluster_mixture(300, args.clusters, stream=2)
@@ -137,19 +171,29 @@ def main():
     tiny = np.zeros((step, 1, 1, 3), np.float32)
     res = np.tile([0.0, 1.0, 0.0], (step, 1))
     builds0 = ann.builds
-    times, modes = [], []
+    if spent is not None:
+        spent.clear()  # the churn rounds only
+    times, cpu, modes = [], [], []
     for r in range(args.rounds):
         V = A[n + r * step : n + (r + 1) * step]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         pool.add_batch(tiny, res, embeddings=V)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)  # every thread of this process
         modes.append(pool.stats()["index"])
     print(
         f"churn: {args.rounds} rounds of {step} adds (+{step} evictions): add_batch median "
-        f"{np.median(times):.3f} s, max {max(times):.3f} s; index in use: "
+        f"{np.median(times):.3f} s, max {max(times):.3f} s (CPU median {np.median(cpu):.3f} s, "
+        f"max {max(cpu):.3f} s); index in use: "
         f"{sorted(set(modes))}; full builds started: {ann.builds - builds0 + int(ann.building)}; "
         f"linked {ann.linked}, repaired {ann.repaired}, delta {ann.n_delta}"
     )
+    for name, (calls, wall, proc) in sorted((spent or {}).items()):
+        print(
+            f"  {name}: {calls / args.rounds:.1f} calls per round, "
+            f"wall {wall / args.rounds:.3f} s, "
+            f"CPU {proc / args.rounds:.3f} s per round"
+        )
     store = pool.table.store
     r_churn = recall(ann, store, Q)
     if args.no_fresh:

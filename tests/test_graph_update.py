@@ -22,7 +22,7 @@ from dreamjit import IndexCorruptedError, PoolConfig, Query, RetrievalWeights
 from dreamjit.index import ExactIndex, NNDescentIndex
 from dreamjit.index.structure import search_structure
 from dreamjit.kernels.entry_layer import remap_entries
-from dreamjit.kernels.graph import graph_update, knn_to_csr, select_links
+from dreamjit.kernels.graph import graph_update, knn_to_csr, link_dot, select_links
 
 from invariants import assert_invariants
 from standins import rewrite
@@ -49,22 +49,31 @@ def knn_graph(X, k=8, max_degree=12):
 
 
 # ----------------------------------------------------------------- references
-def ref_dot(x, y):
-    s = 0.0
-    for a, b in zip(x.tolist(), y.tolist()):
-        s += float(np.float32(a)) * float(np.float32(b))
-    return s
+def ref_link_dot(x, y):
+    """graph.link_dot: 8 lanes of float64 sums (lane j % 8, the tail in lane 0), fixed tree."""
+    x = [float(np.float32(a)) for a in np.asarray(x).tolist()]
+    y = [float(np.float32(b)) for b in np.asarray(y).tolist()]
+    s = [0.0] * 8
+    j = 0
+    while j + 8 <= len(x):
+        for lane in range(8):
+            s[lane] += x[j + lane] * y[j + lane]
+        j += 8
+    while j < len(x):
+        s[0] += x[j] * y[j]
+        j += 1
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 
 
 def ref_select(X, slot, cand, n_links):
     c = sorted({int(v) for v in cand if v >= 0 and v != slot})
-    sc = {v: ref_dot(X[v], X[slot]) for v in c}
+    sc = {v: ref_link_dot(X[v], X[slot]) for v in c}
     order = sorted(c, key=lambda v: (-sc[v], v))
     out = []
     for v in order:
         if len(out) == n_links:
             break
-        if all(ref_dot(X[v], X[u]) <= sc[v] for u in out):
+        if all(ref_link_dot(X[v], X[u]) <= sc[v] for u in out):
             out.append(v)
     for v in order:
         if len(out) == n_links:
@@ -74,7 +83,7 @@ def ref_select(X, slot, cand, n_links):
     return out
 
 
-def ref_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree):
+def ref_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_degree, n_repair):
     n = len(rows)
     nbrs = [list(indices[indptr[r] : indptr[r + 1]]) for r in range(n)]
     kept = [r for r in range(n) if not dead[r]]
@@ -93,11 +102,10 @@ def ref_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_deg
         for v in nbrs[u]:
             if not dead[v]:
                 proposals[ru].append(mapping[v])
-            else:  # repair: the dead neighbour's live out-neighbours
-                for w in nbrs[v]:
-                    if mapping[w] >= 0:
-                        proposals[ru].append(mapping[w])
-                        grew[ru] = True
+            else:  # repair: the dead neighbour's first n_repair live out-neighbours
+                live = [mapping[w] for w in nbrs[v] if mapping[w] >= 0][:n_repair]
+                proposals[ru].extend(live)
+                grew[ru] = grew[ru] or bool(live)
     links = []
     for t, s in enumerate(new_slots):
         chosen = [row_of[v] for v in ref_select(X, int(s), cand[t], n_links)]
@@ -118,7 +126,7 @@ def ref_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_deg
             out.append(c)
             continue
         xq = X[new_rows[q]]
-        out.append(sorted(c, key=lambda v: (-ref_dot(X[new_rows[v]], xq), v))[:max_degree])
+        out.append(sorted(c, key=lambda v: (-ref_link_dot(X[new_rows[v]], xq), v))[:max_degree])
     is_new = set(row_of[int(s)] for s in new_slots)
     indeg = {v: 0 for v in is_new}
     for q in range(n2):
@@ -133,7 +141,7 @@ def ref_update(X, rows, indptr, indices, dead, new_slots, cand, n_links, max_deg
         p = links[t][0]
         xp = X[new_rows[p]]
         options = [
-            (ref_dot(X[new_rows[v]], xp), -v, u)
+            (ref_link_dot(X[new_rows[v]], xp), -v, u)
             for u, v in enumerate(out[p])
             if not (v in is_new and indeg[v] <= 1)
         ]
@@ -172,6 +180,20 @@ def ref_remap(entries, mapping, indptr, indices):
 
 
 # ----------------------------------------------------------------- kernels vs references
+@pytest.mark.parametrize("d", [1, 7, 8, 13, 64])
+def test_link_dot_matches_reference(d):
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(6, d)).astype(np.float32)
+    X[5] = 0.0  # a zero row
+    for x in X:
+        for y in X:
+            got = link_dot(x, y)
+            assert got == ref_link_dot(x, y)
+            np.testing.assert_allclose(got, float(x.astype(np.float64) @ y), rtol=1e-12, atol=1e-12)
+    view = np.asfortranarray(X)[1]  # a strided (non-contiguous) row
+    assert link_dot(view, X[2]) == ref_link_dot(X[1], X[2])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_select_links_matches_reference(seed):
     rng = np.random.default_rng(seed)
@@ -186,11 +208,11 @@ def test_select_links_matches_reference(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
-@pytest.mark.parametrize("dtype", [np.float32])
-def test_graph_update_matches_reference(seed, dtype):
+@pytest.mark.parametrize("n_repair", [2, 1000])
+def test_graph_update_matches_reference(seed, n_repair):
     rng = np.random.default_rng(seed)
     cap, n = 260, 200
-    X = np.zeros((cap, 16), dtype)
+    X = np.zeros((cap, 16), np.float32)
     X[:] = clustered(rng, cap)
     if seed == 4:
         X[100:140] = X[60:100]  # ties
@@ -204,8 +226,8 @@ def test_graph_update_matches_reference(seed, dtype):
     cand[:, -2:] = -1
     if new.size:
         cand[:, 0] = new[::-1]  # new entries propose each other too
-    got = graph_update(X, rows, indptr, indices, dead, new, cand, 5, 9)
-    want = ref_update(X, rows, indptr, indices, dead, new, cand, 5, 9)
+    got = graph_update(X, rows, indptr, indices, dead, new, cand, 5, 9, n_repair)
+    want = ref_update(X, rows, indptr, indices, dead, new, cand, 5, 9, n_repair)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     new_rows, ptr, idx, mapping = got
@@ -218,6 +240,35 @@ def test_graph_update_matches_reference(seed, dtype):
     assert got_e.tolist() == ref_remap(entries, mapping, indptr, indices)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_graph_update_reusing_dead_slots_matches_reference(seed):
+    """A pool at its budget: the evicted rows' slots come back as the new entries, so the
+    row set (and every untouched row's numbering) stays the same."""
+    rng = np.random.default_rng(20 + seed)
+    n = 300
+    X = clustered(rng, n, d=24)
+    rows = np.arange(n, dtype=np.int64)
+    indptr, indices = knn_graph(X, k=7, max_degree=10)
+    dead = np.zeros(n, bool)
+    gone = rng.choice(n, [30, 3, 90][seed], replace=False)
+    dead[gone] = True
+    X[gone] = clustered(rng, gone.size, d=24)  # the new entries written into those slots
+    new = np.sort(gone).astype(np.int64)
+    walk = rng.choice(rows, size=(new.size, 14)).astype(np.int64)
+    cand = np.concatenate([walk, np.tile(new[::-1][:6], (new.size, 1))], axis=1)
+    n_repair = [3, 1000, 1][seed]
+    got = graph_update(X, rows, indptr, indices, dead, new, cand, 6, 10, n_repair)
+    want = ref_update(X, rows, indptr, indices, dead, new, cand, 6, 10, n_repair)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    np.testing.assert_array_equal(got[0], rows)
+    assert (got[3][~dead] == rows[~dead]).all() and (got[3][dead] == -1).all()
+    # the same call again gives the same graph (threads do not change it)
+    again = graph_update(X, rows, indptr, indices, dead, new, cand, 6, 10, n_repair)
+    for g, w in zip(got, again):
+        np.testing.assert_array_equal(g, w)
+
+
 def test_graph_update_edge_cases():
     rng = np.random.default_rng(5)
     X = clustered(rng, 40)
@@ -225,7 +276,7 @@ def test_graph_update_edge_cases():
     indptr, indices = knn_graph(X[:30], k=4, max_degree=6)
     # nothing to do: the same graph
     out = graph_update(
-        X, rows, indptr, indices, np.zeros(30, bool), rows[:0], np.empty((0, 4), np.int64), 4, 6
+        X, rows, indptr, indices, np.zeros(30, bool), rows[:0], np.empty((0, 4), np.int64), 4, 6, 4
     )
     np.testing.assert_array_equal(out[0], rows)
     np.testing.assert_array_equal(out[1], indptr)
@@ -233,7 +284,7 @@ def test_graph_update_edge_cases():
     # every row dead, new ones without candidates
     new = np.arange(30, 40, dtype=np.int64)
     out = graph_update(
-        X, rows, indptr, indices, np.ones(30, bool), new, np.full((10, 4), -1, np.int64), 4, 6
+        X, rows, indptr, indices, np.ones(30, bool), new, np.full((10, 4), -1, np.int64), 4, 6, 4
     )
     np.testing.assert_array_equal(out[0], new)
     assert out[2].size == 0 and (out[3] == -1).all()
@@ -458,4 +509,30 @@ def test_steady_adds_keep_the_graph_serving(no_builds):
         assert ann.n_delta < nnd.LINK_MIN  # linked once LINK_MIN gathered
         assert ann.n_delta <= nnd.DELTA_EXACT_SHARE * len(ann)
     assert not no_builds and ann.linked >= 256 and ann.graph_info["rows"] >= 1256
+    assert_invariants(pool)
+
+
+def test_evicting_add_makes_one_graph_update(no_builds, monkeypatch):
+    """An add at max_size: its evictions and its new entries go into one graph update (the
+    new entries take the evicted slots, so the graph keeps its rows)."""
+    pool, _ = ann_pool(n=1000, max_size=1000)
+    ann = pool.indexes.ann
+    calls = []
+    real = nnd.graph_update
+
+    def counting(*args):
+        calls.append(args[5].shape[0])  # new slots linked
+        return real(*args)
+
+    monkeypatch.setattr(nnd, "graph_update", counting)
+    rows_before = ann.graph_info["rows"]
+    V = clustered(np.random.default_rng(11), 80, d=16, clusters=15)
+    ids = pool.add_batch(
+        np.zeros((80, 1, 1, 3), np.float32), np.tile([0.0, 1.0, 0.0], (80, 1)), embeddings=V
+    )
+    assert len(ids) == 80 and len(pool) == 1000
+    assert calls == [80], calls
+    assert ann.n_tombstones == 0 and ann.n_delta == 0 and ann.repaired == 80
+    assert ann.graph_info["rows"] == rows_before and not no_builds
+    assert pool.stats()["index"] == "ann"
     assert_invariants(pool)

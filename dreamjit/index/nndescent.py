@@ -47,6 +47,14 @@ LINK_SHARE = 0.005
 LINK_MIN = 64
 #: new entries linked per graph update (each chunk searches the graph the previous made)
 LINK_CHUNK = 2048
+#: a row that linked to a dropped one takes at most this many of its out-neighbours as
+#: replacements (graph_update's n_repair): all of them made every such row pass its degree
+#: bound and be scored again, the bulk of an update's cost
+REPAIR_LINKS = 8
+#: a new entry's link candidates: the best LINK_WALK * n_neighbors rows of a walk with
+#: ef = max(that, LINK_MIN_EF), plus its nearest entries of its chunk
+LINK_WALK = 2.0
+LINK_MIN_EF = 62
 #: settings a saved graph must share with the index that adopts it
 GRAPH_SETTINGS = ("n_neighbors", "max_degree", "seed", "graph")
 
@@ -474,7 +482,7 @@ class NNDescentIndex:
         """``graph`` without its dead rows and with ``chunk`` (slots) linked in."""
         store = self._store
         X = store.embeddings
-        width = 2 * self.n_neighbors
+        width = max(int(round(LINK_WALK * self.n_neighbors)), 1)
         if chunk.shape[0]:
             Q = np.ascontiguousarray(X[chunk])
             walk, _, _ = ann_search_batch(
@@ -484,7 +492,7 @@ class NNDescentIndex:
                 _EMPTY_I,
                 Q,
                 width,
-                max(width, self.min_ef),
+                max(width, LINK_MIN_EF),
                 self.epsilon,
                 self.n_seeds,
             )
@@ -509,6 +517,7 @@ class NNDescentIndex:
             cand,
             self.n_neighbors,
             self.max_degree,
+            REPAIR_LINKS,
         )
         n = rows.shape[0]
         if n == 0:
