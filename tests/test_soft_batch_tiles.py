@@ -154,9 +154,10 @@ def _check(V, Q, mask, cc, k, w, qlabels=None, int8=False, seed=0, blocked=True)
     [
         (1, 3),
         (5, 1),
-        (_SOFT_ROWS - 1, _SOFT_TILE + 1),
-        (_SOFT_ROWS + 1, 2 * _SOFT_TILE - 1),
-        (3 * _SOFT_ROWS + 17, 37),
+        # the block-sized cases take minutes each as plain Python (NUMBA_DISABLE_JIT=1)
+        pytest.param(_SOFT_ROWS - 1, _SOFT_TILE + 1, marks=pytest.mark.jit_only),
+        pytest.param(_SOFT_ROWS + 1, 2 * _SOFT_TILE - 1, marks=pytest.mark.jit_only),
+        pytest.param(3 * _SOFT_ROWS + 17, 37, marks=pytest.mark.jit_only),
     ],
 )
 @pytest.mark.parametrize("w", WEIGHTS)
@@ -174,6 +175,7 @@ def test_batch_kernel_equals_single_queries(n, m, w, blocked):
         _check(V, Q, mask, cc, k, w.as_array(), blocked=blocked)
 
 
+@pytest.mark.jit_only
 @pytest.mark.parametrize("w", WEIGHTS[:2])
 def test_batch_kernel_masks(w):
     rng = np.random.default_rng(11)
@@ -190,6 +192,7 @@ def test_batch_kernel_masks(w):
             _check(V, Q, mask, cc, k, w.as_array())
 
 
+@pytest.mark.jit_only
 def test_batch_kernel_ties_across_the_cut():
     """Duplicate rows across the candidate cut: flagged exactly where the single path is."""
     n, d = 400, 4
@@ -202,6 +205,7 @@ def test_batch_kernel_ties_across_the_cut():
     assert ties >= 2
 
 
+@pytest.mark.jit_only
 def test_batch_kernel_queries_equal_to_rows():
     """Queries that are stored rows (score ~1 at the top) and their negations."""
     rng = np.random.default_rng(6)
@@ -317,6 +321,7 @@ def pool700():
     return user_pool(V, labels=labels, utilities=rng.uniform(0, 1, 700)), V
 
 
+@pytest.mark.jit_only  # 9 minutes as plain Python
 def test_pool_batch_inputs_of_every_layout(pool700):
     """float64, non-contiguous and Fortran-ordered queries give the single calls' bits."""
     pool, V = pool700
