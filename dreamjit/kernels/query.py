@@ -133,7 +133,7 @@ def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
     # pass 1: int32 scores from the int8 copy (vectorised across rows; integer sums, exact
     # in any order), and the cap-th largest of them over the masked rows
     top = np.empty(cap, dtype=np.int32)
-    ksize = 0
+    ksize = np.int64(0)  # not Literal[int](0): one signature of the callee
     for i0 in range(0, n, _Q_BLOCK):
         b = min(_Q_BLOCK, n - i0)
         _int8_dots(XT8, q16, i0, b, A[i0 : i0 + b])
@@ -185,7 +185,7 @@ def _rescore_into(A, cut, X, q64, mask, hs, hi):
     acc = np.empty(rows.shape[0], dtype=np.float64)
     size = 0
     thr = -np.inf
-    nr = 0
+    nr = np.int64(0)  # not Literal[int](0): one signature of _cols_dot64
     for i0 in range(0, n, _SOFT_SUB):
         i1 = min(i0 + _SOFT_SUB, n)
         run = A[i0:i1]
@@ -204,7 +204,7 @@ def _rescore_into(A, cut, X, q64, mask, hs, hi):
                     size = _heap_offer(hs, hi, size, acc[r], rows[r])
                     if size == cap:
                         thr = hs[0]
-            nr = 0
+            nr = np.int64(0)  # not Literal[int](0): one signature of _cols_dot64
     return size
 
 
@@ -304,7 +304,7 @@ def _topk_f32_into(XT, E, q64, mask, hs, hi):
     bound = _approx_bound(q64, q64.shape[0] + 2)
     A = np.empty(n, dtype=np.float32)
     top = np.empty(cap, dtype=np.float32)
-    ksize = 0
+    ksize = np.int64(0)  # not Literal[int](0): one signature of the callee
     for i0 in range(0, n, _Q_BLOCK):
         b = min(_Q_BLOCK, n - i0)
         _dots32(XT, q64, i0, b, A[i0 : i0 + b])
