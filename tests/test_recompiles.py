@@ -60,6 +60,7 @@ EXPECTED: dict[str, int] = {
     "entry_layer._find": 2,
     # the exact scans' prefilters: int32 scores (int8 copy) and float32 scores (below
     # INT8_MIN_ROWS)
+    "query._select_rescore": 2,
     "query._largest_into": 2,
     "query._insert_largest": 2,
     "query._rescore_into": 2,
