@@ -14,7 +14,7 @@ import numpy as np
 
 from ._validate import F32_MAX, as_float, as_float_array, as_tensor, as_tensor_batch, check_shape
 from .errors import InvalidParameterError
-from .kernels.chroma import chroma_one
+from .kernels.chroma import chroma_into
 from .kernels.evaluate import evaluate_batch as _evaluate_batch
 from .kernels.evaluate import evaluate_one as _evaluate_one
 from .kernels.spectral import N_FEATURES, spectral_batch, spectral_one
@@ -272,10 +272,14 @@ def chroma_signature(tensor, certainty=None) -> np.ndarray:
     array([1. , 0.5, 0. ], dtype=float32)
     """
     t4, shape = as_tensor(tensor, "tensor")
+    # chroma_into, the kernel the pool's adds call too: no separate compile
+    out = np.empty(t4.shape[3], dtype=np.float32)
     if certainty is None:
-        return chroma_one(t4, np.empty((0, 0, 0), dtype=np.float32), False)
-    w = _as_certainty(certainty, shape)
-    return chroma_one(t4, w.reshape(t4.shape[:3]), True)
+        chroma_into(t4, np.empty((0, 0, 0), dtype=np.float32), False, out)
+    else:
+        w = _as_certainty(certainty, shape)
+        chroma_into(t4, w.reshape(t4.shape[:3]), True, out)
+    return out
 
 
 def spatial_thumbnail(tensor, certainty=None, grid: int = 4) -> np.ndarray:

@@ -15,7 +15,8 @@ How it is fast (the definition above is what the tests check):
   real FFT gives the half spectrum ``(rows, cols//2 + 1)`` and each column that
   stands for two full-spectrum columns counts twice.
 - Tensors go through the FFT in chunks of ``CHUNK`` (one rocket-fft call per
-  chunk, buffers stay in cache), chunks run in parallel with ``prange``.
+  chunk, buffers stay in cache), chunks run on several threads
+  (:func:`~dreamjit.kernels._jit.run_chunks`).
 - Window and grids are built once per batch call; each band and the entropy
   are one weighted sum over the half spectrum in its own order (band indicator
   times 1 or 2): no gather, no transposed stores.
@@ -37,7 +38,7 @@ import numpy as np
 
 # np.fft inside kernels comes from the rocket-fft package, which numba loads through
 # its "numba_extensions" entry point on the first compile (not at import: it costs 0.4 s)
-from ._jit import kernel, parallel_kernel, prange
+from ._jit import kernel, run_chunks
 from .chroma import chroma_into
 from .thumbnail import area_bounds, thumbnail_into
 
@@ -442,24 +443,41 @@ def _partition_areas(rows, cols, layers, channels, grid, fused):
     return ar, ac, cells
 
 
-@parallel_kernel
 def describe_entries(tensors, certainty, use_certainty, grid):
     """Spectral features, chroma and (with ``grid > 0``) thumbnails of a batch, in one call.
 
-    ``tensors`` is ``(n, rows, cols, layers, C)`` float32, ``certainty``
-    ``(n, rows, cols, layers)`` float32 when ``use_certainty`` (else any 4-d
-    float32 array, not read). Returns ``(spectral (n, 6) float32, chroma (n, C)
-    float32, spatial (n, grid*grid*C) float32)``, as :func:`spectral_batch`,
-    :func:`~dreamjit.kernels.chroma.chroma_batch` and
-    :func:`~dreamjit.kernels.thumbnail.thumbnail_batch` would; ``spatial`` is
-    ``(n, 0)`` for ``grid == 0``; ``grid < 0`` computes the spectral features
-    only (``chroma`` is then ``(n, 0)`` too). What a pool computes for the tensors it adds:
-    one parallel kernel instead of three, whose one ``prange`` loop calls one
-    serial kernel per chunk of ``CHUNK`` tensors (the serial and the parallel
-    compile share that kernel's compile; a parallel compile re-optimises all
-    the code its loops call, once per loop).
+    What a pool computes for the tensors it adds: one serial kernel,
+    ``_describe_chunk``, per chunk of :data:`CHUNK` tensors, the chunks spread
+    over threads by :func:`~dreamjit.kernels._jit.run_chunks` (not a ``prange``
+    loop: its parallel compile would optimise and generate this whole call
+    tree twice more on an empty cache, ~7 s of CPU, for no faster run).
+
+    Parameters
+    ----------
+    tensors : numpy.ndarray
+        ``(n, rows, cols, layers, C)`` float32, C-contiguous.
+    certainty : numpy.ndarray
+        ``(n, rows, cols, layers)`` float32 when ``use_certainty``, else any 4-d
+        float32 array (not read).
+    use_certainty : bool
+        Weight the chroma and the thumbnails by ``certainty``.
+    grid : int
+        Thumbnail side; 0 for no thumbnails, < 0 for the spectral features only.
+
+    Returns
+    -------
+    spectral : numpy.ndarray
+        float32 ``(n, 6)``, as :func:`spectral_batch`.
+    chroma : numpy.ndarray
+        float32 ``(n, C)`` as :func:`~dreamjit.kernels.chroma.chroma_batch`; ``(n, 0)``
+        for ``grid < 0``.
+    spatial : numpy.ndarray
+        float32 ``(n, grid*grid*C)`` as :func:`~dreamjit.kernels.thumbnail.thumbnail_batch`;
+        ``(n, 0)`` for ``grid <= 0``.
     """
-    n, rows, cols, C = tensors.shape[0], tensors.shape[1], tensors.shape[2], tensors.shape[4]
+    n, rows, cols, layers, C = tensors.shape
+    grid = int(grid)
+    use_certainty = bool(use_certainty)
     out = (
         np.empty((n, N_FEATURES), dtype=np.float32),
         np.empty((n, C if grid >= 0 else 0), dtype=np.float32),
@@ -467,12 +485,12 @@ def describe_entries(tensors, certainty, use_certainty, grid):
     )
     w2d = window_2d(rows, cols)
     grids = half_grids(rows, cols)
-    areas = _partition_areas(rows, cols, tensors.shape[3], C, grid, not use_certainty)
-    for ch in prange((n + CHUNK - 1) // CHUNK):
-        lo = ch * CHUNK
-        _describe_chunk(
-            tensors, certainty, use_certainty, grid, lo, min(n, lo + CHUNK), w2d, grids, areas, out
-        )
+    areas = _partition_areas(rows, cols, layers, C, grid, not use_certainty)
+
+    def chunk(lo, hi):
+        _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids, areas, out)
+
+    run_chunks(chunk, n, CHUNK)
     return out[0], out[1], out[2].astype(np.float32)
 
 
@@ -516,8 +534,8 @@ def spectral_one(tensor):
     numpy.ndarray
         float32 ``(6,)``, in the order of :data:`FEATURES`.
     """
-    # the batch kernel on a batch of one (its serial compile): a separate one-tensor kernel
-    # would compile the whole spectral code once more on a cold cache
+    # the batch kernels on a batch of one: a separate one-tensor kernel would compile the
+    # whole spectral code once more on a cold cache
     return describe_entries(tensor[None], _NO_CERTAINTY, False, -1)[0][0]
 
 
