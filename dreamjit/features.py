@@ -326,6 +326,52 @@ def spatial_thumbnail(tensor, certainty=None, grid: int = 4) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def query_descriptors(tensor, certainty=None, grid: int = 4):
+    """Chroma, spectral features and thumbnail of one tensor, as a pool computes them.
+
+    What :meth:`dreamjit.Query.from_tensor` carries. Without ``certainty`` the
+    three come from one call of the kernel a pool's adds run (nothing more to
+    compile); with it, from :func:`chroma_signature`, :func:`spectral_features`
+    (only when every weight is >= 1) and :func:`spatial_thumbnail`.
+
+    Parameters
+    ----------
+    tensor : array_like
+        ``(rows, cols, layers, C)`` or ``(rows, cols, C)``.
+    certainty : array_like, optional
+        Weights ``(rows, cols, layers)`` (``(rows, cols)`` for a 3-d tensor), >= 0.
+    grid : int, default 4
+        Thumbnail side.
+
+    Returns
+    -------
+    chroma : numpy.ndarray
+        float32 ``(C,)``, as :func:`chroma_signature`.
+    spectral : numpy.ndarray or None
+        float32 ``(6,)``, as :func:`spectral_features`; None when a weight is below 1.
+    spatial : numpy.ndarray
+        float32 ``(grid * grid * C,)``, as :func:`spatial_thumbnail`.
+    """
+    from ._validate import as_int
+    from .kernels.spectral import describe_entries
+
+    if certainty is not None:
+        _, shape = as_tensor(tensor, "tensor")
+        complete = bool((_as_certainty(certainty, shape) >= 1.0).all())
+        spectral = np.asarray(spectral_features(tensor).as_array()) if complete else None
+        return (
+            chroma_signature(tensor, certainty=certainty),
+            spectral,
+            spatial_thumbnail(tensor, certainty=certainty, grid=grid),
+        )
+    t4, _ = as_tensor(tensor, "tensor")
+    grid = as_int(grid, "grid", minimum=1, maximum=64)
+    no_certainty = np.empty((0, 0, 0, 0), dtype=np.float32)
+    spectral, chroma, spatial = describe_entries(t4[None], no_certainty, False, grid)
+    check_spectral(spectral, "tensor", tensor)
+    return chroma[0], spectral[0], spatial[0]
+
+
 def _as_certainty(certainty, shape):
     want = shape[:-1]  # (rows, cols, layers) or (rows, cols)
     w = as_float_array(certainty, "certainty", ndim=len(want))

@@ -401,15 +401,14 @@ def _spectral_chunk(tensors, lo, hi, w2d, grids, out, chroma, plain, spatial64, 
 
 
 @kernel
-def _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids, areas, out):
-    """:func:`describe_entries` for ``tensors[lo:hi]``; ``out`` its three float64/32 outputs."""
-    spectral, chroma, spatial64 = out
-    plain = grid >= 0 and not use_certainty
-    # without certainty, chroma and (areas partitioning the tensor) thumbnail come from
-    # the spectral kernel's own pass over each tensor
-    _spectral_chunk(tensors, lo, hi, w2d, grids, spectral, chroma, plain, spatial64, grid, areas)
-    if grid < 0 or (plain and (grid == 0 or areas[2].size > 0)):
-        return
+def _describe_rest(tensors, certainty, use_certainty, grid, lo, hi, chroma, spatial64):
+    """The chroma and thumbnails of ``tensors[lo:hi]`` that the spectral pass did not give.
+
+    Certainty-weighted chroma (``use_certainty``) and thumbnails (``grid > 0``)
+    into ``chroma[lo:hi]`` and ``spatial64[lo:hi]``; :func:`describe_entries` calls
+    it only then (with certainty, or when the thumbnail areas do not partition the
+    tensor), so a pool of plain RGB tensors never compiles it.
+    """
     no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
     for i in range(lo, hi):
         w = certainty[i] if use_certainty else no_w
@@ -447,10 +446,14 @@ def describe_entries(tensors, certainty, use_certainty, grid):
     """Spectral features, chroma and (with ``grid > 0``) thumbnails of a batch, in one call.
 
     What a pool computes for the tensors it adds: one serial kernel,
-    ``_describe_chunk``, per chunk of :data:`CHUNK` tensors, the chunks spread
+    ``_spectral_chunk``, per chunk of :data:`CHUNK` tensors, the chunks spread
     over threads by :func:`~dreamjit.kernels._jit.run_chunks` (not a ``prange``
     loop: its parallel compile would optimise and generate this whole call
-    tree twice more on an empty cache, ~7 s of CPU, for no faster run).
+    tree twice more on an empty cache, ~7 s of CPU, for no faster run). Chroma
+    and thumbnails come from that same pass over each tensor, except with
+    certainty or thumbnail areas that do not partition the tensor (not RGB, or
+    an axis shorter than ``grid``): a second kernel then computes those, compiled
+    only where a call needs it.
 
     Parameters
     ----------
@@ -483,15 +486,27 @@ def describe_entries(tensors, certainty, use_certainty, grid):
         np.empty((n, C if grid >= 0 else 0), dtype=np.float32),
         np.empty((n, max(grid, 0) ** 2 * C)),
     )
+    spectral, chroma, spatial64 = out
     w2d = window_2d(rows, cols)
     grids = half_grids(rows, cols)
     areas = _partition_areas(rows, cols, layers, C, grid, not use_certainty)
+    # without certainty, chroma and (areas partitioning the tensor) thumbnail come from
+    # the spectral kernel's own pass over each tensor
+    plain = grid >= 0 and not use_certainty
 
     def chunk(lo, hi):
-        _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids, areas, out)
+        _spectral_chunk(
+            tensors, lo, hi, w2d, grids, spectral, chroma, plain, spatial64, grid, areas
+        )
 
     run_chunks(chunk, n, CHUNK)
-    return out[0], out[1], out[2].astype(np.float32)
+    if grid >= 0 and not (plain and (grid == 0 or areas[2].size > 0)):
+
+        def rest(lo, hi):
+            _describe_rest(tensors, certainty, use_certainty, grid, lo, hi, chroma, spatial64)
+
+        run_chunks(rest, n, CHUNK)
+    return spectral, chroma, spatial64.astype(np.float32)
 
 
 def describe_batch(tensors, certainty, use_certainty):
