@@ -32,6 +32,7 @@ How it is fast (the definition above is what the tests check):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -442,6 +443,52 @@ def _partition_areas(rows, cols, layers, channels, grid, fused):
     return ar, ac, cells
 
 
+@functools.lru_cache(maxsize=16)
+def _batch_setup(rows, cols, layers, channels, grid, fused):
+    """``(w2d, grids, areas)`` of a batch: :func:`window_2d`, :func:`half_grids` and
+    :func:`_partition_areas`, equal to theirs bit for bit (``tests/test_kernels_spectral.py``).
+
+    Computed here with numpy and cached per shape, so that a cold cache compiles
+    none of those seven small kernels for a pool's adds. Same operations in the same
+    order: ``math.cos`` is the C library's ``cos`` that the kernels call, the rest
+    is IEEE arithmetic (``*``, ``+``, ``/``, ``sqrt``) and integer logic. The
+    arrays are shared by every call with this shape: kernels only read them.
+    """
+    hann = [
+        np.array([0.5 - 0.5 * math.cos(2.0 * math.pi * i / n) for i in range(n)])
+        for n in (rows, cols)
+    ]
+    w2d = hann[0][:, None] * hann[1][None, :]
+    fy = np.fft.fftfreq(rows)
+    fx = np.fft.fftfreq(cols)
+    h = cols // 2 + 1
+    r = np.sqrt(fy[:, None] * fy[:, None] + fx[None, :h] * fx[None, :h]) / 0.5
+    k = np.repeat(np.arange(rows), h)
+    lcol = np.tile(np.arange(h), rows)
+    rad = r.ravel()
+    band = np.where(rad < 1.0 / 3.0, 0, np.where(rad < 2.0 / 3.0, 1, 2))
+    twin = (lcol > 0) & (2 * lcol != cols)
+    mult = np.where(twin, 2.0, 1.0)
+    m = rows * h
+    weights = np.zeros((4, m))
+    weights[band, np.arange(m)] = mult
+    weights[3] = mult
+    own = k * cols + lcol
+    mirror = ((rows - k) % rows) * cols + (cols - lcol)
+    order = np.where(twin, np.minimum(own, mirror), own).astype(np.int64)
+    if not fused or grid <= 0 or rows < grid or cols < grid or channels != 3:
+        areas = (np.zeros(rows, np.int64), np.zeros(cols, np.int64), np.empty(0))
+    else:
+        # area_bounds with n >= grid: area b spans [b*n // grid, (b+1)*n // grid)
+        span_r = np.diff(np.arange(grid + 1) * rows // grid)
+        span_c = np.diff(np.arange(grid + 1) * cols // grid)
+        ar = np.repeat(np.arange(grid, dtype=np.int64), span_r)
+        ac = np.repeat(np.arange(grid, dtype=np.int64), span_c)
+        cells = (span_r[:, None] * span_c[None, :] * layers).astype(np.float64)
+        areas = (ar, ac, cells.ravel())
+    return w2d, (weights, rad, order), areas
+
+
 def describe_entries(tensors, certainty, use_certainty, grid):
     """Spectral features, chroma and (with ``grid > 0``) thumbnails of a batch, in one call.
 
@@ -487,9 +534,7 @@ def describe_entries(tensors, certainty, use_certainty, grid):
         np.empty((n, max(grid, 0) ** 2 * C)),
     )
     spectral, chroma, spatial64 = out
-    w2d = window_2d(rows, cols)
-    grids = half_grids(rows, cols)
-    areas = _partition_areas(rows, cols, layers, C, grid, not use_certainty)
+    w2d, grids, areas = _batch_setup(rows, cols, layers, C, grid, not use_certainty)
     # without certainty, chroma and (areas partitioning the tensor) thumbnail come from
     # the spectral kernel's own pass over each tensor
     plain = grid >= 0 and not use_certainty
