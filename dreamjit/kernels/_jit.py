@@ -285,7 +285,7 @@ def run_chunks(body, n: int, step: int, min_items: int = MIN_PARALLEL_ITEMS) -> 
     batches with one chunk, one thread, or ``NUMBA_DISABLE_JIT=1`` (bodies that
     hold the GIL) run in the calling thread, in order. No threading layer is
     involved: it runs alike after a fork and in any thread. An exception raised
-    by a chunk is raised here once every chunk has run.
+    by a chunk is raised here (on threads, once every chunk has run).
 
     Parameters
     ----------
