@@ -105,7 +105,7 @@ def test_runs_in_a_forked_child():
 
 
 def test_one_thread_when_numba_allows_one(monkeypatch):
-    monkeypatch.setattr(_jit.numba, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(_jit, "_thread_count", lambda: 1)
     calls = _record(256, 8)
     assert {c[2] for c in calls} == {threading.get_ident()}
     assert [c[:2] for c in calls] == [(lo, lo + 8) for lo in range(0, 256, 8)]

@@ -269,6 +269,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_helpers_in_child)
 
 
+def _thread_count() -> int:
+    """``numba.get_num_threads()``, without starting numba's threading layer for it: before
+    the layer starts, ``set_num_threads`` cannot have been called (it starts the layer)."""
+    if active_layer() is None:
+        return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    return numba.get_num_threads()
+
+
 def run_chunks(body, n: int, step: int, min_items: int = MIN_PARALLEL_ITEMS) -> None:
     """Call ``body(lo, hi)`` for the chunks ``[lo, hi)`` of ``range(n)``, ``step`` long.
 
@@ -279,7 +287,7 @@ def run_chunks(body, n: int, step: int, min_items: int = MIN_PARALLEL_ITEMS) -> 
     seconds of compile on an empty cache for nothing faster.
 
     Batches of at least ``min_items`` items run on ``numba.get_num_threads()``
-    threads: the calling thread and daemon helper threads, which take chunks on
+    threads (read without starting numba's threading layer): the calling thread and daemon helper threads, which take chunks on
     demand (dynamic scheduling: a thread sharing its core with another process
     does fewer), each a kernel call that releases the GIL. Smaller batches,
     batches with one chunk, one thread, or ``NUMBA_DISABLE_JIT=1`` (bodies that
@@ -303,7 +311,7 @@ def run_chunks(body, n: int, step: int, min_items: int = MIN_PARALLEL_ITEMS) -> 
     None
     """
     count = -(-n // step)
-    threads = 1 if _NO_JIT or n < min_items else min(numba.get_num_threads(), count)
+    threads = 1 if _NO_JIT or n < min_items else min(_thread_count(), count)
     if threads <= 1:
         for lo in range(0, n, step):
             body(lo, min(n, lo + step))
