@@ -14,6 +14,7 @@ import numpy as np
 
 from ._validate import F32_MAX, as_float, as_float_array, as_tensor, as_tensor_batch, check_shape
 from .errors import InvalidParameterError
+from .kernels._jit import run_chunks
 from .kernels.chroma import chroma_into
 from .kernels.evaluate import evaluate_batch as _evaluate_batch
 from .kernels.evaluate import evaluate_one as _evaluate_one
@@ -471,9 +472,20 @@ def evaluate_batch(tensors, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> 
     _refuse_integers(tensors, "tensors")
     t5, _ = as_tensor_batch(tensors, "tensors", channels=3)
     lt, ls = _lambdas(lambda_tv, lambda_sat)
-    out = _evaluate_batch(t5, lt, ls)
+    out = np.empty((t5.shape[0], 3))
+
+    def chunk(lo, hi):
+        # the kernel's serial compile per chunk of tensors, chunks on threads (run_chunks):
+        # same scores, and no parallel compile of the evaluator on an empty cache
+        out[lo:hi] = _evaluate_batch.serial(t5[lo:hi], lt, ls)
+
+    run_chunks(chunk, t5.shape[0], _EVALUATE_CHUNK)
     _check_scores(out, lt, ls)
     return out
+
+
+#: tensors per evaluator call in :func:`evaluate_batch`
+_EVALUATE_CHUNK = 16
 
 
 def _refuse_integers(value, name):

@@ -287,11 +287,12 @@ def run_chunks(body, n: int, step: int, min_items: int = MIN_PARALLEL_ITEMS) -> 
     seconds of compile on an empty cache for nothing faster.
 
     Batches of at least ``min_items`` items run on ``numba.get_num_threads()``
-    threads (read without starting numba's threading layer): the calling thread and daemon helper threads, which take chunks on
-    demand (dynamic scheduling: a thread sharing its core with another process
-    does fewer), each a kernel call that releases the GIL. Smaller batches,
-    batches with one chunk, one thread, or ``NUMBA_DISABLE_JIT=1`` (bodies that
-    hold the GIL) run in the calling thread, in order. No threading layer is
+    threads (read without starting numba's threading layer): the calling thread
+    and daemon helper threads, which take chunks on demand (dynamic scheduling:
+    a thread sharing its core with another process does fewer), each a kernel
+    call that releases the GIL. Smaller batches, batches with one chunk, one
+    thread, or ``NUMBA_DISABLE_JIT=1`` (bodies that hold the GIL) run in the
+    calling thread, in order. No threading layer is
     involved: it runs alike after a fork and in any thread. An exception raised
     by a chunk is raised here (on threads, once every chunk has run).
 
