@@ -11,8 +11,6 @@ calibrated; a damaged calibration is refused like other damage.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
@@ -37,7 +35,7 @@ def ro(a):
     return a
 
 
-def ref_calibrate(X, indptr, indices, entries, block, *, epsilon, overfetch, n_seeds, seed,
+def ref_calibrate(X, indptr, indices, entries, block, *, epsilon, n_seeds, seed,
                   target, k, sample, ladder, hold_share):
     """Slow calibration of a graph whose row r is X[r] (all rows live)."""
     n = X.shape[0]
@@ -57,7 +55,7 @@ def ref_calibrate(X, indptr, indices, entries, block, *, epsilon, overfetch, n_s
     truth = [set(np.argsort(-row, kind="stable")[:k].tolist()) for row in S]
     beam, recall = ladder[-1], 0.0
     for beam in ladder:
-        ef = max(beam, math.ceil(overfetch * k), k)
+        ef = max(beam, k)
         hits = 0
         for q, want in zip(chosen, truth):
             got = ann_search(X, graph, mask, np.empty(0, np.int64), X[q], k, ef, epsilon, n_seeds)
@@ -65,7 +63,7 @@ def ref_calibrate(X, indptr, indices, entries, block, *, epsilon, overfetch, n_s
         recall = hits / (k * len(chosen))
         if recall >= target:
             break
-    return beam, recall
+    return max(beam, k), recall
 
 
 def graph_of(X, k=6, max_degree=9, seed=0):
@@ -79,7 +77,7 @@ def test_calibration_matches_reference(seed, target):
     X = clustered(rng, 1600, d=16, clusters=40, noise=0.6)
     st = graph_of(X)
     n = X.shape[0]
-    kw = dict(epsilon=0.0, overfetch=1.0, n_seeds=2, seed=seed, target=target, k=10, sample=120,
+    kw = dict(epsilon=0.0, n_seeds=2, seed=seed, target=target, k=10, sample=120,
               hold_share=8)
     ladder = (4, 8, 10, 12, 16, 24, 32, 64, 128)
     walk = (ro(np.arange(n)), st["indptr"], st["indices"], np.zeros(n, bool), st["entries"],
@@ -100,7 +98,7 @@ def test_calibration_climbs_the_ladder_and_warns_at_its_top(caplog):
     n = X.shape[0]
     walk = (ro(np.arange(n)), st["indptr"], st["indices"], np.zeros(n, bool), st["entries"],
             st["block"])
-    kw = dict(epsilon=0.0, overfetch=1.0, n_seeds=1, seed=0, k=10, sample=100, hold_share=8)
+    kw = dict(epsilon=0.0, n_seeds=1, seed=0, k=10, sample=100, hold_share=8)
     ladder = (10, 20, 40, 80)
     easy = cb.calibrate_beam(X, walk, np.ones(n, bool), target=0.5, ladder=ladder, **kw)
     mid = cb.calibrate_beam(X, walk, np.ones(n, bool), target=0.7, ladder=ladder, **kw)
@@ -118,13 +116,13 @@ def test_too_small_a_graph_gets_the_top_beam():
             st["block"])
     mask = np.zeros(60, bool)
     mask[:16] = True  # 16 valid rows: fewer than HOLD_SHARE, no query
-    got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, overfetch=1.5, n_seeds=2, seed=0)
+    got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, n_seeds=2, seed=0)
     assert got["queries"] == 0 and got["beam"] == cb.BEAM_LADDER[-1]
-    got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, overfetch=1.5, n_seeds=2, seed=0,
+    got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, n_seeds=2, seed=0,
                             hold_share=4)
     assert got["queries"] == 4  # and 12 others: enough for a top 10
     mask[:] = False
-    got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, overfetch=1.5, n_seeds=2, seed=0)
+    got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, n_seeds=2, seed=0)
     assert got["queries"] == 0 and got["beam"] == cb.BEAM_LADDER[-1]
 
 
@@ -317,7 +315,6 @@ def test_build_calibrates_its_graph():
          g["block"]),
         store.alive,
         epsilon=ann.epsilon,
-        overfetch=ann.overfetch,
         n_seeds=ann.n_seeds,
         seed=3,
     )

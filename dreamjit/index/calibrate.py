@@ -15,7 +15,7 @@ number for all data:
 2. the exact top-``CALIBRATION_K`` of each, among the other rows, is computed
    with the exact batch kernel;
 3. the walk runs at each beam of ``BEAM_LADDER`` in turn (with the index's
-   ``epsilon``, ``overfetch`` and seeds) until the sample's recall@k reaches
+   ``epsilon`` and seeds) until the sample's recall@k reaches
    ``CALIBRATION_RECALL``; that beam is kept (the largest of the ladder, with
    a warning, if none reaches it).
 
@@ -63,8 +63,8 @@ CALIBRATION_SAMPLE = 256
 #: reach: kept to one row in 64 (a graph of 3000 exact 10-NN rows reached recall@10
 #: 0.967 at most with one in 8 held out), 0.26% of the rows at 1e5
 HOLD_SHARE = 64
-#: beams tried, smallest first (a beam below ``ceil(overfetch * k)`` acts as that)
-BEAM_LADDER = (16, 20, 24, 32, 40, 48, 62, 80, 100, 128, 160, 200, 256)
+#: beams tried, smallest first (a beam below ``k`` acts as ``k``)
+BEAM_LADDER = (10, 12, 16, 20, 24, 32, 40, 48, 62, 80, 100, 128, 160, 200, 256)
 #: the beam of a graph without a calibration (e.g. adopted from a format 3 file
 #: by an index that could not calibrate it): the fixed default before calibration
 DEFAULT_BEAM = 62
@@ -99,7 +99,6 @@ def calibrate_beam(
     mask,
     *,
     epsilon,
-    overfetch,
     n_seeds,
     seed,
     target=CALIBRATION_RECALL,
@@ -119,9 +118,8 @@ def calibrate_beam(
         :func:`~dreamjit.kernels.graph.ann_search` takes it.
     mask : (cap,) bool
         Slots that may be returned (live entries).
-    epsilon, overfetch : float
-        The index's walk slack and overfetch (the beam of a ``k`` query is
-        ``max(beam, ceil(overfetch * k), k)``).
+    epsilon : float
+        The index's walk slack.
     n_seeds : int
         The index's walk seeds.
     seed : int
@@ -165,17 +163,16 @@ def calibrate_beam(
     others[slots] = False
     truth, _ = topk_dot_batch(X, queries, others, k)
     empty = np.empty(0, dtype=np.int64)
-    floor = max(math.ceil(overfetch * k), k)
     recall, last = 0.0, None
     for beam in ladder:
-        ef = max(int(beam), floor)
-        if ef == last:  # acts as the previous beam (below the overfetch floor)
+        ef = max(int(beam), k)
+        if ef == last:  # acts as the previous beam (below k)
             continue
         last = ef
         found, _, _ = ann_search_batch(X, graph, others, empty, queries, k, ef, epsilon, n_seeds)
         hits = (found[:, :, None] == truth[:, None, :]) & (truth[:, None, :] >= 0)
         recall = float(np.count_nonzero(hits.any(axis=2))) / float(np.count_nonzero(truth >= 0))
-        out.update(beam=int(beam), recall=recall)
+        out.update(beam=int(ef), recall=recall)
         if recall >= target:
             break
     else:

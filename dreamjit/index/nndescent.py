@@ -26,6 +26,7 @@ from ..kernels.graph import (
 )
 from . import worker as _worker
 from .calibrate import (
+    CALIBRATION_K,
     CALIBRATION_RECALL,
     DEFAULT_BEAM,
     calibrate_beam,
@@ -83,7 +84,9 @@ class NNDescentIndex:
         Walk slack: a candidate is expanded while its distance is within
         ``1 + epsilon`` of the ef-th best.
     overfetch : float
-        The walk keeps ``ef = max(min_ef, ceil(overfetch * k), k)`` results.
+        The walk keeps ``ef = max(min_ef, ceil(overfetch * k), k)`` results
+        (with a calibrated beam: ``max(beam, k)`` up to ``k = 10``, the ``k`` it
+        was calibrated at, and ``max(beam * k / 10, overfetch * k)`` beyond).
     rebuild_fraction : float
         A delta or tombstones past this share of the graph start a full
         (pynndescent) rebuild in the background; below it they are linked and
@@ -984,7 +987,6 @@ class NNDescentIndex:
             walk,
             mask,
             epsilon=self.epsilon,
-            overfetch=self.overfetch,
             n_seeds=self.n_seeds,
             seed=self.seed,
         )
@@ -1124,7 +1126,15 @@ class NNDescentIndex:
         return DEFAULT_BEAM if cal is None else cal["beam"]
 
     def _ef(self, k: int, graph) -> int:
-        return max(self._beam(graph), math.ceil(self.overfetch * k), k)
+        """The walk's ``ef`` for a top-``k``: ``max(min_ef, ceil(overfetch * k), k)``; with a
+        calibrated beam (``min_ef=None``), the beam itself up to ``k = CALIBRATION_K`` (it was
+        measured at that ``k``), and beyond it ``max(beam * k / CALIBRATION_K, overfetch * k)``."""
+        beam = self._beam(graph)
+        if self.min_ef is None:
+            if k <= CALIBRATION_K:
+                return max(beam, k)
+            return max(-(-beam * k // CALIBRATION_K), math.ceil(self.overfetch * k))
+        return max(beam, math.ceil(self.overfetch * k), k)
 
     def search(self, q, k, mask=None):
         """The best ``min(k, #candidates)`` live rows for one query, best first: a walk
