@@ -94,7 +94,8 @@ class PoolConfig:
         Graph degree (pynndescent's ``n_neighbors``); rows of the entry layer
         every query scans first (None: ``ceil(6*sqrt(n))``; it always holds a
         representative of each connected component of the graph); walk slack;
-        beam = ``max(ann_min_ef, overfetch*k)``. Defaults measured
+        beam = ``max(ann_min_ef, overfetch*k, k)`` with a fixed ``ann_min_ef``
+        (with the calibrated one: see ``ann_min_ef``). Defaults measured
         (``scripts/measure_ann_clusters.py``): pool recall@10 >= 0.95 on 2e5
         points in 2000 and in 20000 clusters.
     ann_min_ef : int or None
@@ -103,15 +104,17 @@ class PoolConfig:
         unlabelled query) walks for ``k`` rows, any other for the rerank's
         ``max(4k, 32)`` candidates. None (the default): the beam is calibrated
         once per graph, when it is built (and when a graph saved without a
-        calibration is loaded): a seeded sample of 256 of its rows is held out
-        as queries and walked at beams 16, 20, 24, 32, ... 256 until their
-        recall@10 against the exact top 10 reaches 0.97
-        (``dreamjit.index.calibrate.CALIBRATION_RECALL``); the beam is saved
-        with the graph, kept by graph updates and calibrated again by a
-        rebuild. Measured (``scripts/measure_ann_speed.py``): beam 16 on a
-        100-centre mixture and on 1000 clusters of 1e5 points, 62-80 on 2e5
-        points in 20000 clusters. An int fixes the beam for every graph (62
-        was the default before calibration).
+        calibration is loaded): a seeded sample of its rows (256, at most one
+        in 64) is held out of the graph as queries and walked at beams 10,
+        12, 16, 20, 24, 32, ... 256 until their recall@10 against the exact
+        top 10 reaches 0.97 (``dreamjit.index.calibrate.CALIBRATION_RECALL``);
+        the beam is saved with the graph, kept by graph updates and
+        calibrated again by a rebuild. A walk for ``k <= 10`` rows keeps
+        ``max(beam, k)``, for more ``max(beam * k / 10, ann_overfetch * k)``.
+        Measured (``scripts/measure_ann_speed.py``): beam 10 on a 100-centre
+        mixture and on 1000 clusters of 1e5 points, 80 on 2e5 points in
+        20000 clusters. An int fixes the beam for every graph (62 was the
+        default before calibration).
     ann_rebuild_fraction : float
         Rebuild the graph once entries added or removed since the last build
         pass this share of it.

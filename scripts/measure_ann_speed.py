@@ -157,8 +157,8 @@ def one(n, data, rounds):
         )
     if hnsw is not None:
         print(
-            f"  hnswlib M=16 ef={hnsw_ef}: recall@10 {r_hnsw:.4f}, {us['hnswlib']:.0f} us; exact pool"
-            f" / hnswlib {us['exact pool'] / us['hnswlib']:.1f}x, ann pool / hnswlib "
+            f"  hnswlib M=16 ef={hnsw_ef}: recall@10 {r_hnsw:.4f}, {us['hnswlib']:.0f} us; "
+            f"exact pool / hnswlib {us['exact pool'] / us['hnswlib']:.1f}x, ann pool / hnswlib "
             f"{us['ann pool'] / us['hnswlib']:.1f}x",
             flush=True,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_graph_update import Store, adopt_exact_graph, ann_pool, clustered, knn_graph, no_builds
 
 import dreamjit as dj
 import dreamjit.index.nndescent as nnd
@@ -24,7 +25,6 @@ from dreamjit.kernels.graph import ann_search
 
 from invariants import assert_invariants
 from standins import rewrite
-from test_graph_update import Store, adopt_exact_graph, ann_pool, clustered, knn_graph, no_builds
 
 __all__ = ["no_builds"]  # the fixture, imported for the tests below
 
@@ -35,8 +35,22 @@ def ro(a):
     return a
 
 
-def ref_calibrate(X, indptr, indices, entries, block, *, epsilon, n_seeds, seed,
-                  target, k, sample, ladder, hold_share):
+def ref_calibrate(
+    X,
+    indptr,
+    indices,
+    entries,
+    block,
+    *,
+    epsilon,
+    n_seeds,
+    seed,
+    target,
+    k,
+    sample,
+    ladder,
+    hold_share,
+):
     """Slow calibration of a graph whose row r is X[r] (all rows live)."""
     n = X.shape[0]
     m = min(sample, n // hold_share)
@@ -77,14 +91,20 @@ def test_calibration_matches_reference(seed, target):
     X = clustered(rng, 1600, d=16, clusters=40, noise=0.6)
     st = graph_of(X)
     n = X.shape[0]
-    kw = dict(epsilon=0.0, n_seeds=2, seed=seed, target=target, k=10, sample=120,
-              hold_share=8)
+    kw = dict(epsilon=0.0, n_seeds=2, seed=seed, target=target, k=10, sample=120, hold_share=8)
     ladder = (4, 8, 10, 12, 16, 24, 32, 64, 128)
-    walk = (ro(np.arange(n)), st["indptr"], st["indices"], np.zeros(n, bool), st["entries"],
-            st["block"])
+    walk = (
+        ro(np.arange(n)),
+        st["indptr"],
+        st["indices"],
+        np.zeros(n, bool),
+        st["entries"],
+        st["block"],
+    )
     got = cb.calibrate_beam(X, walk, np.ones(n, bool), ladder=ladder, **kw)
-    beam, recall = ref_calibrate(X, st["indptr"], st["indices"], st["entries"], st["block"],
-                                 ladder=ladder, **kw)
+    beam, recall = ref_calibrate(
+        X, st["indptr"], st["indices"], st["entries"], st["block"], ladder=ladder, **kw
+    )
     assert (got["beam"], got["recall"]) == (beam, recall)
     assert got["queries"] == 120 and got["target"] == target and got["epsilon"] == 0.0
     again = cb.calibrate_beam(X, walk, np.ones(n, bool), ladder=ladder, **kw)
@@ -96,8 +116,14 @@ def test_calibration_climbs_the_ladder_and_warns_at_its_top(caplog):
     X = clustered(rng, 1600, d=16, clusters=50, noise=0.8)
     st = graph_of(X, k=4, max_degree=6)  # a sparse graph: recall 0.58 at 10, 0.81 at 400
     n = X.shape[0]
-    walk = (ro(np.arange(n)), st["indptr"], st["indices"], np.zeros(n, bool), st["entries"],
-            st["block"])
+    walk = (
+        ro(np.arange(n)),
+        st["indptr"],
+        st["indices"],
+        np.zeros(n, bool),
+        st["entries"],
+        st["block"],
+    )
     kw = dict(epsilon=0.0, n_seeds=1, seed=0, k=10, sample=100, hold_share=8)
     ladder = (10, 20, 40, 80)
     easy = cb.calibrate_beam(X, walk, np.ones(n, bool), target=0.5, ladder=ladder, **kw)
@@ -112,14 +138,19 @@ def test_calibration_climbs_the_ladder_and_warns_at_its_top(caplog):
 def test_too_small_a_graph_gets_the_top_beam():
     X = clustered(np.random.default_rng(0), 60, d=8)
     st = graph_of(X, k=4, max_degree=6)
-    walk = (ro(np.arange(60)), st["indptr"], st["indices"], np.zeros(60, bool), st["entries"],
-            st["block"])
+    walk = (
+        ro(np.arange(60)),
+        st["indptr"],
+        st["indices"],
+        np.zeros(60, bool),
+        st["entries"],
+        st["block"],
+    )
     mask = np.zeros(60, bool)
     mask[:16] = True  # 16 valid rows: fewer than HOLD_SHARE, no query
     got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, n_seeds=2, seed=0)
     assert got["queries"] == 0 and got["beam"] == cb.BEAM_LADDER[-1]
-    got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, n_seeds=2, seed=0,
-                            hold_share=4)
+    got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, n_seeds=2, seed=0, hold_share=4)
     assert got["queries"] == 4  # and 12 others: enough for a top 10
     mask[:] = False
     got = cb.calibrate_beam(X, walk, mask, epsilon=0.1, n_seeds=2, seed=0)
@@ -311,8 +342,14 @@ def test_build_calibrates_its_graph():
     g = ann.graph_arrays()
     again = cb.calibrate_beam(
         store.embeddings,
-        (ro(np.arange(2000)), g["indptr"], g["indices"], np.zeros(2000, bool), g["entries"],
-         g["block"]),
+        (
+            ro(np.arange(2000)),
+            g["indptr"],
+            g["indices"],
+            np.zeros(2000, bool),
+            g["entries"],
+            g["block"],
+        ),
         store.alive,
         epsilon=ann.epsilon,
         n_seeds=ann.n_seeds,

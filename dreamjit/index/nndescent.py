@@ -750,7 +750,9 @@ class NNDescentIndex:
             if self.min_ef is None and (
                 cal is None or cal["epsilon"] != self.epsilon or cal["target"] != CALIBRATION_RECALL
             ):  # saved without one (an older file), or for other walk settings: calibrate now
-                graph.info["calibration"] = self._calibrate(store.embeddings, graph.walk, store.alive)
+                graph.info["calibration"] = self._calibrate(
+                    store.embeddings, graph.walk, store.alive
+                )
             delta = np.setdiff1d(live, graph.rows, assume_unique=True).astype(np.int64)
             self._state = (graph, delta)
 
@@ -1172,7 +1174,15 @@ class NNDescentIndex:
         ):
             return exact_topk(store, q, m, k)
         idx, sc = ann_search(
-            store.embeddings, graph.walk, m, delta, q, k, self._ef(k, graph), self.epsilon, self.n_seeds
+            store.embeddings,
+            graph.walk,
+            m,
+            delta,
+            q,
+            k,
+            self._ef(k, graph),
+            self.epsilon,
+            self.n_seeds,
         )
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
@@ -1211,7 +1221,15 @@ class NNDescentIndex:
         ):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(
-            store.embeddings, graph.walk, m, delta, Q, k, self._ef(k, graph), self.epsilon, self.n_seeds
+            store.embeddings,
+            graph.walk,
+            m,
+            delta,
+            Q,
+            k,
+            self._ef(k, graph),
+            self.epsilon,
+            self.n_seeds,
         )
         for t in np.flatnonzero(counts < k):
             i, s = topk_dot(store.embeddings, Q[t], m, k)
