@@ -109,8 +109,9 @@ class PoolConfig:
         12, 16, 20, 24, 32, ... 256 until their recall@10 against the exact
         top 10 reaches 0.97 (``dreamjit.index.calibrate.CALIBRATION_RECALL``);
         the beam is saved with the graph, kept by graph updates and
-        calibrated again by a rebuild. A walk for ``k <= 10`` rows keeps
-        ``max(beam, k)``, for more ``max(beam * k / 10, ann_overfetch * k)``.
+        calibrated again by a rebuild. A walk for ``k <= 11`` rows (10 and
+        the one more the pool asks for to see ties) keeps ``max(beam, k)``,
+        for more ``max(beam * k / 10, ann_overfetch * k)``.
         Measured (``scripts/measure_ann_speed.py``): beam 10 on a 100-centre
         mixture and on 1000 clusters of 1e5 points, 80 on 2e5 points in
         20000 clusters. An int fixes the beam for every graph (62 was the

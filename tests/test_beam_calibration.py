@@ -85,7 +85,19 @@ def graph_of(X, k=6, max_degree=9, seed=0):
     return search_structure(X, indptr, indices, seed=seed)
 
 
-@pytest.mark.parametrize(("seed", "target"), [(0, 0.97), (1, 0.97), (2, 0.995), (3, 1.0)])
+# with the JIT off (pure Python walks) one case takes ~15-40 s: the others are jit_only
+SLOW_WITHOUT_JIT = pytest.mark.jit_only
+
+
+@pytest.mark.parametrize(
+    ("seed", "target"),
+    [
+        (0, 0.97),
+        pytest.param(1, 0.97, marks=SLOW_WITHOUT_JIT),
+        pytest.param(2, 0.995, marks=SLOW_WITHOUT_JIT),
+        pytest.param(3, 1.0, marks=SLOW_WITHOUT_JIT),
+    ],
+)
 def test_calibration_matches_reference(seed, target):
     rng = np.random.default_rng(seed)
     X = clustered(rng, 1600, d=16, clusters=40, noise=0.6)
@@ -111,6 +123,7 @@ def test_calibration_matches_reference(seed, target):
     assert again == {**got, "seconds": again["seconds"]}  # deterministic
 
 
+@SLOW_WITHOUT_JIT
 def test_calibration_climbs_the_ladder_and_warns_at_its_top(caplog):
     rng = np.random.default_rng(5)
     X = clustered(rng, 1600, d=16, clusters=50, noise=0.8)
@@ -161,6 +174,7 @@ def index(store, **kw):
     return NNDescentIndex(store, n_neighbors=10, builder="thread", min_build=64, **kw)
 
 
+@SLOW_WITHOUT_JIT
 def test_index_calibrates_an_adopted_graph_and_new_queries_reach_the_floor():
     rng = np.random.default_rng(11)
     X = clustered(rng, 3000, d=16, clusters=60, noise=0.6)
@@ -331,6 +345,7 @@ def test_config_ann_min_ef_none_or_int():
 
 # ----------------------------------------------------------------- a real build
 @pytest.mark.ann
+@pytest.mark.jit_only  # pynndescent does not run with the JIT off
 def test_build_calibrates_its_graph():
     X = clustered(np.random.default_rng(14), 2000, d=16, clusters=40)
     store = Store(X, 2000)

@@ -85,8 +85,9 @@ class NNDescentIndex:
         ``1 + epsilon`` of the ef-th best.
     overfetch : float
         The walk keeps ``ef = max(min_ef, ceil(overfetch * k), k)`` results
-        (with a calibrated beam: ``max(beam, k)`` up to ``k = 10``, the ``k`` it
-        was calibrated at, and ``max(beam * k / 10, overfetch * k)`` beyond).
+        (with a calibrated beam: ``max(beam, k)`` up to ``k = 11``, the ``k = 10``
+        it was calibrated at and the one more a pool asks for to see ties, and
+        ``max(beam * k / 10, overfetch * k)`` beyond).
     rebuild_fraction : float
         A delta or tombstones past this share of the graph start a full
         (pynndescent) rebuild in the background; below it they are linked and
@@ -1129,11 +1130,12 @@ class NNDescentIndex:
 
     def _ef(self, k: int, graph) -> int:
         """The walk's ``ef`` for a top-``k``: ``max(min_ef, ceil(overfetch * k), k)``; with a
-        calibrated beam (``min_ef=None``), the beam itself up to ``k = CALIBRATION_K`` (it was
-        measured at that ``k``), and beyond it ``max(beam * k / CALIBRATION_K, overfetch * k)``."""
+        calibrated beam (``min_ef=None``), the beam itself up to ``k = CALIBRATION_K + 1``
+        (it was measured at ``CALIBRATION_K``; a pool asks for one more to see ties at the
+        cut), and beyond it ``max(beam * k / CALIBRATION_K, overfetch * k)``."""
         beam = self._beam(graph)
         if self.min_ef is None:
-            if k <= CALIBRATION_K:
+            if k <= CALIBRATION_K + 1:
                 return max(beam, k)
             return max(-(-beam * k // CALIBRATION_K), math.ceil(self.overfetch * k))
         return max(beam, math.ceil(self.overfetch * k), k)
