@@ -229,6 +229,23 @@ def test_calibration_exported_kept_by_updates_and_redone_for_another_epsilon(mon
     assert other.graph_info["beam"] == 37 and other.graph_arrays()["calibration"]["beam"] == 37
 
 
+def test_calibration_ignores_the_delta():
+    """Live entries outside the graph (the delta) are not part of the calibration's truth:
+    the walk it measures cannot return them."""
+    X = clustered(np.random.default_rng(15), 1500, d=16, clusters=30)
+    store = Store(X, 1500)
+    store.alive[1200:] = False
+    ann = index(store, min_ef=None)
+    adopt_exact_graph(ann, store)  # a graph of the first 1200 rows
+    arrays = ann.graph_arrays()
+    store.alive[1200:] = True
+    other = index(store, min_ef=None)
+    other.from_graph_arrays({**arrays, "calibration": None})
+    assert other.n_delta == 300
+    a, b = ann.graph_info["calibration"], other.graph_info["calibration"]
+    assert (a["beam"], a["recall"], a["queries"]) == (b["beam"], b["recall"], b["queries"])
+
+
 @pytest.mark.parametrize(
     ("edit", "field"),
     [

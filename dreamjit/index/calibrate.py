@@ -159,7 +159,8 @@ def calibrate_beam(
     graph = (_read_only(rows), indptr2, indices2, dead2, _read_only(entries), _read_only(block))
     slots = rows[chosen]
     queries = np.ascontiguousarray(X[slots])
-    others = mask.copy()
+    others = np.zeros_like(mask)  # the graph's valid rows (not a delta the walk cannot see)
+    others[rows[valid]] = True
     others[slots] = False
     truth, _ = topk_dot_batch(X, queries, others, k)
     empty = np.empty(0, dtype=np.int64)
