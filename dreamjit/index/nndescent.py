@@ -1175,6 +1175,8 @@ class NNDescentIndex:
             or delta.shape[0] > DELTA_EXACT_SHARE * n_live
         ):
             return exact_topk(store, q, m, k)
+        if not q.flags.writeable:  # the query cache's rows: one walk compile, not two
+            q = q.copy()
         idx, sc = ann_search(
             store.embeddings,
             graph.walk,
