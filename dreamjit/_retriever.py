@@ -505,10 +505,12 @@ class Retriever:
         if n == 0 or self._table.store is None:
             empty = np.full((m, kk), np.nan, np.float32)
             return np.full((m, kk), -1, np.int64), empty, empty.copy()
-        cc = candidate_count(k, n)
         s = self._table.store
         w = weights
         order_only = similarity_order(w, int(labels.max()))
+        # the single path's candidate count (k when the rerank keeps the similarity order
+        # and the single path asks for only k), so every row keeps the single call's bits
+        cc = self._indexes.rerank_count(k, n, order_only, count)
         cols = s.columns.get("embeddings_t")
         if (
             cols is not None
@@ -540,7 +542,6 @@ class Retriever:
                 out_s[t, : sc.shape[0]] = sc
                 out_c[t, : cs.shape[0]] = cs
             return self._pad(out_i, out_s, out_c, kk)
-        cc = self._indexes.rerank_count(k, n, order_only, count)
         slots, sims = self._indexes.search_batch(Q, min(cc + 1, n), mask, n)
         if slots.shape[1] > cc:  # ties across the cut: those rows take the single path
             for t in np.flatnonzero(sims[:, cc] == sims[:, cc - 1]):
