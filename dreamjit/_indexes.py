@@ -16,7 +16,7 @@ import numpy as np
 from ._validate import MAX_ENTRIES
 from .kernels.query import topk_dot_slots
 
-__all__ = ["IndexSet", "candidate_count", "ranked_by_id", "similarity_order"]
+__all__ = ["IndexSet", "candidate_count", "ranked_by_id", "rerank_count", "similarity_order"]
 
 logger = logging.getLogger("dreamjit")
 
@@ -32,6 +32,18 @@ def candidate_count(k: int, n: int) -> int:
     """How many index candidates (of ``n`` live entries) the rerank and MMR stages look at
     (``k`` is clamped first, so the count always fits an int64 kernel argument)."""
     return min(max(4 * min(int(k), n, MAX_ENTRIES), 32), n)
+
+
+def rerank_count(k: int, n: int, order_only: bool) -> int:
+    """How many candidates (of ``n``) a soft retrieval of ``k`` hits reranks: ``min(k, n)``
+    when the rerank keeps the similarity order (``order_only``, :func:`similarity_order`:
+    its picks are then the best ``k`` by similarity, ties to the lower id, whatever else
+    the candidates hold), else :func:`candidate_count`. The rerank's values are min-max
+    normalised over the candidates, so every path (exact, graph walk, batch, shards) asks
+    this one function."""
+    if order_only:
+        return min(int(k), n, MAX_ENTRIES)
+    return candidate_count(k, n)
 
 
 def similarity_order(w, label: int) -> bool:
@@ -263,7 +275,8 @@ class IndexSet:
         )
 
     def rerank_count(self, k, n, order_only, count=None):
-        """How many candidates the soft path asks :meth:`search` for.
+        """How many candidates the soft path asks :meth:`search` for: the module's
+        :func:`rerank_count` (the same for every index and filter).
 
         Parameters
         ----------
@@ -274,20 +287,15 @@ class IndexSet:
         order_only : bool
             The rerank keeps the similarity order (:func:`similarity_order`).
         count : int, optional
-            Matches of a filter (None: no filter).
+            Matches of a filter (accepted for the callers' symmetry; no effect).
 
         Returns
         -------
         int
-            ``min(k, n)`` when the graph walk answers and the rerank keeps the similarity
-            order (the walk's beam then follows ``k``, not the rerank's candidate count);
-            else :func:`candidate_count`. An exact scan always takes
-            :func:`candidate_count` candidates (the same bits as before, and as cheap).
+            ``min(k, n)`` when ``order_only`` (an exact scan's heap and a graph walk's beam
+            then follow ``k``), else :func:`candidate_count`.
         """
-        if order_only and self.use_ann_now():
-            if count is None or count * SLOT_SCAN_SHARE >= len(self._table):
-                return min(int(k), n, MAX_ENTRIES)
-        return candidate_count(k, n)
+        return rerank_count(k, n, order_only)
 
     def search(self, q, k, mask=None, count=None):
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,

@@ -14,7 +14,13 @@ import functools
 
 import numpy as np
 
-from ._indexes import SLOT_SCAN_SHARE, candidate_count, ranked_by_id, similarity_order
+from ._indexes import (
+    SLOT_SCAN_SHARE,
+    candidate_count,
+    ranked_by_id,
+    rerank_count,
+    similarity_order,
+)
 from ._validate import as_float, as_float_array, as_label, as_sequence
 from .cache import QueryCache
 from .errors import (
@@ -466,7 +472,7 @@ class Retriever:
             cols["util_mean"],
             cols["labels"],
             label,
-            candidate_count(k, count),
+            self._indexes.rerank_count(k, count, similarity_order(weights, label)),
             k,
             self._weights(weights),
         )
@@ -505,12 +511,20 @@ class Retriever:
         if n == 0 or self._table.store is None:
             empty = np.full((m, kk), np.nan, np.float32)
             return np.full((m, kk), -1, np.int64), empty, empty.copy()
-        s = self._table.store
         w = weights
         order_only = similarity_order(w, int(labels.max()))
-        # the single path's candidate count (k when the rerank keeps the similarity order
-        # and the single path asks for only k), so every row keeps the single call's bits
-        cc = self._indexes.rerank_count(k, n, order_only, count)
+        if order_only != similarity_order(w, -1):
+            # a class term, and labelled next to unlabelled queries: their candidate
+            # counts differ (rerank_count), so each group runs as its own batch
+            out = (np.full((m, kk), -1, np.int64), np.full((m, kk), np.nan, np.float32))
+            out += (out[1].copy(),)
+            for rows in (np.flatnonzero(labels < 0), np.flatnonzero(labels >= 0)):
+                part = self.soft_batch(Q[rows], labels[rows], k, weights, mask, count)
+                for whole, got in zip(out, part):
+                    whole[rows] = got
+            return out
+        cc = rerank_count(k, n, order_only)
+        s = self._table.store
         cols = s.columns.get("embeddings_t")
         if (
             cols is not None

@@ -75,7 +75,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without dask
         "(or pip install 'dask[distributed]')"
     ) from exc
 
-from ._indexes import candidate_count
+from ._indexes import candidate_count, rerank_count, similarity_order
 from ._retriever import DEFAULT_WEIGHTS, reciprocal_rank_fusion
 from ._table import _ReadOnly
 from ._validate import (
@@ -1172,7 +1172,8 @@ class ShardedPool:
         n, qv, qlabel, soft, _ = parts
         if qv is None or soft is None:
             return _NO_IDS, _NO_SCORES, _NO_SCORES
-        gids, sims, util, labels, emb = self._candidates(soft, candidate_count(k, n))
+        c = rerank_count(k, n, similarity_order(weights, qlabel))
+        gids, sims, util, labels, emb = self._candidates(soft, c)
         w = weights
         order, scores = hybrid_rerank(
             sims, util, labels, qlabel, emb, w.alpha, w.beta, w.gamma, w.delta, w.lambda_, k

@@ -14,12 +14,13 @@ from dreamjit import (
     Query,
     RetrievalWeights,
 )
-from dreamjit.kernels.cosine import normalize_rows, topk_cosine
+from dreamjit.kernels.cosine import _heap_result, normalize_rows, topk_cosine
 from dreamjit.kernels.query import (
     INT8_MIN_ROWS,
     SOFT_OK,
     SOFT_TIE,
     SOFT_ZERO,
+    _topk_f32_into,
     quantize_rows,
     rerank_batch,
     soft_query,
@@ -167,6 +168,36 @@ def test_topk_dot_int8_matches_the_float_scan(k):
             assert np.array_equal(got_s, want_s.astype(np.float32))
             col_i, col_s = topk_cosine_free_columns(V, q, mask, k)
             assert got_i.tolist() == col_i.tolist() and np.array_equal(got_s, col_s)
+
+
+@pytest.mark.parametrize("k", [1, 10, 11, 40, 200, 749, 750, 3000, 5000])
+def test_topk_f32_prefilter_matches_the_float_scan(k):
+    """The float32 prefilter of the small exact path (:func:`_topk_f32_into`) gives the
+    float64 column scan's rows and scores bit for bit: ties (to the lower index), zero rows,
+    near-ties closer than float32's rounding, masks, k >= n, float32 and float64 queries."""
+    V = _int8_cases()
+    rng = np.random.default_rng(21)
+    # near-ties within float32 rounding of each other: the bound must keep them all
+    base = V[1200].astype(np.float64)
+    for r in range(2000, 2040):
+        V[r] = (base + 1e-7 * rng.normal(size=16)) / np.linalg.norm(base)
+    XT = np.ascontiguousarray(V.T)
+    masks = [np.ones(3000, bool), rng.uniform(size=3000) < 0.3, np.zeros(3000, bool)]
+    masks[1][100:140] = True
+    masks[1][2000:2040] = True
+    queries = [V[99].astype(np.float64), V[1200].astype(np.float64), -V[99].astype(np.float64)]
+    queries.append(unit(rng.normal(size=(1, 16)))[0].astype(np.float64))
+    queries.append(rng.normal(size=16) * 0.5)  # float64 values off float32's grid, not unit
+    for mask in masks:
+        for q64 in queries:
+            cap = min(k, int(mask.sum()))
+            hs = np.empty(cap, np.float64)
+            hi = np.empty(cap, np.int64)
+            size = _topk_f32_into(XT, V, q64, mask, hs, hi) if cap else 0
+            got_i, got_s = _heap_result(hs, hi, size)
+            want_i, want_s = topk_cosine_free_columns(V, q64, mask, k)
+            assert got_i.tolist() == want_i.tolist()
+            assert np.array_equal(got_s, want_s)
 
 
 def topk_cosine_free_columns(V, q, mask, k):

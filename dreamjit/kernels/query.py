@@ -38,7 +38,6 @@ import numpy as np
 from ._jit import kernel, nav_kernel, parallel_kernel, prange
 from .cosine import (
     _COL_BLOCK,
-    _block_dots,
     _heap_result,
     _new_heap,
     _to_f64,
@@ -80,6 +79,9 @@ _Q_BLOCK = 4096
 _Q_SLACK = 1e-6
 #: below this many rows the float32 column scan is as fast as the int8 prefilter
 INT8_MIN_ROWS = 4096
+#: below :data:`INT8_MIN_ROWS` the float32 prefilter (:func:`_topk_f32_into`) scans when the
+#: heap holds at most this share of the rows (else nearly every row is rescored anyway)
+F32_SHARE = 4
 
 
 @kernel
@@ -124,37 +126,193 @@ def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
     n = XT8.shape[1]
     cap = hs.shape[0]
     q8, bound = _int8_bound(q64, quant_error)
+    q16 = np.empty(q8.shape[0], dtype=np.int16)
+    for j in range(q8.shape[0]):
+        q16[j] = np.int16(q8[j])
     A = np.empty(n, dtype=np.int32)
-    # pass 1: int32 scores from the int8 copy (vectorised across rows), and the k-th
-    # largest of them over the masked rows (a min-heap of k ints)
-    kh = np.empty(cap, dtype=np.float64)
-    ki = np.empty(cap, dtype=np.int64)
+    # pass 1: int32 scores from the int8 copy (vectorised across rows; integer sums, exact
+    # in any order), and the cap-th largest of them over the masked rows
+    top = np.empty(cap, dtype=np.int32)
     ksize = 0
-    kthr = -np.inf
     for i0 in range(0, n, _Q_BLOCK):
         b = min(_Q_BLOCK, n - i0)
-        a = A[i0 : i0 + b]
-        _block_dots(XT8, q8, i0, b, a)  # int32 scores: integer sums, exact in any order
-        for i in range(b):
-            v = np.float64(a[i])
-            if v > kthr and mask[i0 + i]:
-                ksize = _heap_offer(kh, ki, ksize, v, i0 + i)
-                if ksize == cap:
-                    kthr = kh[0]
+        _int8_dots(XT8, q16, i0, b, A[i0 : i0 + b])
+        ksize = _largest_into(A, mask, i0, i0 + b, top, ksize)
     cut = -np.inf
     if ksize == cap:
-        cut = kthr - 2.0 * bound * 16129.0  # 127**2
+        cut = np.float64(top[0]) - 2.0 * bound * 16129.0  # 127**2
     # pass 2: rows that can reach the top k, scored exactly in index order
+    return _rescore_into(A, cut, X, q64, mask, hs, hi)
+
+
+@kernel
+def _int8_dots(XT8, q16, i0, b, out):
+    """``out[i] = sum_j XT8[j, i0 + i] * q16[j]`` (int32, exact) for ``i < b``: rows of the
+    int8 copy two at a time as int16 products (``|x|, |q| <= 127``, so a product fits in
+    int16 and a pair's sum in int32), summed into int32; the loop over rows vectorises."""
+    d = XT8.shape[0]
+    for i in range(b):
+        out[i] = 0
+    j = 0
+    while j + 2 <= d:
+        r0 = XT8[j, i0 : i0 + b]
+        r1 = XT8[j + 1, i0 : i0 + b]
+        c0 = q16[j]
+        c1 = q16[j + 1]
+        for i in range(b):
+            out[i] += np.int32(np.int16(r0[i]) * c0) + np.int32(np.int16(r1[i]) * c1)
+        j += 2
+    if j < d:
+        r0 = XT8[j, i0 : i0 + b]
+        c0 = q16[j]
+        for i in range(b):
+            out[i] += np.int32(np.int16(r0[i]) * c0)
+
+
+@kernel
+def _rescore_into(A, cut, X, q64, mask, hs, hi):
+    """Score exactly (``dot64``'s bits) the masked rows of ``X`` (n, d) whose prefilter
+    score ``A[i]`` is at least ``cut`` and offer them, in index order, to the empty heap
+    ``hs``/``hi``; return its size.
+
+    Rows go in runs of :data:`_SOFT_SUB`: a run with no ``A`` at or above ``cut`` (most of
+    them) is passed over after one vectorised count; the rows found are scored four
+    sequential float64 chains at a time (:func:`_cols_dot64` on ``X.T``).
+    """
+    n = A.shape[0]
+    cap = hs.shape[0]
+    rows = np.empty(_SOFT_PENDING + _SOFT_SUB, dtype=np.int64)
+    acc = np.empty(rows.shape[0], dtype=np.float64)
     size = 0
     thr = -np.inf
-    for i in range(n):
-        if np.float64(A[i]) >= cut and mask[i]:
-            s = dot64(X[i], q64)
-            if s > thr:  # index order: an equal score never displaces
-                size = _heap_offer(hs, hi, size, s, i)
-                if size == cap:
-                    thr = hs[0]
+    nr = 0
+    for i0 in range(0, n, _SOFT_SUB):
+        i1 = min(i0 + _SOFT_SUB, n)
+        run = A[i0:i1]
+        c = 0
+        for i in range(run.shape[0]):  # a count over a slice: vectorised
+            c += np.float64(run[i]) >= cut
+        if c > 0:
+            for i in range(i0, i1):
+                if np.float64(A[i]) >= cut and mask[i]:
+                    rows[nr] = i
+                    nr += 1
+        if nr >= _SOFT_PENDING or (i1 == n and nr > 0):
+            _cols_dot64(X.T, q64, rows, nr, acc)
+            for r in range(nr):
+                if acc[r] > thr:  # index order: an equal score never displaces
+                    size = _heap_offer(hs, hi, size, acc[r], rows[r])
+                    if size == cap:
+                        thr = hs[0]
+            nr = 0
     return size
+
+
+@nav_kernel
+def _dots32(XT, q, i0, b, out):
+    """``out[i] ~= dot(X[i0 + i], q)`` for ``i < b`` in float32 from the column-major ``XT``
+    (d, n): navigation arithmetic (reassociated, contracted to FMA; four columns per pass
+    over ``out``), within :func:`_approx_bound` of the exact score."""
+    d = XT.shape[0]
+    for i in range(b):
+        out[i] = 0.0
+    j = 0
+    while j + 4 <= d:
+        r0 = XT[j, i0 : i0 + b]
+        r1 = XT[j + 1, i0 : i0 + b]
+        r2 = XT[j + 2, i0 : i0 + b]
+        r3 = XT[j + 3, i0 : i0 + b]
+        a0 = np.float32(q[j])
+        a1 = np.float32(q[j + 1])
+        a2 = np.float32(q[j + 2])
+        a3 = np.float32(q[j + 3])
+        for i in range(b):
+            out[i] += r0[i] * a0 + r1[i] * a1 + r2[i] * a2 + r3[i] * a3
+        j += 4
+    while j < d:
+        r0 = XT[j, i0 : i0 + b]
+        a0 = np.float32(q[j])
+        for i in range(b):
+            out[i] += r0[i] * a0
+        j += 1
+
+
+@kernel
+def _largest_into(A, mask, start, stop, top, size):
+    """Offer ``A[i]`` for the masked ``start <= i < stop`` to ``top``, the ``size`` largest
+    values offered so far in ascending order (capacity ``top.shape[0]``); return the new
+    size. Once full, ``top[0]`` is the capacity-th largest value.
+
+    An insertion into a short sorted run: for the few dozen values of a top-k threshold,
+    several times cheaper than a heap's offer (whose sift branches are unpredictable).
+    """
+    cap = top.shape[0]
+    lo = top[0] if size == cap else -np.inf
+    for r0 in range(start, stop, _SOFT_SUB):
+        r1 = min(r0 + _SOFT_SUB, stop)
+        run = A[r0:r1]
+        c = 0
+        for i in range(run.shape[0]):  # a count over a slice: vectorised (an index range
+            c += np.float64(run[i]) > lo  # r0..r1 into A is not); most runs: none above lo
+        if c == 0:
+            continue
+        for i in range(r0, r1):
+            size, lo = _insert_largest(A[i], mask[i], lo, top, size)
+    return size
+
+
+@kernel
+def _insert_largest(v, selected, lo, top, size):
+    """One offer of :func:`_largest_into`: ``(size, lo)`` after offering ``v``."""
+    cap = top.shape[0]
+    if v > lo and selected:
+        if size < cap:  # filling: insert v into top[:size]
+            p = size
+            while p > 0 and top[p - 1] > v:
+                top[p] = top[p - 1]
+                p -= 1
+            top[p] = v
+            size += 1
+        else:  # full: drop top[0], insert v
+            p = 0
+            while p + 1 < cap and top[p + 1] < v:
+                top[p] = top[p + 1]
+                p += 1
+            top[p] = v
+        if size == cap:
+            lo = top[0]
+    return size, lo
+
+
+@kernel
+def _topk_f32_into(XT, E, q64, mask, hs, hi):
+    """The exact top-``hs.shape[0]`` of the masked unit rows (``XT`` (d, n) column-major,
+    ``E`` (n, d) row-major, the same rows) into the empty heap, the bits of
+    :func:`~dreamjit.kernels.cosine.topk_dot_columns`; returns its size.
+
+    Pass 1 scores every row in float32 (:func:`_dots32`, a quarter of the float64 scan's
+    work per row) and keeps the ``cap``-th largest approximate score ``a_k`` of the masked
+    rows; every approximate score is within ``E`` (:func:`_approx_bound`) of the exact one,
+    so (as for the int8 bound in the module notes) every row of the exact top ``cap``, ties
+    included, has ``a >= a_k - 2E``. Pass 2 scores those rows exactly
+    (:func:`_rescore_into`, from ``E``: a row of ``XT`` spans ``d`` cache lines) and offers
+    them in index order, as the full scan does.
+    """
+    n = XT.shape[1]
+    cap = hs.shape[0]
+    # d + 2: one more rounding per product when q64 is not a float32 vector (q32 = q(1+u))
+    bound = _approx_bound(q64, q64.shape[0] + 2)
+    A = np.empty(n, dtype=np.float32)
+    top = np.empty(cap, dtype=np.float32)
+    ksize = 0
+    for i0 in range(0, n, _Q_BLOCK):
+        b = min(_Q_BLOCK, n - i0)
+        _dots32(XT, q64, i0, b, A[i0 : i0 + b])
+        ksize = _largest_into(A, mask, i0, i0 + b, top, ksize)
+    cut = -np.inf
+    if ksize == cap:
+        cut = np.float64(top[0]) - 2.0 * bound
+    return _rescore_into(A, cut, E, q64, mask, hs, hi)
 
 
 @kernel
@@ -293,6 +451,8 @@ def soft_query(
     hi = np.empty(cap, dtype=np.int64)
     if XT8.shape[1] == n and n >= INT8_MIN_ROWS and cap * 16 <= n:
         size = _topk_int8_into(XT8, E, _to_f64(q), mask, quant_error, hs, hi)
+    elif cap * F32_SHARE <= n:
+        size = _topk_f32_into(XT, E, _to_f64(q), mask, hs, hi)
     else:
         acc = np.empty(min(n, _COL_BLOCK), dtype=np.float64)
         size = _topk_cols_range(XT, _to_f64(q), mask, 0, n, hs, hi, acc)
@@ -323,6 +483,12 @@ _SOFT_ROWS = 512
 #: the bound and the rows below are dropped
 _SOFT_BUF = 4
 _SOFT_BUF_EXTRA = 64
+#: rows per run of the single path's float32 prefilter (:func:`_topk_f32_into`) whose
+#: approximate scores are checked against the cut at once (a run with none is skipped)
+_SOFT_SUB = 32
+#: rows that passed the prefilter's cut are scored exactly once this many are pending (or
+#: at the end of the scan): their sequential float64 sums run interleaved, four at a time
+_SOFT_PENDING = 16
 #: columns per pass of :func:`_tile_dots32` (the query tile's padding)
 _TILE_COLS = 8
 #: unit roundoff of float32 and of float64
@@ -396,6 +562,43 @@ def _tile_dots32(XT, Qt, T, i0, b, S):
                 )
             j += _TILE_COLS
         t += 4
+
+
+@kernel
+def _cols_dot64(XT, q64, rows, nr, out):
+    """``out[r] = dot64(X[rows[r]], q64)`` for ``r < nr`` from ``XT = X.T`` (d, n), either
+    the column-major copy or the transposed view of the row-major rows, the same bits:
+    each sum a sequential float64 chain, four rows' chains interleaved so their adds
+    overlap."""
+    d = q64.shape[0]
+    r = 0
+    while r + 4 <= nr:
+        i0 = rows[r]
+        i1 = rows[r + 1]
+        i2 = rows[r + 2]
+        i3 = rows[r + 3]
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for j in range(d):
+            qj = q64[j]
+            s0 += np.float64(XT[j, i0]) * qj
+            s1 += np.float64(XT[j, i1]) * qj
+            s2 += np.float64(XT[j, i2]) * qj
+            s3 += np.float64(XT[j, i3]) * qj
+        out[r] = s0
+        out[r + 1] = s1
+        out[r + 2] = s2
+        out[r + 3] = s3
+        r += 4
+    while r < nr:
+        i0 = rows[r]
+        s0 = 0.0
+        for j in range(d):
+            s0 += np.float64(XT[j, i0]) * q64[j]
+        out[r] = s0
+        r += 1
 
 
 @kernel
@@ -476,18 +679,16 @@ def _count_ge(s, b, lim):
 
 
 @kernel
-def _tighten(E, q64, bi, ba, nb, cap, bound, lim, t, hs, hi, sizes, room, work, G, acc):
+def _tighten(bi, ba, nb, cap, bound, lim, t, hs, sizes, work):
     """Raise query ``t``'s bound ``lim[t]`` (float32) from its buffer ``bi[:nb]``/``ba[:nb]``
     and drop the rows below it; return how many stay.
 
     The ``cap``-th largest approximate score ``A`` of the buffer: ``cap`` rows score at
     least ``A - bound`` exactly, so the ``cap``-th best exact score does too, and a row
     that can be among the best ``cap`` (ties included) has approximate score at least
-    ``A - 2 bound``. A full heap's root ``r`` (rows already scored exactly) gives ``r -
-    bound`` the same way. The bound is rounded down to float32 (it only lets more rows
-    through). ``work``: float32 scratch (>= nb). If fewer than ``room`` free places remain
-    (rows within the bound of each other, such as duplicates), the buffer is scored exactly
-    into the heap now (``room`` 0: never; ``G``, ``acc``: the scratch of :func:`_offer_exact`).
+    ``A - 2 bound``. A full heap ``hs`` (rows already scored exactly, ``sizes[t]`` of them)
+    gives its root ``- bound`` the same way. The bound is rounded down to float32 (it only
+    lets more rows through). ``work``: float32 scratch (>= nb).
     """
     new = -np.inf
     if sizes[t] == cap:
@@ -495,31 +696,26 @@ def _tighten(E, q64, bi, ba, nb, cap, bound, lim, t, hs, hi, sizes, room, work, 
     if nb >= cap:
         new = max(new, _kth_largest(ba, nb, cap, work) - 2.0 * bound)
     lim[t] = max(lim[t], _down32(new))
-    nb = _buffer_compact(bi, ba, nb, lim[t])
-    if room > 0 and nb + room > bi.shape[0]:
-        sizes[t] = _offer_exact(E, q64, bi, nb, hs, hi, sizes[t], G, acc)
-        nb = 0
-        if sizes[t] == cap:
-            lim[t] = max(lim[t], _down32(hs[0] - bound))
-    return nb
+    return _buffer_compact(bi, ba, nb, lim[t])
 
 
 @kernel
-def _offer_exact(E, q64, rows, nr, hs, hi, size, G, acc):
-    """Offer rows ``rows[:nr]`` of ``E`` (n, d), scored exactly as the single path's scan
-    (:func:`~dreamjit.kernels.cosine.dot64`, the same bits), to the heap; return its size.
+def _flush_buffer(E, q64, bi, nb, cap, bound, lim, t, hs, hi, sizes, acc):
+    """Score query ``t``'s buffered rows ``bi[:nb]`` exactly into its heap now (rows within
+    the bound of each other, such as duplicates, that :func:`_tighten` cannot drop), and
+    raise its bound to the full heap's root ``- bound``."""
+    sizes[t] = _offer_exact(E, q64, bi, nb, hs, hi, sizes[t], acc)
+    if sizes[t] == cap:
+        lim[t] = max(lim[t], _down32(hs[0] - bound))
 
-    The rows are gathered into the column-major scratch ``G`` (d, >= nr) float32 and scored
-    by :func:`~dreamjit.kernels.cosine._block_dots` (vectorised across rows, each sum in
-    index order) into ``acc`` (>= nr) float64. The heap orders by (score desc, row asc), so
-    what it ends with does not depend on the order of the offers.
-    """
-    d = q64.shape[0]
-    for r in range(nr):
-        x = E[rows[r]]
-        for j in range(d):
-            G[j, r] = x[j]
-    _block_dots(G, q64, 0, nr, acc)
+
+@kernel
+def _offer_exact(E, q64, rows, nr, hs, hi, size, acc):
+    """Offer rows ``rows[:nr]`` of ``E`` (n, d), scored exactly as the single path's scan
+    (:func:`~dreamjit.kernels.cosine.dot64`'s bits, by :func:`_cols_dot64` into the float64
+    scratch ``acc`` (>= nr)), to the heap; return its size. The heap orders by (score desc,
+    row asc), so what it ends with does not depend on the order of the offers."""
+    _cols_dot64(E.T, q64, rows, nr, acc)
     for r in range(nr):
         size = _heap_offer(hs, hi, size, acc[r], rows[r])
     return size
@@ -625,7 +821,6 @@ def soft_query_batch(
         nbuf = np.zeros(T, dtype=np.int64)
         lim = np.full(T, -np.inf, dtype=np.float32)
         work = np.empty(buf, dtype=np.float32)
-        G = np.empty((d, buf), dtype=np.float32)
         acc = np.empty(buf, dtype=np.float64)
         for i0 in range(0, n, _SOFT_ROWS):
             b = min(_SOFT_ROWS, n - i0)
@@ -640,23 +835,24 @@ def soft_query_batch(
                     if st[i] >= lt and mask[i0 + i]:
                         if nb == buf:  # full: raise the bound, drop what falls below
                             nb = _tighten(
-                                E,
-                                q64[t],
-                                bi[t],
-                                ba[t],
-                                nb,
-                                cap,
-                                bound[t],
-                                lim,
-                                t,
-                                hs[t],
-                                hi[t],
-                                sizes,
-                                buf // 2,
-                                work,
-                                G,
-                                acc,
+                                bi[t], ba[t], nb, cap, bound[t], lim, t, hs[t], sizes, work
                             )
+                            if nb > buf // 2:  # near-equal rows the bound cannot drop
+                                _flush_buffer(
+                                    E,
+                                    q64[t],
+                                    bi[t],
+                                    nb,
+                                    cap,
+                                    bound[t],
+                                    lim,
+                                    t,
+                                    hs[t],
+                                    hi[t],
+                                    sizes,
+                                    acc,
+                                )
+                                nb = 0
                             lt = lim[t]
                             if st[i] < lt:
                                 continue
@@ -665,25 +861,8 @@ def soft_query_batch(
                         nb += 1
                 nbuf[t] = nb
         for t in range(T):  # the candidates: the buffered rows the final bound keeps
-            nb = _tighten(
-                E,
-                q64[t],
-                bi[t],
-                ba[t],
-                nbuf[t],
-                cap,
-                bound[t],
-                lim,
-                t,
-                hs[t],
-                hi[t],
-                sizes,
-                0,
-                work,
-                G,
-                acc,
-            )
-            sizes[t] = _offer_exact(E, q64[t], bi[t], nb, hs[t], hi[t], sizes[t], G, acc)
+            nb = _tighten(bi[t], ba[t], nbuf[t], cap, bound[t], lim, t, hs[t], sizes, work)
+            sizes[t] = _offer_exact(E, q64[t], bi[t], nb, hs[t], hi[t], sizes[t], acc)
         for t in range(T):
             slots, sims = _heap_result(hs[t], hi[t], sizes[t])
             size = sizes[t]
