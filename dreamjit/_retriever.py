@@ -516,8 +516,8 @@ class Retriever:
         if order_only != similarity_order(w, -1):
             # a class term, and labelled next to unlabelled queries: their candidate
             # counts differ (rerank_count), so each group runs as its own batch
-            out = (np.full((m, kk), -1, np.int64), np.full((m, kk), np.nan, np.float32))
-            out += (out[1].copy(),)
+            nan = np.full((m, kk), np.nan, np.float32)
+            out = (np.full((m, kk), -1, np.int64), nan, nan.copy())
             for rows in (np.flatnonzero(labels < 0), np.flatnonzero(labels >= 0)):
                 part = self.soft_batch(Q[rows], labels[rows], k, weights, mask, count)
                 for whole, got in zip(out, part):
