@@ -53,6 +53,11 @@ def warmup(shape=(8, 8, 2, 3), dim: int = 64) -> float:
         tensors, results, labels=[0, 1, 0, 1], utilities=[0.1, 0.2, 0.3, 0.4], only_coherent=False
     )
     pool.record_feedback(pool.ids()[:1], 0.5)
+    # the certainty-weighted chroma and thumbnails (pools that store certainty, or whose
+    # thumbnail areas do not partition the tensor): a kernel the pool above never needs
+    from .kernels.spectral import describe_entries
+
+    describe_entries(tensors, np.ones(tensors.shape[:4], np.float32), True, 4)
     pool.retrieve_similar(tensors[0], k=2)
     pool.retrieve_similar(tensors[0], k=2, label=0)
     for name in ("retrieve_soft", "retrieve_diverse"):

@@ -94,17 +94,28 @@ class PoolConfig:
         Graph degree (pynndescent's ``n_neighbors``); rows of the entry layer
         every query scans first (None: ``ceil(6*sqrt(n))``; it always holds a
         representative of each connected component of the graph); walk slack;
-        beam = ``max(ann_min_ef, overfetch*k)``. Defaults measured
+        beam = ``max(ann_min_ef, overfetch*k, k)`` with a fixed ``ann_min_ef``
+        (with the calibrated one: see ``ann_min_ef``). Defaults measured
         (``scripts/measure_ann_clusters.py``): pool recall@10 >= 0.95 on 2e5
         points in 2000 and in 20000 clusters.
-    ann_min_ef : int
+    ann_min_ef : int or None
         Smallest beam of a graph walk. A soft retrieval whose rerank keeps the
         similarity order (``beta = delta = 0``, and ``gamma = 0`` or an
         unlabelled query) walks for ``k`` rows, any other for the rerank's
-        ``max(4k, 32)`` candidates. The default 62 holds recall@10 at 0.97 on
-        2e5 points in 20000 clusters (0.94 at 40, ``epsilon=0.15``); easier
-        data (a 100-centre mixture, 1000 clusters) keeps recall@10 >= 0.98 at
-        20 with ``ann_epsilon=0.1``, at about twice the speed.
+        ``max(4k, 32)`` candidates. None (the default): the beam is calibrated
+        once per graph, when it is built (and when a graph saved without a
+        calibration is loaded): a seeded sample of its rows (256, at most one
+        in 64) is held out of the graph as queries and walked at beams 10,
+        12, 16, 20, 24, 32, ... 256 until their recall@10 against the exact
+        top 10 reaches 0.97 (``dreamjit.index.calibrate.CALIBRATION_RECALL``);
+        the beam is saved with the graph, kept by graph updates and
+        calibrated again by a rebuild. A walk for ``k <= 11`` rows (10 and
+        the one more the pool asks for to see ties) keeps ``max(beam, k)``,
+        for more ``max(beam * k / 10, ann_overfetch * k)``.
+        Measured (``scripts/measure_ann_speed.py``): beam 10 on a 100-centre
+        mixture and on 1000 clusters of 1e5 points, 80 on 2e5 points in
+        20000 clusters. An int fixes the beam for every graph (62 was the
+        default before calibration).
     ann_rebuild_fraction : float
         Rebuild the graph once entries added or removed since the last build
         pass this share of it.
@@ -182,7 +193,7 @@ class PoolConfig:
     ann_n_pivots: int | None = None
     ann_epsilon: float = 0.15
     ann_overfetch: float = 1.5
-    ann_min_ef: int = 62
+    ann_min_ef: int | None = None
     ann_rebuild_fraction: float = 0.1
     ann_background: bool = True
     ann_build_timeout: float | None = 900.0
@@ -224,7 +235,8 @@ class PoolConfig:
         check_int("query_cache_size", 0, MAX_ENTRIES)
         check_int("seed", 0, 2**32 - 1)
         check_int("ann_n_neighbors", 2, MAX_ANN_NEIGHBORS)
-        check_int("ann_min_ef", 1, MAX_ANN_MIN_EF)
+        if self.ann_min_ef is not None:
+            check_int("ann_min_ef", 1, MAX_ANN_MIN_EF)
         if self.ann_n_pivots is not None:
             check_int("ann_n_pivots", 1, MAX_ENTRIES)
         check_int("label_buckets", 1, MAX_LABEL_BUCKETS)

@@ -14,7 +14,8 @@ import numpy as np
 
 from ._validate import F32_MAX, as_float, as_float_array, as_tensor, as_tensor_batch, check_shape
 from .errors import InvalidParameterError
-from .kernels.chroma import chroma_one
+from .kernels._jit import run_chunks
+from .kernels.chroma import chroma_into
 from .kernels.evaluate import evaluate_batch as _evaluate_batch
 from .kernels.evaluate import evaluate_one as _evaluate_one
 from .kernels.spectral import N_FEATURES, spectral_batch, spectral_one
@@ -272,10 +273,14 @@ def chroma_signature(tensor, certainty=None) -> np.ndarray:
     array([1. , 0.5, 0. ], dtype=float32)
     """
     t4, shape = as_tensor(tensor, "tensor")
+    # chroma_into, the kernel the pool's adds call too: no separate compile
+    out = np.empty(t4.shape[3], dtype=np.float32)
     if certainty is None:
-        return chroma_one(t4, np.empty((0, 0, 0), dtype=np.float32), False)
-    w = _as_certainty(certainty, shape)
-    return chroma_one(t4, w.reshape(t4.shape[:3]), True)
+        chroma_into(t4, np.empty((0, 0, 0), dtype=np.float32), False, out)
+    else:
+        w = _as_certainty(certainty, shape)
+        chroma_into(t4, w.reshape(t4.shape[:3]), True, out)
+    return out
 
 
 def spatial_thumbnail(tensor, certainty=None, grid: int = 4) -> np.ndarray:
@@ -320,6 +325,52 @@ def spatial_thumbnail(tensor, certainty=None, grid: int = 4) -> np.ndarray:
         w = _as_certainty(certainty, shape)
         thumbnail_into(t4, w.reshape(t4.shape[:3]), True, grid, out)
     return out.astype(np.float32)
+
+
+def query_descriptors(tensor, certainty=None, grid: int = 4):
+    """Chroma, spectral features and thumbnail of one tensor, as a pool computes them.
+
+    What :meth:`dreamjit.Query.from_tensor` carries. Without ``certainty`` the
+    three come from one call of the kernel a pool's adds run (nothing more to
+    compile); with it, from :func:`chroma_signature`, :func:`spectral_features`
+    (only when every weight is >= 1) and :func:`spatial_thumbnail`.
+
+    Parameters
+    ----------
+    tensor : array_like
+        ``(rows, cols, layers, C)`` or ``(rows, cols, C)``.
+    certainty : array_like, optional
+        Weights ``(rows, cols, layers)`` (``(rows, cols)`` for a 3-d tensor), >= 0.
+    grid : int, default 4
+        Thumbnail side.
+
+    Returns
+    -------
+    chroma : numpy.ndarray
+        float32 ``(C,)``, as :func:`chroma_signature`.
+    spectral : numpy.ndarray or None
+        float32 ``(6,)``, as :func:`spectral_features`; None when a weight is below 1.
+    spatial : numpy.ndarray
+        float32 ``(grid * grid * C,)``, as :func:`spatial_thumbnail`.
+    """
+    from ._validate import as_int
+    from .kernels.spectral import describe_entries
+
+    if certainty is not None:
+        _, shape = as_tensor(tensor, "tensor")
+        complete = bool((_as_certainty(certainty, shape) >= 1.0).all())
+        spectral = np.asarray(spectral_features(tensor).as_array()) if complete else None
+        return (
+            chroma_signature(tensor, certainty=certainty),
+            spectral,
+            spatial_thumbnail(tensor, certainty=certainty, grid=grid),
+        )
+    t4, _ = as_tensor(tensor, "tensor")
+    grid = as_int(grid, "grid", minimum=1, maximum=64)
+    no_certainty = np.empty((0, 0, 0, 0), dtype=np.float32)
+    spectral, chroma, spatial = describe_entries(t4[None], no_certainty, False, grid)
+    check_spectral(spectral, "tensor", tensor)
+    return chroma[0], spectral[0], spatial[0]
 
 
 def _as_certainty(certainty, shape):
@@ -421,9 +472,20 @@ def evaluate_batch(tensors, lambda_tv: float = 1.0, lambda_sat: float = 0.1) -> 
     _refuse_integers(tensors, "tensors")
     t5, _ = as_tensor_batch(tensors, "tensors", channels=3)
     lt, ls = _lambdas(lambda_tv, lambda_sat)
-    out = _evaluate_batch(t5, lt, ls)
+    out = np.empty((t5.shape[0], 3))
+
+    def chunk(lo, hi):
+        # the kernel's serial compile per chunk of tensors, chunks on threads (run_chunks):
+        # same scores, and no parallel compile of the evaluator on an empty cache
+        out[lo:hi] = _evaluate_batch.serial(t5[lo:hi], lt, ls)
+
+    run_chunks(chunk, t5.shape[0], _EVALUATE_CHUNK)
     _check_scores(out, lt, ls)
     return out
+
+
+#: tensors per evaluator call in :func:`evaluate_batch`
+_EVALUATE_CHUNK = 16
 
 
 def _refuse_integers(value, name):

@@ -1,6 +1,6 @@
 """Saving and loading pools: one versioned ``.npz`` file, never a pickle.
 
-File layout (``FORMAT_VERSION`` 3): an uncompressed (stored) zip, as
+File layout (``FORMAT_VERSION`` 4): an uncompressed (stored) zip, as
 ``numpy.savez`` writes it, with one ``.npy`` member per storage column (the
 live entries in id order, nothing derived) and ``__header__.npy``, a uint8
 array holding the header as canonical JSON: format version, config, tensor
@@ -10,10 +10,14 @@ header. ``graph`` is null, or the sizes and settings of the NN-descent search
 graph saved in the members ``graph_ids`` (each row's entry id),
 ``graph_indptr``, ``graph_indices``, ``graph_entries`` and ``graph_block``
 (checksummed like the columns; see
-:meth:`~dreamjit.index.NNDescentIndex.graph_arrays`). A loaded pool adopts
+:meth:`~dreamjit.index.NNDescentIndex.graph_arrays`), and its ``calibration``:
+null, or the walk's beam calibrated for it (``beam``, ``epsilon``, ``recall``,
+``target``: :func:`~dreamjit.index.calibrate.calibrate_beam`). A loaded pool adopts
 the graph when its settings match the config's (else it builds one as
-usual); a graph that is not a well-formed graph over the saved ids makes the
-file corrupt. Format 2 (the same without ``graph``) still loads.
+usual); a graph that is not a well-formed graph over the saved ids, or a
+calibration out of its fields' ranges, makes the file corrupt. Format 3 (the
+same without ``calibration``: such a graph is calibrated when adopted) and
+format 2 (without ``graph``) still load.
 
 Writes are atomic: a temporary file ``.dreamjit-<name>-<random>.tmp`` is
 written in the target's directory, flushed and fsynced, then moved over the
@@ -60,9 +64,10 @@ __all__ = ["save_pool", "load_pool", "read_header", "FORMAT_VERSION"]
 
 logger = logging.getLogger("dreamjit")
 
-FORMAT_VERSION = 3
-#: versions this reader loads (2: the same file without a search graph)
-READABLE_VERSIONS = (2, 3)
+FORMAT_VERSION = 4
+#: versions this reader loads (2: the same file without a search graph; 3: without its
+#: beam calibration)
+READABLE_VERSIONS = (2, 3, 4)
 MAGIC = "dreamjit-pool"
 _HEADER = "__header__"
 _HEADER_SHA = "header_sha256"
@@ -85,6 +90,8 @@ _OPTIONAL_KEYS = frozenset({"removed"})
 #: format 3 adds ``graph``: null, or the shape of the saved NN-descent search graph
 _GRAPH = "graph"
 _GRAPH_KEYS = frozenset({"rows", "edges", "entries", "n_components", "settings"})
+#: format 4 adds the graph's beam calibration (null, or calibrate.CALIBRATION_FIELDS)
+_CALIBRATION = "calibration"
 _GRAPH_SETTINGS = {"n_neighbors": int, "max_degree": int, "seed": int, "graph": str}
 #: graph member -> (dtype, shape from the header's graph object and the embedding dim)
 _GRAPH_MEMBERS = {
@@ -175,6 +182,7 @@ def save_pool(pool, path) -> str:
             "entries": int(graph["entries"].shape[0]),
             "n_components": int(graph["n_components"]),
             "settings": dict(graph["settings"]),
+            _CALIBRATION: graph.get(_CALIBRATION),
         },
     }
     if "tensor_file" in state:  # a sealed sidecar of a memory-mapped tensor file
@@ -556,16 +564,25 @@ def _validate_header(header):
         isinstance(name, str) and re.fullmatch(r"tensors-[0-9a-f]{16}\.f32", name)
     ):
         raise _Corrupt("a tensor_file named tensors-<16 hex digits>.f32", f"found {name!r}"[:200])
-    _check_graph_header(header.get(_GRAPH), count, shape)
+    _check_graph_header(header.get(_GRAPH), count, shape, header["format_version"])
     return config, shape, count, next_id, evicted, mode
 
 
-def _check_graph_header(graph, count, shape) -> None:
-    """The header's ``graph`` object: null, or sizes a graph over ``count`` entries can have."""
+def _check_graph_header(graph, count, shape, version=FORMAT_VERSION) -> None:
+    """The header's ``graph`` object: null, or sizes a graph over ``count`` entries can have
+    (and, from format 4 on, its beam calibration: null or a well-formed record)."""
     if graph is None:
         return
-    if not isinstance(graph, dict) or set(graph) != _GRAPH_KEYS:
-        raise _Corrupt(f"a graph object with fields {sorted(_GRAPH_KEYS)} or null")
+    keys = _GRAPH_KEYS | ({_CALIBRATION} if version >= 4 else set())
+    if not isinstance(graph, dict) or set(graph) != keys:
+        raise _Corrupt(f"a graph object with fields {sorted(keys)} or null")
+    if version >= 4:
+        from .index.calibrate import check_calibration
+
+        try:
+            check_calibration(graph[_CALIBRATION])
+        except IndexCorruptedError as exc:
+            raise _Corrupt("a well-formed graph calibration", str(exc)[:300]) from None
     settings = graph["settings"]
     if not (
         isinstance(settings, dict)
@@ -621,6 +638,7 @@ def _graph_of(arrays, header, config):
     graph = {name[len("graph_") :]: arrays.pop(name) for name in _GRAPH_MEMBERS}
     graph["n_components"] = meta["n_components"]
     graph["settings"] = dict(meta["settings"])
+    graph[_CALIBRATION] = meta.get(_CALIBRATION)  # format 3: none (calibrated when adopted)
     try:
         NNDescentIndex.check_graph_arrays(graph, meta["rows"], config.embedding_dim)
     except IndexCorruptedError as exc:

@@ -995,10 +995,8 @@ class DreamPool:
     def _plan_update(self, snap, t5, label, utility, emb, tensor) -> dict:
         """New derived values of an update (``chroma``, ``spectral``, ``embedding``; None:
         unchanged), computed from the validated arguments and the entry's ``snap``."""
-        # the kernels by their module path: the descriptors of one entry, as an add computes them
-        from .kernels.spectral import describe_batch as describe
-        from .kernels.thumbnail import thumbnail_batch as thumbnails
-
+        # the descriptors of one entry, as an add computes them (describe_entries: one kernel
+        # tree for adds and updates, nothing more to compile on an empty cache)
         plan: dict[str, Any] = {"chroma": None, "spectral": None, "embedding": None}
         if snap["mode"] == "user":
             if t5 is not None and emb is None:
@@ -1016,7 +1014,7 @@ class DreamPool:
         cert = snap["certainty"]
         cert_in = cert[None] if cert is not None else np.empty((0, 0, 0, 0), np.float32)
         if t5 is not None:
-            spectral, chroma = describe(t5, cert_in, cert is not None)
+            spectral, chroma, _ = describe_entries(t5, cert_in, cert is not None, 0)
             check_spectral(spectral, "tensor", tensor)
             if not np.isfinite(chroma).all():
                 raise InvalidParameterError(
@@ -1037,7 +1035,7 @@ class DreamPool:
             spectral = plan["spectral"] if plan["spectral"] is not None else snap["spectral"]
             lab = np.array([snap["label"] if label is None else label], dtype=np.int32)
             util = np.array([snap["utility"] if utility is None else utility])
-            spatial = thumbnails(tens, cert_in, cert is not None, mapper.grid)
+            spatial = describe_entries(tens, cert_in, cert is not None, mapper.grid)[2]
             new = mapper.embed(chroma[None], spectral[None], lab, util, spatial=spatial)[0]
             if not np.isfinite(new).all():
                 raise InvalidParameterError(

@@ -67,29 +67,10 @@ class Query:
         grid : int, default 4
             Thumbnail side; must match the pool's ``spatial_grid``.
         """
-        from .features import (
-            _as_certainty,
-            as_tensor,
-            chroma_signature,
-            spatial_thumbnail,
-            spectral_features,
-        )
+        from .features import query_descriptors
 
-        spectral = None
-        if certainty is not None:
-            _, shape = as_tensor(tensor, "tensor")
-            complete = bool((_as_certainty(certainty, shape) >= 1.0).all())
-        else:
-            complete = True
-        if complete:
-            spectral = np.asarray(spectral_features(tensor).as_array())
-        return cls(
-            chroma=chroma_signature(tensor, certainty=certainty),
-            spectral=spectral,
-            label=label,
-            utility=utility,
-            spatial=spatial_thumbnail(tensor, certainty=certainty, grid=grid),
-        )
+        chroma, spectral, spatial = query_descriptors(tensor, certainty=certainty, grid=grid)
+        return cls(chroma=chroma, spectral=spectral, label=label, utility=utility, spatial=spatial)
 
 
 class RetrievalMode(enum.Enum):

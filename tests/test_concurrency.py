@@ -353,7 +353,9 @@ from dreamjit.kernels._jit import parallel_allowed, likely_layer
 assert likely_layer() == "workqueue" and parallel_allowed()
 pool = dj.DreamPool(dj.PoolConfig(max_size=5000, memory_budget_mb=None, use_ann=False))
 t = np.random.default_rng(0).random((96, 6, 6, 3), dtype=np.float32)
-pool.add_batch(t, only_coherent=False)
+pool.add_batch(t, only_coherent=False)  # its descriptors run on Python threads (run_chunks)
+from dreamjit.kernels.chroma import chroma_batch
+chroma_batch(t.reshape(96, 6, 6, 1, 3), np.empty((0, 0, 0, 0), np.float32), False)  # prange
 assert numba.threading_layer() == "workqueue"
 flags, errors = [], []
 def work(n):

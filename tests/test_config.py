@@ -175,7 +175,7 @@ _CASES = (
         for v in _BAD_COMMON
         + [True, False, 2.0, 1.5, np.float64(4), -1, 2**63, np.uint64(2**64 - 1)]
     ]
-    + [(f, None) for f in _INT_FIELDS if f != "ann_n_pivots"]
+    + [(f, None) for f in _INT_FIELDS if f not in ("ann_n_pivots", "ann_min_ef")]
     + [(f, v) for f in _FLOAT_FIELDS for v in _BAD_COMMON + [True, np.True_, -1.0, 1e309]]
     + [(f, None) for f in _FLOAT_FIELDS if f != "memory_budget_mb"]
     + [(f, v) for f in _BOOL_FIELDS for v in _BAD_COMMON + [None, 1, 0, "True", np.array([True])]]

@@ -420,7 +420,7 @@ def test_graph_saved_and_loaded_without_a_rebuild(tmp_path, no_builds):
     pool, V = ann_pool()
     path = pool.save(tmp_path / "p.npz")
     header = dj.io.read_header(path)
-    assert header["format_version"] == 3 and header["graph"]["rows"] == len(pool)
+    assert header["format_version"] == 4 and header["graph"]["rows"] == len(pool)
     loaded = dj.DreamPool.load(path)
     assert not no_builds, "a loaded graph must not be rebuilt"
     assert loaded.stats()["index"] == "ann" and loaded.indexes.ann.ready

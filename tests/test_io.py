@@ -296,7 +296,7 @@ def test_file_is_a_plain_stored_npz_with_a_sealed_header(tmp_path):
     with zipfile.ZipFile(path) as zf:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
     header, arrays = read_parts(path)
-    assert header["format_version"] == FORMAT_VERSION == 3 and header["graph"] is None
+    assert header["format_version"] == FORMAT_VERSION == 4 and header["graph"] is None
     assert _encode_header(header) == header_text(header)
     assert set(header["checksums"]) == set(arrays)
     info = dj.io.read_header(path)
@@ -413,8 +413,8 @@ def _set(key, value):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (lambda h, a: h.update(format_version=99), "format_version in [2, 3]"),
-        (lambda h, a: h.update(format_version=1), "format_version in [2, 3]"),
+        (lambda h, a: h.update(format_version=99), "format_version in [2, 3, 4]"),
+        (lambda h, a: h.update(format_version=1), "format_version in [2, 3, 4]"),
         (lambda h, a: h.update(magic="other"), "magic"),
         (_set("config.max_size", 0), "max_size"),
         (_set("config.max_size", 2), "max_size=2"),

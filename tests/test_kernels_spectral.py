@@ -375,3 +375,35 @@ def test_describe_entries_thumbnails_and_chroma_match_their_kernels(shape, grid,
     for i in range(t.shape[0]):
         np.testing.assert_allclose(spatial[i], ref_emb.thumbnail(t[i], grid), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(chroma[i], ref.chroma_ref(t[i]), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    "rows,cols,layers,channels,grid,fused",
+    [
+        (1, 1, 1, 3, 4, True),
+        (2, 3, 1, 3, 2, True),
+        (3, 3, 2, 3, 3, True),
+        (5, 7, 2, 3, 4, True),
+        (8, 8, 2, 3, 4, True),
+        (9, 4, 3, 3, 4, True),
+        (32, 32, 4, 3, 4, True),
+        (31, 17, 1, 3, 5, True),
+        (32, 32, 4, 3, 4, False),
+        (16, 16, 2, 1, 4, True),
+        (16, 16, 2, 3, 0, True),
+        (12, 10, 2, 3, 64, True),
+    ],
+)
+def test_batch_setup_is_bitwise_the_kernels(rows, cols, layers, channels, grid, fused):
+    # describe_entries builds window, grids and areas with numpy (nothing to compile):
+    # the same bits as the kernels the tests above check against their references
+    from dreamjit.kernels.spectral import _batch_setup, _partition_areas
+
+    w2d, grids, areas = _batch_setup(rows, cols, layers, channels, grid, fused)
+    assert np.array_equal(w2d, window_2d(rows, cols))
+    for got, want in zip(grids, half_grids(rows, cols)):
+        assert got.dtype == want.dtype and got.flags.c_contiguous
+        assert np.array_equal(got, want)
+    for got, want in zip(areas, _partition_areas(rows, cols, layers, channels, grid, fused)):
+        assert got.dtype == want.dtype and got.shape == want.shape and got.flags.c_contiguous
+        assert np.array_equal(got, want)

@@ -67,24 +67,34 @@ def pool_recall(pool, queries, k=10):
 
 
 @pytest.mark.jit_only
-def test_digits_recall_and_churn():
+@pytest.mark.parametrize(
+    ("min_ef", "floor"),
+    [
+        # a fixed beam of 62 (the default before calibration): recall >= 0.99 throughout
+        (62, 0.99),
+        # the calibrated beam (the default) is chosen for held-out recall@10 >= 0.97: measured
+        # here 0.993 fresh, 0.985 after the churn (beam 10)
+        (None, 0.97),
+    ],
+)
+def test_digits_recall_and_churn(min_ef, floor):
     from sklearn.datasets import load_digits
 
     X = load_digits().data.astype(np.float64)
     X = unit(X - X.mean(0))
     base, extra, queries = X[:1500], X[1500:1725], X[1725:]
-    pool = embedding_pool(base, max_size=1500)
+    pool = embedding_pool(base, max_size=1500, ann_min_ef=min_ef)
     pool.rebuild_index(block=True)
     assert pool.stats()["index"] == "ann"
-    assert pool_recall(pool, queries) >= 0.99
+    assert pool_recall(pool, queries) >= floor
     assert_invariants(pool)
     # 15% new adds into a full pool: 15% evictions (oldest first)
     tiny = np.zeros((len(extra), 1, 1, 3), np.float32)
     pool.add_batch(tiny, np.tile([0.0, 1.0, 0.0], (len(extra), 1)), embeddings=extra)
     assert len(pool) == 1500 and int(pool.ids()[0]) == len(extra)
-    assert pool_recall(pool, queries) >= 0.99
+    assert pool_recall(pool, queries) >= floor
     pool.rebuild_index(block=True)
-    assert pool_recall(pool, queries) >= 0.99
+    assert pool_recall(pool, queries) >= floor
     assert_invariants(pool)
 
 

@@ -58,6 +58,14 @@ EXPECTED: dict[str, int] = {
     "cosine._to_f64": 2,
     # union-find over int64 and int32 node numbers
     "entry_layer._find": 2,
+    # the exact scans' prefilters: int32 scores (int8 copy) and float32 scores (below
+    # INT8_MIN_ROWS)
+    "query._select_rescore": 2,
+    "query._largest_into": 2,
+    "query._insert_largest": 2,
+    "query._rescore_into": 2,
+    # the column-major copy (soft_query_batch) and the row-major rows' transposed view
+    "query._cols_dot64": 2,
 }
 
 

@@ -2,6 +2,7 @@
 
 Modules: :mod:`.exact` (the exact scan), :mod:`.nndescent` (the graph index),
 :mod:`.structure` (components, bridges and the entry layer of a built graph),
+:mod:`.calibrate` (the walk's beam, calibrated once per graph on a held-out sample),
 :mod:`.worker` (the build worker process and its protocol).
 
 Both share one protocol; every index works in *slots* of the store (the pool

@@ -25,6 +25,14 @@ from ..kernels.graph import (
     tombstones,
 )
 from . import worker as _worker
+from .calibrate import (
+    CALIBRATION_K,
+    CALIBRATION_RECALL,
+    DEFAULT_BEAM,
+    calibrate_beam,
+    check_calibration,
+    saved_calibration,
+)
 from .exact import _EMPTY_I, _EMPTY_S, _as_queries, _as_query, _live_mask, exact_topk
 from .structure import ENTRY_SHARE, _Graph, search_structure
 from .worker import BuildTimeout, BuildUnwanted
@@ -76,7 +84,10 @@ class NNDescentIndex:
         Walk slack: a candidate is expanded while its distance is within
         ``1 + epsilon`` of the ef-th best.
     overfetch : float
-        The walk keeps ``ef = max(min_ef, ceil(overfetch * k))`` results.
+        The walk keeps ``ef = max(min_ef, ceil(overfetch * k), k)`` results
+        (with a calibrated beam: ``max(beam, k)`` up to ``k = 11``, the ``k = 10``
+        it was calibrated at and the one more a pool asks for to see ties, and
+        ``max(beam * k / 10, overfetch * k)`` beyond).
     rebuild_fraction : float
         A delta or tombstones past this share of the graph start a full
         (pynndescent) rebuild in the background; below it they are linked and
@@ -114,8 +125,13 @@ class NNDescentIndex:
         Seeds pynndescent (same entries and seed: the same graph).
     background : bool
         Builds run in a thread; False builds in the calling thread.
-    min_ef : int
-        Smallest ``ef`` of a walk (see ``overfetch``).
+    min_ef : int or None
+        Smallest ``ef`` of a walk (see ``overfetch``). None: the beam
+        calibrated for each graph when it is built or adopted without a
+        calibration (:func:`~dreamjit.index.calibrate.calibrate_beam`: the
+        smallest beam whose recall@10 on a held-out sample of the graph's
+        rows reaches ``CALIBRATION_RECALL``, 0.97); graph updates keep it, a
+        rebuild calibrates again.
     graph : {"search", "knn"}
         pynndescent's pruned search graph, or its raw k-NN graph.
     min_build : int
@@ -172,7 +188,7 @@ class NNDescentIndex:
         self.incremental = bool(incremental)
         self.linked = 0  # entries linked by graph updates (not full builds)
         self.repaired = 0  # tombstoned rows dropped by graph updates
-        self.min_ef = int(min_ef)
+        self.min_ef = None if min_ef is None else int(min_ef)
         self.mask_share = float(mask_share)
         self.exact_batch_below = int(exact_batch_below)
         self.graph_kind = graph
@@ -255,7 +271,10 @@ class NNDescentIndex:
         ``rows``, ``edges``, ``entries`` (rows of the entry layer),
         ``n_components`` (of the k-NN search graph), ``n_bridges`` (edges
         added to join them), ``hops`` (cover radius), ``covered`` (every row
-        within ``hops`` of an entry), ``seconds`` (post-processing time).
+        within ``hops`` of an entry), ``seconds`` (post-processing time),
+        ``calibration`` (None, or the beam calibration:
+        :func:`~dreamjit.index.calibrate.calibrate_beam`'s record) and
+        ``beam`` (the smallest ``ef`` of a walk now).
         """
         self._poll()
         graph = self._state[0]
@@ -266,6 +285,8 @@ class NNDescentIndex:
             rows=int(graph.rows.shape[0]),
             edges=int(graph.indices.shape[0]),
             entries=int(graph.entries.shape[0]),
+            calibration=graph.info.get("calibration"),
+            beam=self._beam(graph),
         )
 
     @property
@@ -568,8 +589,11 @@ class NNDescentIndex:
             ``ids`` (n,) int64: the entry id of each row (ascending slots);
             ``indptr`` (n + 1,) int64 and ``indices`` (E,) int32: the CSR
             graph; ``entries`` (e,) int64: rows of the entry layer, ascending;
-            ``block`` (d, e) int8: their quantised vectors; and the numbers
-            ``n_components`` and ``settings`` (:meth:`settings`).
+            ``block`` (d, e) int8: their quantised vectors; the numbers
+            ``n_components`` and ``settings`` (:meth:`settings`); and
+            ``calibration``: None, or the graph's beam calibration (``beam``,
+            ``epsilon``, ``recall``, ``target``; see
+            :func:`~dreamjit.index.calibrate.calibrate_beam`).
         """
         self._poll()
         with self._lock:
@@ -587,6 +611,7 @@ class NNDescentIndex:
                 "block": graph.block,
                 "n_components": int(graph.n_components),
                 "settings": self.settings(),
+                "calibration": saved_calibration(graph.info.get("calibration")),
             }
 
     @staticmethod
@@ -596,7 +621,8 @@ class NNDescentIndex:
         Parameters
         ----------
         arrays : dict
-            As :meth:`graph_arrays` returns (``settings`` may be missing).
+            As :meth:`graph_arrays` returns (``settings`` and ``calibration``
+            may be missing).
         n_entries : int
             Entries the rows may refer to (ids are checked by the caller).
         dim : int
@@ -646,12 +672,17 @@ class NNDescentIndex:
         nc = arrays.get("n_components", 1)
         if type(nc) is not int or not 1 <= nc <= n:
             bad("n_components", nc, f"an integer in [1, {n}]")
+        check_calibration(arrays.get("calibration"))
 
     def from_graph_arrays(self, arrays) -> None:
         """Use a graph exported by :meth:`graph_arrays` (e.g. saved with a pool).
 
         Rows whose id is no longer live become tombstones; live entries not
         in the graph go to the delta (and are linked by the next update).
+        With ``min_ef=None``, a graph saved without a beam calibration (or
+        with one made for another ``epsilon``) is calibrated here, in the
+        caller's thread (about 0.1-2 s at 1e5-2e5 rows: more on data that
+        needs a wide beam).
 
         Parameters
         ----------
@@ -708,7 +739,7 @@ class NNDescentIndex:
             np.ascontiguousarray(block),
             dead,
             arrays.get("n_components", 1),
-            {"adopted": True},
+            {"adopted": True, "calibration": arrays.get("calibration")},
         )
         with self._lock:
             if dead.any():  # rows of entries gone since: dropped before any walk reads them
@@ -716,6 +747,13 @@ class NNDescentIndex:
             if graph is None or graph.rows.shape[0] < self.min_build:
                 self._state = (None, _EMPTY_I)
                 return
+            cal = graph.info["calibration"]
+            if self.min_ef is None and (
+                cal is None or cal["epsilon"] != self.epsilon or cal["target"] != CALIBRATION_RECALL
+            ):  # saved without one (an older file), or for other walk settings: calibrate now
+                graph.info["calibration"] = self._calibrate(
+                    store.embeddings, graph.walk, store.alive
+                )
             delta = np.setdiff1d(live, graph.rows, assume_unique=True).astype(np.int64)
             self._state = (graph, delta)
 
@@ -925,6 +963,17 @@ class NNDescentIndex:
         struct = search_structure(
             X, indptr, indices, seed=self.seed, max_entries=self.n_pivots, hops=self.entry_hops
         )
+        if self.min_ef is None:  # the beam, calibrated on the snapshot (row r is X[r])
+            n = slots.shape[0]
+            walk = (
+                np.arange(n, dtype=np.int64),
+                struct["indptr"],
+                struct["indices"],
+                np.zeros(n, dtype=np.bool_),
+                struct["entries"],
+                struct["block"],
+            )
+            struct["calibration"] = self._calibrate(X, walk, np.ones(n, dtype=np.bool_))
         logger.info(
             "NN-descent search structure of %d rows: %d edges, %d entry rows, %d components",
             slots.shape[0],
@@ -933,6 +982,27 @@ class NNDescentIndex:
             struct["n_components"],
         )
         return (slots, ids, struct)
+
+    def _calibrate(self, X, walk, mask) -> dict:
+        """The beam calibration of a graph (:func:`~.calibrate.calibrate_beam`), logged."""
+        cal = calibrate_beam(
+            X,
+            walk,
+            mask,
+            epsilon=self.epsilon,
+            n_seeds=self.n_seeds,
+            seed=self.seed,
+        )
+        logger.info(
+            "NN-descent beam calibrated: %d (held-out recall@10 %.4f on %d rows, epsilon %g) "
+            "in %.2f s",
+            cal["beam"],
+            cal["recall"],
+            cal["queries"],
+            self.epsilon,
+            cal["seconds"],
+        )
+        return cal
 
     def _finish(self, gen, result, seq) -> None:
         """A build ended: hand over its result (install it now when a pool owns this index)."""
@@ -1051,8 +1121,24 @@ class NNDescentIndex:
         return self._thread is None or self._covered >= asked
 
     # ------------------------------------------------------------ queries
-    def _ef(self, k: int) -> int:
-        return max(self.min_ef, math.ceil(self.overfetch * k), k)
+    def _beam(self, graph) -> int:
+        """The smallest ``ef`` of a walk on ``graph``: ``min_ef``, else its calibrated beam."""
+        if self.min_ef is not None:
+            return self.min_ef
+        cal = graph.info.get("calibration")
+        return DEFAULT_BEAM if cal is None else cal["beam"]
+
+    def _ef(self, k: int, graph) -> int:
+        """The walk's ``ef`` for a top-``k``: ``max(min_ef, ceil(overfetch * k), k)``; with a
+        calibrated beam (``min_ef=None``), the beam itself up to ``k = CALIBRATION_K + 1``
+        (it was measured at ``CALIBRATION_K``; a pool asks for one more to see ties at the
+        cut), and beyond it ``max(beam * k / CALIBRATION_K, overfetch * k)``."""
+        beam = self._beam(graph)
+        if self.min_ef is None:
+            if k <= CALIBRATION_K + 1:
+                return max(beam, k)
+            return max(-(-beam * k // CALIBRATION_K), math.ceil(self.overfetch * k))
+        return max(beam, math.ceil(self.overfetch * k), k)
 
     def search(self, q, k, mask=None):
         """The best ``min(k, #candidates)`` live rows for one query, best first: a walk
@@ -1090,7 +1176,15 @@ class NNDescentIndex:
         ):
             return exact_topk(store, q, m, k)
         idx, sc = ann_search(
-            store.embeddings, graph.walk, m, delta, q, k, self._ef(k), self.epsilon, self.n_seeds
+            store.embeddings,
+            graph.walk,
+            m,
+            delta,
+            q,
+            k,
+            self._ef(k, graph),
+            self.epsilon,
+            self.n_seeds,
         )
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
@@ -1129,7 +1223,15 @@ class NNDescentIndex:
         ):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(
-            store.embeddings, graph.walk, m, delta, Q, k, self._ef(k), self.epsilon, self.n_seeds
+            store.embeddings,
+            graph.walk,
+            m,
+            delta,
+            Q,
+            k,
+            self._ef(k, graph),
+            self.epsilon,
+            self.n_seeds,
         )
         for t in np.flatnonzero(counts < k):
             i, s = topk_dot(store.embeddings, Q[t], m, k)

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import os
+import queue
 import sys
 import threading
 import types
@@ -227,6 +229,125 @@ def parallel_kernel(fn=None, *, size_arg=0, chunk=PARALLEL_CHUNK):
     if fn is None:
         return functools.partial(parallel_kernel, size_arg=size_arg, chunk=chunk)
     return SizeDispatch(fn, size_arg, chunk)
+
+
+#: the daemon threads that run chunks of a batch beside the calling thread (:func:`run_chunks`)
+_helper_threads: list[threading.Thread] = []
+_helper_jobs: queue.SimpleQueue = queue.SimpleQueue()
+_helper_lock = threading.Lock()
+
+
+def _helper_loop(jobs: queue.SimpleQueue) -> None:
+    while True:
+        jobs.get()()
+
+
+def _start_helpers(count: int) -> queue.SimpleQueue:
+    """At least ``count`` helper threads running; their job queue."""
+    with _helper_lock:
+        while len(_helper_threads) < count:
+            thread = threading.Thread(
+                target=_helper_loop,
+                args=(_helper_jobs,),
+                name=f"dreamjit-chunks-{len(_helper_threads)}",
+                daemon=True,
+            )
+            thread.start()
+            _helper_threads.append(thread)
+        return _helper_jobs
+
+
+def _reset_helpers_in_child() -> None:
+    # a forked child has none of its parent's threads: start its own on demand
+    global _helper_jobs, _helper_lock
+    _helper_threads.clear()
+    _helper_jobs = queue.SimpleQueue()
+    _helper_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_helpers_in_child)
+
+
+def _thread_count() -> int:
+    """``numba.get_num_threads()``, without starting numba's threading layer for it: before
+    the layer starts, ``set_num_threads`` cannot have been called (it starts the layer)."""
+    if active_layer() is None:
+        return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+    return numba.get_num_threads()
+
+
+def run_chunks(body, n: int, step: int, min_items: int = MIN_PARALLEL_ITEMS) -> None:
+    """Call ``body(lo, hi)`` for the chunks ``[lo, hi)`` of ``range(n)``, ``step`` long.
+
+    For batch work whose chunks are calls of one serial ``nogil`` kernel writing
+    their own outputs: a ``prange`` loop over the same calls would compile the
+    kernel's whole call tree twice more (numba optimises and generates the code a
+    parallel region calls once in the region's function and once in its wrapper),
+    seconds of compile on an empty cache for nothing faster.
+
+    Batches of at least ``min_items`` items run on ``numba.get_num_threads()``
+    threads (read without starting numba's threading layer): the calling thread
+    and daemon helper threads, which take chunks on demand (dynamic scheduling:
+    a thread sharing its core with another process does fewer), each a kernel
+    call that releases the GIL. Smaller batches, batches with one chunk, one
+    thread, or ``NUMBA_DISABLE_JIT=1`` (bodies that hold the GIL) run in the
+    calling thread, in order. No threading layer is
+    involved: it runs alike after a fork and in any thread. An exception raised
+    by a chunk is raised here (on threads, once every chunk has run).
+
+    Parameters
+    ----------
+    body : callable
+        ``body(lo, hi)``; chunks must not depend on each other's results.
+    n : int
+        Number of items.
+    step : int
+        Items per chunk (>= 1).
+    min_items : int, default MIN_PARALLEL_ITEMS
+        Smallest batch that runs on more than one thread.
+
+    Returns
+    -------
+    None
+    """
+    count = -(-n // step)
+    threads = 1 if _NO_JIT or n < min_items else min(_thread_count(), count)
+    if threads <= 1:
+        for lo in range(0, n, step):
+            body(lo, min(n, lo + step))
+        return
+    claim = itertools.count()  # next() is atomic under the GIL
+    finished = [0]
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def work() -> None:
+        while True:
+            i = next(claim)
+            if i >= count:
+                return
+            lo = i * step
+            try:
+                body(lo, min(n, lo + step))
+            except BaseException as exc:  # re-raised in the calling thread
+                errors.append(exc)
+            finally:
+                with lock:
+                    finished[0] += 1
+                    if finished[0] == count:
+                        done.set()
+
+    jobs = _start_helpers(threads - 1)
+    for _ in range(threads - 1):
+        jobs.put(work)
+    work()
+    # every chunk was claimed; wait for the ones helpers still run (a helper busy with
+    # another call's chunks claims none of these, so this never waits for that call)
+    done.wait()
+    if errors:
+        raise errors[0]
 
 
 #: navigation arithmetic only: float reassociation and contraction allowed (the

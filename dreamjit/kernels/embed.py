@@ -112,54 +112,6 @@ def group_features(chroma, spectral, spatial, label, utility, present, weights, 
 
 
 @kernel
-def _embed_one(
-    chroma, spectral, spatial, label, utility, present, weights, buckets, projection, bounds, out
-):
-    n_feat = projection.shape[0]
-    dim = projection.shape[1]
-    feat = np.empty(n_feat)
-    group_features(chroma, spectral, spatial, label, utility, present, weights, buckets, feat)
-    acc = np.empty(dim)
-    for c in range(dim):
-        out[c] = 0.0
-    for g in range(bounds.shape[0] - 1):
-        # project the group, then scale its image back to the group's weight: a
-        # projection that shrinks a group (more features than its block) must not
-        # give entries different norms
-        lo = bounds[g]
-        hi = bounds[g + 1]
-        gn2 = 0.0
-        for j in range(lo, hi):
-            gn2 += feat[j] * feat[j]
-        if gn2 == 0.0:
-            continue
-        # each acc[c] sums over j in order (as a dot product per column would), but the
-        # loop runs along projection's rows: contiguous, and vectorised across columns
-        for c in range(dim):
-            acc[c] = 0.0
-        for j in range(lo, hi):
-            fj = feat[j]
-            prow = projection[j]
-            for c in range(dim):
-                acc[c] += fj * prow[c]
-        an2 = 0.0
-        for c in range(dim):
-            an2 += acc[c] * acc[c]
-        if an2 == 0.0:
-            continue
-        scale = np.sqrt(gn2 / an2)
-        for c in range(dim):
-            out[c] += acc[c] * scale
-    norm2 = 0.0
-    for c in range(dim):
-        norm2 += out[c] * out[c]
-    if norm2 > 0.0:
-        inv = 1.0 / np.sqrt(norm2)
-        for c in range(dim):
-            out[c] *= inv
-
-
-@kernel
 def embed_batch(
     chroma, spectral, spatial, labels, utility, present, weights, buckets, projection, bounds
 ):
@@ -172,12 +124,17 @@ def embed_batch(
     ``bounds`` (6,) int64: group ``g`` is features ``bounds[g]:bounds[g+1]``.
     """
     n = chroma.shape[0]
+    n_feat = projection.shape[0]
     dim = projection.shape[1]
     out64 = np.zeros((n, dim))
+    feat = np.empty(n_feat)
+    acc = np.empty(dim)
     # serial: a few microseconds per entry, less than a parallel launch costs with a busy
-    # core, and one serial compile instead of a prange and a serial one
+    # core; and one kernel per entry's body, not a per-entry kernel called from here (each
+    # level of kernels optimises its callees' code again on an empty cache)
     for i in range(n):
-        _embed_one(
+        out = out64[i]
+        group_features(
             chroma[i],
             spectral[i],
             spatial[i],
@@ -186,8 +143,41 @@ def embed_batch(
             present,
             weights,
             buckets,
-            projection,
-            bounds,
-            out64[i],
+            feat,
         )
+        for g in range(bounds.shape[0] - 1):
+            # project the group, then scale its image back to the group's weight: a
+            # projection that shrinks a group (more features than its block) must not
+            # give entries different norms
+            lo = bounds[g]
+            hi = bounds[g + 1]
+            gn2 = 0.0
+            for j in range(lo, hi):
+                gn2 += feat[j] * feat[j]
+            if gn2 == 0.0:
+                continue
+            # each acc[c] sums over j in order (as a dot product per column would), but the
+            # loop runs along projection's rows: contiguous, and vectorised across columns
+            for c in range(dim):
+                acc[c] = 0.0
+            for j in range(lo, hi):
+                fj = feat[j]
+                prow = projection[j]
+                for c in range(dim):
+                    acc[c] += fj * prow[c]
+            an2 = 0.0
+            for c in range(dim):
+                an2 += acc[c] * acc[c]
+            if an2 == 0.0:
+                continue
+            scale = np.sqrt(gn2 / an2)
+            for c in range(dim):
+                out[c] += acc[c] * scale
+        norm2 = 0.0
+        for c in range(dim):
+            norm2 += out[c] * out[c]
+        if norm2 > 0.0:
+            inv = 1.0 / np.sqrt(norm2)
+            for c in range(dim):
+                out[c] *= inv
     return out64.astype(np.float32)

@@ -13,6 +13,8 @@ O(n k d) in all.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._jit import kernel
@@ -119,20 +121,34 @@ def _mmr(query, cands, k, lambda_, min_similarity, sample_size):
     return out_i[:count].copy(), out_s[:count].copy()
 
 
-@kernel
 def mmr_standard(query, cands, k, lambda_):
     """Greedy MMR: ``min(k, n)`` picks of the rows of ``cands`` for ``query``.
 
-    Parameters: ``query`` (d,) float32, ``cands`` (n, d) float32, ``k`` int,
-    ``lambda_`` float in [0, 1] (1 = relevance only). Returns
-    ``(indices int64, scores float32)`` in pick order; the first score is the
-    pick's relevance, later ones the MMR value that won the step. Picks match
-    LangChain's ``maximal_marginal_relevance``.
+    Picks match LangChain's ``maximal_marginal_relevance``. A plain function over
+    the one compiled kernel ``_mmr`` (a kernel wrapping it would be one more
+    compile of the whole MMR code on an empty cache).
+
+    Parameters
+    ----------
+    query : numpy.ndarray
+        float32 ``(d,)``, C-contiguous.
+    cands : numpy.ndarray
+        float32 ``(n, d)``, C-contiguous.
+    k : int
+        Number of picks wanted.
+    lambda_ : float
+        In [0, 1]; 1 is relevance only.
+
+    Returns
+    -------
+    indices : numpy.ndarray
+        int64, in pick order.
+    scores : numpy.ndarray
+        float32: the first pick's relevance, then the MMR value that won each step.
     """
-    return _mmr(query, cands, k, lambda_, -np.inf, 0)
+    return _mmr(query, cands, int(k), float(lambda_), -math.inf, 0)
 
 
-@kernel
 def mmr_fast(query, cands, k, lambda_, min_similarity, sample_size):
     """Approximate MMR: early termination plus a sampled redundancy term.
 
@@ -142,5 +158,27 @@ def mmr_fast(query, cands, k, lambda_, min_similarity, sample_size):
     picks: the first pick plus the latest ``sample_size - 1`` picks;
     ``sample_size <= 0`` or ``>= k`` uses every pick, and then (with
     termination disabled) the result equals :func:`mmr_standard` exactly.
+
+    Parameters
+    ----------
+    query : numpy.ndarray
+        float32 ``(d,)``, C-contiguous.
+    cands : numpy.ndarray
+        float32 ``(n, d)``, C-contiguous.
+    k : int
+        Most picks wanted.
+    lambda_ : float
+        In [0, 1]; 1 is relevance only.
+    min_similarity : float
+        Stop once no unchosen candidate is this relevant.
+    sample_size : int
+        Picks in the redundancy sample (<= 0: every pick).
+
+    Returns
+    -------
+    indices : numpy.ndarray
+        int64, in pick order.
+    scores : numpy.ndarray
+        float32, as :func:`mmr_standard`'s.
     """
-    return _mmr(query, cands, k, lambda_, np.float64(min_similarity), sample_size)
+    return _mmr(query, cands, int(k), float(lambda_), float(min_similarity), int(sample_size))

@@ -124,25 +124,16 @@ def _topk_int8_into(XT8, X, q64, mask, quant_error, hs, hi):
     """The exact top-``hs.shape[0]`` of the masked rows into the empty heap (see
     :func:`topk_dot_int8`); returns its size."""
     n = XT8.shape[1]
-    cap = hs.shape[0]
     q8, bound = _int8_bound(q64, quant_error)
     q16 = np.empty(q8.shape[0], dtype=np.int16)
     for j in range(q8.shape[0]):
         q16[j] = np.int16(q8[j])
+    # int32 scores from the int8 copy (vectorised across rows; integer sums, exact in any
+    # order), then the rows that can reach the top k, scored exactly
     A = np.empty(n, dtype=np.int32)
-    # pass 1: int32 scores from the int8 copy (vectorised across rows; integer sums, exact
-    # in any order), and the cap-th largest of them over the masked rows
-    top = np.empty(cap, dtype=np.int32)
-    ksize = 0
-    for i0 in range(0, n, _Q_BLOCK):
-        b = min(_Q_BLOCK, n - i0)
-        _int8_dots(XT8, q16, i0, b, A[i0 : i0 + b])
-        ksize = _largest_into(A, mask, i0, i0 + b, top, ksize)
-    cut = -np.inf
-    if ksize == cap:
-        cut = np.float64(top[0]) - 2.0 * bound * 16129.0  # 127**2
-    # pass 2: rows that can reach the top k, scored exactly in index order
-    return _rescore_into(A, cut, X, q64, mask, hs, hi)
+    for i0 in range(0, n, _Q_BLOCK):  # a block's sums stay in L1
+        _int8_dots(XT8, q16, i0, min(_Q_BLOCK, n - i0), A[i0:])
+    return _select_rescore(A, 2.0 * bound * 16129.0, X, q64, mask, hs, hi)  # 127**2
 
 
 @kernel
@@ -185,7 +176,7 @@ def _rescore_into(A, cut, X, q64, mask, hs, hi):
     acc = np.empty(rows.shape[0], dtype=np.float64)
     size = 0
     thr = -np.inf
-    nr = 0
+    nr = np.int64(0)  # not Literal[int](0): one signature of _cols_dot64
     for i0 in range(0, n, _SOFT_SUB):
         i1 = min(i0 + _SOFT_SUB, n)
         run = A[i0:i1]
@@ -204,7 +195,7 @@ def _rescore_into(A, cut, X, q64, mask, hs, hi):
                     size = _heap_offer(hs, hi, size, acc[r], rows[r])
                     if size == cap:
                         thr = hs[0]
-            nr = 0
+            nr = np.int64(0)  # not Literal[int](0): one signature of _cols_dot64
     return size
 
 
@@ -299,20 +290,26 @@ def _topk_f32_into(XT, E, q64, mask, hs, hi):
     them in index order, as the full scan does.
     """
     n = XT.shape[1]
-    cap = hs.shape[0]
     # d + 2: one more rounding per product when q64 is not a float32 vector (q32 = q(1+u))
     bound = _approx_bound(q64, q64.shape[0] + 2)
     A = np.empty(n, dtype=np.float32)
-    top = np.empty(cap, dtype=np.float32)
-    ksize = 0
     for i0 in range(0, n, _Q_BLOCK):
-        b = min(_Q_BLOCK, n - i0)
-        _dots32(XT, q64, i0, b, A[i0 : i0 + b])
-        ksize = _largest_into(A, mask, i0, i0 + b, top, ksize)
-    cut = -np.inf
-    if ksize == cap:
-        cut = np.float64(top[0]) - 2.0 * bound
-    return _rescore_into(A, cut, E, q64, mask, hs, hi)
+        _dots32(XT, q64, i0, min(_Q_BLOCK, n - i0), A[i0:])
+    return _select_rescore(A, 2.0 * bound, E, q64, mask, hs, hi)
+
+
+@kernel
+def _select_rescore(A, slack, X, q64, mask, hs, hi):
+    """The prefilters' common end: with ``a_k`` the ``cap``-th largest prefilter score ``A``
+    of the masked rows (``cap = hs.shape[0]``), every row of the exact top ``cap`` has
+    ``A >= a_k - slack`` (``slack``: twice the prefilter's error bound); those rows are
+    scored exactly and offered in index order (:func:`_rescore_into`). Returns the heap's
+    size."""
+    cap = hs.shape[0]
+    top = np.empty(cap, dtype=A.dtype)
+    ksize = _largest_into(A, mask, 0, A.shape[0], top, np.int64(0))
+    cut = np.float64(top[0]) - slack if ksize == cap else -np.inf
+    return _rescore_into(A, cut, X, q64, mask, hs, hi)
 
 
 @kernel

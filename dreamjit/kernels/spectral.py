@@ -15,7 +15,8 @@ How it is fast (the definition above is what the tests check):
   real FFT gives the half spectrum ``(rows, cols//2 + 1)`` and each column that
   stands for two full-spectrum columns counts twice.
 - Tensors go through the FFT in chunks of ``CHUNK`` (one rocket-fft call per
-  chunk, buffers stay in cache), chunks run in parallel with ``prange``.
+  chunk, buffers stay in cache), chunks run on several threads
+  (:func:`~dreamjit.kernels._jit.run_chunks`).
 - Window and grids are built once per batch call; each band and the entropy
   are one weighted sum over the half spectrum in its own order (band indicator
   times 1 or 2): no gather, no transposed stores.
@@ -31,13 +32,14 @@ How it is fast (the definition above is what the tests check):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 # np.fft inside kernels comes from the rocket-fft package, which numba loads through
 # its "numba_extensions" entry point on the first compile (not at import: it costs 0.4 s)
-from ._jit import kernel, parallel_kernel, prange
+from ._jit import kernel, run_chunks
 from .chroma import chroma_into
 from .thumbnail import area_bounds, thumbnail_into
 
@@ -400,15 +402,14 @@ def _spectral_chunk(tensors, lo, hi, w2d, grids, out, chroma, plain, spatial64, 
 
 
 @kernel
-def _describe_chunk(tensors, certainty, use_certainty, grid, lo, hi, w2d, grids, areas, out):
-    """:func:`describe_entries` for ``tensors[lo:hi]``; ``out`` its three float64/32 outputs."""
-    spectral, chroma, spatial64 = out
-    plain = grid >= 0 and not use_certainty
-    # without certainty, chroma and (areas partitioning the tensor) thumbnail come from
-    # the spectral kernel's own pass over each tensor
-    _spectral_chunk(tensors, lo, hi, w2d, grids, spectral, chroma, plain, spatial64, grid, areas)
-    if grid < 0 or (plain and (grid == 0 or areas[2].size > 0)):
-        return
+def _describe_rest(tensors, certainty, use_certainty, grid, lo, hi, chroma, spatial64):
+    """The chroma and thumbnails of ``tensors[lo:hi]`` that the spectral pass did not give.
+
+    Certainty-weighted chroma (``use_certainty``) and thumbnails (``grid > 0``)
+    into ``chroma[lo:hi]`` and ``spatial64[lo:hi]``; :func:`describe_entries` calls
+    it only then (with certainty, or when the thumbnail areas do not partition the
+    tensor), so a pool of plain RGB tensors never compiles it.
+    """
     no_w = np.empty((0, 0, 0), dtype=certainty.dtype)  # typed stand-in, never read
     for i in range(lo, hi):
         w = certainty[i] if use_certainty else no_w
@@ -442,38 +443,115 @@ def _partition_areas(rows, cols, layers, channels, grid, fused):
     return ar, ac, cells
 
 
-@parallel_kernel
+@functools.lru_cache(maxsize=16)
+def _batch_setup(rows, cols, layers, channels, grid, fused):
+    """``(w2d, grids, areas)`` of a batch: :func:`window_2d`, :func:`half_grids` and
+    :func:`_partition_areas`, equal to theirs bit for bit (``tests/test_kernels_spectral.py``).
+
+    Computed here with numpy and cached per shape, so that a cold cache compiles
+    none of those seven small kernels for a pool's adds. Same operations in the same
+    order: ``math.cos`` is the C library's ``cos`` that the kernels call, the rest
+    is IEEE arithmetic (``*``, ``+``, ``/``, ``sqrt``) and integer logic. The
+    arrays are shared by every call with this shape: kernels only read them.
+    """
+    hann = [
+        np.array([0.5 - 0.5 * math.cos(2.0 * math.pi * i / n) for i in range(n)])
+        for n in (rows, cols)
+    ]
+    w2d = hann[0][:, None] * hann[1][None, :]
+    fy = np.fft.fftfreq(rows)
+    fx = np.fft.fftfreq(cols)
+    h = cols // 2 + 1
+    r = np.sqrt(fy[:, None] * fy[:, None] + fx[None, :h] * fx[None, :h]) / 0.5
+    k = np.repeat(np.arange(rows), h)
+    lcol = np.tile(np.arange(h), rows)
+    rad = r.ravel()
+    band = np.where(rad < 1.0 / 3.0, 0, np.where(rad < 2.0 / 3.0, 1, 2))
+    twin = (lcol > 0) & (2 * lcol != cols)
+    mult = np.where(twin, 2.0, 1.0)
+    m = rows * h
+    weights = np.zeros((4, m))
+    weights[band, np.arange(m)] = mult
+    weights[3] = mult
+    own = k * cols + lcol
+    mirror = ((rows - k) % rows) * cols + (cols - lcol)
+    order = np.where(twin, np.minimum(own, mirror), own).astype(np.int64)
+    if not fused or grid <= 0 or rows < grid or cols < grid or channels != 3:
+        areas = (np.zeros(rows, np.int64), np.zeros(cols, np.int64), np.empty(0))
+    else:
+        # area_bounds with n >= grid: area b spans [b*n // grid, (b+1)*n // grid)
+        span_r = np.diff(np.arange(grid + 1) * rows // grid)
+        span_c = np.diff(np.arange(grid + 1) * cols // grid)
+        ar = np.repeat(np.arange(grid, dtype=np.int64), span_r)
+        ac = np.repeat(np.arange(grid, dtype=np.int64), span_c)
+        cells = (span_r[:, None] * span_c[None, :] * layers).astype(np.float64)
+        areas = (ar, ac, cells.ravel())
+    return w2d, (weights, rad, order), areas
+
+
 def describe_entries(tensors, certainty, use_certainty, grid):
     """Spectral features, chroma and (with ``grid > 0``) thumbnails of a batch, in one call.
 
-    ``tensors`` is ``(n, rows, cols, layers, C)`` float32, ``certainty``
-    ``(n, rows, cols, layers)`` float32 when ``use_certainty`` (else any 4-d
-    float32 array, not read). Returns ``(spectral (n, 6) float32, chroma (n, C)
-    float32, spatial (n, grid*grid*C) float32)``, as :func:`spectral_batch`,
-    :func:`~dreamjit.kernels.chroma.chroma_batch` and
-    :func:`~dreamjit.kernels.thumbnail.thumbnail_batch` would; ``spatial`` is
-    ``(n, 0)`` for ``grid == 0``; ``grid < 0`` computes the spectral features
-    only (``chroma`` is then ``(n, 0)`` too). What a pool computes for the tensors it adds:
-    one parallel kernel instead of three, whose one ``prange`` loop calls one
-    serial kernel per chunk of ``CHUNK`` tensors (the serial and the parallel
-    compile share that kernel's compile; a parallel compile re-optimises all
-    the code its loops call, once per loop).
+    What a pool computes for the tensors it adds: one serial kernel,
+    ``_spectral_chunk``, per chunk of :data:`CHUNK` tensors, the chunks spread
+    over threads by :func:`~dreamjit.kernels._jit.run_chunks` (not a ``prange``
+    loop: its parallel compile would optimise and generate this whole call
+    tree twice more on an empty cache, ~7 s of CPU, for no faster run). Chroma
+    and thumbnails come from that same pass over each tensor, except with
+    certainty or thumbnail areas that do not partition the tensor (not RGB, or
+    an axis shorter than ``grid``): a second kernel then computes those, compiled
+    only where a call needs it.
+
+    Parameters
+    ----------
+    tensors : numpy.ndarray
+        ``(n, rows, cols, layers, C)`` float32, C-contiguous.
+    certainty : numpy.ndarray
+        ``(n, rows, cols, layers)`` float32 when ``use_certainty``, else any 4-d
+        float32 array (not read).
+    use_certainty : bool
+        Weight the chroma and the thumbnails by ``certainty``.
+    grid : int
+        Thumbnail side; 0 for no thumbnails, < 0 for the spectral features only.
+
+    Returns
+    -------
+    spectral : numpy.ndarray
+        float32 ``(n, 6)``, as :func:`spectral_batch`.
+    chroma : numpy.ndarray
+        float32 ``(n, C)`` as :func:`~dreamjit.kernels.chroma.chroma_batch`; ``(n, 0)``
+        for ``grid < 0``.
+    spatial : numpy.ndarray
+        float32 ``(n, grid*grid*C)`` as :func:`~dreamjit.kernels.thumbnail.thumbnail_batch`;
+        ``(n, 0)`` for ``grid <= 0``.
     """
-    n, rows, cols, C = tensors.shape[0], tensors.shape[1], tensors.shape[2], tensors.shape[4]
+    n, rows, cols, layers, C = tensors.shape
+    grid = int(grid)
+    use_certainty = bool(use_certainty)
     out = (
         np.empty((n, N_FEATURES), dtype=np.float32),
         np.empty((n, C if grid >= 0 else 0), dtype=np.float32),
         np.empty((n, max(grid, 0) ** 2 * C)),
     )
-    w2d = window_2d(rows, cols)
-    grids = half_grids(rows, cols)
-    areas = _partition_areas(rows, cols, tensors.shape[3], C, grid, not use_certainty)
-    for ch in prange((n + CHUNK - 1) // CHUNK):
-        lo = ch * CHUNK
-        _describe_chunk(
-            tensors, certainty, use_certainty, grid, lo, min(n, lo + CHUNK), w2d, grids, areas, out
+    spectral, chroma, spatial64 = out
+    w2d, grids, areas = _batch_setup(rows, cols, layers, C, grid, not use_certainty)
+    # without certainty, chroma and (areas partitioning the tensor) thumbnail come from
+    # the spectral kernel's own pass over each tensor
+    plain = grid >= 0 and not use_certainty
+
+    def chunk(lo, hi):
+        _spectral_chunk(
+            tensors, lo, hi, w2d, grids, spectral, chroma, plain, spatial64, grid, areas
         )
-    return out[0], out[1], out[2].astype(np.float32)
+
+    run_chunks(chunk, n, CHUNK)
+    if grid >= 0 and not (plain and (grid == 0 or areas[2].size > 0)):
+
+        def rest(lo, hi):
+            _describe_rest(tensors, certainty, use_certainty, grid, lo, hi, chroma, spatial64)
+
+        run_chunks(rest, n, CHUNK)
+    return spectral, chroma, spatial64.astype(np.float32)
 
 
 def describe_batch(tensors, certainty, use_certainty):
@@ -516,8 +594,8 @@ def spectral_one(tensor):
     numpy.ndarray
         float32 ``(6,)``, in the order of :data:`FEATURES`.
     """
-    # the batch kernel on a batch of one (its serial compile): a separate one-tensor kernel
-    # would compile the whole spectral code once more on a cold cache
+    # the batch kernels on a batch of one: a separate one-tensor kernel would compile the
+    # whole spectral code once more on a cold cache
     return describe_entries(tensor[None], _NO_CERTAINTY, False, -1)[0][0]
 
 
