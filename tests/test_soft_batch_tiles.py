@@ -14,10 +14,12 @@ from dreamjit.kernels._jit import MIN_PARALLEL_ITEMS
 from dreamjit.kernels.query import (
     _SOFT_ROWS,
     _SOFT_TILE,
+    _TILE_COLS,
     BLOCKED_MIN_ROWS,
     SOFT_OK,
     SOFT_TIE,
     _approx_bound,
+    _kth_largest,
     _tile_dots32,
     quantize_rows,
     soft_query,
@@ -40,7 +42,7 @@ def unit(x):
 # ------------------------------------------------------------------ the float32 tile scan
 
 
-@pytest.mark.parametrize("d", [1, 3, 4, 7, 16])
+@pytest.mark.parametrize("d", [1, 3, 4, 7, 8, 9, 16, 17])
 @pytest.mark.parametrize("T", [1, 2, 5])
 def test_tile_dots_within_the_bound(d, T):
     """``|a - dot64| <= _approx_bound`` for every row and query, zero rows included, over
@@ -52,7 +54,7 @@ def test_tile_dots_within_the_bound(d, T):
     X[5] = X[6]  # duplicates
     XT = np.ascontiguousarray(X.T)
     Qt = unit(rng.normal(size=(T, d)))
-    padded = np.zeros((T + 3, (d + 3) // 4 * 4), np.float32)  # as soft_query_batch pads
+    padded = np.zeros((T + 3, -(-d // _TILE_COLS) * _TILE_COLS), np.float32)  # as the batch pads
     padded[:T, :d] = Qt
     S = np.full((T + 3, 200), np.nan, np.float32)  # three spare rows
     for i0, b in ((0, 200), (37, 150), (n - 3, 3), (0, 1)):
@@ -203,6 +205,45 @@ def test_batch_kernel_ties_across_the_cut():
     Q = np.ascontiguousarray(Q, np.float32)
     ties = _check(V, Q, np.ones(n, bool), 32, 5, SIM_ONLY.as_array())
     assert ties >= 2
+
+
+@pytest.mark.parametrize(
+    "weights", [WEIGHTS[:1], pytest.param(WEIGHTS, marks=pytest.mark.jit_only)]
+)
+def test_batch_kernel_duplicates_overflow_the_buffer(weights):
+    """More rows within the bound of each other than a query's buffer holds (its ``cap``-th
+    best cannot drop them): they are scored exactly early, with the same results; also with
+    a mask, near-duplicates (1 ulp apart) and k >= the matches."""
+    n, d = 200, 5
+    rng = np.random.default_rng(8)
+    V = unit(rng.normal(size=(n, d)))
+    V[20:160] = V[10]  # 141 equal rows: more than half the buffer of cap 3 (76 rows)
+    V[170:185] = unit(np.nextafter(V[10], np.float32(2.0))[None, :])  # near-duplicates
+    Q = np.concatenate([V[10:11], unit(V[10:11] + 1e-3), unit(rng.normal(size=(2, d)))])
+    Q = np.ascontiguousarray(Q, np.float32)
+    for mask in (np.ones(n, bool), rng.uniform(size=n) < 0.6):
+        for cc, k in ((2, 2), (32, 8), (n, n)):
+            for w in weights:
+                _check(V, Q, mask, cc, k, w.as_array())
+
+
+def test_kth_largest_matches_a_sort():
+    rng = np.random.default_rng(4)
+    for trial in range(200):
+        nb = int(rng.integers(1, 120))
+        kind = trial % 4
+        if kind == 0:
+            v = rng.normal(size=nb)
+        elif kind == 1:
+            v = rng.integers(0, 3, nb).astype(float)  # many ties
+        elif kind == 2:
+            v = np.full(nb, 1.5)
+        else:
+            v = np.sort(rng.normal(size=nb))[:: 1 if trial % 8 == 3 else -1]
+        vals = np.concatenate([v, rng.normal(size=5)]).astype(np.float32)  # tail not read
+        kth = int(rng.integers(1, nb + 1))
+        got = _kth_largest(vals, nb, kth, np.empty(nb + 3, np.float32))
+        assert got == np.float64(np.sort(vals[:nb])[::-1][kth - 1]), (trial, nb, kth)
 
 
 @pytest.mark.jit_only
@@ -374,10 +415,11 @@ def test_pool_batch_many_blocks_and_tiles():
 
 
 @pytest.mark.jit_only
-def test_pool_batch_takes_the_blocked_scan_from_its_threshold():
-    """A pool of BLOCKED_MIN_ROWS entries and more: the blocked scan, the single calls' bits."""
+@pytest.mark.parametrize("n", [BLOCKED_MIN_ROWS - 1, BLOCKED_MIN_ROWS + 100])
+def test_pool_batch_takes_the_blocked_scan_from_its_threshold(n):
+    """Pools just below BLOCKED_MIN_ROWS (the per-query kernel) and above it (the blocked
+    scan): the single calls' bits."""
     rng = np.random.default_rng(25)
-    n = BLOCKED_MIN_ROWS + 100
     centres = rng.normal(size=(50, 8))
     V = unit(centres[rng.integers(0, 50, n)] + 0.2 * rng.normal(size=(n, 8)))
     V[n - 1] = V[7]
