@@ -31,6 +31,7 @@ from .cosine import dot64
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
 from .heap import heap_pop, heap_push
+from .query import _int8_dots
 
 __all__ = [
     "ann_search",
@@ -100,28 +101,10 @@ def _quantize_query(q, out):
 
 @kernel
 def _scan_block(block, q16, out):
-    """``out[e] = sum_j block[j, e] * q16[j]`` (int32, exact) over the (d, E) int8 block.
-
-    Rows of the block go two at a time as int16 products (|b|, |q| <= 127,
-    so a product fits), summed into int32: the loop over entries vectorises.
-    """
-    d, E = block.shape
-    for e in range(E):
-        out[e] = 0
-    j = 0
-    while j + 2 <= d:
-        q0 = q16[j]
-        q1 = q16[j + 1]
-        b0 = block[j]
-        b1 = block[j + 1]
-        for e in range(E):
-            out[e] += np.int32(np.int16(b0[e]) * q0) + np.int32(np.int16(b1[e]) * q1)
-        j += 2
-    if j < d:
-        q0 = q16[j]
-        b0 = block[j]
-        for e in range(E):
-            out[e] += np.int32(np.int16(b0[e]) * q0)
+    """``out[e] = sum_j block[j, e] * q16[j]`` (int32, exact) over the (d, E) int8 block:
+    :func:`~dreamjit.kernels.query._int8_dots` (int16 products two rows at a time, summed
+    into int32; the loop over entries vectorises)."""
+    _int8_dots(block, q16, 0, block.shape[1], out)
 
 
 @kernel
