@@ -80,8 +80,12 @@ def ranked_by_id(search, k: int, n: int, ids):
             break
         want = min(2 * want, n)
     if slots.shape[0] > k:
+        if scores[k] < scores[k - 1] and not (scores[1:k] == scores[: k - 1]).any():
+            return slots[:k], scores[:k]  # no ties: the kernel's order is the id order
         keep = scores >= scores[k - 1]
         slots, scores = slots[keep], scores[keep]
+    elif not (scores[1:] == scores[:-1]).any():
+        return slots, scores
     order = np.lexsort((ids[slots], -scores.astype(np.float64)))[:k]
     return slots[order], scores[order]
 

@@ -130,10 +130,22 @@ class Retriever:
     def query_embedding(self, query, name="query"):
         """``(unit embedding float32 (dim,), label or -1)`` for any accepted query
         (the embedding is None while the pool is empty)."""
-        if type(query) is np.ndarray and self._table.embedding_mode == "user":
-            fast = self._user_vector(query)
-            if fast is not None:
-                return fast, -1
+        if self._table.embedding_mode == "user":
+            if type(query) is np.ndarray:
+                fast = self._user_vector(query)
+                if fast is not None:
+                    return fast, -1
+            elif (
+                type(query) is Query
+                and type(query.embedding) is np.ndarray
+                and query.chroma is None
+                and query.spectral is None
+                and query.spatial is None
+            ):  # a Query of an embedding (and a label): the same bits as below
+                fast = self._user_vector(query.embedding)
+                if fast is not None:
+                    label = as_label(query.label, "label")
+                    return fast, -1 if label is None else label
         q = self.as_query(query, name)
         label = as_label(q.label, "label")
         dim = self.config.embedding_dim
@@ -433,6 +445,8 @@ class Retriever:
         s = table.store
         if s is None or table.embedding_mode != "user" or count == 0:
             return None
+        if self._indexes.use_ann_now():  # the graph walk answers
+            return None
         if mask is not None and count * SLOT_SCAN_SHARE < len(table):
             return None
         label = -1
@@ -456,7 +470,7 @@ class Retriever:
                 query = np.ascontiguousarray(query, dtype=np.float32)
         cols = s.columns
         xt = cols.get("embeddings_t")
-        if xt is None or xt.shape[1] >= PARALLEL_SCAN_ROWS or self._indexes.use_ann_now():
+        if xt is None or xt.shape[1] >= PARALLEL_SCAN_ROWS:
             return None
         cols8 = cols.get("embeddings_q")
         slots, scores, sims, status = soft_query(
@@ -486,18 +500,17 @@ class Retriever:
             return _NOTHING
         cc = self._indexes.rerank_count(k, n, similarity_order(weights, label), count)
         slots, sims = self._indexes.search(q, cc, mask, n)
-        s = self._table.store
-        w = weights
+        cols = self._table.store.columns  # the dict: cheaper than the store's attributes
         return rerank_candidates(
             slots,
             sims,
-            s.embeddings,
-            s.ids,
-            s.util_mean,
-            s.labels,
+            cols["embeddings"],
+            cols["ids"],
+            cols["util_mean"],
+            cols["labels"],
             label,
             k,
-            _weights_array(w),
+            self._weights(weights),
         )
 
     def soft_batch(self, Q, labels, k, weights, mask=None, count=None):

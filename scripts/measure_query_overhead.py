@@ -48,7 +48,8 @@ def race(fns, calls):
 
 
 def one_size(n, calls, faiss, hnswlib, dj):
-    from dreamjit._retriever import _NO_INT8, candidate_count
+    from dreamjit._indexes import rerank_count
+    from dreamjit._retriever import _NO_INT8
     from dreamjit.kernels.query import soft_query
 
     X = _mixture(n)
@@ -96,7 +97,7 @@ def one_size(n, calls, faiss, hnswlib, dj):
             cols["util_mean"],
             cols["labels"],
             -1,
-            candidate_count(K, n),
+            rerank_count(K, n, True),  # similarity-only weights: the pool asks k
             K,
             w,
         )
