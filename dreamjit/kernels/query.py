@@ -374,10 +374,28 @@ def unit_query(v):
 @kernel
 def _by_id(slots, ids):
     """``slots`` reordered by ascending ``ids[slot]`` (ids are distinct)."""
-    keys = np.empty(slots.shape[0], dtype=np.int64)
-    for i in range(slots.shape[0]):
+    c = slots.shape[0]
+    keys = np.empty(c, dtype=np.int64)
+    order = np.empty(c, dtype=np.int64)
+    for i in range(c):
         keys[i] = ids[slots[i]]
-    return np.argsort(keys)
+        order[i] = i
+    # Shell sort (Ciura's gaps, then ~2.25x): a few dozen candidates usually, a few
+    # thousand at most; compiles in a fraction of numba's quicksort for np.argsort
+    gap = 1
+    while gap * 9 // 4 + 1 < c:
+        gap = gap * 9 // 4 + 1
+    while gap >= 1:
+        for i in range(gap, c):
+            o = order[i]
+            key = keys[o]
+            j = i
+            while j >= gap and keys[order[j - gap]] > key:
+                order[j] = order[j - gap]
+                j -= gap
+            order[j] = o
+        gap = 1 if gap in (2, 3) else gap * 4 // 9
+    return order
 
 
 @kernel
