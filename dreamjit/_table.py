@@ -498,8 +498,7 @@ class EntryTable:
         cols = self._columns().columns  # the dict: cheaper than the store's attributes
         if slots.dtype != np.int64:  # one compiled signature
             slots = slots.astype(np.int64)
-        count_uses(cols["usage"], slots)
-        return cols["ids"][slots]
+        return count_uses(cols["usage"], cols["ids"], slots)
 
     def count_usage(self, slots, times=None) -> None:
         """One more use (``times[i]`` more when given) of each of ``slots`` (distinct; the

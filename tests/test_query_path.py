@@ -834,10 +834,12 @@ def test_count_uses_matches_reference():
     for n, k in ((1, 1), (10, 0), (50, 10), (50, 50)):
         usage = rng.integers(0, 100, n).astype(np.int64)
         slots = rng.permutation(n)[:k].astype(np.int64)
+        ids = rng.permutation(10 * n)[:n].astype(np.int64)
         want = usage.copy()
         want[slots] += 1  # the slow, obvious reference (distinct slots)
-        count_uses(usage, slots)
+        got = count_uses(usage, ids, slots)
         assert np.array_equal(usage, want)
+        assert got.dtype == np.int64 and got.tolist() == ids[slots].tolist()
 
 
 def test_narrow_filter_scans_only_matching_slots(upool):

@@ -7,14 +7,20 @@ gathers, adds and scatters through temporaries).
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._jit import kernel
 
 __all__ = ["count_uses"]
 
 
 @kernel
-def count_uses(usage, slots):
+def count_uses(usage, ids, slots):
     """Add one to ``usage[slots]`` in place (``usage`` (n,) int64; ``slots`` (k,) int64
-    distinct rows, one result's hits). The caller serialises writers of ``usage``."""
+    distinct rows, one result's hits) and return ``ids[slots]`` (a new int64 array: the
+    hits' ids, gathered in the same pass). The caller serialises writers of ``usage``."""
+    out = np.empty(slots.shape[0], dtype=np.int64)
     for i in range(slots.shape[0]):
         usage[slots[i]] += 1
+        out[i] = ids[slots[i]]
+    return out
