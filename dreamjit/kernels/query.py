@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import kernel, nav_kernel, parallel_kernel, prange
+from ._jit import inline_kernel, kernel, nav_kernel, parallel_kernel, prange
 from .cosine import (
     _COL_BLOCK,
     _heap_result,
@@ -236,6 +236,11 @@ def _largest_into(A, mask, start, stop, top, size):
 
     An insertion into a short sorted run: for the few dozen values of a top-k threshold,
     several times cheaper than a heap's offer (whose sift branches are unpredictable).
+    Runs of :data:`_SOFT_SUB` values with none above the current threshold (most of them
+    once ``top`` is full) are passed over after one vectorised count; in the others each
+    value is compared inline and only those above the threshold are inserted (measured,
+    1e3 float32 scores, top 11: 1.0 us against 2.5 us when every value of such a run went
+    through a call).
     """
     cap = top.shape[0]
     lo = top[0] if size == cap else -np.inf
@@ -248,30 +253,32 @@ def _largest_into(A, mask, start, stop, top, size):
         if c == 0:
             continue
         for i in range(r0, r1):
-            size, lo = _insert_largest(A[i], mask[i], lo, top, size)
+            v = A[i]
+            if v > lo and mask[i]:
+                size, lo = _insert_largest(v, lo, top, size)
     return size
 
 
-@kernel
-def _insert_largest(v, selected, lo, top, size):
-    """One offer of :func:`_largest_into`: ``(size, lo)`` after offering ``v``."""
+@inline_kernel
+def _insert_largest(v, lo, top, size):
+    """One insertion of :func:`_largest_into` (``v > lo``, selected): ``(size, lo)`` after
+    it. Inlined: a call per value would cost more than the insertion."""
     cap = top.shape[0]
-    if v > lo and selected:
-        if size < cap:  # filling: insert v into top[:size]
-            p = size
-            while p > 0 and top[p - 1] > v:
-                top[p] = top[p - 1]
-                p -= 1
-            top[p] = v
-            size += 1
-        else:  # full: drop top[0], insert v
-            p = 0
-            while p + 1 < cap and top[p + 1] < v:
-                top[p] = top[p + 1]
-                p += 1
-            top[p] = v
-        if size == cap:
-            lo = top[0]
+    if size < cap:  # filling: insert v into top[:size]
+        p = size
+        while p > 0 and top[p - 1] > v:
+            top[p] = top[p - 1]
+            p -= 1
+        top[p] = v
+        size += 1
+    else:  # full: drop top[0], insert v
+        p = 0
+        while p + 1 < cap and top[p + 1] < v:
+            top[p] = top[p + 1]
+            p += 1
+        top[p] = v
+    if size == cap:
+        lo = top[0]
     return size, lo
 
 
