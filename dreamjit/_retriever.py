@@ -39,8 +39,8 @@ from .kernels.query import (
     label_mask,
     rerank_batch,
     rerank_candidates,
-    soft_query,
     soft_query_batch,
+    soft_query_into,
     topk_cosine_batch,
     unit_query,
 )
@@ -54,6 +54,8 @@ NO_SLOTS = np.empty(0, dtype=np.int64)
 NO_SCORES = np.empty(0, dtype=np.float32)
 _NOTHING = (NO_SLOTS, NO_SCORES, NO_SCORES)
 _NO_INT8 = np.empty((0, 0), dtype=np.int8)
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
 #: the usual constant of reciprocal rank fusion (Cormack et al., 2009)
 RRF_K = 60
 
@@ -410,7 +412,8 @@ class Retriever:
         return slots, cos
 
     def soft(self, query, k, weights, spec=None):
-        """``(slots, rerank values, cosines)`` of the soft path."""
+        """``(slots, rerank values, cosines, ids)`` of the soft path: ``ids`` the hits'
+        entry ids when the fused kernel gathered them (:meth:`_fused`), else None."""
         if spec is None:
             mask, count = None, len(self._table)  # self.filter(None), without the call
         else:
@@ -419,7 +422,7 @@ class Retriever:
         if fast is not None:
             return fast
         q, label = self.query_embedding(query)
-        return self.soft_embedded(q, label, k, weights, mask, count)
+        return (*self.soft_embedded(q, label, k, weights, mask, count), None)
 
     def _weights(self, weights) -> np.ndarray:
         """``weights.as_array()``: the last one asked for, else from :func:`_weights_array`."""
@@ -432,18 +435,19 @@ class Retriever:
 
     def _fused(self, query, k, weights, mask, count):
         """The soft path in one kernel call, for a user-embedding query on an exactly
-        searched pool, unfiltered or with a wide filter (None when that does not apply or
-        the scores tie across the candidate cut: the general path answers then, with the
-        same bits).
+        searched pool, unfiltered or with a wide filter: ``(slots, scores, cosines, ids)``
+        (None when that does not apply or the scores tie across the candidate cut: the
+        general path answers then, with the same bits).
 
         The query is a 1-d float32 or float64 array of ``embedding_dim`` values (or a
         Query of just an embedding and a label); float64 is rounded to float32 first, as
         the general path's validation does, so both give the same bits. A query the
         kernel finds non-finite or without a direction goes to the general path, which
-        raises the error."""
+        raises the error. The kernel writes the hits, and their ids, into four arrays
+        made here (:func:`~dreamjit.kernels.query.soft_query_into`)."""
         table = self._table
         s = table.store
-        if s is None or table.embedding_mode != "user" or count == 0:
+        if s is None or count == 0 or table.embedding_mode != "user":
             return None
         if self._indexes.use_ann_now():  # the graph walk answers
             return None
@@ -463,7 +467,7 @@ class Retriever:
             query = query.embedding
         if type(query) is not np.ndarray or query.shape != (self.config.embedding_dim,):
             return None
-        if query.dtype != np.float32 or not query.flags.c_contiguous:
+        if query.dtype is not _F32 or not query.flags.c_contiguous:
             if query.dtype != np.float64 and query.dtype != np.float32:
                 return None
             with np.errstate(over="ignore"):  # out of float32 range: inf, refused below
@@ -473,7 +477,14 @@ class Retriever:
         if xt is None or xt.shape[1] >= PARALLEL_SCAN_ROWS:
             return None
         cols8 = cols.get("embeddings_q")
-        slots, scores, sims, status = soft_query(
+        last = self._last_weights  # self._weights(weights), without the call
+        w = last[1] if last[0] is weights else self._weights(weights)
+        size = k if k < count else count  # the picks: at most min(k, count)
+        slots = np.empty(size, _I64)
+        ids = np.empty(size, _I64)
+        scores = np.empty(size, _F32)
+        sims = np.empty(size, _F32)
+        m, status = soft_query_into(
             xt,
             _NO_INT8 if cols8 is None else cols8,
             s.quant_error,
@@ -486,13 +497,19 @@ class Retriever:
             cols["util_mean"],
             cols["labels"],
             label,
-            self._indexes.rerank_count(k, count, similarity_order(weights, label)),
+            rerank_count(k, count, similarity_order(weights, label)),
             k,
-            self._weights(weights),
+            w,
+            slots,
+            ids,
+            scores,
+            sims,
         )
         if status != SOFT_OK:
             return None  # a tie at the cut, or a bad query the general path reports
-        return slots, scores, sims
+        if m < size:  # fewer picks than asked (not for the exact scans here): the prefixes
+            return slots[:m].copy(), scores[:m].copy(), sims[:m].copy(), ids[:m].copy()
+        return slots, scores, sims, ids
 
     def soft_embedded(self, q, label, k, weights, mask=None, count=None):
         n = len(self._table) if count is None else count

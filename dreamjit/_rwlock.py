@@ -51,6 +51,12 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_all_in_child)
 
 
+class _Depth(threading.local):
+    """Each thread's count of its read holds of one lock (0 until its first)."""
+
+    depth = 0
+
+
 class RWLock:
     """A reentrant readers-writer lock (see the module docstring).
 
@@ -73,7 +79,7 @@ class RWLock:
         self._writer: int | None = None  # thread ident
         self._write_depth = 0  # nested write holds of the writer beyond its first
         self._writers_waiting = 0
-        self._local = threading.local()
+        self._local = _Depth()
         self._read_hold = _ReadHold(self)
         self._write_hold = _WriteHold(self)
         after_fork(self)
@@ -90,7 +96,7 @@ class RWLock:
             self._readers = 1 if self._depth() and self.shared_reads else 0
 
     def _depth(self):
-        return getattr(self._local, "depth", 0)
+        return self._local.depth
 
     def read(self) -> _ReadHold | _WriteHold:
         """The read lock, as a context manager (the write lock when reads are not shared).
@@ -130,8 +136,9 @@ class _ReadHold:
     def __enter__(self) -> None:
         lock = self._lock
         local = lock._local
-        depth = getattr(local, "depth", 0)
-        if depth or lock._writer == _get_ident():
+        depth = local.depth
+        writer = lock._writer  # another thread's, or None, or this thread's (then stable)
+        if depth or (writer is not None and writer == _get_ident()):
             local.depth = depth + 1  # nested, or the writer reading: no count
             return
         with lock._mutex:
@@ -147,7 +154,8 @@ class _ReadHold:
         local = lock._local
         depth = local.depth - 1
         local.depth = depth
-        if depth or lock._writer == _get_ident():
+        writer = lock._writer
+        if depth or (writer is not None and writer == _get_ident()):
             return  # still held by this thread, or the writer's nested read
         with lock._mutex:
             lock._readers -= 1
@@ -171,7 +179,7 @@ class _WriteHold:
         if lock._writer == me:
             lock._write_depth += 1
             return
-        if getattr(lock._local, "depth", 0):
+        if lock._local.depth:
             raise RuntimeError("a thread holding the read lock asked for the write lock")
         cond = lock._cond
         with cond:

@@ -30,7 +30,7 @@ from ._storage import (
 from ._validate import is_integer
 from .embedding import EmbeddingMapper
 from .features import SolverResult
-from .kernels.usage import count_uses
+from .kernels.usage import count_slot_uses, count_uses
 from .results import DreamEntry
 
 __all__ = ["COLUMN_DTYPES", "Columns", "EntryTable", "make_mapper"]
@@ -499,6 +499,21 @@ class EntryTable:
         if slots.dtype != np.int64:  # one compiled signature
             slots = slots.astype(np.int64)
         return count_uses(cols["usage"], cols["ids"], slots)
+
+    def count_uses(self, slots) -> None:
+        """One use of each of ``slots``, as :meth:`use` without gathering the ids (a caller
+        that has them already: the fused soft path's kernel gathers them with the hits).
+
+        Parameters
+        ----------
+        slots : numpy.ndarray
+            ``(k,)`` int64 distinct slots of live entries (the caller serialises counting).
+
+        Returns
+        -------
+        None
+        """
+        count_slot_uses(self._columns().columns["usage"], slots)
 
     def count_usage(self, slots, times=None) -> None:
         """One more use (``times[i]`` more when given) of each of ``slots`` (distinct; the

@@ -1809,12 +1809,17 @@ class DreamPool:
         """
         return self._retriever.cache.stats()
 
-    def _finish(self, slots, scores, similarity) -> Hits:
-        """Hits for slots (read lock held); counts the usage of each returned entry."""
+    def _finish(self, slots, scores, similarity, ids=None) -> Hits:
+        """Hits for slots (read lock held); counts the usage of each returned entry.
+        ``ids``: the slots' ids when the caller has them already (the fused soft path)."""
         if slots.shape[0] == 0:
             return Hits(NO_SLOTS, NO_SCORES, self, similarity=NO_SCORES)
-        with self._usage_lock:
-            ids = self._table.use(slots)  # slots of one result are distinct
+        if ids is None:
+            with self._usage_lock:
+                ids = self._table.use(slots)  # slots of one result are distinct
+        else:
+            with self._usage_lock:
+                self._table.count_uses(slots)
         return Hits.owned(ids, scores, similarity, self)
 
     def _finish_batch(self, slots, scores, similarity) -> BatchHits:

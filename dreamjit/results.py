@@ -19,6 +19,10 @@ def _frozen(arr):
     return arr
 
 
+_I64 = np.dtype(np.int64)
+_F32 = np.dtype(np.float32)
+
+
 def _as_owned(arr, dtype):
     """``arr`` itself when it is a numpy array of ``dtype``, else a new array of it."""
     if type(arr) is np.ndarray and arr.dtype == dtype:
@@ -183,16 +187,16 @@ class Hits:
             type(ids) is np.ndarray
             and type(scores) is np.ndarray
             and type(similarity) is np.ndarray
-            and ids.dtype == np.int64
-            and scores.dtype == np.float32
-            and similarity.dtype == np.float32
+            and ids.dtype is _I64  # the canonical dtypes (an equal one: converted below)
+            and scores.dtype is _F32
+            and similarity.dtype is _F32
         ):  # not what a kernel returns: converted (copies of the right dtype)
             ids = _as_owned(ids, np.int64)
             scores = _as_owned(scores, np.float32)
             similarity = _as_owned(similarity, np.float32)
-        ids.setflags(write=False)
-        scores.setflags(write=False)
-        similarity.setflags(write=False)
+        ids.setflags(False)  # write=False, positional: half the cost of the keyword
+        scores.setflags(False)
+        similarity.setflags(False)
         hits.ids = ids
         hits.scores = scores
         hits.similarity = similarity

@@ -2,7 +2,9 @@
 
 - :func:`soft_query` runs a whole exact soft retrieval in one call (query
   normalisation, the column-major scan for candidates, the id order, the
-  hybrid rerank), with the same bits as the separate kernels it is made of.
+  hybrid rerank), with the same bits as the separate kernels it is made of;
+  :func:`soft_query_into` writes its results, and the hits' ids, into arrays
+  the caller passes.
 - :func:`topk_dot_slots` is the exact top-k over a given list of slots (a
   filter matching few entries: cost proportional to the matches).
 - :func:`soft_query_batch` is :func:`soft_query` for a batch, with a blocked
@@ -60,6 +62,7 @@ __all__ = [
     "rerank_candidates",
     "soft_query",
     "soft_query_batch",
+    "soft_query_into",
     "topk_cosine_batch",
     "topk_dot_int8",
     "topk_dot_slots",
@@ -487,6 +490,58 @@ def soft_query(
     out_s, scores, out_c = rerank_candidates(slots, sims, E, ids, util_mean, labels, qlabel, k, w)
     return out_s, scores, out_c, SOFT_OK
 
+
+
+@kernel
+def soft_query_into(
+    XT,
+    XT8,
+    quant_error,
+    E,
+    v,
+    normalize,
+    mask,
+    n_match,
+    ids,
+    util_mean,
+    labels,
+    qlabel,
+    cc,
+    k,
+    w,
+    out_slots,
+    out_ids,
+    out_scores,
+    out_sims,
+):
+    """:func:`soft_query` into the caller's arrays: ``(m, status)``.
+
+    The arguments up to ``w`` are :func:`soft_query`'s; its ``m`` picks go to
+    ``out_slots[:m]`` and ``out_scores[:m]``, ``out_sims[:m]`` (its three results),
+    and their ids ``ids[slot]`` to ``out_ids[:m]`` (the four arrays (L,): int64,
+    int64, float32, float32). ``status`` is :func:`soft_query`'s; also
+    :data:`SOFT_TIE` (nothing written) when there are more than ``L`` picks, so a
+    caller whose arrays are too short takes the general path. One kernel call
+    instead of a call returning three new arrays and another gathering the ids:
+    the arrays a call returns cost more to hand back than these to pass in.
+    """
+    slots, scores, sims, status = soft_query(
+        XT, XT8, quant_error, E, v, normalize, mask, n_match, ids, util_mean, labels, qlabel, cc, k, w
+    )
+    m = slots.shape[0]
+    if status != SOFT_OK:
+        return 0, status
+    if m > out_slots.shape[0] or m > out_ids.shape[0]:
+        return 0, SOFT_TIE
+    if m > out_scores.shape[0] or m > out_sims.shape[0]:
+        return 0, SOFT_TIE
+    for i in range(m):
+        sl = slots[i]
+        out_slots[i] = sl
+        out_ids[i] = ids[sl]
+        out_scores[i] = scores[i]
+        out_sims[i] = sims[i]
+    return m, SOFT_OK
 
 #: most queries per tile of :func:`soft_query_batch`: each block of rows is read from memory
 #: once per tile and from cache for the tile's other queries (16 tiles for 1000 queries; 16

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._jit import kernel
 
-__all__ = ["count_uses"]
+__all__ = ["count_slot_uses", "count_uses"]
 
 
 @kernel
@@ -24,3 +24,12 @@ def count_uses(usage, ids, slots):
         usage[slots[i]] += 1
         out[i] = ids[slots[i]]
     return out
+
+
+@kernel
+def count_slot_uses(usage, slots):
+    """Add one to ``usage[slots]`` in place (``usage`` (n,) int64; ``slots`` (k,) int64
+    distinct rows, one result's hits, whose ids the caller has already). The caller
+    serialises writers of ``usage``."""
+    for i in range(slots.shape[0]):
+        usage[slots[i]] += 1
