@@ -24,6 +24,7 @@ from dreamjit.kernels.query import (
     quantize_rows,
     rerank_batch,
     soft_query,
+    soft_query_into,
     topk_cosine_batch,
     topk_dot_int8,
     topk_dot_slots,
@@ -308,6 +309,62 @@ def test_soft_query_matches_reference(n, int8):
             np.testing.assert_allclose(sc, w_sc, rtol=0, atol=1e-6)  # reference in float64
             assert np.array_equal(sim, w_sim)
 
+
+
+@pytest.mark.parametrize("n, int8", [(120, False), (INT8_MIN_ROWS + 100, True)])
+def test_soft_query_into_equals_soft_query(n, int8):
+    """:func:`soft_query_into` writes :func:`soft_query`'s three results bit for bit, and
+    the picks' ids, into the arrays passed; flags a tie, a zero query and arrays too short
+    (nothing written then); leaves the rest of longer arrays untouched."""
+    rng = np.random.default_rng(5)
+    V = unit(rng.normal(size=(n, 8)))
+    ids = rng.permutation(10 * n)[:n].astype(np.int64)
+    util = rng.uniform(0, 1, n)
+    labels = rng.integers(-1, 3, n).astype(np.int32)
+    mask = rng.uniform(size=n) < 0.7
+    for t in range(4):
+        q = rng.normal(size=8).astype(np.float32)
+        for cc, k in ((32, 8), (200, 5), (3, 3), (10, 10)):
+            args = _fused_args(V, q, mask, ids, util, labels, t % 3 - 1, cc, k, int8=int8)
+            sl, sc, sim, status = soft_query(*args)
+            assert status == SOFT_OK
+            for extra in (0, 3):
+                size = sl.shape[0] + extra
+                out = (
+                    np.full(size, -7, np.int64),
+                    np.full(size, -7, np.int64),
+                    np.full(size, -7.0, np.float32),
+                    np.full(size, -7.0, np.float32),
+                )
+                m, st = soft_query_into(*args, *out)
+                assert (m, st) == (sl.shape[0], SOFT_OK)
+                assert out[0][:m].tolist() == sl.tolist()
+                assert out[1][:m].tolist() == ids[sl].tolist()
+                assert np.array_equal(out[2][:m], sc) and np.array_equal(out[3][:m], sim)
+                assert (out[0][m:] == -7).all() and (out[3][m:] == -7.0).all()
+            if sl.shape[0]:
+                short = [np.full(sl.shape[0] - 1, -7, dt) for dt in (np.int64, np.int64)]
+                short += [np.full(sl.shape[0] - 1, -7, np.float32) for _ in range(2)]
+                assert soft_query_into(*args, *short) == (0, SOFT_TIE)
+                assert all((a == -7).all() for a in short)
+    V = unit(np.ones((10, 4)))
+    args = list(
+        _fused_args(
+            V,
+            np.ones(4, np.float32),
+            np.ones(10, bool),
+            np.arange(10, dtype=np.int64),
+            np.zeros(10),
+            np.full(10, -1, np.int32),
+            -1,
+            3,
+            2,
+        )
+    )
+    out = [np.empty(2, np.int64), np.empty(2, np.int64)] + [np.empty(2, np.float32)] * 2
+    assert soft_query_into(*args, *out) == (0, SOFT_TIE)
+    args[4] = np.zeros(4, np.float32)
+    assert soft_query_into(*args, *out) == (0, SOFT_ZERO)
 
 def test_soft_query_flags_ties_and_zero_queries():
     V = unit(np.ones((10, 4)))
@@ -828,7 +885,8 @@ def test_usage_is_counted_once_per_returned_entry(upool):
 
 
 def test_count_uses_matches_reference():
-    from dreamjit.kernels.usage import count_uses
+    """count_uses and count_slot_uses against numpy's fancy-index add (distinct slots)."""
+    from dreamjit.kernels.usage import count_slot_uses, count_uses
 
     rng = np.random.default_rng(3)
     for n, k in ((1, 1), (10, 0), (50, 10), (50, 50)):
@@ -840,6 +898,10 @@ def test_count_uses_matches_reference():
         got = count_uses(usage, ids, slots)
         assert np.array_equal(usage, want)
         assert got.dtype == np.int64 and got.tolist() == ids[slots].tolist()
+        usage2 = want.copy()
+        count_slot_uses(usage2, slots)
+        want[slots] += 1
+        assert np.array_equal(usage2, want)
 
 
 def test_narrow_filter_scans_only_matching_slots(upool):
