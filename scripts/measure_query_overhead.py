@@ -11,7 +11,8 @@ shows up as one slow sample instead of inflating an average.
 
 Contenders: the whole call (float32 and float64 query vectors), hnswlib ``knn_query``, faiss
 ``IndexFlatIP`` (1 thread), and the steps of the call on their own: the fused kernel
-``soft_query`` with the call's arguments (the exact scan of every row and the rerank), the
+``soft_query_into`` with the call's arguments and four fresh result arrays, as the pool calls
+it (``soft_query`` on a tree without it: the exact scan of every row and the rerank), the
 read lock (enter and exit), the retriever's soft path (argument assembly plus the kernel), and
 the result (usage count and ``Hits``, on fresh copies of a result).
 """
@@ -52,6 +53,11 @@ def one_size(n, calls, faiss, hnswlib, dj):
     from dreamjit._retriever import _NO_INT8
     from dreamjit.kernels.query import soft_query
 
+    try:  # the fused path's kernel since issue 12 item 1's last round; soft_query before
+        from dreamjit.kernels.query import soft_query_into
+    except ImportError:
+        soft_query_into = None
+
     X = _mixture(n)
     Q = _mixture(1000, stream=2)
     pool = _embedding_pool(X)
@@ -84,6 +90,29 @@ def one_size(n, calls, faiss, hnswlib, dj):
     w = sim.as_array()
 
     def kernel():
+        if soft_query_into is not None:  # the pool's call: four fresh arrays written
+            e = np.empty
+            return soft_query_into(
+                cols["embeddings_t"],
+                _NO_INT8 if cols8 is None else cols8,
+                store.quant_error,
+                cols["embeddings"],
+                Q32[nxt()],
+                True,
+                cols["alive"],
+                n,
+                cols["ids"],
+                cols["util_mean"],
+                cols["labels"],
+                -1,
+                rerank_count(K, n, True),
+                K,
+                w,
+                e(K, np.int64),
+                e(K, np.int64),
+                e(K, np.float32),
+                e(K, np.float32),
+            )
         return soft_query(
             cols["embeddings_t"],
             _NO_INT8 if cols8 is None else cols8,
@@ -127,7 +156,7 @@ def one_size(n, calls, faiss, hnswlib, dj):
         "retrieve_soft f64": lambda: pool.retrieve_soft(Q64[nxt()], k=K, weights=sim),
         "hnswlib": lambda: h.knn_query(Q2[nxt()], k=K),
         "faiss flat 1t": lambda: fi.search(Q2[nxt()], K),
-        "kernel soft_query": kernel,
+        "kernel (fused path)": kernel,
         "read lock": read_lock,
         "lock + retriever.soft": soft_path,
         "lock + _finish": finish,
@@ -138,7 +167,7 @@ def one_size(n, calls, faiss, hnswlib, dj):
     for name, (p, m) in t.items():
         print(f"   {name:22s} {p:8.1f} / {m:8.1f}   ({p / hp:5.2f}x / {m / hm:5.2f}x hnswlib)")
     sp, sm = t["retrieve_soft f32"]
-    kp, km = t["kernel soft_query"]
+    kp, km = t["kernel (fused path)"]
     print(
         f"   outside the kernel: {sp - kp:.1f} / {sm - km:.1f} us "
         f"({(sp - kp) / sp:.0%} / {(sm - km) / sm:.0%} of the call)",
