@@ -141,12 +141,16 @@ class _ReadHold:
         if depth or (writer is not None and writer == _get_ident()):
             local.depth = depth + 1  # nested, or the writer reading: no count
             return
-        with lock._mutex:
+        mutex = lock._mutex  # acquire/try/finally: as safe as ``with``, half the cost
+        mutex.acquire()
+        try:
             if lock._writer is not None or lock._writers_waiting:
-                cond = lock._cond
+                cond = lock._cond  # over the same mutex
                 while lock._writer is not None or lock._writers_waiting:
                     cond.wait()
             lock._readers += 1
+        finally:
+            mutex.release()
         local.depth = 1
 
     def __exit__(self, *exc) -> None:
@@ -157,12 +161,16 @@ class _ReadHold:
         writer = lock._writer
         if depth or (writer is not None and writer == _get_ident()):
             return  # still held by this thread, or the writer's nested read
-        with lock._mutex:
+        mutex = lock._mutex
+        mutex.acquire()
+        try:
             lock._readers -= 1
             # only a waiting writer can proceed once the readers are gone (readers wait
             # for writers alone), so without one there is no one to wake
             if lock._readers == 0 and lock._writers_waiting:
                 lock._cond.notify_all()
+        finally:
+            mutex.release()
 
 
 class _WriteHold:
