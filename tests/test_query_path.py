@@ -310,7 +310,6 @@ def test_soft_query_matches_reference(n, int8):
             assert np.array_equal(sim, w_sim)
 
 
-
 @pytest.mark.parametrize("n, int8", [(120, False), (INT8_MIN_ROWS + 100, True)])
 def test_soft_query_into_equals_soft_query(n, int8):
     """:func:`soft_query_into` writes :func:`soft_query`'s three results bit for bit, and
@@ -365,6 +364,7 @@ def test_soft_query_into_equals_soft_query(n, int8):
     assert soft_query_into(*args, *out) == (0, SOFT_TIE)
     args[4] = np.zeros(4, np.float32)
     assert soft_query_into(*args, *out) == (0, SOFT_ZERO)
+
 
 def test_soft_query_flags_ties_and_zero_queries():
     V = unit(np.ones((10, 4)))

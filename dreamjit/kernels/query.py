@@ -491,7 +491,6 @@ def soft_query(
     return out_s, scores, out_c, SOFT_OK
 
 
-
 @kernel
 def soft_query_into(
     XT,
@@ -526,7 +525,21 @@ def soft_query_into(
     the arrays a call returns cost more to hand back than these to pass in.
     """
     slots, scores, sims, status = soft_query(
-        XT, XT8, quant_error, E, v, normalize, mask, n_match, ids, util_mean, labels, qlabel, cc, k, w
+        XT,
+        XT8,
+        quant_error,
+        E,
+        v,
+        normalize,
+        mask,
+        n_match,
+        ids,
+        util_mean,
+        labels,
+        qlabel,
+        cc,
+        k,
+        w,
     )
     m = slots.shape[0]
     if status != SOFT_OK:
@@ -542,6 +555,7 @@ def soft_query_into(
         out_scores[i] = scores[i]
         out_sims[i] = sims[i]
     return m, SOFT_OK
+
 
 #: most queries per tile of :func:`soft_query_batch`: each block of rows is read from memory
 #: once per tile and from cache for the tile's other queries (16 tiles for 1000 queries; 16
