@@ -144,7 +144,7 @@ def one_size(n, calls, faiss, hnswlib, dj):
             return retriever.soft(Q32[nxt()], K, sim, None)
 
     result = retriever.soft(Q32[0], K, sim, None)
-    fresh = [tuple(a.copy() for a in result) for _ in range(calls + 8)]
+    fresh = [tuple(None if a is None else a.copy() for a in result) for _ in range(calls + 8)]
     finish_private = pool._finish  # the pool's own step, timed alone (a script may look inside)
 
     def finish():
