@@ -413,10 +413,12 @@ def rerank_candidates(cand, sims, E, ids, util_mean, labels, qlabel, k, w):
     """The hybrid rerank of the candidates ``cand`` (slots, any order) with cosines ``sims``:
     put in id order here (ties to the lower id), gathered from the columns and reranked by
     :func:`~dreamjit.kernels.hybrid.hybrid_rerank`. Returns ``(slots, scores, cosines)``
-    in pick order."""
+    in pick order. ``w`` is float64 ``(alpha, beta, gamma, delta, lambda_)``."""
     order = _by_id(cand, ids)
     c = order.shape[0]
-    d = E.shape[1]
+    # the embeddings only feed the duplicate penalty: without one (delta = 0) hybrid_rerank
+    # reads none of them (same picks and values), so none are gathered
+    d = E.shape[1] if w[3] != 0.0 else 0
     cs = np.empty(c, dtype=np.int64)
     ss = np.empty(c, dtype=np.float32)
     um = np.empty(c, dtype=np.float64)
