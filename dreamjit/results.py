@@ -187,9 +187,11 @@ class Hits:
             type(ids) is np.ndarray
             and type(scores) is np.ndarray
             and type(similarity) is np.ndarray
-            and ids.dtype is _I64  # the canonical dtypes (an equal one: converted below)
-            and scores.dtype is _F32
-            and similarity.dtype is _F32
+            # numpy's canonical dtypes by identity first (arrays made here by np.empty);
+            # numba's boxed results carry equal dtypes that are other objects
+            and (ids.dtype is _I64 or ids.dtype == _I64)
+            and (scores.dtype is _F32 or scores.dtype == _F32)
+            and (similarity.dtype is _F32 or similarity.dtype == _F32)
         ):  # not what a kernel returns: converted (copies of the right dtype)
             ids = _as_owned(ids, np.int64)
             scores = _as_owned(scores, np.float32)
