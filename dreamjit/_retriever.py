@@ -467,7 +467,8 @@ class Retriever:
             query = query.embedding
         if type(query) is not np.ndarray or query.shape != (self.config.embedding_dim,):
             return None
-        if query.dtype is not _F32 or not query.flags.c_contiguous:
+        dt = query.dtype  # numpy's canonical float32 by identity first, else by value
+        if (dt is not _F32 and dt != _F32) or not query.flags.c_contiguous:
             if query.dtype != np.float64 and query.dtype != np.float32:
                 return None
             with np.errstate(over="ignore"):  # out of float32 range: inf, refused below
