@@ -39,6 +39,7 @@ from .kernels.query import (
     label_mask,
     rerank_batch,
     rerank_candidates,
+    round_f32_into,
     soft_query_batch,
     soft_query_into,
     topk_cosine_batch,
@@ -469,10 +470,16 @@ class Retriever:
             return None
         dt = query.dtype  # numpy's canonical float32 by identity first, else by value
         if (dt is not _F32 and dt != _F32) or not query.flags.c_contiguous:
-            if query.dtype != np.float64 and query.dtype != np.float32:
+            if dt != np.float64 and dt != np.float32:
                 return None
-            with np.errstate(over="ignore"):  # out of float32 range: inf, refused below
-                query = np.ascontiguousarray(query, dtype=np.float32)
+            flags = query.flags
+            if dt == np.float64 and flags.c_contiguous and flags.writeable:  # one signature
+                q32 = np.empty(query.shape[0], _F32)
+                round_f32_into(query, q32)  # out of float32 range: inf, refused below
+                query = q32
+            else:
+                with np.errstate(over="ignore"):  # as above
+                    query = np.ascontiguousarray(query, dtype=np.float32)
         cols = s.columns
         xt = cols.get("embeddings_t")
         if xt is None or xt.shape[1] >= PARALLEL_SCAN_ROWS:

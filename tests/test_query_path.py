@@ -2,6 +2,8 @@
 single soft-query kernel and the filtered-scan kernels, against slow references and
 against the single-query path (bit for bit, ties to the lower id)."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -783,9 +785,39 @@ def test_batch_hits_object():
     assert "2 queries" in repr(b)
 
 
+def test_round_f32_into_matches_numpy_cast():
+    """round_f32_into gives numpy's float64 -> float32 cast bit for bit: ties of rounding,
+    float32's largest value and the overflow past it, subnormals, zeros, inf and NaN."""
+    from dreamjit.kernels.query import round_f32_into
+
+    f32 = np.finfo(np.float32)
+    big = float(f32.max)
+    special = [0.0, -0.0, 1.0, -1.0, big, -big, big * (1 + 2**-25), big * (1 + 2**-23), 1e39]
+    special += [-1e300, float(f32.tiny), float(f32.tiny) / 3, 1e-45, 7e-46, 1e-50, np.inf]
+    special += [-np.inf, np.nan, 1 + 2**-24, 1 + 3 * 2**-24, 0.1, 1 / 3]
+    half = 2.0**128 - 2.0**103  # halfway between float32's largest and 2**128
+    special += [half, -half, np.nextafter(half, 0.0), -np.nextafter(half, 0.0), 2.0**128]
+    rng = np.random.default_rng(4)
+    for v in (
+        np.array(special),
+        rng.normal(size=64),
+        rng.normal(size=64) * 10.0 ** rng.integers(-45, 39, 64),
+        np.empty(0),
+    ):
+        out = np.full(v.shape[0], 7.0, np.float32)
+        round_f32_into(v, out)
+        with np.errstate(over="ignore"):
+            want = v.astype(np.float32)
+        assert out.tobytes() == want.tobytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning, with the JIT or without
+        round_f32_into(np.array([1e300, -1e39, np.nan]), np.empty(3, np.float32))
+
+
 def test_fused_path_equals_general_path():
     """The one-kernel soft path gives what the general path (query_embedding, then
-    soft_embedded) gives, for float32 and float64 queries, contiguous or not, ties included."""
+    soft_embedded) gives, for float32 and float64 queries, contiguous or not, writable or
+    not, ties included."""
     rng = np.random.default_rng(9)
     V = unit(rng.normal(size=(300, 12)))
     V[5] = V[6] = V[7]
@@ -794,7 +826,9 @@ def test_fused_path_equals_general_path():
     queries = list(rng.normal(size=(20, 12))) + [V[7].astype(np.float64)]
     for q64 in queries:
         wide = np.repeat(q64, 2)  # every other value: a non-contiguous view
-        for q in (q64.astype(np.float32), q64, wide[::2], wide.astype(np.float32)[::2]):
+        frozen = q64.copy()
+        frozen.setflags(write=False)  # a read-only float64 vector: numpy's cast, not the kernel
+        for q in (q64.astype(np.float32), q64, wide[::2], wide.astype(np.float32)[::2], frozen):
             for label in (None, 1):
                 for w in (DEFAULT_W, SIM_ONLY):
                     query = Query(embedding=q, label=label)

@@ -60,6 +60,7 @@ __all__ = [
     "quantize_rows",
     "rerank_batch",
     "rerank_candidates",
+    "round_f32_into",
     "soft_query",
     "soft_query_batch",
     "soft_query_into",
@@ -68,6 +69,10 @@ __all__ = [
     "topk_dot_slots",
     "unit_query",
 ]
+
+#: the smallest float64 that rounds to float32 inf: halfway between float32's largest value
+#: (2**128 - 2**104) and 2**128 (a tie, rounded to the even neighbour, inf)
+_F32_OVERFLOW = 2.0**128 - 2.0**103
 
 #: :func:`soft_query` status codes
 SOFT_OK = 0
@@ -357,6 +362,23 @@ def label_mask(alive, labels, wanted):
             mask[i] = True
             count += 1
     return mask, count
+
+
+@kernel
+def round_f32_into(v, out):
+    """``out[:] = v`` rounded to float32 (``v`` (d,) float64, ``out`` (d,) float32): numpy's
+    ``astype(np.float32)`` bits (round to nearest even; beyond float32's range inf, NaN
+    kept), without its overflow warning machinery (``np.errstate`` costs more than the cast):
+    a value at or past the rounding boundary of float32's largest is set to inf, so the cast
+    never overflows (no warning without the JIT either)."""
+    for j in range(v.shape[0]):
+        x = v[j]
+        if x >= _F32_OVERFLOW:
+            out[j] = np.inf
+        elif x <= -_F32_OVERFLOW:
+            out[j] = -np.inf
+        else:
+            out[j] = np.float32(x)
 
 
 @kernel
