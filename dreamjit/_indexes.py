@@ -71,12 +71,18 @@ def ranked_by_id(search, k: int, n: int, ids):
 
     Kernels break ties by slot, and slots are reused out of id order, so this
     asks for one more than ``k``: if the scores tie across the cut, it widens
-    the search until every tied entry is in, then orders by (score desc, id asc).
+    the search (doubling) until its last score is below the tied one, so every
+    tied entry is in, then orders by (score desc, id asc). The widening stops
+    there: it once checked the cut again (``scores[k]``, which a wider search
+    does not change) and so widened to every entry whenever two tied at the cut.
     """
     want = min(k + 1, n)
     while True:
         slots, scores = search(want)
-        if slots.shape[0] <= k or scores[k] < scores[k - 1] or want >= n:
+        got = slots.shape[0]
+        if got <= k or scores[k] < scores[k - 1] or got < want or want >= n:
+            break
+        if scores[got - 1] < scores[k - 1]:  # the whole tie group is in
             break
         want = min(2 * want, n)
     if slots.shape[0] > k:

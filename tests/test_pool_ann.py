@@ -429,3 +429,61 @@ def test_similarity_only_rerank_walks_for_k_candidates(thread_builds, monkeypatc
     pool.retrieve_soft_batch(V[:7], k=10)
     assert max(asked) >= 40
     assert_invariants(pool)
+
+
+@pytest.mark.parametrize("use_ann", [False, True])
+def test_a_tie_at_the_cut_widens_the_search_only_until_the_tie_group_is_in(
+    thread_builds, monkeypatch, use_ann
+):
+    """50 identical embeddings and a query equal to them: the top 50 tie, the cut at 10
+    falls inside the group. The search widens (11, 22, 44, 88) until its last score is
+    below the tie, never to the whole pool (it once did: every widening checked the cut
+    again, so a tie there fetched all n, a walk with a beam of 1.5 n), and the hits are
+    the group's 10 lowest ids."""
+    V = gmm(3000, d=32, seed=4)
+    group = np.arange(500, 550)
+    V[group] = V[7]
+    pool = embedding_pool(V, use_ann=use_ann, ann_threshold=3000, ann_background=False)
+    assert pool.stats()["index"] == ("ann" if use_ann else "exact")
+    index = pool.indexes.ann if use_ann else pool.indexes.exact
+    asked = []
+    search = index.search
+
+    def spy(q, k, mask=None):
+        asked.append(int(k))
+        return search(q, k, mask)
+
+    monkeypatch.setattr(index, "search", spy)
+    hits = pool.retrieve_soft(Query(embedding=V[7]), k=10, weights=SIM_ONLY)
+    assert asked[0] == 11 and max(asked) <= 2 * (group.size + 1 + 1), asked
+    tied = np.union1d(group, [7])
+    ids = pool.ids()
+    assert np.all(np.isin(hits.ids, ids[tied]))
+    if not use_ann:  # the exact scan finds every tied entry: the 10 lowest ids
+        assert np.array_equal(hits.ids, np.sort(ids[tied])[:10])
+
+
+def test_a_wide_walk_scans_exactly(thread_builds, monkeypatch):
+    """A query whose beam would reach WALK_EXACT_MIN_EF on a graph of fewer than
+    ``ef * WALK_EF_SHARE`` rows is answered by the exact scan (the walk would score more
+    rows than the scan reads); ordinary queries walk."""
+    V = gmm(3000, d=32, seed=5)
+    pool = embedding_pool(V, ann_threshold=3000, ann_background=False)
+    ann = pool.indexes.ann
+    walks = []
+    walk = index_mod.ann_search
+
+    def spy(*args):
+        walks.append(args[5])
+        return walk(*args)
+
+    monkeypatch.setattr(index_mod, "ann_search", spy)
+    q = V[11]
+    ann.search(q, 10)
+    assert walks == [10]
+    k = index_mod.WALK_EXACT_MIN_EF
+    idx, sc = ann.search(q, k)
+    assert walks == [10]  # no second walk
+    s = V.astype(np.float64) @ q.astype(np.float64)
+    want = np.argsort(-s, kind="stable")[:k]
+    assert np.array_equal(np.sort(pool.ids()[idx]), np.sort(pool.ids()[want]))

@@ -48,6 +48,16 @@ logger = logging.getLogger("dreamjit")
 #: live entries, 2.5 at 50 %, 1.1-1.3 at 67-75 % (scripts/measure_rebuild.py).
 DELTA_EXACT_SHARE = 0.25
 
+#: a wide walk (beam ``ef`` of at least WALK_EXACT_MIN_EF) over fewer than
+#: ``ef * WALK_EF_SHARE`` candidates scores more rows, at random, than one exact scan
+#: reads in order: such a query (a large ``k``) scans exactly and gets the exact
+#: answer. Measured at 1e5 (1000 clusters, d=64, one thread, loaded machine): walk /
+#: exact time 0.12 at ef 11, 0.26 at 60, 1.1 at 150, 2.0 at 300, 2.3 at 1200
+#: (docs/performance.md, "Wide walks scan exactly"). The floor keeps the walks of
+#: ordinary queries (k <= 40) on the graph at every pool size the ANN serves.
+WALK_EF_SHARE = 1024
+WALK_EXACT_MIN_EF = 192
+
 #: incremental maintenance: the delta is linked into the graph, and tombstoned rows
 #: dropped and repaired, once either holds LINK_SHARE of the graph's rows (at least
 #: LINK_MIN); a change past ``rebuild_fraction`` goes to a full pynndescent build
@@ -68,6 +78,11 @@ GRAPH_SETTINGS = ("n_neighbors", "max_degree", "seed", "graph")
 
 #: test hook: called with the index in every build, once its snapshot is taken (e.g. to hold it)
 _BUILD_HOOK = None
+
+
+def _wide_walk(ef: int, n_cand: int) -> bool:
+    """Whether a walk of beam ``ef`` over ``n_cand`` candidates costs more than an exact scan."""
+    return ef >= WALK_EXACT_MIN_EF and ef * WALK_EF_SHARE > n_cand
 
 
 class NNDescentIndex:
@@ -1169,10 +1184,12 @@ class NNDescentIndex:
         else:
             m = _live_mask(store, mask)
             n_cand = int(np.count_nonzero(m))
+        ef = self._ef(k, graph)
         if (
             k >= n_cand
             or n_cand < self.mask_share * n_live
             or delta.shape[0] > DELTA_EXACT_SHARE * n_live
+            or _wide_walk(ef, n_cand)
         ):
             return exact_topk(store, q, m, k)
         if not q.flags.writeable:  # the query cache's rows: one walk compile, not two
@@ -1184,7 +1201,7 @@ class NNDescentIndex:
             delta,
             q,
             k,
-            self._ef(k, graph),
+            ef,
             self.epsilon,
             self.n_seeds,
         )
@@ -1222,6 +1239,7 @@ class NNDescentIndex:
             or n_cand < self.mask_share * n_live
             or n_cand < self.exact_batch_below
             or delta.shape[0] > DELTA_EXACT_SHARE * n_live
+            or _wide_walk(self._ef(k, graph), n_cand)
         ):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(
