@@ -86,7 +86,8 @@ def ranked_by_id(search, k: int, n: int, ids):
             break
         want = min(2 * want, n)
     if slots.shape[0] > k:
-        if scores[k] < scores[k - 1] and not (scores[1:k] == scores[: k - 1]).any():
+        head = scores[: k + 1].tolist()  # sorted: all distinct means no tie anywhere
+        if len(set(head)) == k + 1:
             return slots[:k], scores[:k]  # no ties: the kernel's order is the id order
         keep = scores >= scores[k - 1]
         slots, scores = slots[keep], scores[keep]
