@@ -308,6 +308,33 @@ class IndexSet:
         """
         return rerank_count(k, n, order_only)
 
+    def walk_plan(self, k, mask=None, count=None):
+        """The graph walk a top-``k`` :meth:`search` would make now, or None (an exact scan
+        answers: no graph in use, a narrow filter, or the index's own rules,
+        :meth:`NNDescentIndex.walk_plan <dreamjit.index.NNDescentIndex.walk_plan>`).
+
+        Parameters
+        ----------
+        k : int
+            Rows the walk is asked for.
+        mask : numpy.ndarray, optional
+            (capacity,) bool of the live entries a filter selects.
+        count : int, optional
+            How many ``mask`` selects (computed when omitted).
+
+        Returns
+        -------
+        tuple or None
+            As :meth:`NNDescentIndex.walk_plan <dreamjit.index.NNDescentIndex.walk_plan>`.
+        """
+        if not self.use_ann_now():
+            return None
+        if mask is not None:
+            count = int(np.count_nonzero(mask)) if count is None else count
+            if count * SLOT_SCAN_SHARE < len(self._table):
+                return None
+        return self._ann.walk_plan(k, mask)
+
     def search(self, q, k, mask=None, count=None):
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,
         ties to the lower id.

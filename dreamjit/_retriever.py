@@ -32,6 +32,7 @@ from .errors import (
 )
 from .index.exact import PARALLEL_SCAN_ROWS
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
+from .kernels.graph import ann_soft_query
 from .kernels.mmr import mmr_fast, mmr_standard
 from .kernels.query import (
     BLOCKED_MIN_ROWS,
@@ -445,8 +446,6 @@ class Retriever:
         s = table.store
         if s is None or table.embedding_mode != "user" or count == 0:
             return None
-        if self._indexes.use_ann_now():  # the graph walk answers
-            return None
         if mask is not None and count * SLOT_SCAN_SHARE < len(table):
             return None
         label = -1
@@ -469,6 +468,8 @@ class Retriever:
             with np.errstate(over="ignore"):  # out of float32 range: inf, refused below
                 query = np.ascontiguousarray(query, dtype=np.float32)
         cols = s.columns
+        if self._indexes.use_ann_now():  # the graph walk answers
+            return self._fused_walk(query, k, weights, mask, count, label, cols)
         xt = cols.get("embeddings_t")
         if xt is None or xt.shape[1] >= PARALLEL_SCAN_ROWS:
             return None
@@ -492,6 +493,40 @@ class Retriever:
         )
         if status != SOFT_OK:
             return None  # a tie at the cut, or a bad query the general path reports
+        return slots, scores, sims
+
+    def _fused_walk(self, query, k, weights, mask, count, label, cols):
+        """:meth:`_fused` on a graph-searched pool: the walk, the tie check at the cut and
+        the rerank in one kernel call (:func:`~dreamjit.kernels.graph.ann_soft_query`),
+        the same bits as the general path (its :func:`ranked_by_id` asks the walk for one
+        more than the candidates, with the same beam); None when the index would scan
+        exactly, the walk finds too few rows or the scores tie across the cut."""
+        cc = self._indexes.rerank_count(k, count, similarity_order(weights, label))
+        want = min(cc + 1, count)
+        plan = self._indexes.walk_plan(want, mask, count)
+        if plan is None:
+            return None
+        X, walk, live, delta, ef, epsilon, n_seeds = plan
+        slots, scores, sims, status = ann_soft_query(
+            X,
+            walk,
+            live,
+            delta,
+            query,
+            want,
+            ef,
+            epsilon,
+            n_seeds,
+            cols["ids"],
+            cols["util_mean"],
+            cols["labels"],
+            label,
+            cc,
+            k,
+            self._weights(weights),
+        )
+        if status != SOFT_OK:
+            return None
         return slots, scores, sims
 
     def soft_embedded(self, q, label, k, weights, mask=None, count=None):

@@ -487,3 +487,78 @@ def test_a_wide_walk_scans_exactly(thread_builds, monkeypatch):
     s = V.astype(np.float64) @ q.astype(np.float64)
     want = np.argsort(-s, kind="stable")[:k]
     assert np.array_equal(np.sort(pool.ids()[idx]), np.sort(pool.ids()[want]))
+
+
+def test_fused_walk_equals_general_path(thread_builds, monkeypatch):
+    """On a graph-searched pool the one-kernel soft path (walk, tie check, rerank:
+    ``ann_soft_query``) gives what the general path (query_embedding, then soft_embedded)
+    gives, bit for bit: float32 and float64 queries, labels, default and similarity-only
+    weights, wide and narrow filters, duplicates tying at the cut; bad queries are refused
+    with the pool unchanged."""
+    import dreamjit._retriever as retriever_mod
+    from dreamjit._validate import as_where
+
+    rng = np.random.default_rng(21)
+    V = gmm(3000, d=32, seed=6)
+    V[100:140] = V[3]  # a tie group straddling the cut for queries near V[3]
+    n = V.shape[0]
+    pool = dj.DreamPool(
+        PoolConfig(
+            memory_budget_mb=None,
+            max_size=n,
+            embedding_dim=32,
+            use_ann=True,
+            ann_threshold=n,
+            ann_background=False,
+        )
+    )
+    pool.add_batch(
+        np.zeros((n, 1, 1, 3), np.float32),
+        np.tile([0.0, 1.0, 0.0], (n, 1)),
+        embeddings=V,
+        labels=rng.integers(0, 3, n).tolist(),
+    )
+    assert pool.stats()["index"] == "ann"
+    calls = {"fused": 0, "status": []}
+    kernel = retriever_mod.ann_soft_query
+
+    def spy(*args):
+        out = kernel(*args)
+        calls["fused"] += 1
+        calls["status"].append(int(out[3]))
+        return out
+
+    monkeypatch.setattr(retriever_mod, "ann_soft_query", spy)
+    r = pool.retriever
+    queries = [V[3], V[3] + 0.01] + list(rng.normal(size=(12, 32)))
+    wheres = (None, lambda c: c.labels >= 1, lambda c: c.labels == 5)
+    for q64 in queries:
+        for q in (np.asarray(q64, np.float32), np.asarray(q64, np.float64)):
+            for label in (None, 1):
+                for w in (RetrievalWeights(), SIM_ONLY):
+                    for where in wheres:
+                        query = Query(embedding=q, label=label)
+                        hits = pool.retrieve_soft(query, k=10, weights=w, where=where)
+                        with pool.lock.read():
+                            emb, lab = r.query_embedding(query)
+                            mask, count = r.filter(None if where is None else as_where(where))
+                            if count == 0:
+                                ids = np.empty(0, np.int64)
+                                scores = sims = np.empty(0, np.float32)
+                            else:
+                                slots, scores, sims = r.soft_embedded(emb, lab, 10, w, mask, count)
+                                ids = pool.table.ids_at(slots)
+                        assert hits.ids.tolist() == ids.tolist()
+                        assert np.array_equal(hits.scores, scores)
+                        assert np.array_equal(hits.similarity, sims)
+    assert calls["fused"] > 0
+    assert 0 in calls["status"]  # answered in one call
+    assert 1 in calls["status"]  # the tie group at the cut went to the general path
+    before = pool.fingerprint()
+    for bad in (np.zeros(32, np.float32), np.full(32, np.nan), np.full(32, 1e300)):
+        with pytest.raises(dj.InvalidParameterError):
+            pool.retrieve_soft(bad)
+        with pytest.raises(dj.InvalidParameterError):
+            pool.retrieve_soft(Query(embedding=bad))
+    assert pool.fingerprint() == before
+    assert_invariants(pool)

@@ -1155,6 +1155,48 @@ class NNDescentIndex:
             return max(-(-beam * k // CALIBRATION_K), math.ceil(self.overfetch * k))
         return max(beam, math.ceil(self.overfetch * k), k)
 
+    def walk_plan(self, k, mask=None):
+        """How a top-``k`` query would walk the graph now, or None when it scans exactly.
+
+        None without a graph, for ``k`` at least the candidates, a filter narrower than
+        ``mask_share``, a delta past ``DELTA_EXACT_SHARE`` or a wide walk
+        (:func:`_wide_walk`). Installs a finished standalone build first, as
+        :meth:`search` does.
+
+        Parameters
+        ----------
+        k : int
+            Rows wanted (> 0).
+        mask : numpy.ndarray, optional
+            (capacity,) bool: the slots a filter selects.
+
+        Returns
+        -------
+        tuple or None
+            ``(embeddings, walk, live_mask, delta, ef, epsilon, n_seeds)``: the arguments
+            of :func:`~dreamjit.kernels.graph.ann_search` around the query and ``k``.
+        """
+        self._poll()
+        store = self._store
+        graph, delta = self._state  # one consistent snapshot of the state
+        if graph is None:
+            return None
+        n_live = graph.rows.shape[0] - graph.n_dead + delta.shape[0]
+        if mask is None:
+            m, n_cand = store.alive, n_live
+        else:
+            m = _live_mask(store, mask)
+            n_cand = int(np.count_nonzero(m))
+        ef = self._ef(k, graph)
+        if (
+            k >= n_cand
+            or n_cand < self.mask_share * n_live
+            or delta.shape[0] > DELTA_EXACT_SHARE * n_live
+            or _wide_walk(ef, n_cand)
+        ):
+            return None
+        return store.embeddings, graph.walk, m, delta, ef, self.epsilon, self.n_seeds
+
     def search(self, q, k, mask=None):
         """The best ``min(k, #candidates)`` live rows for one query, best first: a walk
         of the graph plus an exact scan of the delta, or an exact scan.
@@ -1170,41 +1212,18 @@ class NNDescentIndex:
             ``(slots int64, scores float32)``: always ``min(k, #masked live)`` hits.
         """
         k = int(k)
-        self._poll()
         store = self._store
         if k <= 0:
+            self._poll()
             return _EMPTY_I.copy(), _EMPTY_S.copy()
         q = _as_query(q, store)
-        graph, delta = self._state  # one consistent snapshot of the state
-        if graph is None:
+        plan = self.walk_plan(k, mask)
+        if plan is None:
             return exact_topk(store, q, _live_mask(store, mask), k)
-        n_live = graph.rows.shape[0] - graph.n_dead + delta.shape[0]
-        if mask is None:
-            m, n_cand = store.alive, n_live
-        else:
-            m = _live_mask(store, mask)
-            n_cand = int(np.count_nonzero(m))
-        ef = self._ef(k, graph)
-        if (
-            k >= n_cand
-            or n_cand < self.mask_share * n_live
-            or delta.shape[0] > DELTA_EXACT_SHARE * n_live
-            or _wide_walk(ef, n_cand)
-        ):
-            return exact_topk(store, q, m, k)
+        X, walk, m, delta, ef, epsilon, n_seeds = plan
         if not q.flags.writeable:  # the query cache's rows: one walk compile, not two
             q = q.copy()
-        idx, sc = ann_search(
-            store.embeddings,
-            graph.walk,
-            m,
-            delta,
-            q,
-            k,
-            ef,
-            self.epsilon,
-            self.n_seeds,
-        )
+        idx, sc = ann_search(X, walk, m, delta, q, k, ef, epsilon, n_seeds)
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
         return idx, sc
