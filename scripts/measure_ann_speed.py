@@ -50,7 +50,7 @@ SIM = dj.RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0)
 CACHE = None  # --cache DIR: graphs saved there are reused (no pynndescent run)
 BEAM = None  # --beam MIN_EF,EPSILON: a third pool with those walk settings
 HNSW = True  # --no-hnsw: False
-HNSW_EFS = (10, 16, 24, 32, 48, 64, 96)
+HNSW_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
 
 
 def hnsw_index(X, path):

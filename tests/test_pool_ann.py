@@ -401,8 +401,15 @@ def test_similarity_only_rerank_walks_for_k_candidates(thread_builds, monkeypatc
         asked.append(int(k))
         return search_batch(Q, k, mask)
 
+    walk_plan = ann.walk_plan
+
+    def spy_plan(k, mask=None):  # the one-kernel path plans its walk, then walks itself
+        asked.append(int(k))
+        return walk_plan(k, mask)
+
     monkeypatch.setattr(ann, "search", spy)
     monkeypatch.setattr(ann, "search_batch", spy_batch)
+    monkeypatch.setattr(ann, "walk_plan", spy_plan)
     q = V[5]
     hits = pool.retrieve_soft(Query(embedding=q), k=10, weights=SIM_ONLY)
     assert max(asked) <= 11 and hits.ids.shape == (10,)
