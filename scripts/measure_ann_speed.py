@@ -18,7 +18,7 @@ cache without a calibration, so the pool calibrates it when it adopts the graph:
 calibration's beam, held-out recall and seconds are printed). ``--beam 62,0.15`` adds a third
 pool on the same graph with ``ann_min_ef=62, ann_epsilon=0.15`` (the fixed default before
 calibration). hnswlib (M=16, ef_construction=200, one thread; its index cached beside the
-graph) runs in the same race at the smallest ``ef`` of 10, 16, 24, 32, 48, 64, 96 whose
+graph) runs in the same race at the smallest ``ef`` of ``HNSW_EFS`` (10 ... 384) whose
 recall@10 reaches 0.95 (``--no-hnsw``: left out).
 """
 
