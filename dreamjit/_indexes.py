@@ -327,13 +327,14 @@ class IndexSet:
         tuple or None
             As :meth:`NNDescentIndex.walk_plan <dreamjit.index.NNDescentIndex.walk_plan>`.
         """
-        if not self.use_ann_now():
+        ann = self._ann
+        if ann is None or not self.use_ann_now():
             return None
         if mask is not None:
             count = int(np.count_nonzero(mask)) if count is None else count
             if count * SLOT_SCAN_SHARE < len(self._table):
                 return None
-        return self._ann.walk_plan(k, mask)
+        return ann.walk_plan(k, mask)
 
     def search(self, q, k, mask=None, count=None):
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,
