@@ -71,16 +71,23 @@ def ranked_by_id(search, k: int, n: int, ids):
 
     Kernels break ties by slot, and slots are reused out of id order, so this
     asks for one more than ``k``: if the scores tie across the cut, it widens
-    the search until every tied entry is in, then orders by (score desc, id asc).
+    the search (doubling) until its last score is below the tied one, so every
+    tied entry is in, then orders by (score desc, id asc). The widening stops
+    there: it once checked the cut again (``scores[k]``, which a wider search
+    does not change) and so widened to every entry whenever two tied at the cut.
     """
     want = min(k + 1, n)
     while True:
         slots, scores = search(want)
-        if slots.shape[0] <= k or scores[k] < scores[k - 1] or want >= n:
+        got = slots.shape[0]
+        if got <= k or scores[k] < scores[k - 1] or got < want or want >= n:
+            break
+        if scores[got - 1] < scores[k - 1]:  # the whole tie group is in
             break
         want = min(2 * want, n)
     if slots.shape[0] > k:
-        if scores[k] < scores[k - 1] and not (scores[1:k] == scores[: k - 1]).any():
+        head = scores[: k + 1].tolist()  # sorted: all distinct means no tie anywhere
+        if len(set(head)) == k + 1:
             return slots[:k], scores[:k]  # no ties: the kernel's order is the id order
         keep = scores >= scores[k - 1]
         slots, scores = slots[keep], scores[keep]
@@ -300,6 +307,34 @@ class IndexSet:
             then follow ``k``), else :func:`candidate_count`.
         """
         return rerank_count(k, n, order_only)
+
+    def walk_plan(self, k, mask=None, count=None):
+        """The graph walk a top-``k`` :meth:`search` would make now, or None (an exact scan
+        answers: no graph in use, a narrow filter, or the index's own rules,
+        :meth:`NNDescentIndex.walk_plan <dreamjit.index.NNDescentIndex.walk_plan>`).
+
+        Parameters
+        ----------
+        k : int
+            Rows the walk is asked for.
+        mask : numpy.ndarray, optional
+            (capacity,) bool of the live entries a filter selects.
+        count : int, optional
+            How many ``mask`` selects (computed when omitted).
+
+        Returns
+        -------
+        tuple or None
+            As :meth:`NNDescentIndex.walk_plan <dreamjit.index.NNDescentIndex.walk_plan>`.
+        """
+        ann = self._ann
+        if ann is None or not self.use_ann_now():
+            return None
+        if mask is not None:
+            count = int(np.count_nonzero(mask)) if count is None else count
+            if count * SLOT_SCAN_SHARE < len(self._table):
+                return None
+        return ann.walk_plan(k, mask)
 
     def search(self, q, k, mask=None, count=None):
         """Top-k ``(slots, cosines)`` by embedding similarity from the index in use,

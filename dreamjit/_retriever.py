@@ -32,6 +32,7 @@ from .errors import (
 )
 from .index.exact import PARALLEL_SCAN_ROWS
 from .kernels.cosine import normalize_rows, pairwise_dispersion, topk_cosine
+from .kernels.graph import ann_soft_query
 from .kernels.mmr import mmr_fast, mmr_standard
 from .kernels.query import (
     BLOCKED_MIN_ROWS,
@@ -435,10 +436,10 @@ class Retriever:
         return arr
 
     def _fused(self, query, k, weights, mask, count):
-        """The soft path in one kernel call, for a user-embedding query on an exactly
-        searched pool, unfiltered or with a wide filter: ``(slots, scores, cosines, ids)``
-        (None when that does not apply or the scores tie across the candidate cut: the
-        general path answers then, with the same bits).
+        """The soft path in one kernel call, for a user-embedding query, unfiltered or with
+        a wide filter: ``(slots, scores, cosines, ids)`` (None when that does not apply or
+        the scores tie across the candidate cut: the general path answers then, with the
+        same bits). On a graph-searched pool :meth:`_fused_walk` answers (ids None).
 
         The query is a 1-d float32 or float64 array of ``embedding_dim`` values (or a
         Query of just an embedding and a label); float64 is rounded to float32 first, as
@@ -449,8 +450,6 @@ class Retriever:
         table = self._table
         s = table.store
         if s is None or count == 0 or table.embedding_mode != "user":
-            return None
-        if self._indexes.use_ann_now():  # the graph walk answers
             return None
         if mask is not None and count * SLOT_SCAN_SHARE < len(table):
             return None
@@ -481,6 +480,8 @@ class Retriever:
                 with np.errstate(over="ignore"):  # as above
                     query = np.ascontiguousarray(query, dtype=np.float32)
         cols = s.columns
+        if self._indexes.use_ann_now():  # the graph walk answers
+            return self._fused_walk(query, k, weights, mask, count, label, cols)
         xt = cols.get("embeddings_t")
         if xt is None or xt.shape[1] >= PARALLEL_SCAN_ROWS:
             return None
@@ -518,6 +519,40 @@ class Retriever:
         if m < size:  # fewer picks than asked (not for the exact scans here): the prefixes
             return slots[:m].copy(), scores[:m].copy(), sims[:m].copy(), ids[:m].copy()
         return slots, scores, sims, ids
+
+    def _fused_walk(self, query, k, weights, mask, count, label, cols):
+        """:meth:`_fused` on a graph-searched pool: the walk, the tie check at the cut and
+        the rerank in one kernel call (:func:`~dreamjit.kernels.graph.ann_soft_query`),
+        the same bits as the general path (its :func:`ranked_by_id` asks the walk for one
+        more than the candidates, with the same beam); None when the index would scan
+        exactly, the walk finds too few rows or the scores tie across the cut."""
+        cc = self._indexes.rerank_count(k, count, similarity_order(weights, label))
+        want = min(cc + 1, count)
+        plan = self._indexes.walk_plan(want, mask, count)
+        if plan is None:
+            return None
+        X, walk, live, delta, ef, epsilon, n_seeds = plan
+        slots, scores, sims, status = ann_soft_query(
+            X,
+            walk,
+            live,
+            delta,
+            query,
+            want,
+            ef,
+            epsilon,
+            n_seeds,
+            cols["ids"],
+            cols["util_mean"],
+            cols["labels"],
+            label,
+            cc,
+            k,
+            self._weights(weights),
+        )
+        if status != SOFT_OK:
+            return None
+        return slots, scores, sims, None  # the ids: gathered when the pool counts usage
 
     def soft_embedded(self, q, label, k, weights, mask=None, count=None):
         n = len(self._table) if count is None else count

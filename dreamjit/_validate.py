@@ -305,9 +305,14 @@ def as_bool(value, name: str) -> bool:
     return bool(value)
 
 
+I32_MAX = int(np.iinfo(np.int32).max)
+
+
 def as_label(label, name: str = "label"):
     """An integer class label >= 0, or None."""
-    return as_int(label, name, minimum=0, maximum=np.iinfo(np.int32).max, allow_none=True)
+    if label is None:
+        return None
+    return as_int(label, name, minimum=0, maximum=I32_MAX, allow_none=True)
 
 
 def check_shape(arr: np.ndarray, name: str, expected: tuple, what: str = "shape") -> None:

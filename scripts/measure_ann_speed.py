@@ -18,7 +18,7 @@ cache without a calibration, so the pool calibrates it when it adopts the graph:
 calibration's beam, held-out recall and seconds are printed). ``--beam 62,0.15`` adds a third
 pool on the same graph with ``ann_min_ef=62, ann_epsilon=0.15`` (the fixed default before
 calibration). hnswlib (M=16, ef_construction=200, one thread; its index cached beside the
-graph) runs in the same race at the smallest ``ef`` of 10, 16, 24, 32, 48, 64, 96 whose
+graph) runs in the same race at the smallest ``ef`` of ``HNSW_EFS`` (10 ... 384) whose
 recall@10 reaches 0.95 (``--no-hnsw``: left out).
 """
 
@@ -50,7 +50,7 @@ SIM = dj.RetrievalWeights(alpha=1.0, beta=0.0, gamma=0.0, delta=0.0)
 CACHE = None  # --cache DIR: graphs saved there are reused (no pynndescent run)
 BEAM = None  # --beam MIN_EF,EPSILON: a third pool with those walk settings
 HNSW = True  # --no-hnsw: False
-HNSW_EFS = (10, 16, 24, 32, 48, 64, 96)
+HNSW_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
 
 
 def hnsw_index(X, path):

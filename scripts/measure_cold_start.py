@@ -9,10 +9,12 @@ this checkout) are interleaved, so both see the same machine load.
 Reported per tree: the demo's wall time (cold), the README quickstart's (the first
 ```` ```python ```` block of README.md, run in a temporary directory; cold), and a warm
 first-retrieval process (import, 64 tensors added, one ``retrieve_soft``) with the
-``retrieve_soft`` call alone.
+``retrieve_soft`` call alone. ``--only floor``: what any numba library pays there, a
+process that imports numba and calls one cached ``njit`` function, with and without
+numba's entry points (rocket-fft's import).
 
 Run: ``python scripts/measure_cold_start.py [--src PATH ...] [--repeat 1]
-[--only demo,quickstart,warm]``.
+[--only demo,quickstart,warm,floor]``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,29 @@ t_end = time.perf_counter()
 assert len(hits) == 3
 print(json.dumps({"import": t_import - t0, "add": t_add - t_data,
                   "retrieve": t_end - t_add, "total": t_end - t0}))
+"""
+
+
+# the floor under any numba library's first call with a warm cache: numba imported, one
+# cached njit function called (numba's entry points run then: rocket-fft, which imports
+# scipy.fft, and numba's own arraymath, which imports scipy.linalg.cython_blas); with
+# NO_ENTRY_POINTS set the entry points are skipped (a measurement only: it shows what
+# rocket-fft's import costs)
+FLOOR_SCRIPT = """
+import json, os, sys, time
+t0 = time.perf_counter()
+import numba
+if os.environ.get("NO_ENTRY_POINTS"):
+    from numba.core import dispatcher, entrypoints
+    entrypoints.init_all = dispatcher.entrypoints.init_all = lambda: None
+t1 = time.perf_counter()
+@numba.njit(cache=True)
+def plus_one(x):
+    return x + 1
+plus_one(1)
+t2 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "first_call": t2 - t1, "total": t2 - t0,
+                  "scipy_fft": "scipy.fft" in sys.modules}))
 """
 
 
@@ -134,6 +159,24 @@ def main() -> None:
             finally:
                 shutil.rmtree(cache, ignore_errors=True)
                 shutil.rmtree(cwd, ignore_errors=True)
+    if "floor" in which:  # numba alone, with and without its entry points (rocket-fft)
+        cache = tempfile.mkdtemp(prefix="dreamjit-floor-numba-")
+        cwd = tempfile.mkdtemp(prefix="dreamjit-floor-cwd-")
+        code = os.path.join(cwd, "floor.py")  # a file: numba caches functions of files only
+        with open(code, "w") as fh:
+            fh.write(FLOOR_SCRIPT)
+        try:
+            run(ROOT, [code], cache, cwd)  # fills the cache
+            for _ in range(max(args.repeat, 3)):
+                for label, flag in (("numba floor", ""), ("numba floor, no entry points", "1")):
+                    os.environ["NO_ENTRY_POINTS"] = flag
+                    out = json.loads(run(ROOT, [code], cache, cwd)[1].splitlines()[-1])
+                    for key in ("total", "import", "first_call"):
+                        rows.setdefault(("numba", f"{label}: {key} (s)"), []).append(out[key])
+        finally:
+            os.environ.pop("NO_ENTRY_POINTS", None)
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(cwd, ignore_errors=True)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     for (src, name), values in rows.items():
         shown = " ".join(f"{v:.2f}" for v in values)

@@ -401,8 +401,15 @@ def test_similarity_only_rerank_walks_for_k_candidates(thread_builds, monkeypatc
         asked.append(int(k))
         return search_batch(Q, k, mask)
 
+    walk_plan = ann.walk_plan
+
+    def spy_plan(k, mask=None):  # the one-kernel path plans its walk, then walks itself
+        asked.append(int(k))
+        return walk_plan(k, mask)
+
     monkeypatch.setattr(ann, "search", spy)
     monkeypatch.setattr(ann, "search_batch", spy_batch)
+    monkeypatch.setattr(ann, "walk_plan", spy_plan)
     q = V[5]
     hits = pool.retrieve_soft(Query(embedding=q), k=10, weights=SIM_ONLY)
     assert max(asked) <= 11 and hits.ids.shape == (10,)
@@ -428,4 +435,137 @@ def test_similarity_only_rerank_walks_for_k_candidates(thread_builds, monkeypatc
     asked.clear()
     pool.retrieve_soft_batch(V[:7], k=10)
     assert max(asked) >= 40
+    assert_invariants(pool)
+
+
+@pytest.mark.parametrize("use_ann", [False, True])
+def test_a_tie_at_the_cut_widens_the_search_only_until_the_tie_group_is_in(
+    thread_builds, monkeypatch, use_ann
+):
+    """50 identical embeddings and a query equal to them: the top 50 tie, the cut at 10
+    falls inside the group. The search widens (11, 22, 44, 88) until its last score is
+    below the tie, never to the whole pool (it once did: every widening checked the cut
+    again, so a tie there fetched all n, a walk with a beam of 1.5 n), and the hits are
+    the group's 10 lowest ids."""
+    V = gmm(3000, d=32, seed=4)
+    group = np.arange(500, 550)
+    V[group] = V[7]
+    pool = embedding_pool(V, use_ann=use_ann, ann_threshold=3000, ann_background=False)
+    assert pool.stats()["index"] == ("ann" if use_ann else "exact")
+    index = pool.indexes.ann if use_ann else pool.indexes.exact
+    asked = []
+    search = index.search
+
+    def spy(q, k, mask=None):
+        asked.append(int(k))
+        return search(q, k, mask)
+
+    monkeypatch.setattr(index, "search", spy)
+    hits = pool.retrieve_soft(Query(embedding=V[7]), k=10, weights=SIM_ONLY)
+    assert asked[0] == 11 and max(asked) <= 2 * (group.size + 1 + 1), asked
+    tied = np.union1d(group, [7])
+    ids = pool.ids()
+    assert np.all(np.isin(hits.ids, ids[tied]))
+    if not use_ann:  # the exact scan finds every tied entry: the 10 lowest ids
+        assert np.array_equal(hits.ids, np.sort(ids[tied])[:10])
+
+
+def test_a_wide_walk_scans_exactly(thread_builds, monkeypatch):
+    """A query whose beam would reach WALK_EXACT_MIN_EF on a graph of fewer than
+    ``ef * WALK_EF_SHARE`` rows is answered by the exact scan (the walk would score more
+    rows than the scan reads); ordinary queries walk."""
+    V = gmm(3000, d=32, seed=5)
+    pool = embedding_pool(V, ann_threshold=3000, ann_background=False)
+    ann = pool.indexes.ann
+    walks = []
+    walk = index_mod.ann_search
+
+    def spy(*args):
+        walks.append(args[5])
+        return walk(*args)
+
+    monkeypatch.setattr(index_mod, "ann_search", spy)
+    q = V[11]
+    ann.search(q, 10)
+    assert walks == [10]
+    k = index_mod.WALK_EXACT_MIN_EF
+    idx, sc = ann.search(q, k)
+    assert walks == [10]  # no second walk
+    s = V.astype(np.float64) @ q.astype(np.float64)
+    want = np.argsort(-s, kind="stable")[:k]
+    assert np.array_equal(np.sort(pool.ids()[idx]), np.sort(pool.ids()[want]))
+
+
+def test_fused_walk_equals_general_path(thread_builds, monkeypatch):
+    """On a graph-searched pool the one-kernel soft path (walk, tie check, rerank:
+    ``ann_soft_query``) gives what the general path (query_embedding, then soft_embedded)
+    gives, bit for bit: float32 and float64 queries, labels, default and similarity-only
+    weights, wide and narrow filters, duplicates tying at the cut; bad queries are refused
+    with the pool unchanged."""
+    import dreamjit._retriever as retriever_mod
+    from dreamjit._validate import as_where
+
+    rng = np.random.default_rng(21)
+    V = gmm(3000, d=32, seed=6)
+    V[100:140] = V[3]  # a tie group straddling the cut for queries near V[3]
+    n = V.shape[0]
+    pool = dj.DreamPool(
+        PoolConfig(
+            memory_budget_mb=None,
+            max_size=n,
+            embedding_dim=32,
+            use_ann=True,
+            ann_threshold=n,
+            ann_background=False,
+        )
+    )
+    pool.add_batch(
+        np.zeros((n, 1, 1, 3), np.float32),
+        np.tile([0.0, 1.0, 0.0], (n, 1)),
+        embeddings=V,
+        labels=rng.integers(0, 3, n).tolist(),
+    )
+    assert pool.stats()["index"] == "ann"
+    calls = {"fused": 0, "status": []}
+    kernel = retriever_mod.ann_soft_query
+
+    def spy(*args):
+        out = kernel(*args)
+        calls["fused"] += 1
+        calls["status"].append(int(out[3]))
+        return out
+
+    monkeypatch.setattr(retriever_mod, "ann_soft_query", spy)
+    r = pool.retriever
+    queries = [V[3], V[3] + 0.01] + list(rng.normal(size=(12, 32)))
+    wheres = (None, lambda c: c.labels >= 1, lambda c: c.labels == 5)
+    for q64 in queries:
+        for q in (np.asarray(q64, np.float32), np.asarray(q64, np.float64)):
+            for label in (None, 1):
+                for w in (RetrievalWeights(), SIM_ONLY):
+                    for where in wheres:
+                        query = Query(embedding=q, label=label)
+                        hits = pool.retrieve_soft(query, k=10, weights=w, where=where)
+                        with pool.lock.read():
+                            emb, lab = r.query_embedding(query)
+                            mask, count = r.filter(None if where is None else as_where(where))
+                            if count == 0:
+                                ids = np.empty(0, np.int64)
+                                scores = sims = np.empty(0, np.float32)
+                            else:
+                                slots, scores, sims = r.soft_embedded(emb, lab, 10, w, mask, count)
+                                ids = pool.table.ids_at(slots)
+                        assert hits.ids.tolist() == ids.tolist()
+                        assert np.array_equal(hits.scores, scores)
+                        assert np.array_equal(hits.similarity, sims)
+    assert calls["fused"] > 0
+    assert 0 in calls["status"]  # answered in one call
+    assert 1 in calls["status"]  # the tie group at the cut went to the general path
+    before = pool.fingerprint()
+    for bad in (np.zeros(32, np.float32), np.full(32, np.nan), np.full(32, 1e300)):
+        with pytest.raises(dj.InvalidParameterError):
+            pool.retrieve_soft(bad)
+        with pytest.raises(dj.InvalidParameterError):
+            pool.retrieve_soft(Query(embedding=bad))
+    assert pool.fingerprint() == before
     assert_invariants(pool)

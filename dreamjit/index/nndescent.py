@@ -48,6 +48,16 @@ logger = logging.getLogger("dreamjit")
 #: live entries, 2.5 at 50 %, 1.1-1.3 at 67-75 % (scripts/measure_rebuild.py).
 DELTA_EXACT_SHARE = 0.25
 
+#: a wide walk (beam ``ef`` of at least WALK_EXACT_MIN_EF) over fewer than
+#: ``ef * WALK_EF_SHARE`` candidates scores more rows, at random, than one exact scan
+#: reads in order: such a query (a large ``k``) scans exactly and gets the exact
+#: answer. Measured at 1e5 (1000 clusters, d=64, one thread, loaded machine): walk /
+#: exact time 0.12 at ef 11, 0.26 at 60, 1.1 at 150, 2.0 at 300, 2.3 at 1200
+#: (docs/performance.md, "Wide walks scan exactly"). The floor keeps the walks of
+#: ordinary queries (k <= 40) on the graph at every pool size the ANN serves.
+WALK_EF_SHARE = 1024
+WALK_EXACT_MIN_EF = 192
+
 #: incremental maintenance: the delta is linked into the graph, and tombstoned rows
 #: dropped and repaired, once either holds LINK_SHARE of the graph's rows (at least
 #: LINK_MIN); a change past ``rebuild_fraction`` goes to a full pynndescent build
@@ -68,6 +78,11 @@ GRAPH_SETTINGS = ("n_neighbors", "max_degree", "seed", "graph")
 
 #: test hook: called with the index in every build, once its snapshot is taken (e.g. to hold it)
 _BUILD_HOOK = None
+
+
+def _wide_walk(ef: int, n_cand: int) -> bool:
+    """Whether a walk of beam ``ef`` over ``n_cand`` candidates costs more than an exact scan."""
+    return ef >= WALK_EXACT_MIN_EF and ef * WALK_EF_SHARE > n_cand
 
 
 class NNDescentIndex:
@@ -1140,6 +1155,48 @@ class NNDescentIndex:
             return max(-(-beam * k // CALIBRATION_K), math.ceil(self.overfetch * k))
         return max(beam, math.ceil(self.overfetch * k), k)
 
+    def walk_plan(self, k, mask=None):
+        """How a top-``k`` query would walk the graph now, or None when it scans exactly.
+
+        None without a graph, for ``k`` at least the candidates, a filter narrower than
+        ``mask_share``, a delta past ``DELTA_EXACT_SHARE`` or a wide walk
+        (:func:`_wide_walk`). Installs a finished standalone build first, as
+        :meth:`search` does.
+
+        Parameters
+        ----------
+        k : int
+            Rows wanted (> 0).
+        mask : numpy.ndarray, optional
+            (capacity,) bool: the slots a filter selects.
+
+        Returns
+        -------
+        tuple or None
+            ``(embeddings, walk, live_mask, delta, ef, epsilon, n_seeds)``: the arguments
+            of :func:`~dreamjit.kernels.graph.ann_search` around the query and ``k``.
+        """
+        self._poll()
+        store = self._store
+        graph, delta = self._state  # one consistent snapshot of the state
+        if graph is None:
+            return None
+        n_live = graph.rows.shape[0] - graph.n_dead + delta.shape[0]
+        if mask is None:
+            m, n_cand = store.alive, n_live
+        else:
+            m = _live_mask(store, mask)
+            n_cand = int(np.count_nonzero(m))
+        ef = self._ef(k, graph)
+        if (
+            k >= n_cand
+            or n_cand < self.mask_share * n_live
+            or delta.shape[0] > DELTA_EXACT_SHARE * n_live
+            or _wide_walk(ef, n_cand)
+        ):
+            return None
+        return store.embeddings, graph.walk, m, delta, ef, self.epsilon, self.n_seeds
+
     def search(self, q, k, mask=None):
         """The best ``min(k, #candidates)`` live rows for one query, best first: a walk
         of the graph plus an exact scan of the delta, or an exact scan.
@@ -1155,39 +1212,18 @@ class NNDescentIndex:
             ``(slots int64, scores float32)``: always ``min(k, #masked live)`` hits.
         """
         k = int(k)
-        self._poll()
         store = self._store
         if k <= 0:
+            self._poll()
             return _EMPTY_I.copy(), _EMPTY_S.copy()
         q = _as_query(q, store)
-        graph, delta = self._state  # one consistent snapshot of the state
-        if graph is None:
+        plan = self.walk_plan(k, mask)
+        if plan is None:
             return exact_topk(store, q, _live_mask(store, mask), k)
-        n_live = graph.rows.shape[0] - graph.n_dead + delta.shape[0]
-        if mask is None:
-            m, n_cand = store.alive, n_live
-        else:
-            m = _live_mask(store, mask)
-            n_cand = int(np.count_nonzero(m))
-        if (
-            k >= n_cand
-            or n_cand < self.mask_share * n_live
-            or delta.shape[0] > DELTA_EXACT_SHARE * n_live
-        ):
-            return exact_topk(store, q, m, k)
+        X, walk, m, delta, ef, epsilon, n_seeds = plan
         if not q.flags.writeable:  # the query cache's rows: one walk compile, not two
             q = q.copy()
-        idx, sc = ann_search(
-            store.embeddings,
-            graph.walk,
-            m,
-            delta,
-            q,
-            k,
-            self._ef(k, graph),
-            self.epsilon,
-            self.n_seeds,
-        )
+        idx, sc = ann_search(X, walk, m, delta, q, k, ef, epsilon, n_seeds)
         if idx.shape[0] < k:  # the walk found too few masked rows: exact
             return exact_topk(store, q, m, k)
         return idx, sc
@@ -1222,6 +1258,7 @@ class NNDescentIndex:
             or n_cand < self.mask_share * n_live
             or n_cand < self.exact_batch_below
             or delta.shape[0] > DELTA_EXACT_SHARE * n_live
+            or _wide_walk(self._ef(k, graph), n_cand)
         ):
             return topk_dot_batch(store.embeddings, Q, m, k)
         idx, sc, counts = ann_search_batch(

@@ -31,11 +31,12 @@ from .cosine import dot64
 from .heap import heap_drain as _drain
 from .heap import heap_offer as _offer
 from .heap import heap_pop, heap_push
-from .query import _int8_dots
+from .query import SOFT_FEW, SOFT_OK, SOFT_TIE, _int8_dots, rerank_candidates, unit_query
 
 __all__ = [
     "ann_search",
     "ann_search_batch",
+    "ann_soft_query",
     "graph_update",
     "knn_to_csr",
     "link_dot",
@@ -243,6 +244,44 @@ def ann_search(X, graph, mask, delta, q, k, ef, epsilon, n_seeds):
     out_s = np.empty(k, dtype=np.float32)
     m = _walk_into(X, graph, mask, delta, q, k, ef, epsilon, n_seeds, out_i, out_s)
     return out_i[:m].copy(), out_s[:m].copy()
+
+
+@kernel
+def ann_soft_query(
+    X, graph, mask, delta, v, want, ef, epsilon, n_seeds, ids, util_mean, labels, qlabel, cc, k, w
+):
+    """One soft retrieval through the graph: ``(slots, scores, similarity, status)``.
+
+    What the pool's general soft path does for a graph-searched pool, in one call: ``v``
+    normalised (:func:`~dreamjit.kernels.query.unit_query`), the walk for ``want`` rows
+    (``min(cc + 1, matches)``: one more than the ``cc`` candidates, to see a tie at the
+    cut) with the index's ``ef``, ``epsilon`` and ``n_seeds`` (as :func:`ann_search`),
+    and the candidates reranked by
+    :func:`~dreamjit.kernels.query.rerank_candidates` (``ids``, ``util_mean``,
+    ``labels``, ``qlabel``, ``k`` and weights ``w`` as there; ``X`` is also the
+    rerank's row-major embeddings). ``status`` is ``SOFT_OK``, or ``SOFT_TIE`` (scores
+    tie across the cut), ``SOFT_FEW`` (the walk found fewer than ``want`` valid rows)
+    or a bad query's (``SOFT_ZERO``, ``SOFT_NONFINITE``): then the arrays are empty
+    and the caller takes the general path, which handles each case.
+    """
+    none_i = np.empty(0, dtype=np.int64)
+    none_s = np.empty(0, dtype=np.float32)
+    q, status = unit_query(v)
+    if status != SOFT_OK:
+        return none_i, none_s, none_s, status
+    out_i = np.empty(want, dtype=np.int64)
+    out_s = np.empty(want, dtype=np.float32)
+    m = _walk_into(X, graph, mask, delta, q, want, ef, epsilon, n_seeds, out_i, out_s)
+    if m < want:
+        return none_i, none_s, none_s, SOFT_FEW
+    if m > cc:
+        if out_s[cc] == out_s[cc - 1]:
+            return none_i, none_s, none_s, SOFT_TIE
+        m = cc
+    slots, scores, sims = rerank_candidates(
+        out_i[:m], out_s[:m], X, ids, util_mean, labels, qlabel, k, w
+    )
+    return slots, scores, sims, SOFT_OK
 
 
 @parallel_kernel(size_arg=4)

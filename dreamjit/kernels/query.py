@@ -56,6 +56,7 @@ __all__ = [
     "SOFT_TIE",
     "SOFT_ZERO",
     "SOFT_NONFINITE",
+    "SOFT_FEW",
     "label_mask",
     "quantize_rows",
     "rerank_batch",
@@ -79,6 +80,7 @@ SOFT_OK = 0
 SOFT_TIE = 1  # scores tie across the candidate cut: the caller takes the general path
 SOFT_ZERO = 2  # the query has no direction
 SOFT_NONFINITE = 3  # NaN or inf in the query
+SOFT_FEW = 4  # the graph walk found fewer valid rows than asked: the caller scans exactly
 
 
 #: rows per block of the int8 scan: its int32 scores (16 KB) stay in L1
